@@ -1,0 +1,46 @@
+//! Every protocol constant and limit in one place.
+
+/// Namespace of legacy OMEMO (XEP-0384 0.3.0, the libsignal v3 wire format).
+pub const LEGACY_NAMESPACE: &str = "eu.siacs.conversations.axolotl";
+
+/// Type byte that prefixes every Curve25519 public key on the legacy wire.
+pub(crate) const CURVE25519_KEY_TYPE: u8 = 0x05;
+
+/// Version byte of legacy ratchet messages: message version 3, current version 3.
+pub(crate) const LEGACY_VERSION_BYTE: u8 = 0x33;
+
+/// Length of the truncated HMAC that ends a legacy `SignalMessage`.
+pub(crate) const LEGACY_MAC_LENGTH: usize = 8;
+
+/// HKDF info of the legacy X3DH.
+pub(crate) const LEGACY_X3DH_INFO: &[u8] = b"WhisperText";
+/// HKDF info of the legacy root chain.
+pub(crate) const LEGACY_ROOT_INFO: &[u8] = b"WhisperRatchet";
+/// HKDF info of the legacy message-key expansion.
+pub(crate) const LEGACY_MESSAGE_KEY_INFO: &[u8] = b"WhisperMessageKeys";
+
+/// HMAC input that derives a message key from a chain key.
+pub(crate) const MESSAGE_KEY_SEED: u8 = 0x01;
+/// HMAC input that derives the next chain key.
+pub(crate) const CHAIN_KEY_SEED: u8 = 0x02;
+
+/// Default number of message keys one incoming message may skip (python-omemo: 1000).
+pub const DEFAULT_MAX_SKIP_PER_MESSAGE: u32 = 1000;
+/// Default number of skipped message keys kept per session, oldest dropped first
+/// (python-omemo: 1000).
+pub const DEFAULT_MAX_STORED_SKIPPED_KEYS: usize = 1000;
+/// Receiving chains of earlier ratchet keys kept per session, so late messages of an
+/// earlier chain still decrypt (libsignal keeps 5).
+pub(crate) const MAX_RECEIVING_CHAINS: usize = 5;
+
+/// Format version of the serialized session state.
+pub(crate) const SESSION_FORMAT_VERSION: u32 = 1;
+
+/// Length of the AES-128-GCM key of a legacy payload.
+pub(crate) const PAYLOAD_KEY_LENGTH: usize = 16;
+/// Length of the GCM tag of a legacy payload.
+pub(crate) const PAYLOAD_TAG_LENGTH: usize = 16;
+/// IV length senders use for legacy payloads.
+pub(crate) const PAYLOAD_IV_LENGTH: usize = 12;
+/// IV length that older clients sent and receivers still accept.
+pub(crate) const PAYLOAD_LEGACY_IV_LENGTH: usize = 16;

@@ -1,0 +1,80 @@
+//! The symmetric KDF chain: chain keys, message keys and their expansion.
+
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::consts::{CHAIN_KEY_SEED, LEGACY_MESSAGE_KEY_INFO, MESSAGE_KEY_SEED};
+use crate::error::KeyError;
+use crate::keys::kdf::{hkdf, hmac};
+
+/// A chain key with the index of the next message key it yields.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub(crate) struct ChainKey {
+    key: [u8; 32],
+    #[zeroize(skip)]
+    index: u32,
+}
+
+impl ChainKey {
+    pub(crate) fn new(key: [u8; 32], index: u32) -> Self {
+        Self { key, index }
+    }
+
+    pub(crate) fn key(&self) -> &[u8; 32] {
+        &self.key
+    }
+
+    pub(crate) fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The message key for the current index: `HMAC(ck, 0x01)`.
+    pub(crate) fn message_key(&self) -> MessageKey {
+        MessageKey(*hmac(&self.key, &[MESSAGE_KEY_SEED]))
+    }
+
+    /// The chain key for the next index: `HMAC(ck, 0x02)`. `None` when the index would
+    /// overflow.
+    pub(crate) fn next(&self) -> Option<Self> {
+        Some(Self {
+            key: *hmac(&self.key, &[CHAIN_KEY_SEED]),
+            index: self.index.checked_add(1)?,
+        })
+    }
+}
+
+/// A 32-byte message key, used once.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub(crate) struct MessageKey([u8; 32]);
+
+impl MessageKey {
+    pub(crate) fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// `HKDF(salt = 0*32, ikm = mk, info = "WhisperMessageKeys", L = 80)` split into the
+    /// AES-256 key, the HMAC key and the CBC IV. Consumes the key.
+    pub(crate) fn expand(self) -> Result<MessageKeys, KeyError> {
+        let out: Zeroizing<[u8; 80]> = hkdf(None, &self.0, LEGACY_MESSAGE_KEY_INFO)?;
+        let mut keys = MessageKeys {
+            cipher_key: [0; 32],
+            mac_key: [0; 32],
+            iv: [0; 16],
+        };
+        keys.cipher_key.copy_from_slice(&out[..32]);
+        keys.mac_key.copy_from_slice(&out[32..64]);
+        keys.iv.copy_from_slice(&out[64..]);
+        Ok(keys)
+    }
+}
+
+/// The keys one message is encrypted and authenticated with.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub(crate) struct MessageKeys {
+    pub(crate) cipher_key: [u8; 32],
+    pub(crate) mac_key: [u8; 32],
+    pub(crate) iv: [u8; 16],
+}

@@ -1,0 +1,41 @@
+//! The root chain: one HKDF step per Diffie-Hellman ratchet step.
+
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use super::chain::ChainKey;
+use crate::consts::LEGACY_ROOT_INFO;
+use crate::error::KeyError;
+use crate::keys::kdf::hkdf;
+use crate::keys::{PublicKey, SecretKey};
+
+/// The root key.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub(crate) struct RootKey([u8; 32]);
+
+impl RootKey {
+    pub(crate) fn new(key: [u8; 32]) -> Self {
+        Self(key)
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// `HKDF(salt = rk, ikm = X25519(own, their), info = "WhisperRatchet", L = 64)`: the
+    /// new root key and a fresh chain starting at index 0.
+    pub(crate) fn step(
+        &self,
+        own: &SecretKey,
+        their: &PublicKey,
+    ) -> Result<(RootKey, ChainKey), KeyError> {
+        let shared = own.diffie_hellman(their)?;
+        let out: Zeroizing<[u8; 64]> = hkdf(Some(&self.0), shared.as_ref(), LEGACY_ROOT_INFO)?;
+        let mut root = [0u8; 32];
+        let mut chain = [0u8; 32];
+        root.copy_from_slice(&out[..32]);
+        chain.copy_from_slice(&out[32..]);
+        let chain_key = ChainKey::new(chain, 0);
+        chain.zeroize();
+        Ok((RootKey(root), chain_key))
+    }
+}

@@ -1,0 +1,454 @@
+//! A Double Ratchet session between this device and one remote device.
+
+use std::fmt;
+
+use rand_core::CryptoRng;
+use zeroize::Zeroizing;
+
+use super::chain::{ChainKey, MessageKey};
+use super::receiver::{Receiver, ReceivingChain, SkippedKey};
+use super::root::RootKey;
+use crate::bundle::{PreKey, PreKeyBundle, SignedPreKey};
+use crate::consts::{DEFAULT_MAX_SKIP_PER_MESSAGE, DEFAULT_MAX_STORED_SKIPPED_KEYS};
+use crate::error::{DecodeError, DecryptError, Error, SessionError};
+use crate::keys::aead::{cbc_decrypt, cbc_encrypt};
+use crate::keys::{IdentityKey, IdentityKeyPair, KeyPair, PublicKey};
+use crate::wire::{PreKeySignalMessage, SignalMessage};
+use crate::x3dh;
+
+/// Bounds on the work and memory one session spends on out-of-order messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RatchetLimits {
+    /// How many message keys one incoming message may skip in its chain.
+    pub max_skip_per_message: u32,
+    /// How many skipped message keys the session keeps; the oldest go first.
+    pub max_stored_skipped_keys: usize,
+}
+
+impl Default for RatchetLimits {
+    /// python-omemo's defaults: 1000 and 1000.
+    fn default() -> Self {
+        Self {
+            max_skip_per_message: DEFAULT_MAX_SKIP_PER_MESSAGE,
+            max_stored_skipped_keys: DEFAULT_MAX_STORED_SKIPPED_KEYS,
+        }
+    }
+}
+
+/// A message produced by [`Session::encrypt`]: a plain ratchet message, or a key exchange
+/// wrapping one while the session is not yet confirmed by the other side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RatchetMessage {
+    /// A ratchet message (`<key>` without `prekey`).
+    Signal(SignalMessage),
+    /// A key exchange (`<key prekey='true'>`).
+    PreKey(PreKeySignalMessage),
+}
+
+impl RatchetMessage {
+    /// Parses received bytes; `pre_key` is the `<key>` element's `prekey` attribute.
+    pub fn from_bytes(bytes: &[u8], pre_key: bool) -> Result<Self, DecodeError> {
+        Ok(if pre_key {
+            Self::PreKey(PreKeySignalMessage::try_from(bytes)?)
+        } else {
+            Self::Signal(SignalMessage::try_from(bytes)?)
+        })
+    }
+
+    /// The bytes to put in the `<key>` element.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Signal(m) => m.as_bytes(),
+            Self::PreKey(m) => m.as_bytes(),
+        }
+    }
+
+    /// Whether this is a key exchange (`prekey='true'`).
+    pub fn is_pre_key(&self) -> bool {
+        matches!(self, Self::PreKey(_))
+    }
+}
+
+/// The key exchange a session was built from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KeyExchange {
+    pub(crate) pre_key_id: u32,
+    pub(crate) signed_pre_key_id: u32,
+    pub(crate) base_key: PublicKey,
+}
+
+/// A Double Ratchet session with one remote device (legacy OMEMO).
+///
+/// Decryption is transactional: every value is computed and the MAC checked before the
+/// session changes, so a message that fails leaves the session exactly as it was.
+#[derive(Clone)]
+pub struct Session {
+    pub(crate) local_identity: IdentityKey,
+    pub(crate) remote_identity: IdentityKey,
+    pub(crate) root_key: RootKey,
+    pub(crate) own_ratchet: KeyPair,
+    pub(crate) sending: ChainKey,
+    pub(crate) previous_sending_length: u32,
+    pub(crate) receiver: Receiver,
+    pub(crate) origin: KeyExchange,
+    pub(crate) initiator: bool,
+    pub(crate) confirmed: bool,
+    pub(crate) limits: RatchetLimits,
+}
+
+/// What a successful decryption changes, computed before anything is changed.
+enum Update {
+    UsedSkipped(usize),
+    Advanced {
+        chain: usize,
+        next: ChainKey,
+        skipped: Vec<SkippedKey>,
+    },
+    NewChain {
+        root_key: RootKey,
+        receiving: ReceivingChain,
+        skipped: Vec<SkippedKey>,
+        own_ratchet: KeyPair,
+        sending: ChainKey,
+    },
+}
+
+impl Session {
+    /// Starts a session with the device that published `bundle` (X3DH as initiator).
+    ///
+    /// Verifies the signed prekey's signature and picks one of the bundle's one-time
+    /// prekeys at random. Messages from [`Session::encrypt`] carry the key exchange until
+    /// the first message from the other side decrypts.
+    pub fn initiate(
+        rng: &mut impl CryptoRng,
+        identity: &IdentityKeyPair,
+        bundle: &PreKeyBundle,
+    ) -> Result<Self, Error> {
+        bundle.verify()?;
+        let (pre_key_id, pre_key) = match bundle.pre_keys.len() {
+            0 => return Err(SessionError::NoPreKeys.into()),
+            1 => bundle.pre_keys[0],
+            n => bundle.pre_keys[(rng.next_u64() % n as u64) as usize],
+        };
+        let ephemeral = KeyPair::generate(rng);
+        let root = x3dh::initiate(
+            identity,
+            ephemeral.secret_key(),
+            &bundle.identity_key,
+            &bundle.signed_pre_key,
+            &pre_key,
+        )?;
+        let own_ratchet = KeyPair::generate(rng);
+        let (root_key, sending) = root.step(own_ratchet.secret_key(), &bundle.signed_pre_key)?;
+        Ok(Self {
+            local_identity: identity.identity_key(),
+            remote_identity: bundle.identity_key,
+            root_key,
+            own_ratchet,
+            sending,
+            previous_sending_length: 0,
+            receiver: Receiver::default(),
+            origin: KeyExchange {
+                pre_key_id,
+                signed_pre_key_id: bundle.signed_pre_key_id,
+                base_key: *ephemeral.public_key(),
+            },
+            initiator: true,
+            confirmed: false,
+            limits: RatchetLimits::default(),
+        })
+    }
+
+    /// Builds a session from a received key exchange (X3DH as responder) and decrypts the
+    /// message inside it.
+    ///
+    /// The caller looks up the signed prekey and one-time prekey the message names
+    /// ([`PreKeySignalMessage::signed_pre_key_id`], [`PreKeySignalMessage::pre_key_id`])
+    /// and deletes the one-time prekey once this succeeded.
+    pub fn respond(
+        rng: &mut impl CryptoRng,
+        identity: &IdentityKeyPair,
+        signed_pre_key: &SignedPreKey,
+        pre_key: &PreKey,
+        message: &PreKeySignalMessage,
+    ) -> Result<(Self, Zeroizing<Vec<u8>>), DecryptError> {
+        let pre_key_id = message.pre_key_id().ok_or(DecryptError::MissingPreKey)?;
+        if pre_key_id != pre_key.id() {
+            return Err(DecryptError::WrongPreKey {
+                what: "one-time prekey",
+                id: pre_key_id,
+            });
+        }
+        if message.signed_pre_key_id() != signed_pre_key.id() {
+            return Err(DecryptError::WrongPreKey {
+                what: "signed prekey",
+                id: message.signed_pre_key_id(),
+            });
+        }
+        let root_key = x3dh::respond(
+            identity,
+            signed_pre_key.key_pair().secret_key(),
+            pre_key.key_pair().secret_key(),
+            message.identity_key(),
+            message.base_key(),
+        )?;
+        let mut session = Self {
+            local_identity: identity.identity_key(),
+            remote_identity: *message.identity_key(),
+            root_key,
+            // Until the first DH step, the responder's ratchet key is its signed prekey;
+            // its sending chain is replaced by that step before it is ever used.
+            own_ratchet: signed_pre_key.key_pair().clone(),
+            sending: ChainKey::new([0; 32], 0),
+            previous_sending_length: 0,
+            receiver: Receiver::default(),
+            origin: KeyExchange {
+                pre_key_id,
+                signed_pre_key_id: message.signed_pre_key_id(),
+                base_key: *message.base_key(),
+            },
+            initiator: false,
+            confirmed: false,
+            limits: RatchetLimits::default(),
+        };
+        let plaintext = session.decrypt(rng, message.message())?;
+        Ok((session, plaintext))
+    }
+
+    /// Sets the skip limits for this session (they are not persisted).
+    pub fn set_limits(&mut self, limits: RatchetLimits) {
+        self.limits = limits;
+    }
+
+    /// The identity key of this device.
+    pub fn local_identity(&self) -> &IdentityKey {
+        &self.local_identity
+    }
+
+    /// The identity key of the remote device.
+    pub fn remote_identity(&self) -> &IdentityKey {
+        &self.remote_identity
+    }
+
+    /// Whether a message from the other side has been decrypted on this session.
+    pub fn is_confirmed(&self) -> bool {
+        self.confirmed
+    }
+
+    /// Whether outgoing messages still carry the key exchange.
+    pub fn sends_key_exchange(&self) -> bool {
+        self.initiator && !self.confirmed
+    }
+
+    /// Whether `message` is the key exchange this session was built from (a repeat, for
+    /// example the same message from the archive and live).
+    pub fn matches_key_exchange(&self, message: &PreKeySignalMessage) -> bool {
+        message.base_key() == &self.origin.base_key
+            && message.identity_key() == &self.remote_identity
+            && message.signed_pre_key_id() == self.origin.signed_pre_key_id
+            && message.pre_key_id() == Some(self.origin.pre_key_id)
+    }
+
+    /// Number of messages received on the newest receiving chain.
+    pub fn receiving_chain_length(&self) -> u32 {
+        self.receiver.chains.front().map_or(0, |c| c.chain.index())
+    }
+
+    /// Encrypts `plaintext` (OMEMO key material) for the remote device.
+    pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<RatchetMessage, Error> {
+        let next = self.sending.next().ok_or(SessionError::CounterOverflow)?;
+        let keys = self.sending.message_key().expand()?;
+        let ciphertext = cbc_encrypt(&keys.cipher_key, &keys.iv, plaintext);
+        let message = SignalMessage::new(
+            &keys.mac_key,
+            &self.local_identity,
+            &self.remote_identity,
+            *self.own_ratchet.public_key(),
+            self.sending.index(),
+            self.previous_sending_length,
+            ciphertext,
+        );
+        self.sending = next;
+        Ok(if self.sends_key_exchange() {
+            RatchetMessage::PreKey(PreKeySignalMessage::new(
+                self.origin.pre_key_id,
+                self.origin.signed_pre_key_id,
+                self.origin.base_key,
+                self.local_identity,
+                message,
+            ))
+        } else {
+            RatchetMessage::Signal(message)
+        })
+    }
+
+    /// Decrypts a key exchange on an existing session: only the key exchange this
+    /// session was built from is accepted, and then the message inside is decrypted.
+    pub fn decrypt_pre_key(
+        &mut self,
+        rng: &mut impl CryptoRng,
+        message: &PreKeySignalMessage,
+    ) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
+        if message.identity_key() != &self.remote_identity {
+            return Err(DecryptError::IdentityMismatch);
+        }
+        if !self.matches_key_exchange(message) {
+            return Err(DecryptError::KeyExchangeMismatch);
+        }
+        self.decrypt(rng, message.message())
+    }
+
+    /// Decrypts a ratchet message. On any error the session is unchanged.
+    pub fn decrypt(
+        &mut self,
+        rng: &mut impl CryptoRng,
+        message: &SignalMessage,
+    ) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
+        let (update, plaintext) = self.plan(rng, message)?;
+        self.apply(update);
+        Ok(plaintext)
+    }
+
+    /// Computes the message key, checks the MAC and decrypts, without changing `self`.
+    fn plan(
+        &self,
+        rng: &mut impl CryptoRng,
+        message: &SignalMessage,
+    ) -> Result<(Update, Zeroizing<Vec<u8>>), DecryptError> {
+        let their = message.ratchet_key();
+        let counter = message.counter();
+        if let Some(position) = self.receiver.skipped_position(their, counter) {
+            let key = self.receiver.skipped[position].key.clone();
+            let plaintext = self.open(key, message)?;
+            return Ok((Update::UsedSkipped(position), plaintext));
+        }
+        if let Some(position) = self.receiver.chain_position(their) {
+            let chain = &self.receiver.chains[position].chain;
+            if counter < chain.index() {
+                return Err(DecryptError::Duplicate { counter });
+            }
+            let (skipped, key, next) = self.advance(their, chain.clone(), counter)?;
+            let plaintext = self.open(key, message)?;
+            return Ok((
+                Update::Advanced {
+                    chain: position,
+                    next,
+                    skipped,
+                },
+                plaintext,
+            ));
+        }
+        let (root_key, chain) = self.root_key.step(self.own_ratchet.secret_key(), their)?;
+        let (skipped, key, next) = self.advance(their, chain, counter)?;
+        let plaintext = self.open(key, message)?;
+        // Authenticated: prepare the next sending chain with a fresh ratchet key.
+        let own_ratchet = KeyPair::generate(rng);
+        let (root_key, sending) = root_key.step(own_ratchet.secret_key(), their)?;
+        let receiving = ReceivingChain {
+            ratchet_key: *their,
+            chain: next,
+        };
+        Ok((
+            Update::NewChain {
+                root_key,
+                receiving,
+                skipped,
+                own_ratchet,
+                sending,
+            },
+            plaintext,
+        ))
+    }
+
+    /// Steps `chain` up to `counter`: the keys skipped on the way, the message key for
+    /// `counter`, and the chain after it.
+    fn advance(
+        &self,
+        their: &PublicKey,
+        mut chain: ChainKey,
+        counter: u32,
+    ) -> Result<(Vec<SkippedKey>, MessageKey, ChainKey), DecryptError> {
+        let jump = counter - chain.index();
+        let limit = self.limits.max_skip_per_message;
+        if jump > limit {
+            return Err(DecryptError::TooFarAhead {
+                counter,
+                jump,
+                limit,
+            });
+        }
+        let overflow = DecryptError::Malformed("message counter at the end of the chain");
+        let mut skipped = Vec::with_capacity(jump as usize);
+        while chain.index() < counter {
+            skipped.push(SkippedKey {
+                ratchet_key: *their,
+                index: chain.index(),
+                key: chain.message_key(),
+            });
+            chain = chain.next().ok_or(overflow.clone())?;
+        }
+        let key = chain.message_key();
+        let next = chain.next().ok_or(overflow)?;
+        Ok((skipped, key, next))
+    }
+
+    /// Checks the MAC (sender = remote, receiver = local) and decrypts.
+    fn open(
+        &self,
+        key: MessageKey,
+        message: &SignalMessage,
+    ) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
+        let keys = key.expand()?;
+        if !message.verify_mac(&keys.mac_key, &self.remote_identity, &self.local_identity) {
+            return Err(DecryptError::Authentication);
+        }
+        cbc_decrypt(&keys.cipher_key, &keys.iv, message.ciphertext()).ok_or(
+            DecryptError::Malformed("ratchet ciphertext has bad padding"),
+        )
+    }
+
+    fn apply(&mut self, update: Update) {
+        let max_skipped = self.limits.max_stored_skipped_keys;
+        match update {
+            Update::UsedSkipped(position) => {
+                self.receiver.skipped.remove(position);
+            }
+            Update::Advanced {
+                chain,
+                next,
+                skipped,
+            } => {
+                self.receiver.chains[chain].chain = next;
+                self.receiver.store_skipped(skipped, max_skipped);
+            }
+            Update::NewChain {
+                root_key,
+                receiving,
+                skipped,
+                own_ratchet,
+                sending,
+            } => {
+                self.root_key = root_key;
+                self.receiver.push_chain(receiving);
+                self.receiver.store_skipped(skipped, max_skipped);
+                self.own_ratchet = own_ratchet;
+                self.previous_sending_length = self.sending.index();
+                self.sending = sending;
+            }
+        }
+        self.confirmed = true;
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("local_identity", &self.local_identity)
+            .field("remote_identity", &self.remote_identity)
+            .field("sending_index", &self.sending.index())
+            .field("receiving_chains", &self.receiver.chains.len())
+            .field("skipped_keys", &self.receiver.skipped.len())
+            .field("confirmed", &self.confirmed)
+            .finish_non_exhaustive()
+    }
+}
