@@ -106,6 +106,7 @@ enum Update {
     },
     NewChain {
         root_key: RootKey,
+        previous: Option<ChainKey>,
         receiving: ReceivingChain,
         skipped: Vec<SkippedKey>,
         own_ratchet: KeyPair,
@@ -339,25 +340,51 @@ impl Session {
             ));
         }
         let (root_key, chain) = self.root_key.step(self.own_ratchet.secret_key(), their)?;
-        let (skipped, key, next) = self.advance(their, chain, counter)?;
+        let (mut skipped, key, next) = self.advance(their, chain, counter)?;
         let plaintext = self.open(key, message)?;
-        // Authenticated: prepare the next sending chain with a fresh ratchet key.
+        // Authenticated. Keep the keys of the sender's previous chain up to `pn`, as
+        // python-omemo does; the chain itself stays too, for libsignal senders whose `pn`
+        // is one short.
+        let previous = self.previous_chain_keys(message.previous_counter());
+        if let Some((keys, _)) = &previous {
+            skipped.splice(0..0, keys.iter().cloned());
+        }
+        // Prepare the next sending chain with a fresh ratchet key.
         let own_ratchet = KeyPair::generate(rng);
         let (root_key, sending) = root_key.step(own_ratchet.secret_key(), their)?;
         let receiving = ReceivingChain {
             ratchet_key: *their,
             chain: next,
         };
-        Ok((
-            Update::NewChain {
-                root_key,
-                receiving,
-                skipped,
-                own_ratchet,
-                sending,
-            },
-            plaintext,
-        ))
+        let update = Update::NewChain {
+            root_key,
+            previous: previous.map(|(_, chain)| chain),
+            receiving,
+            skipped,
+            own_ratchet,
+            sending,
+        };
+        Ok((update, plaintext))
+    }
+
+    /// The skipped keys of the newest receiving chain up to `previous_counter` and the
+    /// chain after them; `None` when there is nothing to skip or the jump is beyond the
+    /// limit (then the keys are not kept, as in python-omemo).
+    fn previous_chain_keys(&self, previous_counter: u32) -> Option<(Vec<SkippedKey>, ChainKey)> {
+        let newest = self.receiver.chains.front()?;
+        if previous_counter <= newest.chain.index() {
+            return None;
+        }
+        let last = previous_counter - 1;
+        let (mut keys, key, next) = self
+            .advance(&newest.ratchet_key, newest.chain.clone(), last)
+            .ok()?;
+        keys.push(SkippedKey {
+            ratchet_key: newest.ratchet_key,
+            index: last,
+            key,
+        });
+        Some((keys, next))
     }
 
     /// Steps `chain` up to `counter`: the keys skipped on the way, the message key for
@@ -423,12 +450,17 @@ impl Session {
             }
             Update::NewChain {
                 root_key,
+                previous,
                 receiving,
                 skipped,
                 own_ratchet,
                 sending,
             } => {
                 self.root_key = root_key;
+                if let (Some(previous), Some(newest)) = (previous, self.receiver.chains.front_mut())
+                {
+                    newest.chain = previous;
+                }
                 self.receiver.push_chain(receiving);
                 self.receiver.store_skipped(skipped, max_skipped);
                 self.own_ratchet = own_ratchet;
