@@ -1,0 +1,245 @@
+//! Persistence: the [`Store`] trait, its records, and the backends.
+//!
+//! The manager reads through the trait and writes every change of one operation as one
+//! [`Batch`], which a backend commits in one transaction (all or nothing). Secrets travel
+//! in zeroizing buffers and never appear in Debug output.
+
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+mod memory;
+mod sqlite;
+#[cfg(test)]
+mod conformance;
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+/// How far a device is trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Trust {
+    /// No decision yet; never encrypted to.
+    Undecided,
+    /// Trusted without verification (blind trust before verification).
+    Blind,
+    /// Verified and trusted by the user.
+    Verified,
+    /// Distrusted by the user; never encrypted to, its messages are flagged.
+    Distrusted,
+}
+
+impl Trust {
+    /// The stable number stored for this level.
+    pub fn to_code(self) -> u8 {
+        match self {
+            Self::Undecided => 0,
+            Self::Blind => 1,
+            Self::Verified => 2,
+            Self::Distrusted => 3,
+        }
+    }
+
+    /// The level for a stored number.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => Self::Undecided,
+            1 => Self::Blind,
+            2 => Self::Verified,
+            3 => Self::Distrusted,
+            _ => return None,
+        })
+    }
+}
+
+/// The own device: its id and identity secret. One per store.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccountRecord {
+    /// The own bare JID.
+    pub jid: String,
+    /// The own device id, 1..2^31-1, fixed for the life of the store.
+    pub device_id: u32,
+    /// The Curve25519 identity secret key.
+    pub identity_secret: Zeroizing<[u8; 32]>,
+    /// The id the next generated one-time prekey gets.
+    pub next_pre_key_id: u32,
+}
+
+/// A signed prekey with its signature and creation time.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SignedPreKeyRecord {
+    /// Its id.
+    pub id: u32,
+    /// The Curve25519 secret key.
+    pub secret: Zeroizing<[u8; 32]>,
+    /// The XEdDSA signature over its 33-byte public key.
+    pub signature: [u8; 64],
+    /// Creation time, seconds since the Unix epoch.
+    pub created_at: u64,
+}
+
+/// A one-time prekey.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PreKeyRecord {
+    /// Its id.
+    pub id: u32,
+    /// The Curve25519 secret key.
+    pub secret: Zeroizing<[u8; 32]>,
+}
+
+/// What is known of one remote (or own other) device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// The bare JID the device belongs to.
+    pub jid: String,
+    /// The device id.
+    pub device_id: u32,
+    /// Whether the device is on the owner's latest device list.
+    pub listed: bool,
+    /// Its identity key (32 bytes) once seen in a bundle or key exchange.
+    pub identity_key: Option<[u8; 32]>,
+    /// The trust decision.
+    pub trust: Trust,
+    /// When a message from it last decrypted, seconds since the Unix epoch.
+    pub last_message_at: Option<u64>,
+    /// When its bundle last failed to fetch or verify (then it is inactive).
+    pub bundle_failed_at: Option<u64>,
+}
+
+/// Everything one manager operation changes, committed in one transaction.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Writes and deletes, applied in order.
+    pub ops: Vec<Op>,
+}
+
+/// One change in a [`Batch`].
+#[derive(Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Create or replace the account record.
+    PutAccount(AccountRecord),
+    /// Create or replace a signed prekey.
+    PutSignedPreKey(SignedPreKeyRecord),
+    /// Delete a signed prekey.
+    DeleteSignedPreKey(u32),
+    /// Create or replace a one-time prekey.
+    PutPreKey(PreKeyRecord),
+    /// Delete a one-time prekey.
+    DeletePreKey(u32),
+    /// Create or replace a session (bytes from `Session::to_bytes`).
+    PutSession {
+        /// Bare JID of the remote device.
+        jid: String,
+        /// Its device id.
+        device_id: u32,
+        /// The serialized session.
+        state: Zeroizing<Vec<u8>>,
+    },
+    /// Delete a session.
+    DeleteSession {
+        /// Bare JID of the remote device.
+        jid: String,
+        /// Its device id.
+        device_id: u32,
+    },
+    /// Create or replace a device record.
+    PutDevice(DeviceRecord),
+}
+
+impl Batch {
+    /// Whether nothing changes.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// A store backend failed.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend reported an error (I/O, SQL, locking).
+    #[error("store backend: {0}")]
+    Backend(String),
+    /// Stored data is not valid.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// The store was written by a newer schema than this crate knows.
+    #[error("store schema version {found} is newer than supported {supported}")]
+    UnsupportedSchema {
+        /// The version found.
+        found: u32,
+        /// The newest version this crate knows.
+        supported: u32,
+    },
+}
+
+/// Synchronous persistence for one account's OMEMO state. Reads are plain; every write
+/// goes through [`Store::commit`], which applies a whole [`Batch`] or nothing.
+pub trait Store {
+    /// The account record, if the store was initialised.
+    fn load_account(&self) -> Result<Option<AccountRecord>, StoreError>;
+    /// All signed prekeys, oldest first.
+    fn load_signed_pre_keys(&self) -> Result<Vec<SignedPreKeyRecord>, StoreError>;
+    /// All one-time prekeys, by ascending id.
+    fn load_pre_keys(&self) -> Result<Vec<PreKeyRecord>, StoreError>;
+    /// The session with one device.
+    fn load_session(&self, jid: &str, device_id: u32) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError>;
+    /// The known devices of a bare JID, by ascending device id.
+    fn load_devices(&self, jid: &str) -> Result<Vec<DeviceRecord>, StoreError>;
+    /// Applies every op of `batch` in one transaction.
+    fn commit(&mut self, batch: Batch) -> Result<(), StoreError>;
+}
+
+impl fmt::Debug for AccountRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccountRecord")
+            .field("jid", &self.jid)
+            .field("device_id", &self.device_id)
+            .field("next_pre_key_id", &self.next_pre_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for SignedPreKeyRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignedPreKeyRecord")
+            .field("id", &self.id)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for PreKeyRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PreKeyRecord").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::PutAccount(r) => f.debug_tuple("PutAccount").field(r).finish(),
+            Self::PutSignedPreKey(r) => f.debug_tuple("PutSignedPreKey").field(r).finish(),
+            Self::DeleteSignedPreKey(id) => f.debug_tuple("DeleteSignedPreKey").field(id).finish(),
+            Self::PutPreKey(r) => f.debug_tuple("PutPreKey").field(r).finish(),
+            Self::DeletePreKey(id) => f.debug_tuple("DeletePreKey").field(id).finish(),
+            Self::PutSession { jid, device_id, .. } => f
+                .debug_struct("PutSession")
+                .field("jid", jid)
+                .field("device_id", device_id)
+                .finish_non_exhaustive(),
+            Self::DeleteSession { jid, device_id } => f
+                .debug_struct("DeleteSession")
+                .field("jid", jid)
+                .field("device_id", device_id)
+                .finish(),
+            Self::PutDevice(r) => f.debug_tuple("PutDevice").field(r).finish(),
+        }
+    }
+}
+
+impl fmt::Debug for Batch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batch").field("ops", &self.ops).finish()
+    }
+}
