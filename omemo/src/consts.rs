@@ -44,3 +44,29 @@ pub(crate) const PAYLOAD_TAG_LENGTH: usize = 16;
 pub(crate) const PAYLOAD_IV_LENGTH: usize = 12;
 /// IV length that older clients sent and receivers still accept.
 pub(crate) const PAYLOAD_LEGACY_IV_LENGTH: usize = 16;
+
+/// One-time prekeys kept published.
+pub(crate) const DEFAULT_PRE_KEY_COUNT: u32 = 100;
+/// Signed prekey rotation period: 7 days (python-omemo).
+pub(crate) const DEFAULT_SIGNED_PRE_KEY_ROTATION_SECS: u64 = 7 * 24 * 3600;
+/// A replaced signed prekey still accepts key exchanges for one more period.
+pub(crate) const DEFAULT_SIGNED_PRE_KEY_GRACE_SECS: u64 = 7 * 24 * 3600;
+/// Devices accepted from one device list.
+pub(crate) const DEFAULT_MAX_DEVICES_PER_JID: usize = 200;
+/// Messages received in one chain without a reply before a heartbeat (python-omemo: 53).
+pub(crate) const DEFAULT_HEARTBEAT_AFTER: u32 = 53;
+/// A device silent for this long is not encrypted to any more: 90 days.
+pub(crate) const DEFAULT_INACTIVE_AFTER_SECS: u64 = 90 * 24 * 3600;
+
+/// Most `<key>` elements accepted in one incoming `<encrypted>` header.
+pub(crate) const MAX_KEYS_PER_MESSAGE: usize = 10_000;
+/// Most one-time prekeys accepted in one incoming bundle (clients publish 100).
+pub(crate) const MAX_BUNDLE_PRE_KEYS: usize = 1000;
+/// Most `<item>` elements accepted in one pubsub result or event.
+pub(crate) const MAX_PUBSUB_ITEMS: usize = 1000;
+/// Longest text, in bytes with whitespace, of an incoming `<payload>`: 1 MiB. Servers
+/// cap whole stanzas well below this (256 KiB is common).
+pub(crate) const MAX_PAYLOAD_TEXT_LENGTH: usize = 1 << 20;
+/// Longest text, in bytes with whitespace, of any other base64 element (`<key>`, `<iv>`,
+/// bundle keys and signature). A `PreKeySignalMessage` is about 300 bytes of base64.
+pub(crate) const MAX_FIELD_TEXT_LENGTH: usize = 8192;

@@ -130,6 +130,105 @@ pub enum SessionError {
     CounterOverflow,
 }
 
+/// An XML element could not be parsed as an OMEMO or pubsub stanza part, or a server
+/// answered an IQ with an error.
+///
+/// Values copied from the stanza into an error are shortened to a few dozen characters,
+/// so an oversized attribute does not grow into an oversized error.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StanzaError {
+    /// The element was not the one expected.
+    #[error("expected <{expected} xmlns='{expected_namespace}'>, got <{name} xmlns='{namespace}'>")]
+    UnexpectedElement {
+        /// The local name expected.
+        expected: &'static str,
+        /// The namespace expected.
+        expected_namespace: &'static str,
+        /// The local name found.
+        name: String,
+        /// The namespace found.
+        namespace: String,
+    },
+    /// A required child element was absent.
+    #[error("required element <{0}> is missing")]
+    MissingElement(&'static str),
+    /// A required attribute was absent.
+    #[error("<{element}> has no `{attribute}` attribute")]
+    MissingAttribute {
+        /// The element that lacks it.
+        element: &'static str,
+        /// The attribute.
+        attribute: &'static str,
+    },
+    /// An attribute had a value that does not parse, such as a device id that is not a
+    /// 32-bit unsigned number.
+    #[error("<{element}> has an invalid `{attribute}` attribute: {value:?}")]
+    InvalidAttribute {
+        /// The element.
+        element: &'static str,
+        /// The attribute.
+        attribute: &'static str,
+        /// The value found, shortened.
+        value: String,
+    },
+    /// An element that must carry data was empty.
+    #[error("<{0}> is empty")]
+    EmptyElement(&'static str),
+    /// The text of an element was not base64.
+    #[error("<{what}> is not valid base64")]
+    Base64 {
+        /// The element whose text it was.
+        what: &'static str,
+    },
+    /// A key in a bundle was not a 33-byte `0x05`-prefixed Curve25519 key.
+    #[error("<{what}> holds an invalid key: {source}")]
+    InvalidKey {
+        /// The element that held the key.
+        what: &'static str,
+        /// What was wrong with it.
+        source: KeyError,
+    },
+    /// A device list named more distinct devices than the caller allows.
+    #[error("device list names {count} devices, the limit is {cap}")]
+    TooManyDevices {
+        /// Distinct device ids in the list.
+        count: usize,
+        /// The limit.
+        cap: usize,
+    },
+    /// An element had more children of one kind than this crate accepts.
+    #[error("{count} <{what}> elements, the limit is {cap}")]
+    TooMany {
+        /// The child element counted.
+        what: &'static str,
+        /// How many there were.
+        count: usize,
+        /// The limit.
+        cap: usize,
+    },
+    /// The text of an element was longer than this crate accepts.
+    #[error("<{what}> holds {size} characters, the limit is {limit}")]
+    TooLarge {
+        /// The element.
+        what: &'static str,
+        /// Its text length in bytes, whitespace included.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The server answered an IQ with `type='error'`.
+    #[error("IQ error: {condition}{}", text.as_deref().map(|t| format!(" ({t})")).unwrap_or_default())]
+    IqError {
+        /// The error condition: the pubsub-specific one (such as `precondition-not-met`)
+        /// when present, otherwise the stanza error condition (such as
+        /// `item-not-found`), or `undefined-condition` when the error names none.
+        condition: String,
+        /// The human-readable `<text>` of the error, shortened, if any.
+        text: Option<String>,
+    },
+}
+
 /// Any error of this crate.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -146,4 +245,108 @@ pub enum Error {
     /// A session problem.
     #[error(transparent)]
     Session(#[from] SessionError),
+    /// An XML stanza did not parse, or a server answered with an error.
+    #[error(transparent)]
+    Stanza(#[from] StanzaError),
+}
+
+/// A session manager operation failed. Nothing was stored for a message that failed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ManagerError {
+    /// The store belongs to another account.
+    #[error("the store belongs to {stored}, not {requested}")]
+    WrongAccount {
+        /// The JID in the store.
+        stored: String,
+        /// The JID asked for.
+        requested: String,
+    },
+    /// `encrypt` was called without recipients.
+    #[error("no recipients given")]
+    NoRecipients,
+    /// No device of any recipient can receive the message.
+    #[error("no device of the recipients can receive the message ({} skipped)", skipped.len())]
+    NoRecipientDevices {
+        /// Every device considered, and why it was skipped.
+        skipped: Vec<crate::manager::SkippedDevice>,
+    },
+    /// A device the manager has never seen.
+    #[error("unknown device {device_id} of {jid}")]
+    UnknownDevice {
+        /// The bare JID.
+        jid: String,
+        /// The device id.
+        device_id: u32,
+    },
+    /// The message has no usable `from`.
+    #[error("message has no valid sender JID")]
+    MissingSender,
+    /// The message has no legacy OMEMO `<encrypted>` element.
+    #[error("message is not OMEMO encrypted")]
+    NotEncrypted,
+    /// The message was sent by this very device (a reflection or carbon of our own).
+    #[error("message was sent by this device")]
+    OwnMessage,
+    /// The message carries no key for this device.
+    #[error("message is not encrypted for this device")]
+    NotForThisDevice,
+    /// A ratchet message arrived from a device without a session.
+    #[error("no session with the sending device")]
+    NoSession,
+    /// A key exchange used an identity key other than the one known for the device.
+    #[error("identity key of device {device_id} of {jid} changed; refused")]
+    IdentityChanged {
+        /// The bare JID.
+        jid: String,
+        /// The device id.
+        device_id: u32,
+    },
+    /// A key exchange names a signed prekey this device no longer has.
+    #[error("signed prekey {0} is not available")]
+    UnknownSignedPreKey(u32),
+    /// A key exchange names a one-time prekey this device no longer has.
+    #[error("prekey {0} is not available any more")]
+    UnknownPreKey(u32),
+    /// The decrypted body is not UTF-8.
+    #[error("decrypted body is not UTF-8")]
+    BodyNotUtf8,
+    /// The XML was not valid OMEMO.
+    #[error(transparent)]
+    Stanza(#[from] StanzaError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// A key was unusable (for example a bundle with a bad signature).
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A wire message did not decode.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A message did not decrypt.
+    #[error(transparent)]
+    Decrypt(#[from] DecryptError),
+    /// A session problem.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+impl ManagerError {
+    /// Whether this is a message that was already decrypted (for example delivered
+    /// from the archive and live); such errors should be ignored silently.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, Self::Decrypt(DecryptError::Duplicate { .. }))
+    }
+}
+
+impl From<Error> for ManagerError {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Key(e) => Self::Key(e),
+            Error::Decode(e) => Self::Decode(e),
+            Error::Decrypt(e) => Self::Decrypt(e),
+            Error::Session(e) => Self::Session(e),
+            Error::Stanza(e) => Self::Stanza(e),
+        }
+    }
 }

@@ -3,7 +3,9 @@
 //! (namespace `eu.siacs.conversations.axolotl`).
 //!
 //! This layer is the cryptographic core: identity keys and bundles, X3DH, the Double
-//! Ratchet with its wire format, and the payload cipher. It does no I/O.
+//! Ratchet with its wire format, and the payload cipher. It does no I/O. The [`stanza`]
+//! module builds and parses the XML that carries it (legacy OMEMO elements and the
+//! pubsub requests around them) as `minidom` elements.
 //!
 //! # Two devices talk
 //!
@@ -45,8 +47,11 @@ mod bundle;
 mod consts;
 mod error;
 mod keys;
+mod manager;
 mod payload;
 mod ratchet;
+pub mod stanza;
+mod store;
 mod wire;
 mod x3dh;
 
@@ -57,10 +62,20 @@ mod testing;
 
 pub use bundle::{PreKey, PreKeyBundle, SignedPreKey};
 pub use consts::{DEFAULT_MAX_SKIP_PER_MESSAGE, DEFAULT_MAX_STORED_SKIPPED_KEYS, LEGACY_NAMESPACE};
-pub use error::{DecodeError, DecryptError, Error, KeyError, SessionError};
+pub use error::{
+    DecodeError, DecryptError, Error, KeyError, ManagerError, SessionError, StanzaError,
+};
 pub use keys::{Fingerprint, IdentityKey, IdentityKeyPair, KeyPair, PublicKey, SecretKey};
+pub use manager::{
+    Decrypted, DeviceInfo, Encrypted, Manager, ManagerConfig, Request, SkipReason, SkippedDevice,
+    TrustPolicy,
+};
 pub use payload::{EncryptedPayload, KeyMaterial, decrypt_payload, encrypt_payload};
 pub use ratchet::{RatchetLimits, RatchetMessage, Session};
+pub use store::{
+    AccountRecord, Batch, DeviceRecord, MemoryStore, Op, PreKeyRecord, SignedPreKeyRecord,
+    SqliteStore, Store, StoreError, Trust,
+};
 pub use wire::{PreKeySignalMessage, SignalMessage};
 
 /// The version of this crate.

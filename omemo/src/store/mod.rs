@@ -8,10 +8,10 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
-mod memory;
-mod sqlite;
 #[cfg(test)]
 mod conformance;
+mod memory;
+mod sqlite;
 
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
@@ -183,7 +183,11 @@ pub trait Store {
     /// All one-time prekeys, by ascending id.
     fn load_pre_keys(&self) -> Result<Vec<PreKeyRecord>, StoreError>;
     /// The session with one device.
-    fn load_session(&self, jid: &str, device_id: u32) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError>;
+    fn load_session(
+        &self,
+        jid: &str,
+        device_id: u32,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError>;
     /// The known devices of a bare JID, by ascending device id.
     fn load_devices(&self, jid: &str) -> Result<Vec<DeviceRecord>, StoreError>;
     /// Applies every op of `batch` in one transaction.
@@ -211,7 +215,9 @@ impl fmt::Debug for SignedPreKeyRecord {
 
 impl fmt::Debug for PreKeyRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PreKeyRecord").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("PreKeyRecord")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 

@@ -1,0 +1,202 @@
+//! Device lists (own and others'), device activity, and trust decisions.
+
+use minidom::Element;
+
+use super::request::{Pending, Publication};
+use super::{Manager, TrustPolicy};
+use crate::error::ManagerError;
+use crate::stanza;
+use crate::store::{Batch, DeviceRecord, Op, Store, Trust};
+use crate::{Fingerprint, IdentityKey, PublicKey};
+
+/// What the manager knows of one device, for display and trust decisions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// The device id.
+    pub device_id: u32,
+    /// Its fingerprint, once its identity key is known.
+    pub fingerprint: Option<Fingerprint>,
+    /// The trust decision.
+    pub trust: Trust,
+    /// Whether messages are encrypted to it (listed, bundle fine, not silent for long).
+    pub active: bool,
+}
+
+impl<S: Store> Manager<S> {
+    /// The records of `jid`'s devices, loaded from the store once.
+    pub(super) fn device_records(
+        &mut self,
+        jid: &str,
+    ) -> Result<&mut Vec<DeviceRecord>, ManagerError> {
+        if !self.devices.contains_key(jid) {
+            let records = self.store.load_devices(jid)?;
+            self.devices.insert(jid.to_owned(), records);
+        }
+        Ok(self.devices.entry(jid.to_owned()).or_default())
+    }
+
+    /// Whether a device is encrypted to.
+    pub(super) fn is_active(&self, record: &DeviceRecord, now: u64) -> bool {
+        let silent = record
+            .last_message_at
+            .is_some_and(|at| now.saturating_sub(at) > self.config.inactive_after_secs);
+        record.listed && record.bundle_failed_at.is_none() && !silent
+    }
+
+    /// The devices of `jid` (the own other devices for the own JID).
+    pub fn devices(
+        &mut self,
+        jid: &jid::BareJid,
+        now: u64,
+    ) -> Result<Vec<DeviceInfo>, ManagerError> {
+        let records = self.device_records(jid.as_str())?.clone();
+        Ok(records
+            .iter()
+            .map(|r| DeviceInfo {
+                device_id: r.device_id,
+                fingerprint: r
+                    .identity_key
+                    .map(|k| IdentityKey::new(PublicKey::from_bytes(k)).fingerprint()),
+                trust: r.trust,
+                active: self.is_active(r, now),
+            })
+            .collect())
+    }
+
+    /// Records a manual trust decision for a device.
+    pub fn set_trust(
+        &mut self,
+        jid: &jid::BareJid,
+        device_id: u32,
+        trust: Trust,
+    ) -> Result<(), ManagerError> {
+        let records = self.device_records(jid.as_str())?;
+        let record = records
+            .iter_mut()
+            .find(|r| r.device_id == device_id)
+            .ok_or(ManagerError::UnknownDevice {
+                jid: jid.to_string(),
+                device_id,
+            })?;
+        record.trust = trust;
+        let record = record.clone();
+        self.store.commit(Batch {
+            ops: vec![Op::PutDevice(record)],
+        })?;
+        Ok(())
+    }
+
+    /// The trust a newly seen identity of `jid` gets.
+    pub(super) fn initial_trust(&mut self, jid: &str) -> Result<Trust, ManagerError> {
+        if self.config.trust_policy == TrustPolicy::Manual {
+            return Ok(Trust::Undecided);
+        }
+        let manual = self
+            .device_records(jid)?
+            .iter()
+            .any(|r| matches!(r.trust, Trust::Verified | Trust::Distrusted));
+        Ok(if manual {
+            Trust::Undecided
+        } else {
+            Trust::Blind
+        })
+    }
+
+    /// Queues a fetch of `jid`'s device list unless one is under way.
+    pub(super) fn fetch_device_list(&mut self, jid: &str) {
+        let pending = Pending::FetchDeviceList {
+            jid: jid.to_owned(),
+        };
+        if !self.is_pending(&pending) {
+            let to = jid.to_owned();
+            self.queue(pending, |id| {
+                stanza::fetch_items_iq(id, &to, stanza::DEVICE_LIST_NODE, None)
+            });
+        }
+    }
+
+    /// Handles a PEP notification (a `<message>` with a pubsub event). Returns `false`
+    /// for events of other nodes.
+    pub fn handle_event(&mut self, message: &Element, now: u64) -> Result<bool, ManagerError> {
+        let Some(event) = stanza::parse_event(message) else {
+            return Ok(false);
+        };
+        if event.node != stanza::DEVICE_LIST_NODE {
+            return Ok(false);
+        }
+        self.device_list_fetched(&event.from, &event.payloads, now)?;
+        Ok(true)
+    }
+
+    /// Applies a device list of `jid` (the union of all items of the node).
+    pub(super) fn device_list_fetched(
+        &mut self,
+        jid: &str,
+        payloads: &[Element],
+        now: u64,
+    ) -> Result<(), ManagerError> {
+        let cap = self.config.max_devices_per_jid;
+        let mut ids: Vec<u32> = Vec::new();
+        for payload in payloads {
+            match stanza::parse_device_list(payload, cap) {
+                Ok(list) => ids.extend(list),
+                Err(error) => {
+                    tracing::warn!(%jid, %error, "device list refused");
+                    return Ok(());
+                }
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        self.known_lists.insert(jid.to_owned());
+        if ids.len() > cap {
+            tracing::warn!(%jid, count = ids.len(), cap, "device list refused: too many devices");
+            return Ok(());
+        }
+        let own = jid == self.jid;
+        if own && !ids.contains(&self.device_id) {
+            let mut with_self = ids.clone();
+            with_self.push(self.device_id);
+            with_self.sort_unstable();
+            self.publish(Publication::DeviceList(with_self), true);
+        }
+        let own_device = self.device_id;
+        let records = self.device_records(jid)?;
+        let mut changed = Vec::new();
+        for record in records.iter_mut() {
+            let listed = ids.contains(&record.device_id);
+            if record.listed != listed {
+                record.listed = listed;
+                changed.push(record.clone());
+            }
+        }
+        for &device_id in &ids {
+            if (own && device_id == own_device) || records.iter().any(|r| r.device_id == device_id)
+            {
+                continue;
+            }
+            let record = DeviceRecord {
+                jid: jid.to_owned(),
+                device_id,
+                listed: true,
+                identity_key: None,
+                trust: Trust::Undecided,
+                last_message_at: None,
+                bundle_failed_at: None,
+            };
+            records.push(record.clone());
+            changed.push(record);
+        }
+        records.sort_by_key(|r| r.device_id);
+        if !changed.is_empty() {
+            tracing::debug!(%jid, devices = ids.len(), changed = changed.len(), now, "device list updated");
+            self.store.commit(Batch {
+                ops: changed.into_iter().map(Op::PutDevice).collect(),
+            })?;
+        }
+        if self.wanted.remove(jid) {
+            self.fetch_missing_bundles(jid, now)?;
+        }
+        Ok(())
+    }
+}

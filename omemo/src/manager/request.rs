@@ -1,0 +1,149 @@
+//! IQ requests the manager asks the caller to send, and the routing of their responses.
+
+use minidom::Element;
+use rand_core::CryptoRng;
+
+use super::Manager;
+use crate::error::ManagerError;
+use crate::stanza::{self, StanzaError};
+use crate::store::Store;
+
+/// An IQ stanza to send. Its response goes to [`Manager::handle_iq`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    /// The IQ id, also set on `stanza`.
+    pub id: String,
+    /// The `<iq>` element.
+    pub stanza: Element,
+}
+
+/// The node a publish went to, to publish again after configuring it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Publication {
+    DeviceList(Vec<u32>),
+    Bundle,
+}
+
+/// What a sent request was for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Pending {
+    FetchDeviceList {
+        jid: String,
+    },
+    FetchBundle {
+        jid: String,
+        device_id: u32,
+    },
+    Publish {
+        publication: Publication,
+        with_options: bool,
+    },
+    Configure {
+        publication: Publication,
+    },
+}
+
+/// Pubsub errors after which the node is configured to the open access model and the
+/// item published again (XEP-0060 §7.1.5 precondition, and servers that refuse
+/// publish-options outright).
+fn needs_configuration(condition: &str) -> bool {
+    matches!(
+        condition,
+        "precondition-not-met"
+            | "conflict"
+            | "not-acceptable"
+            | "bad-request"
+            | "feature-not-implemented"
+    )
+}
+
+impl<S: Store> Manager<S> {
+    pub(super) fn queue(&mut self, pending: Pending, build: impl FnOnce(&str) -> Element) {
+        self.next_request += 1;
+        let id = format!("omemo-{}", self.next_request);
+        let stanza = build(&id);
+        self.pending.insert(id.clone(), pending);
+        self.requests.push_back(Request { id, stanza });
+    }
+
+    pub(super) fn is_pending(&self, wanted: &Pending) -> bool {
+        self.pending.values().any(|p| p == wanted)
+    }
+
+    /// Handles an IQ response (`type='result'` or `type='error'`). Returns `false` when
+    /// the IQ is not the answer to one of this manager's requests.
+    pub fn handle_iq(
+        &mut self,
+        iq: &Element,
+        rng: &mut impl CryptoRng,
+        now: u64,
+    ) -> Result<bool, ManagerError> {
+        let Some(pending) = iq.attr("id").and_then(|id| self.pending.remove(id)) else {
+            return Ok(false);
+        };
+        let result = stanza::parse_items_result(iq);
+        match pending {
+            Pending::FetchDeviceList { jid } => match result {
+                Ok(payloads) => self.device_list_fetched(&jid, &payloads, now)?,
+                Err(StanzaError::IqError { condition, .. }) if condition == "item-not-found" => {
+                    self.device_list_fetched(&jid, &[], now)?
+                }
+                Err(error) => tracing::warn!(%jid, %error, "device list fetch failed"),
+            },
+            Pending::FetchBundle { jid, device_id } => {
+                let bundle = result.and_then(|payloads| match payloads.first() {
+                    Some(payload) => stanza::parse_bundle(payload),
+                    None => Err(StanzaError::MissingElement("bundle")),
+                });
+                self.bundle_fetched(&jid, device_id, bundle, rng, now)?;
+            }
+            Pending::Publish {
+                publication,
+                with_options,
+            } => {
+                if iq.attr("type") == Some("error") {
+                    let condition = stanza::iq_error_condition(iq).unwrap_or_default();
+                    if with_options && needs_configuration(&condition) {
+                        tracing::info!(%condition, "publish refused, configuring the node");
+                        let node = self.node_of(&publication);
+                        self.queue(Pending::Configure { publication }, |id| {
+                            stanza::configure_node_iq(id, &node)
+                        });
+                    } else {
+                        tracing::warn!(%condition, "publish failed");
+                    }
+                }
+            }
+            Pending::Configure { publication } => {
+                if iq.attr("type") == Some("error") {
+                    let condition = stanza::iq_error_condition(iq).unwrap_or_default();
+                    tracing::warn!(%condition, "node configuration failed; publishing without options");
+                }
+                self.publish(publication, false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn node_of(&self, publication: &Publication) -> String {
+        match publication {
+            Publication::DeviceList(_) => stanza::DEVICE_LIST_NODE.to_owned(),
+            Publication::Bundle => stanza::bundle_node(self.device_id),
+        }
+    }
+
+    pub(super) fn publish(&mut self, publication: Publication, with_options: bool) {
+        let node = self.node_of(&publication);
+        let payload = match &publication {
+            Publication::DeviceList(ids) => stanza::device_list_element(ids),
+            Publication::Bundle => stanza::bundle_element(&self.own_bundle()),
+        };
+        self.queue(
+            Pending::Publish {
+                publication,
+                with_options,
+            },
+            |id| stanza::publish_iq(id, &node, "current", payload, with_options),
+        );
+    }
+}

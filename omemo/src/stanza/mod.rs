@@ -1,0 +1,59 @@
+//! The XML layer: legacy OMEMO elements and the pubsub stanzas that carry them, as
+//! [`minidom::Element`]s, the same type `tokio-xmpp` 6 and `xmpp-parsers` 0.23 use, so
+//! elements pass between them without conversion.
+//!
+//! Pure functions, no I/O. Parsers are lenient where deployed clients differ (wrapped
+//! base64, `prekey='1'`, 16-byte IVs, ids of 0, bundle item ids other than `current`)
+//! and cap the sizes they accept, failing with a typed [`StanzaError`].
+//!
+//! ```
+//! use omemo::stanza;
+//!
+//! // Publish the own device list, then read a contact's.
+//! let list = stanza::device_list_element(&[1001, 2002]);
+//! let publish = stanza::publish_iq("pub1", stanza::DEVICE_LIST_NODE, "current", list, true);
+//! assert_eq!(publish.attr("type"), Some("set"));
+//!
+//! let fetch = stanza::fetch_items_iq("get1", "juliet@capulet.lit/balcony", stanza::DEVICE_LIST_NODE, None);
+//! assert_eq!(fetch.attr("to"), Some("juliet@capulet.lit"));
+//!
+//! let result: minidom::Element = r#"<iq xmlns='jabber:client' type='result' id='get1'>
+//!   <pubsub xmlns='http://jabber.org/protocol/pubsub'>
+//!     <items node='eu.siacs.conversations.axolotl.devicelist'>
+//!       <item id='current'>
+//!         <list xmlns='eu.siacs.conversations.axolotl'><device id='7'/><device id='8'/></list>
+//!       </item>
+//!     </items>
+//!   </pubsub>
+//! </iq>"#.parse()?;
+//! let payloads = stanza::parse_items_result(&result)?;
+//! assert_eq!(stanza::parse_device_list(&payloads[0], 1000)?, vec![7, 8]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+/// Parses `omemo/tests/fixtures/<name>` (embedded at compile time) into an `Element`.
+#[cfg(test)]
+macro_rules! fixture {
+    ($name:literal) => {
+        include_str!(concat!("../../tests/fixtures/", $name))
+            .parse::<::minidom::Element>()
+            .expect(concat!("fixture ", $name, " is well-formed XML"))
+    };
+}
+
+mod legacy;
+pub mod pubsub;
+mod xml;
+
+pub use crate::error::StanzaError;
+pub use legacy::{
+    DEVICE_LIST_NODE, EncryptedKey, EncryptedMessage, bundle_element, bundle_node,
+    device_list_element, message_element, parse_bundle, parse_device_list,
+};
+/// The element type of every builder and parser here (minidom 0.19), re-exported so
+/// callers need not depend on minidom themselves.
+pub use minidom::Element;
+pub use pubsub::{
+    OPEN_ACCESS_OPTIONS, PubsubEvent, configure_node_iq, fetch_items_iq, iq_error_condition,
+    parse_event, parse_items_result, publish_iq, publish_iq_with_options,
+};

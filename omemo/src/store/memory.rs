@@ -1,0 +1,188 @@
+//! [`MemoryStore`]: the whole state in maps, for tests and for embedders that persist
+//! elsewhere.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+use super::{
+    AccountRecord, Batch, DeviceRecord, Op, PreKeyRecord, SignedPreKeyRecord, Store, StoreError,
+};
+
+/// Largest own device id (XEP-0384: 1..2^31-1).
+const MAX_OWN_DEVICE_ID: u32 = i32::MAX as u32;
+
+/// A [`Store`] that keeps everything in memory and forgets it on drop.
+///
+/// It rejects exactly the records that [`SqliteStore`](super::SqliteStore) rejects
+/// (device id 0, an own device id above 2^31-1, a time beyond `i64::MAX` seconds), and it
+/// checks a whole batch before applying any of it, so a failing commit changes nothing.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    account: Option<AccountRecord>,
+    signed_pre_keys: BTreeMap<u32, SignedPreKeyRecord>,
+    pre_keys: BTreeMap<u32, PreKeyRecord>,
+    /// Sessions by bare JID, then device id.
+    sessions: HashMap<String, HashMap<u32, Zeroizing<Vec<u8>>>>,
+    /// Devices by bare JID, then device id (ordered, as `load_devices` returns them).
+    devices: HashMap<String, BTreeMap<u32, DeviceRecord>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one op that [`check`] accepted; cannot fail.
+    fn apply(&mut self, op: Op) {
+        match op {
+            Op::PutAccount(record) => self.account = Some(record),
+            Op::PutSignedPreKey(record) => {
+                self.signed_pre_keys.insert(record.id, record);
+            }
+            Op::DeleteSignedPreKey(id) => {
+                self.signed_pre_keys.remove(&id);
+            }
+            Op::PutPreKey(record) => {
+                self.pre_keys.insert(record.id, record);
+            }
+            Op::DeletePreKey(id) => {
+                self.pre_keys.remove(&id);
+            }
+            Op::PutSession {
+                jid,
+                device_id,
+                state,
+            } => {
+                self.sessions
+                    .entry(jid)
+                    .or_default()
+                    .insert(device_id, state);
+            }
+            Op::DeleteSession { jid, device_id } => {
+                if let Some(by_device) = self.sessions.get_mut(&jid) {
+                    by_device.remove(&device_id);
+                    if by_device.is_empty() {
+                        self.sessions.remove(&jid);
+                    }
+                }
+            }
+            Op::PutDevice(record) => {
+                self.devices
+                    .entry(record.jid.clone())
+                    .or_default()
+                    .insert(record.device_id, record);
+            }
+        }
+    }
+}
+
+/// Rejects what the SQLite schema's constraints reject, so both backends agree.
+fn check(op: &Op) -> Result<(), StoreError> {
+    match op {
+        Op::PutAccount(record) => {
+            if record.device_id == 0 || record.device_id > MAX_OWN_DEVICE_ID {
+                return Err(StoreError::Backend(format!(
+                    "own device id must be in 1..={MAX_OWN_DEVICE_ID}, got {}",
+                    record.device_id
+                )));
+            }
+        }
+        Op::PutSignedPreKey(record) => {
+            check_time("signed prekey created_at", Some(record.created_at))?
+        }
+        Op::PutSession { device_id, .. } => check_device_id(*device_id)?,
+        Op::PutDevice(record) => {
+            check_device_id(record.device_id)?;
+            check_time("device last_message_at", record.last_message_at)?;
+            check_time("device bundle_failed_at", record.bundle_failed_at)?;
+        }
+        Op::DeleteSignedPreKey(_)
+        | Op::PutPreKey(_)
+        | Op::DeletePreKey(_)
+        | Op::DeleteSession { .. } => {}
+    }
+    Ok(())
+}
+
+fn check_device_id(device_id: u32) -> Result<(), StoreError> {
+    if device_id == 0 {
+        return Err(StoreError::Backend("device id must not be 0".to_owned()));
+    }
+    Ok(())
+}
+
+fn check_time(what: &str, time: Option<u64>) -> Result<(), StoreError> {
+    match time {
+        Some(t) if i64::try_from(t).is_err() => Err(StoreError::Backend(format!(
+            "{what} {t} is beyond the storable range"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+impl Store for MemoryStore {
+    fn load_account(&self) -> Result<Option<AccountRecord>, StoreError> {
+        Ok(self.account.clone())
+    }
+
+    fn load_signed_pre_keys(&self) -> Result<Vec<SignedPreKeyRecord>, StoreError> {
+        let mut keys: Vec<_> = self.signed_pre_keys.values().cloned().collect();
+        // Already by id; a stable sort makes it by (created_at, id).
+        keys.sort_by_key(|k| k.created_at);
+        Ok(keys)
+    }
+
+    fn load_pre_keys(&self) -> Result<Vec<PreKeyRecord>, StoreError> {
+        Ok(self.pre_keys.values().cloned().collect())
+    }
+
+    fn load_session(
+        &self,
+        jid: &str,
+        device_id: u32,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        Ok(self
+            .sessions
+            .get(jid)
+            .and_then(|by_device| by_device.get(&device_id))
+            .cloned())
+    }
+
+    fn load_devices(&self, jid: &str) -> Result<Vec<DeviceRecord>, StoreError> {
+        Ok(self
+            .devices
+            .get(jid)
+            .map(|by_id| by_id.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
+        // Check everything first: applying cannot fail, so the batch lands whole or not at all.
+        batch.ops.iter().try_for_each(check)?;
+        for op in batch.ops {
+            self.apply(op);
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("account", &self.account)
+            .field("signed_pre_keys", &self.signed_pre_keys.len())
+            .field("pre_keys", &self.pre_keys.len())
+            .field(
+                "sessions",
+                &self.sessions.values().map(HashMap::len).sum::<usize>(),
+            )
+            .field(
+                "devices",
+                &self.devices.values().map(BTreeMap::len).sum::<usize>(),
+            )
+            .finish()
+    }
+}

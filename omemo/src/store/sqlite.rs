@@ -1,0 +1,702 @@
+//! [`SqliteStore`]: the state in one SQLite database file.
+//!
+//! The schema is built by numbered migrations (`migrations/NNNN_*.sql`); the number of
+//! the newest one applied is the database's `PRAGMA user_version`. Opening a database
+//! applies the missing migrations in one transaction and refuses a database written by a
+//! newer schema.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, Row, TransactionBehavior, params};
+use zeroize::Zeroizing;
+
+use super::{
+    AccountRecord, Batch, DeviceRecord, Op, PreKeyRecord, SignedPreKeyRecord, Store, StoreError,
+    Trust,
+};
+
+/// The migrations, in order; migration `n` (1-based) brings the schema to version `n`.
+const MIGRATIONS: [&str; 1] = [include_str!("migrations/0001_initial.sql")];
+
+/// The schema version this crate writes: the number of migrations.
+const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// How long a write waits for another connection's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Prepared statements kept per connection (the store uses about a dozen).
+const STATEMENT_CACHE_CAPACITY: usize = 32;
+
+/// A [`Store`] in an SQLite database.
+///
+/// A file database runs in WAL mode with `synchronous = NORMAL`: a commit is atomic and
+/// survives a crash of the process; after a power failure the last commits may be lost,
+/// never half applied. Deleted rows are overwritten (`secure_delete`), so consumed
+/// prekeys and old session states do not linger in free pages. Every
+/// [`commit`](Store::commit) is one `BEGIN IMMEDIATE` transaction. Loading checks every
+/// value (key lengths, id ranges, trust codes) and reports [`StoreError::Corrupt`].
+///
+/// ```
+/// use omemo::{Batch, DeviceRecord, Op, SqliteStore, Store, Trust};
+///
+/// let mut store = SqliteStore::open_in_memory()?;
+/// let device = DeviceRecord {
+///     jid: "juliet@capulet.example".to_owned(),
+///     device_id: 31415,
+///     listed: true,
+///     identity_key: None,
+///     trust: Trust::Undecided,
+///     last_message_at: None,
+///     bundle_failed_at: None,
+/// };
+/// store.commit(Batch { ops: vec![Op::PutDevice(device.clone())] })?;
+///
+/// assert_eq!(store.load_devices("juliet@capulet.example")?, vec![device]);
+/// assert!(store.load_devices("romeo@montague.example")?.is_empty());
+/// # Ok::<(), omemo::StoreError>(())
+/// ```
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database file at `path` and brings its schema up to date.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::UnsupportedSchema`] if a newer version of this crate wrote the file;
+    /// [`StoreError::Backend`] if it cannot be opened, is not a database, or is locked
+    /// for longer than the busy timeout.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(backend)?;
+        Self::setup(conn, true)
+    }
+
+    /// A fresh database that lives in memory and is gone on drop.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] if SQLite cannot allocate it.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory().map_err(backend)?;
+        Self::setup(conn, false)
+    }
+
+    fn setup(mut conn: Connection, file: bool) -> Result<Self, StoreError> {
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+        // Refuse a newer schema before changing anything in the file.
+        check_version(schema_version(&conn)?)?;
+        if file {
+            // The pragma answers with the mode in effect; a database that cannot use WAL
+            // keeps its mode and still works.
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))
+                .map_err(backend)?;
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(backend)?;
+        }
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(backend)?;
+        conn.pragma_update(None, "secure_delete", true)
+            .map_err(backend)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+        migrate(&mut conn)?;
+        Ok(Self { conn })
+    }
+}
+
+/// Applies the missing migrations in one transaction.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    if schema_version(conn)? == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(backend)?;
+    // Read again under the write lock: another connection may have migrated meanwhile.
+    let found = schema_version(&tx)?;
+    check_version(found)?;
+    if found < SCHEMA_VERSION {
+        for sql in MIGRATIONS.iter().skip(found as usize) {
+            tx.execute_batch(sql).map_err(backend)?;
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(backend)?;
+    }
+    tx.commit().map_err(backend)
+}
+
+fn schema_version(conn: &Connection) -> Result<u32, StoreError> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(backend)?;
+    u32::try_from(version)
+        .map_err(|_| StoreError::Corrupt(format!("schema version {version} is negative")))
+}
+
+fn check_version(found: u32) -> Result<(), StoreError> {
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::UnsupportedSchema {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Writes one op inside the commit transaction.
+fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
+    let changed = match op {
+        Op::PutAccount(r) => conn
+            .prepare_cached(
+                "INSERT INTO account (id, jid, device_id, identity_secret, next_pre_key_id)
+                 VALUES (1, ?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE SET jid = excluded.jid,
+                     device_id = excluded.device_id,
+                     identity_secret = excluded.identity_secret,
+                     next_pre_key_id = excluded.next_pre_key_id",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    r.jid,
+                    r.device_id,
+                    r.identity_secret.as_slice(),
+                    r.next_pre_key_id
+                ])
+            }),
+        Op::PutSignedPreKey(r) => {
+            let created_at = time_to_sql("signed prekey created_at", r.created_at)?;
+            conn.prepare_cached(
+                "INSERT INTO signed_pre_keys (id, secret, signature, created_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE SET secret = excluded.secret,
+                     signature = excluded.signature, created_at = excluded.created_at",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    r.id,
+                    r.secret.as_slice(),
+                    r.signature.as_slice(),
+                    created_at
+                ])
+            })
+        }
+        Op::DeleteSignedPreKey(id) => conn
+            .prepare_cached("DELETE FROM signed_pre_keys WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id])),
+        Op::PutPreKey(r) => conn
+            .prepare_cached(
+                "INSERT INTO pre_keys (id, secret) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET secret = excluded.secret",
+            )
+            .and_then(|mut s| s.execute(params![r.id, r.secret.as_slice()])),
+        Op::DeletePreKey(id) => conn
+            .prepare_cached("DELETE FROM pre_keys WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id])),
+        Op::PutSession {
+            jid,
+            device_id,
+            state,
+        } => conn
+            .prepare_cached(
+                "INSERT INTO sessions (jid, device_id, state) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (jid, device_id) DO UPDATE SET state = excluded.state",
+            )
+            .and_then(|mut s| s.execute(params![jid, device_id, state.as_slice()])),
+        Op::DeleteSession { jid, device_id } => conn
+            .prepare_cached("DELETE FROM sessions WHERE jid = ?1 AND device_id = ?2")
+            .and_then(|mut s| s.execute(params![jid, device_id])),
+        Op::PutDevice(r) => {
+            let last_message_at = r
+                .last_message_at
+                .map(|t| time_to_sql("device last_message_at", t))
+                .transpose()?;
+            let bundle_failed_at = r
+                .bundle_failed_at
+                .map(|t| time_to_sql("device bundle_failed_at", t))
+                .transpose()?;
+            conn.prepare_cached(
+                "INSERT INTO devices (jid, device_id, listed, identity_key, trust,
+                     last_message_at, bundle_failed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (jid, device_id) DO UPDATE SET listed = excluded.listed,
+                     identity_key = excluded.identity_key, trust = excluded.trust,
+                     last_message_at = excluded.last_message_at,
+                     bundle_failed_at = excluded.bundle_failed_at",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    r.jid,
+                    r.device_id,
+                    r.listed,
+                    r.identity_key.as_ref().map(|k| k.as_slice()),
+                    r.trust.to_code(),
+                    last_message_at,
+                    bundle_failed_at,
+                ])
+            })
+        }
+    };
+    changed.map(drop).map_err(backend)
+}
+
+impl Store for SqliteStore {
+    fn load_account(&self) -> Result<Option<AccountRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT jid, device_id, identity_secret, next_pre_key_id FROM account WHERE id = 1",
+            )
+            .map_err(backend)?;
+        let mut rows = stmt.query([]).map_err(backend)?;
+        let Some(row) = rows.next().map_err(backend)? else {
+            return Ok(None);
+        };
+        let device_id = to_u32("own device id", integer(row, 1, "own device id")?)?;
+        if device_id == 0 || device_id > i32::MAX as u32 {
+            return Err(StoreError::Corrupt(format!(
+                "own device id {device_id} is out of range"
+            )));
+        }
+        Ok(Some(AccountRecord {
+            jid: text(row, 0, "account jid")?,
+            device_id,
+            identity_secret: secret(blob(row, 2, "identity secret")?, "identity secret")?,
+            next_pre_key_id: to_u32("next prekey id", integer(row, 3, "next prekey id")?)?,
+        }))
+    }
+
+    fn load_signed_pre_keys(&self) -> Result<Vec<SignedPreKeyRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, secret, signature, created_at FROM signed_pre_keys
+                 ORDER BY created_at, id",
+            )
+            .map_err(backend)?;
+        let mut rows = stmt.query([]).map_err(backend)?;
+        let mut keys = Vec::new();
+        while let Some(row) = rows.next().map_err(backend)? {
+            keys.push(SignedPreKeyRecord {
+                id: to_u32("signed prekey id", integer(row, 0, "signed prekey id")?)?,
+                secret: secret(
+                    blob(row, 1, "signed prekey secret")?,
+                    "signed prekey secret",
+                )?,
+                signature: fixed(
+                    blob(row, 2, "signed prekey signature")?,
+                    "signed prekey signature",
+                )?,
+                created_at: to_u64("signed prekey created_at", integer(row, 3, "created_at")?)?,
+            });
+        }
+        Ok(keys)
+    }
+
+    fn load_pre_keys(&self) -> Result<Vec<PreKeyRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, secret FROM pre_keys ORDER BY id")
+            .map_err(backend)?;
+        let mut rows = stmt.query([]).map_err(backend)?;
+        let mut keys = Vec::new();
+        while let Some(row) = rows.next().map_err(backend)? {
+            keys.push(PreKeyRecord {
+                id: to_u32("prekey id", integer(row, 0, "prekey id")?)?,
+                secret: secret(blob(row, 1, "prekey secret")?, "prekey secret")?,
+            });
+        }
+        Ok(keys)
+    }
+
+    fn load_session(
+        &self,
+        jid: &str,
+        device_id: u32,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT state FROM sessions WHERE jid = ?1 AND device_id = ?2")
+            .map_err(backend)?;
+        let mut rows = stmt.query(params![jid, device_id]).map_err(backend)?;
+        let Some(row) = rows.next().map_err(backend)? else {
+            return Ok(None);
+        };
+        Ok(Some(Zeroizing::new(
+            blob(row, 0, "session state")?.to_vec(),
+        )))
+    }
+
+    fn load_devices(&self, jid: &str) -> Result<Vec<DeviceRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT device_id, listed, identity_key, trust, last_message_at, bundle_failed_at
+                 FROM devices WHERE jid = ?1 ORDER BY device_id",
+            )
+            .map_err(backend)?;
+        let mut rows = stmt.query(params![jid]).map_err(backend)?;
+        let mut devices = Vec::new();
+        while let Some(row) = rows.next().map_err(backend)? {
+            let device_id = to_u32("device id", integer(row, 0, "device id")?)?;
+            if device_id == 0 {
+                return Err(StoreError::Corrupt("device id 0".to_owned()));
+            }
+            let listed = match integer(row, 1, "device listed")? {
+                0 => false,
+                1 => true,
+                other => {
+                    return Err(StoreError::Corrupt(format!("device listed flag {other}")));
+                }
+            };
+            let trust_code = integer(row, 3, "device trust")?;
+            let trust = u8::try_from(trust_code)
+                .ok()
+                .and_then(Trust::from_code)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown trust code {trust_code}")))?;
+            devices.push(DeviceRecord {
+                jid: jid.to_owned(),
+                device_id,
+                listed,
+                identity_key: optional_blob(row, 2, "device identity key")?
+                    .map(|key| fixed(key, "device identity key"))
+                    .transpose()?,
+                trust,
+                last_message_at: optional_integer(row, 4, "device last_message_at")?
+                    .map(|t| to_u64("device last_message_at", t))
+                    .transpose()?,
+                bundle_failed_at: optional_integer(row, 5, "device bundle_failed_at")?
+                    .map(|t| to_u64("device bundle_failed_at", t))
+                    .transpose()?,
+            });
+        }
+        Ok(devices)
+    }
+
+    fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        for op in &batch.ops {
+            // On error the transaction rolls back when dropped.
+            apply(&tx, op)?;
+        }
+        tx.commit().map_err(backend)
+    }
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.conn.path())
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend(error: rusqlite::Error) -> StoreError {
+    StoreError::Backend(error.to_string())
+}
+
+fn time_to_sql(what: &str, time: u64) -> Result<i64, StoreError> {
+    i64::try_from(time)
+        .map_err(|_| StoreError::Backend(format!("{what} {time} is beyond the storable range")))
+}
+
+fn to_u32(what: &str, value: i64) -> Result<u32, StoreError> {
+    u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} is not a u32")))
+}
+
+fn to_u64(what: &str, value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} is negative")))
+}
+
+fn wrong_type(what: &str, expected: &str, found: ValueRef<'_>) -> StoreError {
+    StoreError::Corrupt(format!(
+        "{what} must be {expected}, found {}",
+        found.data_type()
+    ))
+}
+
+fn integer(row: &Row<'_>, idx: usize, what: &str) -> Result<i64, StoreError> {
+    match row.get_ref(idx).map_err(backend)? {
+        ValueRef::Integer(value) => Ok(value),
+        other => Err(wrong_type(what, "an integer", other)),
+    }
+}
+
+fn optional_integer(row: &Row<'_>, idx: usize, what: &str) -> Result<Option<i64>, StoreError> {
+    match row.get_ref(idx).map_err(backend)? {
+        ValueRef::Null => Ok(None),
+        ValueRef::Integer(value) => Ok(Some(value)),
+        other => Err(wrong_type(what, "an integer or null", other)),
+    }
+}
+
+fn blob<'r>(row: &'r Row<'_>, idx: usize, what: &str) -> Result<&'r [u8], StoreError> {
+    match row.get_ref(idx).map_err(backend)? {
+        ValueRef::Blob(bytes) => Ok(bytes),
+        other => Err(wrong_type(what, "a blob", other)),
+    }
+}
+
+fn optional_blob<'r>(
+    row: &'r Row<'_>,
+    idx: usize,
+    what: &str,
+) -> Result<Option<&'r [u8]>, StoreError> {
+    match row.get_ref(idx).map_err(backend)? {
+        ValueRef::Null => Ok(None),
+        ValueRef::Blob(bytes) => Ok(Some(bytes)),
+        other => Err(wrong_type(what, "a blob or null", other)),
+    }
+}
+
+fn text(row: &Row<'_>, idx: usize, what: &str) -> Result<String, StoreError> {
+    match row.get_ref(idx).map_err(backend)? {
+        ValueRef::Text(bytes) => std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| StoreError::Corrupt(format!("{what} is not UTF-8"))),
+        other => Err(wrong_type(what, "text", other)),
+    }
+}
+
+fn fixed<const N: usize>(bytes: &[u8], what: &str) -> Result<[u8; N], StoreError> {
+    <[u8; N]>::try_from(bytes).map_err(|_| length_error(what, N, bytes.len()))
+}
+
+/// Copies a 32-byte secret straight into zeroizing memory.
+fn secret(bytes: &[u8], what: &str) -> Result<Zeroizing<[u8; 32]>, StoreError> {
+    let mut out = Zeroizing::new([0u8; 32]);
+    if bytes.len() != out.len() {
+        return Err(length_error(what, out.len(), bytes.len()));
+    }
+    out.copy_from_slice(bytes);
+    Ok(out)
+}
+
+fn length_error(what: &str, expected: usize, actual: usize) -> StoreError {
+    StoreError::Corrupt(format!("{what} must be {expected} bytes, got {actual}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::{SCHEMA_VERSION, SqliteStore};
+    use crate::store::conformance::{
+        TempPath, sample_account, sample_device, sample_signed_pre_key,
+    };
+    use crate::store::{Batch, Op, PreKeyRecord, Store, StoreError};
+
+    fn commit(store: &mut SqliteStore, ops: Vec<Op>) {
+        store.commit(Batch { ops }).unwrap();
+    }
+
+    fn raw(path: &TempPath) -> Connection {
+        let conn = Connection::open(path.path()).unwrap();
+        conn.pragma_update(None, "ignore_check_constraints", true)
+            .unwrap();
+        conn
+    }
+
+    #[test]
+    fn migration_count_is_the_schema_version() {
+        assert_eq!(SCHEMA_VERSION as usize, super::MIGRATIONS.len());
+        let store = SqliteStore::open_in_memory().unwrap();
+        assert_eq!(super::schema_version(&store.conn).unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn file_store_uses_wal_normal_sync_and_foreign_keys() {
+        let path = TempPath::new();
+        let store = SqliteStore::open(path.path()).unwrap();
+        let pragma = |name: &str| -> String {
+            store
+                .conn
+                .pragma_query_value(None, name, |row| {
+                    Ok(match row.get_ref(0)? {
+                        rusqlite::types::ValueRef::Text(t) => {
+                            String::from_utf8_lossy(t).into_owned()
+                        }
+                        other => other.as_i64()?.to_string(),
+                    })
+                })
+                .unwrap()
+        };
+        assert_eq!(pragma("journal_mode"), "wal");
+        assert_eq!(pragma("synchronous"), "1"); // NORMAL
+        assert_eq!(pragma("foreign_keys"), "1");
+        assert_eq!(pragma("secure_delete"), "1");
+    }
+
+    #[test]
+    fn reopened_file_store_keeps_everything() {
+        let path = TempPath::new();
+        let account = sample_account();
+        let signed = sample_signed_pre_key(7, 1_700_000_000);
+        let pre_key = PreKeyRecord {
+            id: 42,
+            secret: [9u8; 32].into(),
+        };
+        let device = sample_device("juliet@capulet.example", 5);
+        {
+            let mut store = SqliteStore::open(path.path()).unwrap();
+            commit(
+                &mut store,
+                vec![
+                    Op::PutAccount(account.clone()),
+                    Op::PutSignedPreKey(signed.clone()),
+                    Op::PutPreKey(pre_key.clone()),
+                    Op::PutSession {
+                        jid: "juliet@capulet.example".into(),
+                        device_id: 5,
+                        state: vec![1, 2, 3].into(),
+                    },
+                    Op::PutDevice(device.clone()),
+                ],
+            );
+        }
+        let store = SqliteStore::open(path.path()).unwrap();
+        assert_eq!(store.load_account().unwrap(), Some(account));
+        assert_eq!(store.load_signed_pre_keys().unwrap(), vec![signed]);
+        assert_eq!(store.load_pre_keys().unwrap(), vec![pre_key]);
+        assert_eq!(
+            store
+                .load_session("juliet@capulet.example", 5)
+                .unwrap()
+                .as_deref()
+                .map(Vec::as_slice),
+            Some(&[1u8, 2, 3][..])
+        );
+        assert_eq!(
+            store.load_devices("juliet@capulet.example").unwrap(),
+            vec![device]
+        );
+        assert_eq!(super::schema_version(&store.conn).unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn newer_schema_is_refused_and_left_alone() {
+        let path = TempPath::new();
+        drop(SqliteStore::open(path.path()).unwrap());
+        raw(&path).pragma_update(None, "user_version", 999).unwrap();
+
+        let err = SqliteStore::open(path.path()).unwrap_err();
+        assert_eq!(
+            err,
+            StoreError::UnsupportedSchema {
+                found: 999,
+                supported: SCHEMA_VERSION
+            }
+        );
+        let version: i64 = raw(&path)
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, 999);
+    }
+
+    #[test]
+    fn failed_migration_leaves_the_file_unchanged() {
+        let path = TempPath::new();
+        // A version-0 file that already has a table the first migration creates.
+        raw(&path)
+            .execute_batch("CREATE TABLE sessions (x INTEGER)")
+            .unwrap();
+        assert!(matches!(
+            SqliteStore::open(path.path()),
+            Err(StoreError::Backend(_))
+        ));
+        let conn = raw(&path);
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, 0);
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 1, "the migration's other tables were rolled back");
+    }
+
+    #[test]
+    fn not_a_database_is_a_backend_error() {
+        let path = TempPath::new();
+        std::fs::write(path.path(), vec![0x42u8; 4096]).unwrap();
+        assert!(matches!(
+            SqliteStore::open(path.path()),
+            Err(StoreError::Backend(_))
+        ));
+    }
+
+    /// Writes `sql` past the CHECK constraints, then expects `load` to report corruption.
+    fn assert_corrupt_after(sql: &str, load: impl Fn(&SqliteStore) -> Result<(), StoreError>) {
+        let path = TempPath::new();
+        {
+            let mut store = SqliteStore::open(path.path()).unwrap();
+            commit(
+                &mut store,
+                vec![
+                    Op::PutAccount(sample_account()),
+                    Op::PutSignedPreKey(sample_signed_pre_key(1, 10)),
+                    Op::PutPreKey(PreKeyRecord {
+                        id: 1,
+                        secret: [1u8; 32].into(),
+                    }),
+                    Op::PutSession {
+                        jid: "juliet@capulet.example".into(),
+                        device_id: 5,
+                        state: vec![7].into(),
+                    },
+                    Op::PutDevice(sample_device("juliet@capulet.example", 5)),
+                ],
+            );
+            load(&store).unwrap();
+        }
+        raw(&path).execute_batch(sql).unwrap();
+        let store = SqliteStore::open(path.path()).unwrap();
+        match load(&store) {
+            Err(StoreError::Corrupt(_)) => {}
+            other => panic!("{sql}: expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn corrupt_rows_are_reported_not_trusted() {
+        let devices = |s: &SqliteStore| s.load_devices("juliet@capulet.example").map(drop);
+        let account = |s: &SqliteStore| s.load_account().map(drop);
+        let signed = |s: &SqliteStore| s.load_signed_pre_keys().map(drop);
+        let pre_keys = |s: &SqliteStore| s.load_pre_keys().map(drop);
+        let session = |s: &SqliteStore| s.load_session("juliet@capulet.example", 5).map(drop);
+
+        assert_corrupt_after("UPDATE devices SET identity_key = zeroblob(31)", devices);
+        assert_corrupt_after("UPDATE devices SET trust = 7", devices);
+        assert_corrupt_after("UPDATE devices SET listed = 2", devices);
+        assert_corrupt_after("UPDATE devices SET last_message_at = -1", devices);
+        assert_corrupt_after("UPDATE devices SET device_id = 0", devices);
+        assert_corrupt_after("UPDATE account SET identity_secret = zeroblob(33)", account);
+        assert_corrupt_after("UPDATE account SET device_id = 2147483648", account);
+        assert_corrupt_after(
+            "UPDATE signed_pre_keys SET signature = zeroblob(63)",
+            signed,
+        );
+        assert_corrupt_after("UPDATE signed_pre_keys SET secret = zeroblob(31)", signed);
+        assert_corrupt_after("UPDATE pre_keys SET id = 4294967296", pre_keys);
+        assert_corrupt_after("UPDATE pre_keys SET secret = zeroblob(0)", pre_keys);
+        // A table without STRICT typing (an older or hand-made file) can hold any type.
+        assert_corrupt_after(
+            "DROP TABLE sessions;
+             CREATE TABLE sessions (jid, device_id, state, PRIMARY KEY (jid, device_id));
+             INSERT INTO sessions VALUES ('juliet@capulet.example', 5, 'text, not a blob')",
+            session,
+        );
+    }
+}
