@@ -235,21 +235,20 @@ fn converse(rust: &mut RustDevice, peer: &mut Peer, seed: u64) {
         round += 1;
         for direction in [0usize, 1] {
             let count = 1 + schedule.next(8);
-            let mut batch: Vec<(String, Value)> =
-                (0..count)
-                    .map(|i| {
-                        let text = format!("round {round} direction {direction} message {i} ✓");
-                        let message = if direction == 0 {
-                            rust.encrypt(Some(&text))
-                        } else {
-                            peer.ok(
+            let mut batch: Vec<(String, Value)> = (0..count)
+                .map(|i| {
+                    let text = format!("round {round} direction {direction} message {i} ✓");
+                    let message = if direction == 0 {
+                        rust.encrypt(Some(&text))
+                    } else {
+                        peer.ok(
                                 json!({"op": "encrypt", "peer": python_peer, "plaintext": text}),
                             )["message"]
                                 .clone()
-                        };
-                        (text, message)
-                    })
-                    .collect();
+                    };
+                    (text, message)
+                })
+                .collect();
             // Shuffle, lose about 5%, hold back about 10% for a later round.
             for i in (1..batch.len()).rev() {
                 batch.swap(i, schedule.next(i + 1));

@@ -17,6 +17,9 @@ logic that the protocol asks for, without any XMPP (device lists, trust, bundles
   session. After a successful passive build the used prekey is deleted (no refill).
 * The session is stored only after the whole message decrypted successfully.
 
+The *_xml requests do the same with XEP-0384 v0.3 XML instead of JSON shapes, serialized
+and parsed by oldmemo's own `oldmemo.etree` (which validates against its XML schema).
+
 stdout carries only protocol lines (flushed after each one); all logging goes to stderr.
 Set OLDMEMO_PEER_LOG=debug (or info, warning...) to change the log level (default:
 warning).
@@ -31,15 +34,19 @@ import logging
 import os
 import sys
 import traceback
-from typing import Any, Dict, Optional, Tuple
+import xml.etree.ElementTree as ET
+from types import SimpleNamespace
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import x3dh
 import xeddsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from omemo import Just, Maybe, Nothing, Storage
+from omemo import DeviceListDownloadFailed, Just, Maybe, Message, Nothing, Storage
 from omemo.session import Initiation
 from omemo.types import JSONType
+from oldmemo import etree as oldmemo_etree
 from oldmemo.oldmemo import (
+    NAMESPACE,
     BundleImpl,
     ContentImpl,
     EncryptedKeyMaterialImpl,
@@ -188,10 +195,72 @@ def describe(exc: BaseException) -> str:
     cur: Optional[BaseException] = exc
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
-        text = str(cur)
+        reason = getattr(cur, "reason", None)
+        if isinstance(reason, str) and hasattr(cur, "path"):
+            # xmlschema's errors print the schema component and the whole instance;
+            # the reason and where it applies are enough.
+            text = f"{reason} (at {cur.path})"
+        else:
+            text = str(cur)
         parts.append(f"{type(cur).__name__}: {text}" if text else type(cur).__name__)
         cur = cur.__cause__
     return " <- ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------
+# XML (XEP-0384 v0.3, eu.siacs.conversations.axolotl) through oldmemo.etree
+# ---------------------------------------------------------------------------------------
+
+
+# Write the OMEMO namespace as the default namespace (xmlns='...'), as XMPP clients do;
+# ElementTree would otherwise invent an `ns0:` prefix. (tostring's default_namespace
+# option cannot be used: it rejects the unqualified attributes.)
+ET.register_namespace("", NAMESPACE)
+
+
+def xml_to_string(element: ET.Element) -> str:
+    """An oldmemo.etree element as a string."""
+    return ET.tostring(element, encoding="unicode")
+
+
+def xml_field(obj: Any, name: str) -> ET.Element:
+    """Fetch a member holding one XML element as a string and parse it."""
+    text = field(obj, name, str)
+    try:
+        return ET.fromstring(text)
+    except ET.ParseError as e:
+        raise ProtocolError(f"field {name!r} is not well-formed XML: {e}") from e
+
+
+def oldmemo_xml_hint() -> ProtocolError:
+    """oldmemo.etree reads some things the schema lets through with int(None) or
+    b64decode(None); say what that usually means."""
+    return ProtocolError(
+        "oldmemo.etree failed on schema-valid XML: a missing sid or signedPreKeyId "
+        "attribute, or an empty element such as <payload/>?"
+    )
+
+
+class SenderLookup:
+    """The one thing oldmemo.etree.parse_message asks of a SessionManager: the sending
+    device's identity key, for the Ed25519 sign bit that the legacy key exchange lacks.
+
+    As in op_decrypt, a fixed sign bit of 0 is used (an all-zero key: only its top bit is
+    read). A sid other than the peer's device id finds no device, and the device list
+    "refresh" fails, so oldmemo reports SenderNotFound.
+    """
+
+    def __init__(self, bare_jid: str, device_id: int) -> None:
+        self.bare_jid = bare_jid
+        self.device_id = device_id
+
+    async def get_device_information(self, bare_jid: str) -> List[SimpleNamespace]:
+        if bare_jid != self.bare_jid:
+            return []
+        return [SimpleNamespace(device_id=self.device_id, identity_key=bytes(32))]
+
+    async def refresh_device_list(self, namespace: str, bare_jid: str) -> None:
+        raise DeviceListDownloadFailed(f"the sender is {self.bare_jid}/{self.device_id}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -215,16 +284,24 @@ class Peer:
         if op == "init":
             return await self.op_init(req)
         if op == "bundle":
-            return {"bundle": await self.own_bundle()}
+            return {"bundle": bundle_to_json(await self.own_bundle())}
+        if op == "bundle_xml":
+            return {"xml": xml_to_string(oldmemo_etree.serialize_bundle(await self.own_bundle()))}
         if op == "encrypt":
             return await self.op_encrypt(req)
+        if op == "encrypt_xml":
+            return await self.op_encrypt_xml(req)
         if op == "decrypt":
             return await self.op_decrypt(req)
+        if op == "decrypt_xml":
+            return await self.op_decrypt_xml(req)
+        if op == "device_list_xml":
+            return self.op_device_list_xml(req)
         raise ProtocolError(f"unknown op {op!r}")
 
-    async def own_bundle(self) -> Dict[str, Any]:
+    async def own_bundle(self) -> BundleImpl:
         backend = self.require_init()
-        return bundle_to_json(await backend.get_bundle(self.jid, self.device_id))
+        return await backend.get_bundle(self.jid, self.device_id)
 
     async def op_init(self, req: Dict[str, Any]) -> Dict[str, Any]:
         jid = field(req, "jid", str)
@@ -235,12 +312,21 @@ class Peer:
         await backend.generate_pre_keys(NUM_PRE_KEYS)
         self.backend, self.jid, self.device_id = backend, jid, device_id
         LOG.info("initialised %s/%d", jid, device_id)
-        return {"bundle": await self.own_bundle()}
+        return {"bundle": bundle_to_json(await self.own_bundle())}
 
-    async def op_encrypt(self, req: Dict[str, Any]) -> Dict[str, Any]:
+    # --- encryption ----------------------------------------------------------------
+
+    async def encrypt(
+        self,
+        jid: str,
+        device_id: int,
+        plaintext: Optional[str],
+        peer_bundle: Callable[[], Optional[BundleImpl]],
+    ) -> Tuple[ContentImpl, EncryptedKeyMaterialImpl, Optional[KeyExchangeImpl]]:
+        """Encrypt for one device: the content, the ratchet message, and the session's key
+        exchange while it has to be repeated (else None). `peer_bundle` is called only when
+        there is no session yet."""
         backend = self.require_init()
-        jid, device_id = peer_of(req)
-        plaintext = field(req, "plaintext", str, nullable=True)
 
         # Legacy payload: AES-128-GCM with a 12-byte IV; the ratchet carries key || tag.
         # An empty message carries a random 16-byte key and has no payload.
@@ -251,9 +337,9 @@ class Peer:
 
         session = await backend.load_session(jid, device_id)
         if session is None:
-            if req.get("bundle") is None:
+            bundle = peer_bundle()
+            if bundle is None:
                 raise ProtocolError(f"no session with {jid}/{device_id} and no bundle given")
-            bundle = bundle_from_json(req["bundle"], jid, device_id)
             # Verifies the signed prekey signature and picks one of the bundle's prekeys
             # at random.
             session, encrypted = await backend.build_session_active(
@@ -264,50 +350,72 @@ class Peer:
         else:
             encrypted = await backend.encrypt_key_material(session, key_material)
 
-        # 0x33 || SignalMessage || MAC8
-        key = encrypted.serialize()
-        prekey = session.initiation is Initiation.ACTIVE and not session.confirmed
-        if prekey:
-            # 0x33 || PreKeySignalMessage, which holds the above in its field 4.
-            key, _sign_bit = session.key_exchange.serialize(key)
+        key_exchange: Optional[KeyExchangeImpl] = None
+        if session.initiation is Initiation.ACTIVE and not session.confirmed:
+            key_exchange = session.key_exchange
 
         await backend.store_session(session)
+        return content, encrypted, key_exchange
+
+    async def op_encrypt(self, req: Dict[str, Any]) -> Dict[str, Any]:
+        jid, device_id = peer_of(req)
+        plaintext = field(req, "plaintext", str, nullable=True)
+
+        def peer_bundle() -> Optional[BundleImpl]:
+            if req.get("bundle") is None:
+                return None
+            return bundle_from_json(req["bundle"], jid, device_id)
+
+        content, encrypted, key_exchange = await self.encrypt(jid, device_id, plaintext, peer_bundle)
+        # 0x33 || SignalMessage || MAC8
+        key = encrypted.serialize()
+        if key_exchange is not None:
+            # 0x33 || PreKeySignalMessage, which holds the above in its field 4.
+            key, _sign_bit = key_exchange.serialize(key)
         return {
             "message": {
                 "sid": self.device_id,
                 "rid": device_id,
-                "prekey": prekey,
+                "prekey": key_exchange is not None,
                 "key": key.hex(),
                 "iv": content.initialization_vector.hex(),
                 "payload": None if plaintext is None else content.ciphertext.hex(),
             }
         }
 
-    async def op_decrypt(self, req: Dict[str, Any]) -> Dict[str, Any]:
-        backend = self.require_init()
+    async def op_encrypt_xml(self, req: Dict[str, Any]) -> Dict[str, Any]:
         jid, device_id = peer_of(req)
-        msg = field(req, "message", dict)
-        sid = field(msg, "sid", int)
-        rid = field(msg, "rid", int)
-        prekey = field(msg, "prekey", bool)
-        key = hex_field(msg, "key")
-        iv = hex_field(msg, "iv")
-        payload = hex_field(msg, "payload", nullable=True)
-        if sid != device_id:
-            raise ProtocolError(f"message sid {sid} is not the peer's device id {device_id}")
-        if rid != self.device_id:
-            raise ProtocolError(f"message rid {rid} is not our device id {self.device_id}")
+        plaintext = field(req, "plaintext", str, nullable=True)
 
-        key_exchange: Optional[KeyExchangeImpl] = None
-        authenticated = key
-        if prekey:
-            # The Ed25519 sign bit of the sender's identity key is not on the wire; python-
-            # omemo looks it up in the sender's bundle. It only matters for comparing
-            # identity keys, never for the crypto (X3DH and the associated data use the
-            # Curve25519 form), so a fixed False keeps our comparisons consistent.
-            key_exchange, authenticated = KeyExchangeImpl.parse(key, False)
-        encrypted = EncryptedKeyMaterialImpl.parse(authenticated, jid, device_id)
+        def peer_bundle() -> Optional[BundleImpl]:
+            if req.get("bundle_xml") is None:
+                return None
+            try:
+                return oldmemo_etree.parse_bundle(xml_field(req, "bundle_xml"), jid, device_id)
+            except TypeError as e:
+                raise oldmemo_xml_hint() from e
 
+        content, encrypted, key_exchange = await self.encrypt(jid, device_id, plaintext, peer_bundle)
+        # serialize_message writes <key rid prekey='true'> for a key exchange, and leaves
+        # out <payload> when the content is empty, which includes a zero-length ciphertext
+        # (plaintext ""): oldmemo's XML cannot tell that from an empty message.
+        message = Message(NAMESPACE, self.jid, self.device_id, content,
+                          frozenset([(encrypted, key_exchange)]))
+        return {"xml": xml_to_string(oldmemo_etree.serialize_message(message))}
+
+    # --- decryption ----------------------------------------------------------------
+
+    async def decrypt(
+        self,
+        jid: str,
+        device_id: int,
+        key_exchange: Optional[KeyExchangeImpl],
+        encrypted: EncryptedKeyMaterialImpl,
+        iv: bytes,
+        payload: Optional[bytes],
+    ) -> Optional[str]:
+        """Decrypt one parsed message from jid/device_id (payload None: empty message)."""
+        backend = self.require_init()
         session = await backend.load_session(jid, device_id)
         key_material: PlainKeyMaterialImpl
         if key_exchange is None:
@@ -348,7 +456,72 @@ class Peer:
         if key_exchange is not None:
             if await backend.delete_pre_key(session):
                 LOG.info("deleted prekey id %d", key_exchange.pre_key_id)
+        return plaintext
+
+    async def op_decrypt(self, req: Dict[str, Any]) -> Dict[str, Any]:
+        self.require_init()
+        jid, device_id = peer_of(req)
+        msg = field(req, "message", dict)
+        sid = field(msg, "sid", int)
+        rid = field(msg, "rid", int)
+        prekey = field(msg, "prekey", bool)
+        key = hex_field(msg, "key")
+        iv = hex_field(msg, "iv")
+        payload = hex_field(msg, "payload", nullable=True)
+        if sid != device_id:
+            raise ProtocolError(f"message sid {sid} is not the peer's device id {device_id}")
+        if rid != self.device_id:
+            raise ProtocolError(f"message rid {rid} is not our device id {self.device_id}")
+
+        key_exchange: Optional[KeyExchangeImpl] = None
+        authenticated = key
+        if prekey:
+            # The Ed25519 sign bit of the sender's identity key is not on the wire; python-
+            # omemo looks it up in the sender's bundle. It only matters for comparing
+            # identity keys, never for the crypto (X3DH and the associated data use the
+            # Curve25519 form), so a fixed False keeps our comparisons consistent.
+            key_exchange, authenticated = KeyExchangeImpl.parse(key, False)
+        encrypted = EncryptedKeyMaterialImpl.parse(authenticated, jid, device_id)
+        return {"plaintext": await self.decrypt(jid, device_id, key_exchange, encrypted, iv, payload)}
+
+    async def op_decrypt_xml(self, req: Dict[str, Any]) -> Dict[str, Any]:
+        self.require_init()
+        jid, device_id = peer_of(req)
+        element = xml_field(req, "xml")
+        # Validates against oldmemo's XML schema, then parses every <key> (prekey='true'
+        # or '1' marks a key exchange, parsed with the sign bit SenderLookup gives: 0,
+        # as in op_decrypt). Each key's material is labelled with our own bare JID and
+        # its rid.
+        try:
+            message = await oldmemo_etree.parse_message(
+                element, jid, self.jid, SenderLookup(jid, device_id)  # type: ignore[arg-type]
+            )
+        except TypeError as e:
+            raise oldmemo_xml_hint() from e
+        if message.device_id != device_id:
+            raise ProtocolError(f"message sid {message.device_id} is not the peer's device id {device_id}")
+        ours = [
+            (encrypted, key_exchange)
+            for encrypted, key_exchange in message.keys
+            if encrypted.device_id == self.device_id
+        ]
+        if len(ours) != 1:
+            raise ProtocolError(f"message has {len(ours)} keys for our device id {self.device_id}")
+        encrypted, key_exchange = ours[0]
+        assert isinstance(encrypted, EncryptedKeyMaterialImpl)
+        assert key_exchange is None or isinstance(key_exchange, KeyExchangeImpl)
+        content = message.content
+        assert isinstance(content, ContentImpl)
+        # parse_message makes the content empty when <payload> is absent.
+        payload = None if content.empty else content.ciphertext
+        plaintext = await self.decrypt(jid, device_id, key_exchange, encrypted,
+                                       content.initialization_vector, payload)
         return {"plaintext": plaintext}
+
+    def op_device_list_xml(self, req: Dict[str, Any]) -> Dict[str, Any]:
+        # Schema-validated; ids in document order, a repeated id once.
+        device_list = oldmemo_etree.parse_device_list(xml_field(req, "xml"))
+        return {"devices": list(device_list)}
 
 
 # ---------------------------------------------------------------------------------------

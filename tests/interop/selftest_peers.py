@@ -11,7 +11,12 @@ JSON-lines protocol, the way the Rust cross-implementation tests will:
 * empty (key transport) messages both ways;
 * a lost first prekey message delivered late (C to A);
 * error cases (replay, tampering, missing session or bundle) answer {"ok": false}, leave
-  the peer running and its session intact.
+  the peer running and its session intact;
+* the XML requests between two more peers (D and E): bundle_xml, first contact with
+  encrypt_xml / decrypt_xml, messages both ways (also mixed with the JSON requests and
+  written by hand with a namespace prefix), empty messages, XML the schema rejects, and
+  device_list_xml. The XML is also read here with plain ElementTree and compared with the
+  JSON shapes.
 
 It also checks the wire bytes independently of oldmemo, with a minimal protobuf reader:
 0x33 || PreKeySignalMessage (with the SignalMessage in field 4), or 0x33 || SignalMessage
@@ -25,17 +30,21 @@ Exits non-zero on the first mismatch.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import random
+import re
 import select
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Optional, Tuple
 
 PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "oldmemo_peer.py")
 RESPONSE_TIMEOUT = 60.0  # seconds for one response; generous for a slow CI machine
+NS = "eu.siacs.conversations.axolotl"
 
 
 class Failure(Exception):
@@ -126,6 +135,27 @@ class PeerProcess:
 
     def decrypt(self, sender: "PeerProcess", message: Dict[str, Any]) -> Optional[str]:
         return self.ok(self.decrypt_req(sender, message))["plaintext"]
+
+    def bundle_xml(self) -> str:
+        return self.ok({"op": "bundle_xml"})["xml"]
+
+    def encrypt_xml_req(self, to: "PeerProcess", plaintext: Optional[str],
+                        bundle_xml: Optional[str] = None) -> Dict[str, Any]:
+        return {"op": "encrypt_xml", "peer": to.address, "plaintext": plaintext,
+                "bundle_xml": bundle_xml}
+
+    def encrypt_xml(self, to: "PeerProcess", plaintext: Optional[str],
+                    bundle_xml: Optional[str] = None) -> str:
+        return self.ok(self.encrypt_xml_req(to, plaintext, bundle_xml))["xml"]
+
+    def decrypt_xml_req(self, sender: "PeerProcess", xml: str) -> Dict[str, Any]:
+        return {"op": "decrypt_xml", "peer": sender.address, "xml": xml}
+
+    def decrypt_xml(self, sender: "PeerProcess", xml: str) -> Optional[str]:
+        return self.ok(self.decrypt_xml_req(sender, xml))["plaintext"]
+
+    def device_list_xml(self, xml: str) -> List[int]:
+        return self.ok({"op": "device_list_xml", "xml": xml})["devices"]
 
     def quit(self) -> int:
         assert self.proc.stdin is not None
@@ -261,6 +291,87 @@ def check_message(msg: Dict[str, Any], sender: PeerProcess, recipient: PeerProce
 
 
 # ---------------------------------------------------------------------------------------
+# XML (XEP-0384 v0.3), read and written here with plain ElementTree, not oldmemo
+# ---------------------------------------------------------------------------------------
+
+
+def q(name: str) -> str:
+    return f"{{{NS}}}{name}"
+
+
+def b64(text: Optional[str]) -> bytes:
+    check(text is not None, "base64 element has text")
+    return base64.b64decode(text, validate=True)
+
+
+def xml_bundle_to_json(xml: str) -> Dict[str, Any]:
+    """The JSON shape of a bundle_xml answer, for comparing it with the bundle op's."""
+    check(xml.startswith(f'<bundle xmlns="{NS}">'), "bundle_xml writes the namespace as the default one")
+    root = ET.fromstring(xml)
+    check([c.tag for c in root] == [q("signedPreKeyPublic"), q("signedPreKeySignature"),
+                                    q("identityKey"), q("prekeys")], "bundle_xml children")
+    spk = root[0]
+    check(set(spk.attrib) == {"signedPreKeyId"}, "signedPreKeyPublic has signedPreKeyId")
+    pre_keys = []
+    for e in root[3]:
+        check(e.tag == q("preKeyPublic") and set(e.attrib) == {"preKeyId"}, "prekeys holds preKeyPublic preKeyId")
+        pre_keys.append({"id": int(e.attrib["preKeyId"]), "key": b64(e.text).hex()})
+    return {
+        "identity_key": b64(root[2].text).hex(),
+        "signed_pre_key_id": int(spk.attrib["signedPreKeyId"]),
+        "signed_pre_key": b64(spk.text).hex(),
+        "signed_pre_key_signature": b64(root[1].text).hex(),
+        "pre_keys": sorted(pre_keys, key=lambda p: p["id"]),
+    }
+
+
+def xml_message_to_json(xml: str, rid: int) -> Dict[str, Any]:
+    """The JSON shape (see PROTOCOL.md) of an encrypt_xml answer for device rid."""
+    check(xml.startswith(f'<encrypted xmlns="{NS}">'), "encrypt_xml writes the namespace as the default one")
+    root = ET.fromstring(xml)
+    check([c.tag for c in root] in ([q("header")], [q("header"), q("payload")]), "encrypted children")
+    header = root[0]
+    check(set(header.attrib) == {"sid"}, "header has sid")
+    check([c.tag for c in header] == [q("key"), q("iv")], "header holds one key, then iv")
+    key, iv = header[0], header[1]
+    check(key.attrib.get("rid") == str(rid), f"key rid is {rid}")
+    check(key.attrib.get("prekey", "true") == "true" and set(key.attrib) <= {"rid", "prekey"},
+          "key has rid and maybe prekey='true'")
+    payload = root.find(q("payload"))
+    return {
+        "sid": int(header.attrib["sid"]),
+        "rid": rid,
+        "prekey": "prekey" in key.attrib,
+        "key": b64(key.text).hex(),
+        "iv": b64(iv.text).hex(),
+        "payload": None if payload is None else b64(payload.text).hex(),
+    }
+
+
+def json_message_to_xml(msg: Dict[str, Any], prefix: str = "", payload_first: bool = False) -> str:
+    """An <encrypted> element written by hand, the way another client might: single
+    quotes, optionally a namespace prefix and the payload before the header."""
+    p = f"{prefix}:" if prefix else ""
+    xmlns = f"xmlns:{prefix}='{NS}'" if prefix else f"xmlns='{NS}'"
+
+    def enc(h: str) -> str:
+        return base64.b64encode(bytes.fromhex(h)).decode("ascii")
+
+    prekey = " prekey='true'" if msg["prekey"] else ""
+    header = (f"<{p}header sid='{msg['sid']}'><{p}key rid='{msg['rid']}'{prekey}>{enc(msg['key'])}"
+              f"</{p}key><{p}iv>{enc(msg['iv'])}</{p}iv></{p}header>")
+    payload = "" if msg["payload"] is None else f"<{p}payload>{enc(msg['payload'])}</{p}payload>"
+    body = payload + header if payload_first else header + payload
+    return f"<{p}encrypted {xmlns}>{body}</{p}encrypted>"
+
+
+def flip_hex(h: str, index: int) -> str:
+    data = bytearray(bytes.fromhex(h))
+    data[index] ^= 1
+    return data.hex()
+
+
+# ---------------------------------------------------------------------------------------
 # Scenarios
 # ---------------------------------------------------------------------------------------
 
@@ -275,6 +386,155 @@ def text_for(rng: random.Random, i: int, direction: str) -> str:
     if kind == 2:
         return f"{direction} #{i} " + "x" * rng.randrange(1, 3000)
     return f"{direction} #{i} " + "".join(chr(rng.randrange(0x20, 0x7F)) for _ in range(rng.randrange(64)))
+
+
+def run_xml(rng: random.Random, peers: List[PeerProcess]) -> None:
+    """The XML requests, between two fresh peers D and E."""
+    d = PeerProcess("D", "dave@example.org", 4444)
+    e = PeerProcess("E", "erin@example.org", 5555)
+    peers += [d, e]
+    d.fails({"op": "bundle_xml"}, "bundle_xml before init")
+    bundle_d, bundle_e = d.init(), e.init()
+
+    # --- bundles ---------------------------------------------------------------------
+    xd = d.bundle_xml()
+    check(xml_bundle_to_json(xd) == bundle_d, "D's bundle_xml holds the bundle op's bundle")
+    check(xml_bundle_to_json(e.bundle_xml()) == bundle_e, "E's bundle_xml holds the bundle op's bundle")
+    e.fails(e.encrypt_xml_req(d, "x"), "encrypt_xml without session or bundle")
+    e.fails(e.encrypt_xml_req(d, "x", "<bundle"), "a bundle that is not XML")
+    e.fails(e.encrypt_xml_req(d, "x", xd.replace(f' xmlns="{NS}"', "")), "a bundle outside the namespace")
+    e.fails(e.encrypt_xml_req(d, "x", xd.replace("<prekeys>", "<prekeys><foo/>")), "a schema-invalid bundle")
+    zero_sig = base64.b64encode(bytes(64)).decode("ascii")
+    e.fails(e.encrypt_xml_req(d, "x", re.sub(r"<signedPreKeySignature>[^<]*<",
+                                             f"<signedPreKeySignature>{zero_sig}<", xd)),
+            "a bundle_xml with a bad signature")
+
+    sent_e, sent_d = ChainTracker(), ChainTracker()
+
+    # --- first contact through XML ----------------------------------------------------
+    x1 = e.encrypt_xml(d, "hello dave", xd)
+    m1 = xml_message_to_json(x1, d.device_id)
+    check(m1["prekey"] is True, "E's first XML message is a key exchange (prekey='true')")
+    check_message(m1, e, d, empty=False)
+    pk_id, inner = check_prekey_message(bytes.fromhex(m1["key"]), bundle_e, bundle_d)
+    sent_e.feed(inner, "E")
+    d.fails({"op": "decrypt_xml", "peer": {"jid": e.jid, "device_id": 9999}, "xml": x1},
+            "a message whose sid is not the peer's")
+    d.fails(d.decrypt_xml_req(e, x1.replace(f'rid="{d.device_id}"', 'rid="9999"')),
+            "a message without a key for us")
+    d.fails(d.decrypt_xml_req(e, x1.replace(' prekey="true"', "")), "a key exchange without prekey='true'")
+    d.fails(d.decrypt_xml_req(e, re.sub(r"<payload>[^<]*</payload>", "<payload/>", x1)),
+            "an empty <payload/> (oldmemo cannot parse it)")
+    d.fails(d.decrypt_xml_req(e, x1.replace("</encrypted>", "<store xmlns='urn:xmpp:hints'/></encrypted>")),
+            "a foreign element inside <encrypted>")
+    check(d.decrypt_xml(e, x1) == "hello dave", "D decrypts E's first XML message")
+    bundle_d_now = d.bundle()
+    check_bundle(bundle_d_now, 99)
+    check(pk_id not in {p["id"] for p in bundle_d_now["pre_keys"]}, "D deleted the prekey E used")
+    check(xml_bundle_to_json(d.bundle_xml()) == bundle_d_now, "bundle_xml follows the prekey deletion")
+    d.fails(d.decrypt_xml_req(e, x1), "a replayed XML prekey message")
+
+    x2 = e.encrypt_xml(d, "still unanswered", xd)  # the bundle is ignored now
+    m2 = xml_message_to_json(x2, d.device_id)
+    check(m2["prekey"] is True, "E repeats the key exchange until it hears from D")
+    pk_id2, inner = check_prekey_message(bytes.fromhex(m2["key"]), bundle_e, bundle_d)
+    check(pk_id2 == pk_id, "the repeated key exchange names the same prekey")
+    sent_e.feed(inner, "E")
+    # The same message as another client might write it.
+    check(d.decrypt_xml(e, json_message_to_xml(m2, prefix="o", payload_first=True)) == "still unanswered",
+          "D decrypts a hand-written, prefixed <encrypted> element")
+
+    r1 = d.encrypt_xml(e, "hi erin")
+    check("prekey" not in r1, "D's answer has no prekey attribute")
+    m = xml_message_to_json(r1, e.device_id)
+    check_message(m, d, e, empty=False)
+    sent_d.feed(bytes.fromhex(m["key"]), "D")
+    check(e.decrypt_xml(d, r1) == "hi erin", "E decrypts D's XML answer")
+    x3 = e.encrypt_xml(d, "confirmed")
+    m = xml_message_to_json(x3, d.device_id)
+    check(m["prekey"] is False, "E stops sending the key exchange once it heard from D")
+    sent_e.feed(bytes.fromhex(m["key"]), "E")
+    check(d.decrypt_xml(e, x3) == "confirmed", "D decrypts E's first normal XML message")
+
+    # --- the JSON and XML requests share the sessions ------------------------------------
+    x4 = e.encrypt_xml(d, "xml to json")
+    m4 = xml_message_to_json(x4, d.device_id)
+    sent_e.feed(bytes.fromhex(m4["key"]), "E")
+    check(d.decrypt(e, m4) == "xml to json", "an encrypt_xml message decrypts with decrypt")
+    j5 = d.encrypt(e, "json to xml")
+    sent_d.feed(bytes.fromhex(j5["key"]), "D")
+    check(e.decrypt_xml(d, json_message_to_xml(j5)) == "json to xml",
+          "an encrypt message, written as XML by hand, decrypts with decrypt_xml")
+
+    # --- tampering and replay ----------------------------------------------------------
+    x6 = e.encrypt_xml(d, "tamper target")
+    m6 = xml_message_to_json(x6, d.device_id)
+    sent_e.feed(bytes.fromhex(m6["key"]), "E")
+    d.fails(d.decrypt_xml_req(e, json_message_to_xml(dict(m6, key=flip_hex(m6["key"], -1)))),
+            "an XML message with a bad MAC")
+    d.fails(d.decrypt_xml_req(e, json_message_to_xml(dict(m6, payload=flip_hex(m6["payload"], 0)))),
+            "an XML message with a bad payload")
+    d.fails(d.decrypt_xml_req(e, x6.replace('<header sid', '<header x="1" sid')),
+            "an XML message with an attribute the schema does not know")
+    d.fails(d.decrypt_xml_req(e, x6.replace(f' xmlns="{NS}"', "")), "an XML message outside the namespace")
+    check(d.decrypt_xml(e, x6) == "tamper target", "the untampered XML message still decrypts")
+    d.fails(d.decrypt_xml_req(e, x6), "a replayed XML message")
+
+    # --- empty messages and zero-length bodies -----------------------------------------
+    for sender, recipient, tracker in ((e, d, sent_e), (d, e, sent_d)):
+        x = sender.encrypt_xml(recipient, None)
+        m = xml_message_to_json(x, recipient.device_id)
+        check_message(m, sender, recipient, empty=True)
+        tracker.feed(bytes.fromhex(m["key"]), sender.name)
+        check(recipient.decrypt_xml(sender, x) is None, f"{recipient.name} decrypts an empty XML message as null")
+    xz = e.encrypt_xml(d, "")
+    mz = xml_message_to_json(xz, d.device_id)
+    check(mz["payload"] is None, "oldmemo's XML leaves out a zero-length payload")
+    sent_e.feed(bytes.fromhex(mz["key"]), "E")
+    check(d.decrypt_xml(e, xz) is None, "so a zero-length body arrives as an empty message")
+
+    # --- a few batches both ways, shuffled, some lost ------------------------------------
+    target = 40
+    counts = {"D": 0, "E": 0}
+    trackers = {"D": sent_d, "E": sent_e}
+    turn = 0
+    while min(counts.values()) < target:
+        sender, recipient = (d, e) if turn % 2 == 0 else (e, d)
+        turn += 1
+        batch: List[Tuple[str, Optional[str]]] = []
+        for _ in range(rng.randint(1, 8)):
+            i = counts[sender.name]
+            counts[sender.name] += 1
+            plaintext = None if rng.random() < 0.05 else text_for(rng, i, sender.name)
+            x = sender.encrypt_xml(recipient, plaintext)
+            m = xml_message_to_json(x, recipient.device_id)
+            check(m["prekey"] is False, "no key exchange on a confirmed session")
+            check_message(m, sender, recipient, empty=plaintext is None)
+            trackers[sender.name].feed(bytes.fromhex(m["key"]), sender.name)
+            if rng.random() < 0.05:
+                continue  # lost
+            if rng.random() < 0.3:
+                x = json_message_to_xml(m, prefix=rng.choice(["", "omemo"]), payload_first=rng.random() < 0.5)
+            batch.append((x, plaintext))
+        rng.shuffle(batch)
+        for x, plaintext in batch:
+            got = recipient.decrypt_xml(sender, x)
+            check(got == plaintext, f"{recipient.name} got {got!r} from XML, expected {plaintext!r}")
+    print(f"xml: sent {counts} in {turn} batches", file=sys.stderr)
+
+    # --- device lists --------------------------------------------------------------------
+    check(d.device_list_xml(f"<list xmlns='{NS}'><device id='{d.device_id}'/><device id='{e.device_id}'/></list>")
+          == [d.device_id, e.device_id], "device_list_xml gives the ids in order")
+    check(d.device_list_xml(f"<list xmlns='{NS}'/>") == [], "an empty device list")
+    check(d.device_list_xml(f"<o:list xmlns:o='{NS}'>\n  <o:device id='4294967295'/>\n"
+                            f"  <o:device id='0'/>\n  <o:device id='0'/>\n</o:list>") == [4294967295, 0],
+          "a prefixed, indented device list with extreme and repeated ids")
+    d.fails({"op": "device_list_xml", "xml": f"<list xmlns='{NS}'><device id='1' label='x'/></list>"},
+            "a device with a label attribute")
+    d.fails({"op": "device_list_xml", "xml": f"<list xmlns='{NS}'><device id='4294967296'/></list>"},
+            "a device id beyond 32 bits")
+    d.fails({"op": "device_list_xml", "xml": "<list><device id='1'/></list>"}, "a device list outside the namespace")
+    d.fails({"op": "device_list_xml", "xml": "<list"}, "a device list that is not XML")
 
 
 def run(seed: int) -> None:
@@ -434,6 +694,9 @@ def run(seed: int) -> None:
         # The A-B session is unaffected by the new one.
         last = b.encrypt(a, "still there?")
         check(a.decrypt(b, last) == "still there?", "A-B session still works")
+
+        # --- the XML requests (D and E) -----------------------------------------------
+        run_xml(rng, peers)
 
         for p in peers:
             check(p.quit() == 0, f"{p.name} exits 0 on quit")
