@@ -1,0 +1,969 @@
+#!/usr/bin/env python3
+"""Legacy-OMEMO XMPP test peer for the end-to-end tests (slixmpp + slixmpp-omemo).
+
+Speaks only legacy OMEMO (XEP-0384 0.3.0, namespace eu.siacs.conversations.axolotl). The
+OMEMO work is done by slixmpp-omemo 2.2.0 and the python-omemo stack (oldmemo backend) from
+the project's venv (scripts/setup-test-env); only their public API (plus slixmpp-omemo's
+session-manager factory) is called here, none of their code is copied.
+
+Subcommands (run with the venv's python):
+
+  echo   --jid J --password P --server HOST:PORT --store DIR [--resource R]
+      Echo bot. Decrypts every OMEMO message and answers the sender's bare JID with the same
+      text, OMEMO-encrypted (type chat). Runs until SIGTERM/SIGINT (exit 0) or until the
+      connection is lost (exit 1). stdout, one line each, flushed:
+        DEVICE {"jid": ..., "device_id": N}       once, just before READY
+        READY                                      online, device list and bundle published
+        ECHO {"from": ..., "device_id": N, "text": ...}          per echoed message
+        EMPTY {"from": ..., "device_id": N}        an empty OMEMO (key transport) message
+        PLAINTEXT {"from": ..., "text": ...}       an unencrypted message (not answered)
+        ERROR {"from": ..., "error": ...}          a message that could not be decrypted
+                                                   or answered
+
+  client --jid J --password P --server HOST:PORT --store DIR --to JID --count N
+         [--timeout S] [--resource R] [--subscribe] [--sequential]
+         [--second-device-store DIR2 [--second-resource R2]]
+      Sends N OMEMO messages with distinct texts to JID and waits for the N echoes. With
+      --second-device-store, a second device of the same account (own resource, own store,
+      own device id) is online too and must also receive and decrypt every echo (directly or
+      as a carbon). Prints one JSON summary line on stdout:
+        {"ok": bool, "sent": N, "echoed": k, "mismatches": [...], "missing": [...], ...}
+      and exits 0 iff every echo decrypted to the right text on every device in time.
+
+Common options: --log-level (ours, default info), --lib-log-level (slixmpp/omemo, default
+warning; "debug" logs every stanza). Logs go to stderr.
+
+Behaviour worth knowing when writing the other side:
+* Connects in plaintext (no STARTTLS) with SASL PLAIN/SCRAM: meant for loopback servers.
+* Publishes only the legacy device list and bundle (no urn:xmpp:omemo:2 nodes), with
+  pubsub#access_model=open, and checks on the server that both are there and open before READY.
+* Fetches the recipient's and its own device list from the server before *every* encryption
+  and the sender's device list when a message comes from an unknown device, so it never
+  depends on PEP notifications.
+* Trust: everything is trusted (blind trust).
+* Incoming messages are recognised by their <encrypted> element; no <body> is needed (stock
+  slixmpp only dispatches messages that have a <body>; this peer has its own handler). Direct
+  messages and carbons (received and sent) are decrypted; type chat and normal only.
+* The sender's device must already be in the sender's published legacy device list, with a
+  fetchable bundle, when its first message arrives: python-omemo refetches the list once and
+  otherwise refuses the message (SenderNotFound, reported as ERROR).
+* Outgoing messages: type chat, to the bare JID, fallback <body>This message is OMEMO
+  encrypted.</body>, <store xmlns='urn:xmpp:hints'/>, no EME element. They are encrypted for
+  every device of the recipient and every other device of our own account; each carries
+  prekey='true' key exchanges until the other device has sent something back on the session.
+* Storage: DIR/omemo-storage.json (device id, keys, sessions, trust); reusing DIR keeps the
+  device. Written at most once per event-loop iteration and at exit.
+* python-omemo answers every received key exchange (PreKey message) with an empty OMEMO
+  message (no <payload>, no <body>, type normal) sent to the sender's bare JID, and sends one
+  after 53 received messages without an answer. They must be accepted silently and must not
+  be answered.
+* All OMEMO operations of one device are serialised with an asyncio.Lock (python-omemo has no
+  locking; slixmpp runs handlers concurrently).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import copy
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
+
+import omemo
+import oldmemo
+from omemo.storage import Just, Maybe, Nothing, Storage
+from omemo.types import DeviceInformation, JSONType
+from slixmpp import JID, ClientXMPP
+from slixmpp.plugins import register_plugin
+from slixmpp.stanza import Message
+from slixmpp.xmlstream.handler import CoroutineCallback
+from slixmpp.xmlstream.matcher import MatchXPath
+from slixmpp_omemo import XEP_0384, TrustLevel
+from slixmpp_omemo.xep_0384 import _make_session_manager
+
+LOG = logging.getLogger("slixmpp_peer")
+
+OLD_NS = oldmemo.oldmemo.NAMESPACE  # eu.siacs.conversations.axolotl
+TWO_NS = "urn:xmpp:omemo:2"
+OLD_DEVICE_LIST_NODE = "eu.siacs.conversations.axolotl.devicelist"
+TWO_DEVICE_LIST_NODE = "urn:xmpp:omemo:2:devices"
+
+
+def old_bundle_node(device_id: int) -> str:
+    return f"eu.siacs.conversations.axolotl.bundles:{device_id}"
+
+
+def out(line: str) -> None:
+    """One protocol line on stdout."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def jdump(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True)
+
+
+class PeerFailure(Exception):
+    """A fatal problem of this peer (connection, login, publishing)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Storage
+
+
+class JsonFileStorage(Storage):
+    """python-omemo storage kept in one JSON file (DIR/omemo-storage.json).
+
+    The library's own cache sits in front of it, so the file is only read once at start.
+    Changes are written back atomically (temporary file + rename) once per event-loop
+    iteration: one decryption stores dozens of keys, and a rename per key costs several
+    milliseconds on overlay file systems. `flush()` is also called on shutdown and at exit,
+    so only a SIGKILL at exactly the wrong moment can lose the last changes.
+    """
+
+    def __init__(self, path: str, owner: str) -> None:
+        super().__init__()
+        self._path = path
+        self._data: Dict[str, JSONType] = {}
+        self._dirty = False
+        self._scheduled = False
+        if os.path.exists(path):
+            with open(path, "r", encoding="utf-8") as f:
+                doc = json.load(f)
+            stored_owner = doc.get("owner")
+            if stored_owner is not None and stored_owner != owner:
+                raise PeerFailure(
+                    f"store {path} belongs to {stored_owner}, not {owner}: use another --store"
+                )
+            self._data = doc.get("data", {})
+        self._owner = owner
+        atexit.register(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if not self._dirty:
+            return
+        directory = os.path.dirname(self._path) or "."
+        fd, tmp = tempfile.mkstemp(prefix=".omemo-", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(json.dumps({"owner": self._owner, "data": self._data}, separators=(",", ":")))
+            os.replace(tmp, self._path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        self._dirty = False
+
+    def _changed(self) -> None:
+        self._dirty = True
+        if self._scheduled:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self.flush)
+            self._scheduled = True
+        except RuntimeError:  # no loop running: write now
+            self.flush()
+
+    async def _load(self, key: str) -> Maybe[JSONType]:
+        if key in self._data:
+            return Just(copy.deepcopy(self._data[key]))
+        return Nothing()
+
+    async def _store(self, key: str, value: JSONType) -> None:
+        self._data[key] = copy.deepcopy(value)
+        self._changed()
+
+    async def _delete(self, key: str) -> None:
+        if key in self._data:
+            del self._data[key]
+            self._changed()
+
+
+# ---------------------------------------------------------------------------------------------
+# The slixmpp-omemo plugin, restricted to legacy OMEMO
+
+
+class LegacyOmemo(XEP_0384):  # pylint: disable=invalid-name
+    """slixmpp-omemo's XEP_0384 with only the oldmemo backend, blind trust and a lock.
+
+    Config (plugin_config["xep_0384"]): store_path (JSON file), owner (bare JID).
+    """
+
+    name = "xep_0384"
+    description = "OMEMO Encryption (legacy only, test peer)"
+    dependencies = XEP_0384.dependencies
+    default_config = {
+        "fallback_message": "This message is OMEMO encrypted.",
+        "store_path": None,
+        "owner": None,
+    }
+
+    def plugin_init(self) -> None:
+        super().plugin_init()
+        # The base plugin asks for OMEMO 2 device-list notifications too; we have no OMEMO 2
+        # backend (slixmpp-omemo cannot decrypt OMEMO 2 anyway: SCE is not implemented).
+        self.xmpp.plugin["xep_0163"].remove_interest(TWO_DEVICE_LIST_NODE)
+        self.lock = asyncio.Lock()
+        self._storage = JsonFileStorage(self.store_path, self.owner)
+        self._sm: Optional[omemo.SessionManager] = None
+        self._sm_task: Optional[asyncio.Future] = None
+
+    # --- configuration required by XEP_0384 ---
+
+    @property
+    def storage(self) -> Storage:
+        return self._storage
+
+    @property
+    def _btbv_enabled(self) -> bool:
+        return True
+
+    async def _devices_blindly_trusted(
+        self, blindly_trusted: FrozenSet[DeviceInformation], identifier: Optional[str]
+    ) -> None:
+        for dev in blindly_trusted:
+            LOG.info("blindly trusting %s device %d", dev.bare_jid, dev.device_id)
+
+    async def _prompt_manual_trust(
+        self, manually_trusted: FrozenSet[DeviceInformation], identifier: Optional[str]
+    ) -> None:
+        # Test peer: trust everything, also where BTBV would ask.
+        sm = await self.get_session_manager()
+        for dev in manually_trusted:
+            LOG.info("trusting %s device %d", dev.bare_jid, dev.device_id)
+            await sm.set_trust(dev.bare_jid, dev.identity_key, TrustLevel.TRUSTED.value)
+
+    # --- session manager with the oldmemo backend only ---
+
+    async def get_session_manager(self) -> omemo.SessionManager:
+        if self._sm is not None:
+            return self._sm
+        if self._sm_task is None:
+            self._sm_task = asyncio.ensure_future(self._build_session_manager())
+        return await asyncio.shield(self._sm_task)
+
+    async def _build_session_manager(self) -> omemo.SessionManager:
+        try:
+            impl = _make_session_manager(self.xmpp, self)
+            sm = await impl.create(
+                [oldmemo.Oldmemo(self._storage, 1000, None)],
+                self._storage,
+                self.xmpp.boundjid.bare,
+                initial_own_label=None,
+                undecided_trust_level_name=TrustLevel.UNDECIDED.value,
+            )
+            await sm.ensure_data_consistency()
+            # No MAM catch-up here: leave "history synchronisation mode" at once, so that used
+            # prekeys are deleted and key exchanges are answered immediately.
+            await sm.after_history_sync()
+        except BaseException as e:  # noqa: B902 - report to whoever waits
+            LOG.error("OMEMO initialisation failed: %r", e)
+            self._sm_task = None
+            raise
+        self._sm = sm
+        self.xmpp.event("omemo_initialized")
+        return sm
+
+    # --- device lists: always fetched from the server, never via the base class logic ---
+
+    async def refresh_device_lists(self, jids: Set[JID], force_download: bool = False) -> None:
+        """Called by encrypt_message (with the lock held): fetch every recipient's device list
+        and our own from the server.
+
+        Reason: python-omemo encrypts for what it has stored; relying on PEP notifications
+        fails whenever the +notify caps, the presence subscription or the timing is off (a
+        device published a moment ago would not get the message). One pubsub request per JID
+        and message is cheap on loopback.
+        """
+        sm = await self.get_session_manager()
+        bare_jids = {JID(j).bare for j in jids} | {self.xmpp.boundjid.bare}
+        for bare in sorted(bare_jids):
+            try:
+                await sm.refresh_device_list(OLD_NS, bare)
+            except omemo.DeviceListDownloadFailed as e:
+                LOG.warning("could not fetch the device list of %s: %r", bare, e)
+
+    async def _on_device_list_update(self, msg: Message) -> None:
+        # PEP notification: only legacy device lists, and under the lock.
+        items = msg["pubsub_event"]["items"]
+        if items["node"] != OLD_DEVICE_LIST_NODE:
+            return
+        async with self.lock:
+            await super()._on_device_list_update(msg)
+
+
+register_plugin(LegacyOmemo)
+
+
+# ---------------------------------------------------------------------------------------------
+# One XMPP client with one OMEMO device
+
+
+class Incoming:
+    """What a device made of one incoming OMEMO/plain message."""
+
+    def __init__(self, **kw: Any) -> None:
+        self.kind: str = kw["kind"]  # "text", "empty", "plaintext", "error"
+        self.sender: JID = kw["sender"]
+        self.via: str = kw.get("via", "direct")  # "direct", "carbon_received", "carbon_sent"
+        self.device_id: Optional[int] = kw.get("device_id")
+        self.text: Optional[str] = kw.get("text")
+        self.error: Optional[str] = kw.get("error")
+        self.has_payload: bool = kw.get("has_payload", False)
+        self.stanza_id: str = kw.get("stanza_id", "")
+
+    def describe(self) -> Dict[str, Any]:
+        d: Dict[str, Any] = {"from": str(self.sender), "via": self.via}
+        if self.device_id is not None:
+            d["device_id"] = self.device_id
+        if self.text is not None:
+            d["text"] = self.text
+        if self.error is not None:
+            d["error"] = self.error
+        return d
+
+
+class Peer(ClientXMPP):
+    """slixmpp client + legacy OMEMO device. `on_incoming` gets every processed message."""
+
+    def __init__(
+        self,
+        jid: str,
+        password: str,
+        store_dir: str,
+        label: str,
+        on_incoming: Callable[["Peer", Incoming], Any],
+        auto_subscribe: bool = True,
+    ) -> None:
+        os.makedirs(store_dir, exist_ok=True)
+        owner = JID(jid).bare
+        super().__init__(
+            jid,
+            password,
+            plugin_config={
+                "feature_mechanisms": {
+                    # Plaintext login on loopback (the test server offers no TLS).
+                    "unencrypted_plain": True,
+                    "unencrypted_scram": True,
+                },
+                "xep_0384": {
+                    "store_path": os.path.join(store_dir, "omemo-storage.json"),
+                    "owner": owner,
+                },
+            },
+        )
+        self.label = label
+        self.on_incoming = on_incoming
+        # No TLS at all: plain TCP to the given host/port.
+        self.enable_plaintext = True
+        self.enable_starttls = False
+        self.enable_direct_tls = False
+
+        self.register_plugin("xep_0030")
+        self.register_plugin("xep_0060")
+        self.register_plugin("xep_0115")
+        self.register_plugin("xep_0163")
+        self.register_plugin("xep_0199")
+        self.register_plugin("xep_0280")
+        self.register_plugin("xep_0334")
+        self.register_plugin("xep_0384", module=sys.modules[__name__])
+
+        # Accept every subscription request, and ask back (mutual subscription).
+        self.roster.auto_authorize = True
+        self.roster.auto_subscribe = auto_subscribe
+
+        self.device_id: Optional[int] = None
+        self.ready = asyncio.get_running_loop().create_future()
+        self.stopping = False
+        self.lost = asyncio.Event()
+
+        self.add_event_handler("session_start", self._on_session_start)
+        self.add_event_handler("failed_auth", self._on_failed_auth)
+        self.add_event_handler("connection_failed", self._on_connection_failed)
+        self.add_event_handler("disconnected", self._on_disconnected)
+        # slixmpp's "message" event only fires for stanzas with a <body>: OMEMO messages without
+        # a fallback body (empty/key-transport messages, or senders that add no body) would be
+        # lost. So every stanza with an OMEMO element gets its own handler, and "message" only
+        # serves unencrypted messages.
+        self.register_handler(CoroutineCallback(
+            "legacy OMEMO message",
+            MatchXPath(f"{{jabber:client}}message/{{{OLD_NS}}}encrypted"),
+            self._on_omemo_message,
+        ))
+        self.register_handler(CoroutineCallback(
+            "OMEMO 2 message",
+            MatchXPath(f"{{jabber:client}}message/{{{TWO_NS}}}encrypted"),
+            self._on_omemo2_message,
+        ))
+        self.add_event_handler("message", self._on_message)
+        self.add_event_handler("carbon_received", self._on_carbon_received)
+        self.add_event_handler("carbon_sent", self._on_carbon_sent)
+
+    @property
+    def omemo(self) -> LegacyOmemo:
+        return self.plugin["xep_0384"]
+
+    # --- connection life cycle ---
+
+    def _fail(self, why: str) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(PeerFailure(f"{self.label}: {why}"))
+
+    def _on_failed_auth(self, *_: Any) -> None:
+        self._fail("authentication failed")
+
+    def _on_connection_failed(self, err: Any) -> None:
+        self._fail(f"connection failed: {err}")
+
+    def _on_disconnected(self, reason: Any) -> None:
+        if not self.stopping:
+            LOG.error("%s: disconnected: %s", self.label, reason)
+            self._fail(f"disconnected: {reason}")
+            self.lost.set()
+
+    async def _on_session_start(self, _: Any) -> None:
+        try:
+            await self._go_online()
+        except Exception as e:  # pylint: disable=broad-exception-caught
+            LOG.exception("%s: start-up failed", self.label)
+            self._fail(f"start-up failed: {e!r}")
+
+    async def _go_online(self) -> None:
+        await self.get_roster()
+
+        # Make sure the caps we announce contain eu.siacs.conversations.axolotl.devicelist+notify
+        # for the *bound* full JID (slixmpp's PEP plugin registers the +notify features when
+        # the plugin is loaded, for whatever JID was known then), and no OMEMO 2 interest.
+        disco = self.plugin["xep_0030"]
+        await disco.add_feature(OLD_DEVICE_LIST_NODE + "+notify", jid=self.boundjid)
+        try:
+            await disco.del_feature(feature=TWO_DEVICE_LIST_NODE + "+notify", jid=self.boundjid)
+        except Exception:  # pylint: disable=broad-exception-caught
+            pass
+        await self.plugin["xep_0115"].update_caps(self.boundjid, broadcast=False)
+
+        # Carbons, so that a second device sees messages sent to another resource.
+        await self.plugin["xep_0280"].enable()
+
+        sm = await self.omemo.get_session_manager()
+        async with self.omemo.lock:
+            own, _ = await sm.get_own_device_information()
+            self.device_id = own.device_id
+            await self._verify_published()
+
+        self.send_presence()
+        LOG.info("%s: online as %s, device %d", self.label, self.boundjid, self.device_id)
+        if not self.ready.done():
+            self.ready.set_result(self.device_id)
+
+    async def _verify_published(self) -> None:
+        """Check on the server that our device is in our legacy device list and that the
+        list and our bundle exist with access model open. Repairs the list when needed."""
+        sm = await self.omemo.get_session_manager()
+        bare = self.boundjid.bare
+        xep_0060 = self.plugin["xep_0060"]
+        for attempt in range(10):
+            # Downloads our list; python-omemo re-adds and re-publishes our device if missing.
+            await sm.refresh_device_list(OLD_NS, bare)
+            items = (await xep_0060.get_items(JID(bare), OLD_DEVICE_LIST_NODE))["pubsub"]["items"]
+            ids: Set[int] = set()
+            for item in items:
+                lst = item.xml.find(f"{{{OLD_NS}}}list")
+                if lst is not None:
+                    ids |= {int(d.get("id")) for d in lst.findall(f"{{{OLD_NS}}}device")}
+            if self.device_id in ids:
+                break
+            LOG.warning("%s: own device %d not yet in the published list %s", self.label,
+                        self.device_id, sorted(ids))
+            await asyncio.sleep(0.2 * (attempt + 1))
+        else:
+            raise PeerFailure(f"own device {self.device_id} never appeared in the device list")
+
+        bundle_items = (
+            await xep_0060.get_items(JID(bare), old_bundle_node(self.device_id), max_items=1)
+        )["pubsub"]["items"]
+        if len(list(bundle_items)) == 0:
+            raise PeerFailure(f"own bundle node {old_bundle_node(self.device_id)} is empty")
+
+        for node in (OLD_DEVICE_LIST_NODE, old_bundle_node(self.device_id)):
+            cfg = await xep_0060.get_node_config(JID(bare), node)
+            form = cfg["pubsub_owner"]["configure"]["form"]
+            access = form.get_values().get("pubsub#access_model")
+            if access != "open":
+                raise PeerFailure(f"PEP node {node} has access model {access!r}, not 'open'")
+
+    async def stop(self) -> None:
+        self.stopping = True
+        try:
+            await asyncio.wait_for(self.disconnect(), 5)
+        except Exception:  # pylint: disable=broad-exception-caught
+            pass
+        self.omemo.storage.flush()
+
+    # --- incoming messages ---
+
+    @staticmethod
+    def _has_omemo(msg: Message) -> bool:
+        return (msg.xml.find(f"{{{OLD_NS}}}encrypted") is not None
+                or msg.xml.find(f"{{{TWO_NS}}}encrypted") is not None)
+
+    async def _on_omemo_message(self, msg: Message) -> None:
+        if msg["type"] not in ("chat", "normal"):
+            return
+        await self._process(msg, "direct")
+
+    async def _on_omemo2_message(self, msg: Message) -> None:
+        # A stanza with both versions is handled once, by the legacy handler.
+        if msg.xml.find(f"{{{OLD_NS}}}encrypted") is not None:
+            return
+        await self._on_omemo_message(msg)
+
+    async def _on_message(self, msg: Message) -> None:
+        # Unencrypted messages with a body only (OMEMO ones are handled above).
+        if msg["type"] not in ("chat", "normal") or self._has_omemo(msg):
+            return
+        # Carbon wrappers come from our own bare JID and are handled by the carbon handlers.
+        if msg.xml.find("{urn:xmpp:carbons:2}received") is not None:
+            return
+        if msg.xml.find("{urn:xmpp:carbons:2}sent") is not None:
+            return
+        await self._process(msg, "direct")
+
+    async def _on_carbon_received(self, msg: Message) -> None:
+        await self._process(msg["carbon_received"], "carbon_received")
+
+    async def _on_carbon_sent(self, msg: Message) -> None:
+        await self._process(msg["carbon_sent"], "carbon_sent")
+
+    async def _process(self, stanza: Message, via: str) -> None:
+        sender = stanza["from"]
+        old = stanza.xml.find(f"{{{OLD_NS}}}encrypted")
+        if old is None:
+            if stanza.xml.find(f"{{{TWO_NS}}}encrypted") is not None:
+                self._deliver(Incoming(kind="error", sender=sender, via=via,
+                                       error="OMEMO 2 only message: not supported by this peer",
+                                       has_payload=True, stanza_id=stanza["id"]))
+            elif stanza["body"]:
+                self._deliver(Incoming(kind="plaintext", sender=sender, via=via,
+                                       text=stanza["body"], stanza_id=stanza["id"]))
+            return
+
+        has_payload = old.find(f"{{{OLD_NS}}}payload") is not None
+        header = old.find(f"{{{OLD_NS}}}header")
+        sid = header.get("sid") if header is not None else None
+
+        # slixmpp-omemo prefers an OMEMO 2 element when both are present; we only do legacy.
+        work = copy.copy(stanza)
+        for elt in work.xml.findall(f"{{{TWO_NS}}}encrypted"):
+            work.xml.remove(elt)
+
+        try:
+            async with self.omemo.lock:
+                decrypted, device = await self.omemo.decrypt_message(work)
+        except Exception as e:  # pylint: disable=broad-exception-caught
+            err = f"{type(e).__name__}: {e}"
+            if isinstance(e, omemo.MessageNotForUs) and not has_payload:
+                # Empty (key transport) messages to our bare JID for another of our devices.
+                LOG.debug("%s: empty message from %s (sid %s) not for us", self.label, sender, sid)
+                return
+            LOG.warning("%s: cannot decrypt message %s from %s (sid %s, via %s): %s",
+                        self.label, stanza["id"], sender, sid, via, err)
+            self._deliver(Incoming(kind="error", sender=sender, via=via, error=err,
+                                   device_id=int(sid) if sid and sid.isdigit() else None,
+                                   has_payload=has_payload, stanza_id=stanza["id"]))
+            return
+
+        if not has_payload:
+            LOG.info("%s: empty OMEMO message from %s device %d (via %s)", self.label, sender,
+                     device.device_id, via)
+            self._deliver(Incoming(kind="empty", sender=sender, via=via,
+                                   device_id=device.device_id, stanza_id=stanza["id"]))
+            return
+        self._deliver(Incoming(kind="text", sender=sender, via=via, device_id=device.device_id,
+                               text=decrypted["body"], has_payload=True, stanza_id=stanza["id"]))
+
+    def _deliver(self, inc: Incoming) -> None:
+        try:
+            result = self.on_incoming(self, inc)
+            if asyncio.iscoroutine(result):
+                asyncio.ensure_future(result)
+        except Exception:  # pylint: disable=broad-exception-caught
+            LOG.exception("%s: message handler failed", self.label)
+
+    # --- sending ---
+
+    async def send_encrypted(self, to: str, text: str) -> str:
+        """Encrypt `text` for every device of `to` (and our other devices) and send it as a
+        chat message to the bare JID. Returns the stanza id."""
+        to_jid = JID(JID(to).bare)
+        msg = self.make_message(mto=to_jid, mbody=text, mtype="chat")
+        async with self.omemo.lock:
+            encrypted, errors = await self.omemo.encrypt_message(msg, to_jid)
+        for err in errors:
+            LOG.warning("%s: non-critical encryption error: %r", self.label, err)
+        if encrypted is None:
+            raise PeerFailure("encrypt_message produced nothing")
+        encrypted.send()
+        return encrypted["id"]
+
+    async def wait_for_devices(self, bare: str, deadline: float) -> FrozenSet[int]:
+        """Poll `bare`'s legacy device list on the server until it has a device whose bundle we
+        can fetch (python-omemo only lists devices with a bundle)."""
+        sm = await self.omemo.get_session_manager()
+        delay = 0.2
+        while True:
+            async with self.omemo.lock:
+                try:
+                    await sm.refresh_device_list(OLD_NS, bare)
+                except omemo.DeviceListDownloadFailed as e:
+                    LOG.debug("device list of %s not available yet: %r", bare, e)
+                devices = await sm.get_device_information(bare)
+            ids = frozenset(d.device_id for d in devices if dict(d.active).get(OLD_NS, False))
+            if ids:
+                return ids
+            if time.monotonic() >= deadline:
+                raise PeerFailure(f"{bare} published no usable legacy OMEMO device in time")
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+
+
+def parse_server(value: str) -> Tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        return value, 5222
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def with_resource(jid: str, resource: str) -> str:
+    j = JID(jid)
+    return jid if j.resource else f"{j.bare}/{resource}"
+
+
+async def start_peer(peer: Peer, server: Tuple[str, int], deadline: float) -> int:
+    peer.connect(server[0], server[1])
+    remaining = max(0.1, deadline - time.monotonic())
+    try:
+        return await asyncio.wait_for(asyncio.shield(peer.ready), remaining)
+    except asyncio.TimeoutError:
+        raise PeerFailure(f"{peer.label}: not online with a published device within the time limit")
+
+
+# ---------------------------------------------------------------------------------------------
+# echo
+
+
+async def run_echo(args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def on_incoming(peer: Peer, inc: Incoming) -> Any:
+        if inc.via == "carbon_sent" or inc.sender.bare == peer.boundjid.bare:
+            return None  # copies of our own traffic
+        if inc.kind == "plaintext":
+            out("PLAINTEXT " + jdump(inc.describe()))
+            return None
+        if inc.kind == "empty":
+            out("EMPTY " + jdump(inc.describe()))
+            return None
+        if inc.kind == "error":
+            out("ERROR " + jdump(inc.describe()))
+            return None
+        return answer(peer, inc)
+
+    async def answer(peer: Peer, inc: Incoming) -> None:
+        try:
+            await peer.send_encrypted(inc.sender.bare, inc.text or "")
+        except Exception as e:  # pylint: disable=broad-exception-caught
+            LOG.exception("could not answer %s", inc.sender)
+            d = inc.describe()
+            d["error"] = f"reply failed: {type(e).__name__}: {e}"
+            out("ERROR " + jdump(d))
+            return
+        out("ECHO " + jdump(inc.describe()))
+
+    peer = Peer(with_resource(args.jid, args.resource or "echo"), args.password, args.store,
+                "echo", on_incoming, auto_subscribe=True)
+    deadline = time.monotonic() + args.start_timeout
+    start_task = asyncio.ensure_future(start_peer(peer, parse_server(args.server), deadline))
+    stop_task = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({start_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    if not start_task.done():
+        LOG.error("interrupted before READY")
+        start_task.cancel()
+        await peer.stop()
+        return 1
+    stop_task.cancel()
+    try:
+        device_id = start_task.result()
+    except PeerFailure as e:
+        LOG.error("%s", e)
+        await peer.stop()
+        return 1
+    out("DEVICE " + jdump({"jid": str(peer.boundjid), "device_id": device_id}))
+    out("READY")
+
+    stop_task = asyncio.ensure_future(stop.wait())
+    lost_task = asyncio.ensure_future(peer.lost.wait())
+    await asyncio.wait({stop_task, lost_task}, return_when=asyncio.FIRST_COMPLETED)
+    stop_task.cancel()
+    lost_task.cancel()
+    if peer.lost.is_set() and not stop.is_set():
+        LOG.error("connection lost, exiting")
+        return 1
+    LOG.info("signal received, disconnecting")
+    await peer.stop()
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# client
+
+
+class Tally:
+    """Echo bookkeeping for one device."""
+
+    def __init__(self, name: str, expected: Dict[str, int], peer_bare: str) -> None:
+        self.name = name
+        self.expected = expected  # text -> index
+        self.peer_bare = peer_bare
+        self.got: Dict[str, int] = {}  # text -> count
+        self.mismatches: List[Dict[str, Any]] = []
+        self.empty = 0
+        self.answers = 0  # non-empty messages from the peer (right, wrong or undecryptable)
+        self.own_copies = 0
+        self.notes: List[Dict[str, Any]] = []
+        self.done = asyncio.Event()
+        self.device_id: Optional[int] = None
+
+    def on_incoming(self, peer: Peer, inc: Incoming) -> None:
+        if inc.sender.bare != self.peer_bare:
+            # Our other device's messages (carbons of what it sent, python's empty messages).
+            if inc.sender.bare == peer.boundjid.bare:
+                if inc.kind == "text":
+                    self.own_copies += 1
+                elif inc.kind == "error":
+                    self.notes.append(inc.describe())
+            return
+        if inc.kind == "empty":
+            self.empty += 1
+            return
+        if inc.kind == "text":
+            if inc.text in self.expected:
+                self.got[inc.text] = self.got.get(inc.text, 0) + 1
+            else:
+                d = inc.describe()
+                d.update(device=self.name, reason="unexpected text")
+                self.mismatches.append(d)
+        elif inc.kind == "plaintext":
+            d = inc.describe()
+            d.update(device=self.name, reason="unencrypted message")
+            self.mismatches.append(d)
+        else:  # error
+            d = inc.describe()
+            d.update(device=self.name, reason="decryption failed")
+            self.mismatches.append(d)
+        self.answers += 1
+        # Done when every text came back, or when the peer has answered as many times as we
+        # sent (then a wrong answer took the place of a right one: no need to wait longer).
+        if all(t in self.got for t in self.expected) or self.answers >= len(self.expected):
+            self.done.set()
+
+    def missing(self) -> List[str]:
+        return [t for t, _ in sorted(self.expected.items(), key=lambda kv: kv[1]) if t not in self.got]
+
+    def duplicates(self) -> int:
+        return sum(c - 1 for c in self.got.values() if c > 1)
+
+
+async def run_client(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    deadline = started + args.timeout
+    peer_bare = JID(args.to).bare
+    run_id = uuid.uuid4().hex[:8]
+    texts = [f"e2e {run_id} #{i + 1}/{args.count}: héllo wörld ✓ <&>" for i in range(args.count)]
+    expected = {t: i for i, t in enumerate(texts)}
+
+    primary_tally = Tally("primary", expected, peer_bare)
+    second_tally = Tally("second", expected, peer_bare) if args.second_device_store else None
+    server = parse_server(args.server)
+    peers: List[Peer] = []
+    summary: Dict[str, Any] = {
+        "sent": 0, "echoed": 0, "mismatches": [], "missing": list(texts), "errors": [],
+        "second_device": None,
+    }
+    ok = False
+    loop = asyncio.get_running_loop()
+    me = asyncio.current_task()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, me.cancel)
+    try:
+        # The second device goes online first, so that its device is in the account's list
+        # before the primary device (and the echo peer) encrypt anything. Starting both at
+        # once would also race on the device list (read-modify-write by both).
+        if second_tally is not None:
+            second = Peer(with_resource(JID(args.jid).bare, args.second_resource), args.password,
+                          args.second_device_store, "second", second_tally.on_incoming,
+                          auto_subscribe=args.subscribe)
+            peers.append(second)
+            second_tally.device_id = await start_peer(second, server, deadline)
+            LOG.info("second device %d online", second_tally.device_id)
+        primary = Peer(with_resource(args.jid, args.resource or "client"), args.password,
+                       args.store, "primary", primary_tally.on_incoming,
+                       auto_subscribe=args.subscribe)
+        peers.insert(0, primary)
+        primary_tally.device_id = await start_peer(primary, server, deadline)
+        LOG.info("primary device %d online", primary_tally.device_id)
+
+        if second_tally is not None:
+            # Both devices must be in the published list (each checked its own one, but the
+            # two read-modify-write updates could still have raced).
+            own = await primary.wait_for_devices(primary.boundjid.bare, deadline)
+            for _ in range(50):
+                if {primary_tally.device_id, second_tally.device_id} <= own:
+                    break
+                await second._verify_published()  # pylint: disable=protected-access
+                await primary._verify_published()  # pylint: disable=protected-access
+                own = await primary.wait_for_devices(primary.boundjid.bare, deadline)
+            else:
+                raise PeerFailure(f"own device list {sorted(own)} lacks one of our devices")
+
+        if args.subscribe:
+            primary.client_roster.subscribe(peer_bare)
+
+        their = await primary.wait_for_devices(peer_bare, deadline)
+        LOG.info("%s has devices %s", peer_bare, sorted(their))
+
+        tallies = [primary_tally] + ([second_tally] if second_tally else [])
+        for i, text in enumerate(texts):
+            await primary.send_encrypted(peer_bare, text)
+            summary["sent"] = i + 1
+            if args.sequential:
+                # Until this text (or some other answer) is back on every device.
+                while time.monotonic() < deadline and not all(
+                    text in t.got or t.answers > i for t in tallies
+                ):
+                    await asyncio.sleep(0.02)
+
+        remaining = max(0.0, deadline - time.monotonic())
+        all_done = asyncio.ensure_future(asyncio.gather(*(t.done.wait() for t in tallies)))
+        lost = [asyncio.ensure_future(p.lost.wait()) for p in peers]
+        await asyncio.wait([all_done, *lost], timeout=remaining,
+                           return_when=asyncio.FIRST_COMPLETED)
+        for fut in [all_done, *lost]:
+            fut.cancel()
+        if any(p.lost.is_set() for p in peers):
+            raise PeerFailure("connection to the server lost")
+        if not all(t.done.is_set() for t in tallies):
+            LOG.error("timeout: not every echo arrived within %ss", args.timeout)
+        # Give late stray messages (e.g. duplicates) a moment to show up as mismatches.
+        await asyncio.sleep(args.settle)
+        ok = all(not t.missing() for t in tallies) and not any(t.mismatches for t in tallies)
+    except PeerFailure as e:
+        LOG.error("%s", e)
+        summary["errors"].append(str(e))
+    except asyncio.CancelledError:
+        LOG.error("interrupted by a signal")
+        summary["errors"].append("interrupted by a signal")
+    except Exception as e:  # pylint: disable=broad-exception-caught
+        LOG.exception("client failed")
+        summary["errors"].append(f"{type(e).__name__}: {e}")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        for p in peers:
+            await p.stop()
+
+    summary.update(
+        ok=ok and not summary["errors"],
+        echoed=len(primary_tally.got),
+        mismatches=primary_tally.mismatches + (second_tally.mismatches if second_tally else []),
+        missing=primary_tally.missing(),
+        duplicates=primary_tally.duplicates(),
+        empty_messages=primary_tally.empty,
+        device_id=primary_tally.device_id,
+        to=peer_bare,
+        elapsed_s=round(time.monotonic() - started, 3),
+    )
+    if second_tally is not None:
+        summary["second_device"] = {
+            "device_id": second_tally.device_id,
+            "received": len(second_tally.got),
+            "missing": second_tally.missing(),
+            "duplicates": second_tally.duplicates(),
+            "empty_messages": second_tally.empty,
+            "own_copies": second_tally.own_copies,
+            "notes": second_tally.notes,
+        }
+    out(jdump(summary))
+    return 0 if summary["ok"] else 1
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--jid", required=True)
+        p.add_argument("--password", required=True)
+        p.add_argument("--server", required=True, help="HOST:PORT (plaintext c2s)")
+        p.add_argument("--store", required=True, help="directory for this device's OMEMO data")
+        p.add_argument("--resource", default=None)
+        p.add_argument("--log-level", default="info")
+        p.add_argument("--lib-log-level", default="warning")
+
+    pe = sub.add_parser("echo", help="echo bot")
+    common(pe)
+    pe.add_argument("--start-timeout", type=float, default=30.0)
+
+    pc = sub.add_parser("client", help="send N messages and check the echoes")
+    common(pc)
+    pc.add_argument("--to", required=True)
+    pc.add_argument("--count", type=int, default=1)
+    pc.add_argument("--timeout", type=float, default=60.0, help="limit for the whole run")
+    pc.add_argument("--second-device-store", default=None)
+    pc.add_argument("--second-resource", default="second")
+    pc.add_argument("--subscribe", action="store_true",
+                    help="ask for a presence subscription to --to (mutual with auto-accept)")
+    pc.add_argument("--sequential", action="store_true",
+                    help="wait for each echo before sending the next message")
+    pc.add_argument("--settle", type=float, default=0.5,
+                    help="seconds to keep listening after the last echo")
+
+    args = ap.parse_args()
+    if args.cmd == "client" and args.count < 1:
+        ap.error("--count must be >= 1")
+
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, args.lib_log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    LOG.setLevel(getattr(logging, args.log_level.upper()))
+
+    runner = run_echo if args.cmd == "echo" else run_client
+    try:
+        return asyncio.run(runner(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
