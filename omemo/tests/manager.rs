@@ -3,226 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
+mod common;
 
-use jid::BareJid;
+use common::pep::{DEVICE_LIST_NODE, PUBSUB_EVENT, World, bare, body, with_from};
 use minidom::Element;
 use omemo::{
     Manager, ManagerConfig, ManagerError, MemoryStore, SkipReason, SqliteStore, Store, Trust,
 };
 
-const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
-const PUBSUB_OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
-const PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
-const DEVICE_LIST_NODE: &str = "eu.siacs.conversations.axolotl.devicelist";
 const DAY: u64 = 24 * 3600;
-
-fn bare(jid: &str) -> BareJid {
-    BareJid::new(jid).unwrap()
-}
-
-/// PEP nodes of every account: (owner, node) -> items (id, payload), oldest first.
-#[derive(Default)]
-struct Pep {
-    nodes: HashMap<(String, String), Vec<(String, Element)>>,
-    /// Notifications produced by publishes: (owner, event message).
-    events: Vec<Element>,
-}
-
-impl Pep {
-    /// Answers one IQ request sent by `from` (a bare JID).
-    fn answer(&mut self, from: &str, iq: &Element) -> Element {
-        let id = iq.attr("id").unwrap();
-        let to = iq.attr("to").unwrap_or(from).to_owned();
-        let result = |children: Vec<Element>| {
-            let mut builder = Element::builder("iq", "jabber:client")
-                .attr("type".try_into().unwrap(), "result")
-                .attr("id".try_into().unwrap(), id)
-                .attr("from".try_into().unwrap(), to.as_str());
-            for child in children {
-                builder = builder.append(child);
-            }
-            builder.build()
-        };
-        if let Some(pubsub) = iq.get_child("pubsub", PUBSUB) {
-            if let Some(publish) = pubsub.get_child("publish", PUBSUB) {
-                let node = publish.attr("node").unwrap().to_owned();
-                let item = publish.get_child("item", PUBSUB).unwrap();
-                let item_id = item.attr("id").unwrap_or("current").to_owned();
-                let payload = item.children().next().unwrap().clone();
-                let items = self
-                    .nodes
-                    .entry((from.to_owned(), node.clone()))
-                    .or_default();
-                items.retain(|(i, _)| *i != item_id);
-                items.push((item_id.clone(), payload.clone()));
-                let event = Element::builder("message", "jabber:client")
-                    .attr("from".try_into().unwrap(), from)
-                    .append(
-                        Element::builder("event", PUBSUB_EVENT).append(
-                            Element::builder("items", PUBSUB_EVENT)
-                                .attr("node".try_into().unwrap(), node.as_str())
-                                .append(
-                                    Element::builder("item", PUBSUB_EVENT)
-                                        .attr("id".try_into().unwrap(), item_id.as_str())
-                                        .append(payload)
-                                        .build(),
-                                )
-                                .build(),
-                        ),
-                    )
-                    .build();
-                self.events.push(event);
-                return result(vec![]);
-            }
-            if let Some(items) = pubsub.get_child("items", PUBSUB) {
-                let node = items.attr("node").unwrap().to_owned();
-                let Some(stored) = self.nodes.get(&(to.clone(), node.clone())) else {
-                    return error(id, &to, "item-not-found");
-                };
-                let mut list = Element::builder("items", PUBSUB)
-                    .attr("node".try_into().unwrap(), node.as_str());
-                for (item_id, payload) in stored {
-                    list = list.append(
-                        Element::builder("item", PUBSUB)
-                            .attr("id".try_into().unwrap(), item_id.as_str())
-                            .append(payload.clone())
-                            .build(),
-                    );
-                }
-                return result(vec![
-                    Element::builder("pubsub", PUBSUB)
-                        .append(list.build())
-                        .build(),
-                ]);
-            }
-        }
-        if iq.get_child("pubsub", PUBSUB_OWNER).is_some() {
-            return result(vec![]);
-        }
-        panic!("unexpected request {}", String::from(iq));
-    }
-}
-
-fn error(id: &str, from: &str, condition: &str) -> Element {
-    Element::builder("iq", "jabber:client")
-        .attr("type".try_into().unwrap(), "error")
-        .attr("id".try_into().unwrap(), id)
-        .attr("from".try_into().unwrap(), from)
-        .append(
-            Element::builder("error", "jabber:client")
-                .attr("type".try_into().unwrap(), "cancel")
-                .append(Element::bare(
-                    condition,
-                    "urn:ietf:params:xml:ns:xmpp-stanzas",
-                ))
-                .build(),
-        )
-        .build()
-}
-
-/// One device of one account.
-struct Device<S: Store> {
-    full_jid: String,
-    manager: Manager<S>,
-}
-
-/// Every device, the PEP service and the message queues between them.
-struct World {
-    pep: Pep,
-    now: u64,
-}
-
-impl World {
-    fn new() -> Self {
-        Self {
-            pep: Pep::default(),
-            now: 1_700_000_000,
-        }
-    }
-
-    fn device(&mut self, jid: &str, resource: &str) -> Device<MemoryStore> {
-        self.device_with(jid, resource, MemoryStore::new(), ManagerConfig::default())
-    }
-
-    fn device_with<S: Store>(
-        &mut self,
-        jid: &str,
-        resource: &str,
-        store: S,
-        config: ManagerConfig,
-    ) -> Device<S> {
-        let mut rng = omemo::os_rng();
-        let manager = Manager::open(store, &bare(jid), config, &mut rng, self.now).unwrap();
-        let mut device = Device {
-            full_jid: format!("{jid}/{resource}"),
-            manager,
-        };
-        self.run(&mut device);
-        device
-    }
-
-    /// Sends every queued request of `device` to the PEP service and feeds the answers
-    /// back, until nothing is pending.
-    fn run<S: Store>(&mut self, device: &mut Device<S>) {
-        let mut rng = omemo::os_rng();
-        let jid = device.manager.jid().to_owned();
-        while let Some(request) = device.manager.poll_request() {
-            let answer = self.pep.answer(&jid, &request.stanza);
-            assert!(
-                device
-                    .manager
-                    .handle_iq(&answer, &mut rng, self.now)
-                    .unwrap()
-            );
-        }
-        assert_eq!(device.manager.pending_requests(), 0);
-    }
-
-    /// Delivers the PEP notifications so far to `device`.
-    fn notify<S: Store>(&mut self, device: &mut Device<S>) {
-        for event in self.pep.events.clone() {
-            device.manager.handle_event(&event, self.now).unwrap();
-        }
-        self.run(device);
-    }
-
-    /// Encrypts `body` from `sender` to `to`, fetching what is missing first.
-    fn send<S: Store>(&mut self, sender: &mut Device<S>, to: &str, body: &str) -> Element {
-        let mut rng = omemo::os_rng();
-        sender.manager.prepare(&[bare(to)], self.now).unwrap();
-        self.run(sender);
-        let encrypted = sender
-            .manager
-            .encrypt(&[bare(to)], body, &mut rng, self.now)
-            .unwrap();
-        with_from(encrypted.stanza, &sender.full_jid)
-    }
-
-    fn receive<S: Store>(
-        &mut self,
-        receiver: &mut Device<S>,
-        stanza: &Element,
-    ) -> Result<omemo::Decrypted, ManagerError> {
-        let mut rng = omemo::os_rng();
-        let result = receiver.manager.decrypt(stanza, &mut rng, self.now);
-        self.run(receiver);
-        result
-    }
-}
-
-fn with_from(mut stanza: Element, from: &str) -> Element {
-    stanza.set_attr(
-        minidom::rxml::Namespace::NONE,
-        "from".try_into().unwrap(),
-        from.to_owned(),
-    );
-    stanza
-}
-
-fn body(result: Result<omemo::Decrypted, ManagerError>) -> String {
-    result.unwrap().body.unwrap()
-}
 
 #[test]
 fn first_contact_by_prekey_message_and_reply() {
@@ -316,7 +105,7 @@ fn added_and_removed_devices_are_followed() {
         third
             .skipped
             .iter()
-            .any(|s| s.device_id == bob2.manager.device_id() && s.reason == SkipReason::Inactive)
+            .any(|s| s.device_id == bob2.manager.device_id() && s.reason == SkipReason::NotListed)
     );
     let third = with_from(third.stanza, &alice.full_jid);
     assert!(matches!(
@@ -592,5 +381,465 @@ fn bundle_with_a_bad_signature_makes_the_device_inactive() {
     let Err(ManagerError::NoRecipientDevices { skipped }) = result else {
         panic!("{result:?}")
     };
-    assert_eq!(skipped[0].reason, SkipReason::Inactive);
+    assert_eq!(skipped[0].reason, SkipReason::BundleUnavailable);
+}
+
+/// A device-list event for `owner` (as sent from `from`) listing `ids`.
+fn device_list_event(from: &str, items: &[&[u32]]) -> Element {
+    let mut list =
+        Element::builder("items", PUBSUB_EVENT).attr("node".try_into().unwrap(), DEVICE_LIST_NODE);
+    for (i, ids) in items.iter().enumerate() {
+        list = list.append(
+            Element::builder("item", PUBSUB_EVENT)
+                .attr("id".try_into().unwrap(), format!("item{i}"))
+                .append(omemo::stanza::device_list_element(ids))
+                .build(),
+        );
+    }
+    Element::builder("message", "jabber:client")
+        .attr("from".try_into().unwrap(), from)
+        .append(
+            Element::builder("event", PUBSUB_EVENT)
+                .append(list.build())
+                .build(),
+        )
+        .build()
+}
+
+#[test]
+fn refused_publish_options_lead_to_node_configuration_and_a_new_publish() {
+    let mut world = World::new();
+    world.pep.refuse_publish_options = true;
+    let alice = world.device("alice@example.org", "phone");
+    let id = alice.manager.device_id();
+    let bundle_node = omemo::stanza::bundle_node(id);
+    for node in [DEVICE_LIST_NODE.to_owned(), bundle_node.clone()] {
+        assert!(
+            world
+                .pep
+                .configured
+                .contains(&("alice@example.org".to_owned(), node.clone())),
+            "{node}"
+        );
+        assert!(
+            world
+                .pep
+                .nodes
+                .contains_key(&("alice@example.org".to_owned(), node.clone())),
+            "{node}"
+        );
+    }
+    let list =
+        &world.pep.nodes[&("alice@example.org".to_owned(), DEVICE_LIST_NODE.to_owned())][0].1;
+    assert_eq!(
+        omemo::stanza::parse_device_list(list, 10).unwrap(),
+        vec![id]
+    );
+}
+
+#[test]
+fn device_lists_with_several_items_merge_and_belong_to_their_bare_jid() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let now = world.now;
+    // Two items (clients that did not use 'current'), sent from a full JID.
+    assert!(
+        alice
+            .manager
+            .handle_event(
+                &device_list_event("bob@example.org/laptop", &[&[1, 2], &[3]]),
+                now
+            )
+            .unwrap()
+    );
+    let ids: Vec<u32> = alice
+        .manager
+        .devices(&bare("bob@example.org"), now)
+        .unwrap()
+        .iter()
+        .map(|d| d.device_id)
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+    // An event without a sender is attributed to nobody.
+    let mut anonymous = device_list_event("x@example.org", &[&[9]]);
+    anonymous.attrs_mut().clear();
+    assert!(!alice.manager.handle_event(&anonymous, now).unwrap());
+    assert!(
+        alice
+            .manager
+            .devices(&bare("x@example.org"), now)
+            .unwrap()
+            .is_empty()
+    );
+    // Events of other nodes are not ours.
+    let other = Element::builder("message", "jabber:client")
+        .attr("from".try_into().unwrap(), "bob@example.org")
+        .append(
+            Element::builder("event", PUBSUB_EVENT)
+                .append(
+                    Element::builder("items", PUBSUB_EVENT)
+                        .attr("node".try_into().unwrap(), "urn:xmpp:avatar:metadata")
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    assert!(!alice.manager.handle_event(&other, now).unwrap());
+}
+
+#[test]
+fn unsolicited_empty_key_exchange_is_consumed_silently() {
+    let mut world = World::new();
+    let mut gajim = world.device("gajim@example.org", "pc");
+    let mut bob = world.device("bob@example.org", "laptop");
+    // Gajim builds a session as soon as it sees a device and sends an empty key exchange.
+    gajim
+        .manager
+        .prepare(&[bare("bob@example.org")], world.now)
+        .unwrap();
+    world.run(&mut gajim);
+    let mut rng = omemo::os_rng();
+    gajim
+        .manager
+        .queue_empty_message(&bare("bob@example.org"), bob.manager.device_id(), &mut rng)
+        .unwrap();
+    let empty = with_from(gajim.manager.poll_message().unwrap(), &gajim.full_jid);
+    assert!(
+        String::from(&empty).contains("prekey"),
+        "an empty key exchange"
+    );
+    let received = world.receive(&mut bob, &empty).unwrap();
+    assert_eq!(received.body, None);
+    assert!(
+        bob.manager.poll_message().is_none(),
+        "an empty message is never answered"
+    );
+    // The session it built carries the next real message.
+    let stanza = world.send(&mut gajim, "bob@example.org", "now with text");
+    assert_eq!(body(world.receive(&mut bob, &stanza)), "now with text");
+    // A session repair for a device without a session is refused with a clear error.
+    assert_eq!(
+        bob.manager
+            .queue_empty_message(&bare("nobody@example.org"), 5, &mut rng),
+        Err(ManagerError::NoSession)
+    );
+}
+
+#[test]
+fn heartbeat_after_many_messages_without_reply() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let mut bob = world.device("bob@example.org", "laptop");
+    let first = world.send(&mut alice, "bob@example.org", "m0");
+    world.receive(&mut bob, &first).unwrap();
+    let completion = with_from(bob.manager.poll_message().unwrap(), &bob.full_jid);
+    world.receive(&mut alice, &completion).unwrap();
+    for i in 1..=53 {
+        let stanza = world.send(&mut alice, "bob@example.org", &format!("m{i}"));
+        world.receive(&mut bob, &stanza).unwrap();
+        assert!(
+            bob.manager.poll_message().is_none(),
+            "no heartbeat after {i}"
+        );
+    }
+    let stanza = world.send(&mut alice, "bob@example.org", "m54");
+    world.receive(&mut bob, &stanza).unwrap();
+    let heartbeat = with_from(
+        bob.manager.poll_message().expect("heartbeat"),
+        &bob.full_jid,
+    );
+    assert_eq!(world.receive(&mut alice, &heartbeat).unwrap().body, None);
+    // After the heartbeat Alice ratchets: Bob's count starts again.
+    let stanza = world.send(&mut alice, "bob@example.org", "m55");
+    world.receive(&mut bob, &stanza).unwrap();
+    assert!(bob.manager.poll_message().is_none());
+}
+
+#[test]
+fn devices_silent_for_too_long_are_not_encrypted_to() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let mut bob = world.device("bob@example.org", "laptop");
+    let reply_to = world.send(&mut bob, "alice@example.org", "hello");
+    world.receive(&mut alice, &reply_to).unwrap();
+    world.now += 91 * DAY;
+    let mut rng = omemo::os_rng();
+    let result = alice.manager.encrypt(
+        &[bare("bob@example.org")],
+        "anyone there?",
+        &mut rng,
+        world.now,
+    );
+    let Err(ManagerError::NoRecipientDevices { skipped }) = result else {
+        panic!("{result:?}")
+    };
+    assert_eq!(skipped[0].reason, SkipReason::Silent);
+}
+
+#[test]
+fn changed_identity_under_a_known_device_id_is_refused() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let mut bob = world.device("bob@example.org", "laptop");
+    let bob_id = bob.manager.device_id();
+    let first = world.send(&mut bob, "alice@example.org", "hi");
+    world.receive(&mut alice, &first).unwrap();
+    // Another identity claims Bob's device id (a reinstall reusing the id, or an attack).
+    let mut rng = omemo::os_rng();
+    let identity = omemo::IdentityKeyPair::generate(&mut rng);
+    let mut store = MemoryStore::new();
+    store
+        .commit(omemo::Batch {
+            ops: vec![omemo::Op::PutAccount(omemo::AccountRecord {
+                jid: "bob@example.org".into(),
+                device_id: bob_id,
+                identity_secret: identity.secret_key().to_bytes(),
+                next_pre_key_id: 1,
+            })],
+        })
+        .unwrap();
+    let signed = omemo::SignedPreKey::generate(&mut rng, &identity, 1);
+    store
+        .commit(omemo::Batch {
+            ops: vec![omemo::Op::PutSignedPreKey(omemo::SignedPreKeyRecord {
+                id: 1,
+                secret: signed.key_pair().secret_key().to_bytes(),
+                signature: *signed.signature(),
+                created_at: world.now,
+            })],
+        })
+        .unwrap();
+    let mut impostor =
+        world.device_with("bob@example.org", "other", store, ManagerConfig::default());
+    assert_eq!(impostor.manager.device_id(), bob_id);
+    // The impostor has no session with Alice and must build one from her bundle.
+    let stanza = world.send(&mut impostor, "alice@example.org", "trust me");
+    assert_eq!(
+        world.receive(&mut alice, &stanza).unwrap_err(),
+        ManagerError::IdentityChanged {
+            jid: "bob@example.org".into(),
+            device_id: bob_id
+        }
+    );
+}
+
+#[test]
+fn manual_trust_policy_and_blind_trust_until_the_first_decision() {
+    let mut world = World::new();
+    let manual = ManagerConfig {
+        trust_policy: omemo::TrustPolicy::Manual,
+        ..ManagerConfig::default()
+    };
+    let mut alice = world.device_with("alice@example.org", "phone", MemoryStore::new(), manual);
+    let mut bob = world.device("bob@example.org", "laptop");
+    alice
+        .manager
+        .prepare(&[bare("bob@example.org")], world.now)
+        .unwrap();
+    world.run(&mut alice);
+    let mut rng = omemo::os_rng();
+    let result = alice
+        .manager
+        .encrypt(&[bare("bob@example.org")], "x", &mut rng, world.now);
+    let Err(ManagerError::NoRecipientDevices { skipped }) = result else {
+        panic!("{result:?}")
+    };
+    assert_eq!(skipped[0].reason, SkipReason::Untrusted(Trust::Undecided));
+    alice
+        .manager
+        .set_trust(
+            &bare("bob@example.org"),
+            bob.manager.device_id(),
+            Trust::Verified,
+        )
+        .unwrap();
+    let stanza = with_from(
+        alice
+            .manager
+            .encrypt(&[bare("bob@example.org")], "verified", &mut rng, world.now)
+            .unwrap()
+            .stanza,
+        &alice.full_jid,
+    );
+    assert_eq!(body(world.receive(&mut bob, &stanza)), "verified");
+
+    // Blind trust: Carol trusts Bob's first device blindly; after she verifies it, Bob's
+    // next new device waits for a decision.
+    let mut carol = world.device("carol@example.org", "tablet");
+    carol
+        .manager
+        .prepare(&[bare("bob@example.org")], world.now)
+        .unwrap();
+    world.run(&mut carol);
+    let devices = carol
+        .manager
+        .devices(&bare("bob@example.org"), world.now)
+        .unwrap();
+    assert_eq!(devices[0].trust, Trust::Blind);
+    carol
+        .manager
+        .set_trust(
+            &bare("bob@example.org"),
+            bob.manager.device_id(),
+            Trust::Verified,
+        )
+        .unwrap();
+    let bob2 = world.device("bob@example.org", "second");
+    world.notify(&mut carol);
+    carol
+        .manager
+        .prepare(&[bare("bob@example.org")], world.now)
+        .unwrap();
+    world.run(&mut carol);
+    let devices = carol
+        .manager
+        .devices(&bare("bob@example.org"), world.now)
+        .unwrap();
+    let second = devices
+        .iter()
+        .find(|d| d.device_id == bob2.manager.device_id())
+        .unwrap();
+    assert_eq!(second.trust, Trust::Undecided);
+    assert!(matches!(
+        carol
+            .manager
+            .set_trust(&bare("bob@example.org"), 12345, Trust::Verified),
+        Err(ManagerError::UnknownDevice {
+            device_id: 12345,
+            ..
+        })
+    ));
+}
+
+/// A store that counts commits and can be made to fail them.
+struct FlakyStore {
+    inner: MemoryStore,
+    commits: usize,
+    fail: bool,
+}
+
+impl Store for FlakyStore {
+    fn load_account(&self) -> Result<Option<omemo::AccountRecord>, omemo::StoreError> {
+        self.inner.load_account()
+    }
+    fn load_signed_pre_keys(&self) -> Result<Vec<omemo::SignedPreKeyRecord>, omemo::StoreError> {
+        self.inner.load_signed_pre_keys()
+    }
+    fn load_pre_keys(&self) -> Result<Vec<omemo::PreKeyRecord>, omemo::StoreError> {
+        self.inner.load_pre_keys()
+    }
+    fn load_session(
+        &self,
+        jid: &str,
+        device_id: u32,
+    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, omemo::StoreError> {
+        self.inner.load_session(jid, device_id)
+    }
+    fn load_devices(&self, jid: &str) -> Result<Vec<omemo::DeviceRecord>, omemo::StoreError> {
+        self.inner.load_devices(jid)
+    }
+    fn commit(&mut self, batch: omemo::Batch) -> Result<(), omemo::StoreError> {
+        if self.fail {
+            return Err(omemo::StoreError::Backend("disk full".into()));
+        }
+        self.commits += 1;
+        self.inner.commit(batch)
+    }
+}
+
+#[test]
+fn decrypt_commits_once_and_only_after_authentication() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let flaky = FlakyStore {
+        inner: MemoryStore::new(),
+        commits: 0,
+        fail: false,
+    };
+    let mut bob = world.device_with("bob@example.org", "laptop", flaky, ManagerConfig::default());
+    let stanza = world.send(&mut alice, "bob@example.org", "first contact");
+    // A tampered copy: nothing is written.
+    let mut tampered = stanza.clone();
+    let encrypted = tampered
+        .get_child_mut("encrypted", omemo::LEGACY_NAMESPACE)
+        .unwrap();
+    let payload = encrypted
+        .get_child_mut("payload", omemo::LEGACY_NAMESPACE)
+        .unwrap();
+    let text = payload.text();
+    let first = if text.starts_with('A') { "B" } else { "A" };
+    let flipped = format!("{first}{}", &text[1..]);
+    let _ = payload.take_nodes();
+    payload.append_text(flipped);
+    let before = bob.manager.store().commits;
+    assert!(world.receive(&mut bob, &tampered).is_err());
+    assert_eq!(
+        bob.manager.store().commits,
+        before,
+        "nothing written for a failed message"
+    );
+    // A failing store: the decrypt fails, and nothing changed in memory either.
+    bob.manager = {
+        let mut store = std::mem::replace(&mut bob.manager, dummy_manager(&mut world)).into_store();
+        store.fail = true;
+        Manager::open(
+            store,
+            &bare("bob@example.org"),
+            ManagerConfig::default(),
+            &mut omemo::os_rng(),
+            world.now,
+        )
+        .unwrap()
+    };
+    let pre_keys = bob.manager.own_bundle().pre_keys;
+    assert!(matches!(
+        world.receive(&mut bob, &stanza),
+        Err(ManagerError::Store(_))
+    ));
+    assert_eq!(
+        bob.manager.own_bundle().pre_keys,
+        pre_keys,
+        "the prekey is still there"
+    );
+    // Once the store works again, the same message decrypts, in exactly one commit.
+    let mut store = std::mem::replace(&mut bob.manager, dummy_manager(&mut world)).into_store();
+    store.fail = false;
+    bob.manager = Manager::open(
+        store,
+        &bare("bob@example.org"),
+        ManagerConfig::default(),
+        &mut omemo::os_rng(),
+        world.now,
+    )
+    .unwrap();
+    while bob.manager.poll_request().is_some() {}
+    let before = bob.manager.store().commits;
+    let mut rng = omemo::os_rng();
+    assert_eq!(
+        bob.manager
+            .decrypt(&stanza, &mut rng, world.now)
+            .unwrap()
+            .body
+            .as_deref(),
+        Some("first contact")
+    );
+    // One commit for the decrypt (session, prekey and device together), one for the
+    // session completion message it queued.
+    assert_eq!(bob.manager.store().commits, before + 2);
+}
+
+fn dummy_manager(world: &mut World) -> Manager<FlakyStore> {
+    let store = FlakyStore {
+        inner: MemoryStore::new(),
+        commits: 0,
+        fail: false,
+    };
+    Manager::open(
+        store,
+        &bare("dummy@example.org"),
+        ManagerConfig::default(),
+        &mut omemo::os_rng(),
+        world.now,
+    )
+    .unwrap()
 }

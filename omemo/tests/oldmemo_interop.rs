@@ -5,10 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use common::oldmemo::{Peer, hex, unhex};
 
 use omemo::{
     IdentityKey, IdentityKeyPair, KeyMaterial, PreKey, PreKeyBundle, PublicKey, RatchetMessage,
@@ -21,78 +22,6 @@ const PY_JID: &str = "python@example.org";
 const PY_DEVICE: u32 = 31_337;
 const RUST_JID: &str = "rust@example.org";
 const RUST_DEVICE: u32 = 4_242;
-
-/// The oldmemo peer process.
-struct Peer {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Peer {
-    fn start() -> Self {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let python = root.join(".venv/bin/python");
-        assert!(
-            python.exists(),
-            "{} is missing: run scripts/setup-test-env (scripts/test does) to install the \
-             python-omemo reference peer",
-            python.display()
-        );
-        let mut child = Command::new(python)
-            .arg(root.join("tests/interop/oldmemo_peer.py"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start oldmemo_peer.py");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        Self {
-            child,
-            stdin,
-            stdout,
-        }
-    }
-
-    fn call(&mut self, request: Value) -> Result<Value, String> {
-        writeln!(self.stdin, "{request}").expect("write to peer");
-        self.stdin.flush().expect("flush");
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).expect("read from peer");
-        let response: Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"));
-        if response["ok"] == true {
-            Ok(response)
-        } else {
-            Err(response["error"].as_str().unwrap_or("?").to_owned())
-        }
-    }
-
-    fn ok(&mut self, request: Value) -> Value {
-        let op = request["op"].clone();
-        self.call(request)
-            .unwrap_or_else(|e| panic!("peer {op}: {e}"))
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "{}", json!({"op": "quit"}));
-        let _ = self.child.wait();
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(value: &Value) -> Vec<u8> {
-    let s = value.as_str().expect("hex string");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
-}
 
 fn bundle_to_json(bundle: &PreKeyBundle) -> Value {
     json!({

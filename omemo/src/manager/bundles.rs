@@ -155,7 +155,7 @@ impl<S: Store> Manager<S> {
             .device_records(jid)?
             .clone()
             .iter()
-            .filter(|r| self.is_active(r, now) && Some(r.device_id) != own_device)
+            .filter(|r| self.inactivity(r, now).is_none() && Some(r.device_id) != own_device)
             .map(|r| r.device_id)
             .collect();
         for device_id in candidates {

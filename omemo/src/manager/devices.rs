@@ -3,7 +3,7 @@
 use minidom::Element;
 
 use super::request::{Pending, Publication};
-use super::{Manager, TrustPolicy};
+use super::{Manager, SkipReason, TrustPolicy};
 use crate::error::ManagerError;
 use crate::stanza;
 use crate::store::{Batch, DeviceRecord, Op, Store, Trust};
@@ -35,12 +35,20 @@ impl<S: Store> Manager<S> {
         Ok(self.devices.entry(jid.to_owned()).or_default())
     }
 
-    /// Whether a device is encrypted to.
-    pub(super) fn is_active(&self, record: &DeviceRecord, now: u64) -> bool {
-        let silent = record
+    /// Why a device is not encrypted to, or `None` when it is active.
+    pub(super) fn inactivity(&self, record: &DeviceRecord, now: u64) -> Option<SkipReason> {
+        if !record.listed {
+            Some(SkipReason::NotListed)
+        } else if record.bundle_failed_at.is_some() {
+            Some(SkipReason::BundleUnavailable)
+        } else if record
             .last_message_at
-            .is_some_and(|at| now.saturating_sub(at) > self.config.inactive_after_secs);
-        record.listed && record.bundle_failed_at.is_none() && !silent
+            .is_some_and(|at| now.saturating_sub(at) > self.config.inactive_after_secs)
+        {
+            Some(SkipReason::Silent)
+        } else {
+            None
+        }
     }
 
     /// The devices of `jid` (the own other devices for the own JID).
@@ -58,7 +66,7 @@ impl<S: Store> Manager<S> {
                     .identity_key
                     .map(|k| IdentityKey::new(PublicKey::from_bytes(k)).fingerprint()),
                 trust: r.trust,
-                active: self.is_active(r, now),
+                active: self.inactivity(r, now).is_none(),
             })
             .collect())
     }

@@ -14,10 +14,17 @@ use crate::{KeyMaterial, Session, encrypt_payload};
 pub enum SkipReason {
     /// No trust decision yet, or distrusted.
     Untrusted(Trust),
-    /// No session and no usable bundle (not fetched, missing or invalid).
+    /// No session yet and no bundle fetched ([`Manager::prepare`] fetches it).
     NoSession,
-    /// Not on the device list any more, its bundle failed, or silent for too long.
-    Inactive,
+    /// Its bundle is missing, invalid (bad signature, malformed) or shows another
+    /// identity key than the one known for the device.
+    BundleUnavailable,
+    /// Not on its owner's device list (any more).
+    NotListed,
+    /// No message from it for longer than [`ManagerConfig::inactive_after_secs`].
+    ///
+    /// [`ManagerConfig::inactive_after_secs`]: super::ManagerConfig::inactive_after_secs
+    Silent,
 }
 
 /// A device that got no key, and why.
@@ -29,6 +36,15 @@ pub struct SkippedDevice {
     pub device_id: u32,
     /// Why.
     pub reason: SkipReason,
+}
+
+/// The keys of one fan-out and what it changes.
+#[derive(Default)]
+struct Fanout {
+    keys: Vec<EncryptedKey>,
+    done: Vec<(String, u32)>,
+    skipped: Vec<SkippedDevice>,
+    batch: Batch,
 }
 
 /// An encrypted message ready to send.
@@ -93,8 +109,13 @@ impl<S: Store> Manager<S> {
             .ok_or(ManagerError::NoRecipients)?
             .to_string();
         let (key, payload) = encrypt_payload(rng, body.as_bytes());
-        let (keys, recipients_done, skipped) = self.encrypt_key(recipients, &key, now, false)?;
-        if !recipients_done.iter().any(|(jid, _)| *jid != self.jid) {
+        let Fanout {
+            keys,
+            done,
+            skipped,
+            ..
+        } = self.encrypt_key(recipients, &key, now)?;
+        if !done.iter().any(|(jid, _)| *jid != self.jid) {
             return Err(ManagerError::NoRecipientDevices { skipped });
         }
         let encrypted = EncryptedMessage {
@@ -113,30 +134,44 @@ impl<S: Store> Manager<S> {
         );
         Ok(Encrypted {
             stanza,
-            recipients: recipients_done,
+            recipients: done,
             skipped,
         })
     }
 
-    /// Encrypts `key` for the devices of `recipients` (plus the own other devices unless
-    /// `only_recipients`), committing the changed sessions in one batch.
-    #[allow(clippy::type_complexity)]
-    pub(super) fn encrypt_key(
+    /// Encrypts `key` for the devices of `recipients` and the own other devices,
+    /// committing the changed sessions in one batch.
+    fn encrypt_key(
         &mut self,
         recipients: &[BareJid],
         key: &KeyMaterial,
         now: u64,
-        only_recipients: bool,
-    ) -> Result<(Vec<EncryptedKey>, Vec<(String, u32)>, Vec<SkippedDevice>), ManagerError> {
+    ) -> Result<Fanout, ManagerError> {
         let mut jids: Vec<String> = recipients.iter().map(|j| j.as_str().to_owned()).collect();
-        if !only_recipients && !jids.contains(&self.jid) {
+        if !jids.contains(&self.jid) {
             jids.push(self.jid.clone());
         }
-        let mut keys = Vec::new();
-        let mut done = Vec::new();
-        let mut skipped = Vec::new();
-        let mut batch = Batch::default();
-        for jid in &jids {
+        let mut fanout = Fanout::default();
+        let result = self.encrypt_for(&jids, key, now, &mut fanout);
+        let batch = std::mem::take(&mut fanout.batch);
+        if let Err(error) = result.and_then(|()| Ok(self.store.commit(batch)?)) {
+            // The in-memory sessions moved on; drop them so the stored state rules.
+            for (jid, device_id) in &fanout.done {
+                self.sessions.remove(&(jid.clone(), *device_id));
+            }
+            return Err(error);
+        }
+        Ok(fanout)
+    }
+
+    fn encrypt_for(
+        &mut self,
+        jids: &[String],
+        key: &KeyMaterial,
+        now: u64,
+        out: &mut Fanout,
+    ) -> Result<(), ManagerError> {
+        for jid in jids {
             let records = self.device_records(jid)?.clone();
             for record in records {
                 if *jid == self.jid && record.device_id == self.device_id {
@@ -147,63 +182,70 @@ impl<S: Store> Manager<S> {
                     device_id: record.device_id,
                     reason,
                 };
-                if !self.is_active(&record, now) {
-                    skipped.push(skip(SkipReason::Inactive));
+                if let Some(reason) = self.inactivity(&record, now) {
+                    out.skipped.push(skip(reason));
                     continue;
                 }
                 if !matches!(record.trust, Trust::Blind | Trust::Verified) {
-                    skipped.push(skip(SkipReason::Untrusted(record.trust)));
+                    out.skipped.push(skip(SkipReason::Untrusted(record.trust)));
                     continue;
                 }
                 let Some(session) = self.session(jid, record.device_id)? else {
-                    skipped.push(skip(SkipReason::NoSession));
+                    out.skipped.push(skip(SkipReason::NoSession));
                     continue;
                 };
                 let message = session.encrypt(key.as_bytes())?;
-                batch.ops.push(Op::PutSession {
+                out.batch.ops.push(Op::PutSession {
                     jid: jid.clone(),
                     device_id: record.device_id,
                     state: session.to_bytes(),
                 });
-                keys.push(EncryptedKey {
+                out.keys.push(EncryptedKey {
                     recipient_device: record.device_id,
                     pre_key: message.is_pre_key(),
                     data: message.as_bytes().to_vec(),
                 });
-                done.push((jid.clone(), record.device_id));
+                out.done.push((jid.clone(), record.device_id));
             }
         }
-        if let Err(error) = self.store.commit(batch) {
-            // The in-memory sessions moved on; drop them so the stored state rules.
-            for (jid, device_id) in &done {
-                self.sessions.remove(&(jid.clone(), *device_id));
-            }
-            return Err(error.into());
-        }
-        Ok((keys, done, skipped))
+        Ok(())
     }
 
-    /// An empty OMEMO message (fresh key, no payload) to one device, to complete a
-    /// session or as a heartbeat; queued for [`Manager::poll_message`].
-    pub(super) fn queue_empty_message(
+    /// Queues an empty OMEMO message (a fresh key and no payload) for one device, to
+    /// complete or refresh a session, for [`Manager::poll_message`]. Fails with
+    /// [`ManagerError::NoSession`] when there is no session with the device.
+    pub fn queue_empty_message(
+        &mut self,
+        jid: &BareJid,
+        device_id: u32,
+        rng: &mut impl CryptoRng,
+    ) -> Result<(), ManagerError> {
+        self.empty_message_to(jid.as_str(), device_id, rng)
+    }
+
+    pub(super) fn empty_message_to(
         &mut self,
         jid: &str,
         device_id: u32,
         rng: &mut impl CryptoRng,
     ) -> Result<(), ManagerError> {
         let key = KeyMaterial::empty_message(rng);
-        let Some(session) = self.session(jid, device_id)? else {
-            return Ok(());
-        };
+        let session = self
+            .session(jid, device_id)?
+            .ok_or(ManagerError::NoSession)?;
         let message = session.encrypt(key.as_bytes())?;
         let state = session.to_bytes();
-        self.store.commit(Batch {
+        let batch = Batch {
             ops: vec![Op::PutSession {
                 jid: jid.to_owned(),
                 device_id,
                 state,
             }],
-        })?;
+        };
+        if let Err(error) = self.store.commit(batch) {
+            self.sessions.remove(&(jid.to_owned(), device_id));
+            return Err(error.into());
+        }
         let mut iv = vec![0u8; 12];
         rng.fill_bytes(&mut iv);
         let encrypted = EncryptedMessage {

@@ -298,6 +298,11 @@ impl<S: Store> Manager<S> {
         &self.store
     }
 
+    /// Closes the manager and hands back its store. Everything is already committed.
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
     /// The next IQ request to send, if any.
     pub fn poll_request(&mut self) -> Option<Request> {
         self.requests.pop_front()

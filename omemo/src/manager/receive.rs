@@ -203,7 +203,7 @@ impl<S: Store> Manager<S> {
         // Complete a new session, or answer a long one-sided chain; never answer an
         // empty message with another one.
         if body.is_some() && (used_pre_key.is_some() || heartbeat) {
-            self.queue_empty_message(sender, device_id, rng)?;
+            self.empty_message_to(sender, device_id, rng)?;
         }
         Ok(Decrypted {
             sender: sender.to_owned(),

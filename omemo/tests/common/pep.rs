@@ -1,0 +1,244 @@
+//! An in-process PEP service (XEP-0163 on XEP-0060) and a world of devices whose
+//! managers talk through it.
+
+use std::collections::HashMap;
+
+use jid::BareJid;
+use minidom::Element;
+use omemo::{Manager, ManagerConfig, ManagerError, MemoryStore, Store};
+
+pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+pub const PUBSUB_OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
+pub const PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+pub const DEVICE_LIST_NODE: &str = "eu.siacs.conversations.axolotl.devicelist";
+
+pub fn bare(jid: &str) -> BareJid {
+    BareJid::new(jid).unwrap()
+}
+
+/// PEP nodes of every account: (owner, node) -> items (id, payload), oldest first.
+#[derive(Default)]
+pub struct Pep {
+    pub nodes: HashMap<(String, String), Vec<(String, Element)>>,
+    /// Notifications produced by publishes: (owner, event message).
+    pub events: Vec<Element>,
+    /// Refuse publishes with publish-options (`precondition-not-met`) until the node
+    /// was configured, as a server does for a node created with other settings.
+    pub refuse_publish_options: bool,
+    /// Nodes configured through pubsub#owner, as (owner, node).
+    pub configured: Vec<(String, String)>,
+}
+
+impl Pep {
+    /// Answers one IQ request sent by `from` (a bare JID).
+    pub fn answer(&mut self, from: &str, iq: &Element) -> Element {
+        let id = iq.attr("id").unwrap();
+        let to = iq.attr("to").unwrap_or(from).to_owned();
+        let result = |children: Vec<Element>| {
+            let mut builder = Element::builder("iq", "jabber:client")
+                .attr("type".try_into().unwrap(), "result")
+                .attr("id".try_into().unwrap(), id)
+                .attr("from".try_into().unwrap(), to.as_str());
+            for child in children {
+                builder = builder.append(child);
+            }
+            builder.build()
+        };
+        if let Some(pubsub) = iq.get_child("pubsub", PUBSUB) {
+            if let Some(publish) = pubsub.get_child("publish", PUBSUB) {
+                let node = publish.attr("node").unwrap().to_owned();
+                let configured = self.configured.contains(&(from.to_owned(), node.clone()));
+                if self.refuse_publish_options
+                    && pubsub.get_child("publish-options", PUBSUB).is_some()
+                    && !configured
+                {
+                    let mut refusal = error(id, &to, "conflict");
+                    let condition = Element::bare(
+                        "precondition-not-met",
+                        "http://jabber.org/protocol/pubsub#errors",
+                    );
+                    refusal
+                        .get_child_mut("error", "jabber:client")
+                        .unwrap()
+                        .append_child(condition);
+                    return refusal;
+                }
+                let item = publish.get_child("item", PUBSUB).unwrap();
+                let item_id = item.attr("id").unwrap_or("current").to_owned();
+                let payload = item.children().next().unwrap().clone();
+                let items = self
+                    .nodes
+                    .entry((from.to_owned(), node.clone()))
+                    .or_default();
+                items.retain(|(i, _)| *i != item_id);
+                items.push((item_id.clone(), payload.clone()));
+                let event = Element::builder("message", "jabber:client")
+                    .attr("from".try_into().unwrap(), from)
+                    .append(
+                        Element::builder("event", PUBSUB_EVENT).append(
+                            Element::builder("items", PUBSUB_EVENT)
+                                .attr("node".try_into().unwrap(), node.as_str())
+                                .append(
+                                    Element::builder("item", PUBSUB_EVENT)
+                                        .attr("id".try_into().unwrap(), item_id.as_str())
+                                        .append(payload)
+                                        .build(),
+                                )
+                                .build(),
+                        ),
+                    )
+                    .build();
+                self.events.push(event);
+                return result(vec![]);
+            }
+            if let Some(items) = pubsub.get_child("items", PUBSUB) {
+                let node = items.attr("node").unwrap().to_owned();
+                let Some(stored) = self.nodes.get(&(to.clone(), node.clone())) else {
+                    return error(id, &to, "item-not-found");
+                };
+                let mut list = Element::builder("items", PUBSUB)
+                    .attr("node".try_into().unwrap(), node.as_str());
+                for (item_id, payload) in stored {
+                    list = list.append(
+                        Element::builder("item", PUBSUB)
+                            .attr("id".try_into().unwrap(), item_id.as_str())
+                            .append(payload.clone())
+                            .build(),
+                    );
+                }
+                return result(vec![
+                    Element::builder("pubsub", PUBSUB)
+                        .append(list.build())
+                        .build(),
+                ]);
+            }
+        }
+        if let Some(owner) = iq.get_child("pubsub", PUBSUB_OWNER) {
+            let configure = owner.get_child("configure", PUBSUB_OWNER).unwrap();
+            self.configured
+                .push((from.to_owned(), configure.attr("node").unwrap().to_owned()));
+            return result(vec![]);
+        }
+        panic!("unexpected request {}", String::from(iq));
+    }
+}
+
+pub fn error(id: &str, from: &str, condition: &str) -> Element {
+    Element::builder("iq", "jabber:client")
+        .attr("type".try_into().unwrap(), "error")
+        .attr("id".try_into().unwrap(), id)
+        .attr("from".try_into().unwrap(), from)
+        .append(
+            Element::builder("error", "jabber:client")
+                .attr("type".try_into().unwrap(), "cancel")
+                .append(Element::bare(
+                    condition,
+                    "urn:ietf:params:xml:ns:xmpp-stanzas",
+                ))
+                .build(),
+        )
+        .build()
+}
+
+/// One device of one account.
+pub struct Device<S: Store> {
+    pub full_jid: String,
+    pub manager: Manager<S>,
+}
+
+/// Every device, the PEP service and the message queues between them.
+pub struct World {
+    pub pep: Pep,
+    pub now: u64,
+}
+
+impl World {
+    pub fn new() -> Self {
+        Self {
+            pep: Pep::default(),
+            now: 1_700_000_000,
+        }
+    }
+
+    pub fn device(&mut self, jid: &str, resource: &str) -> Device<MemoryStore> {
+        self.device_with(jid, resource, MemoryStore::new(), ManagerConfig::default())
+    }
+
+    pub fn device_with<S: Store>(
+        &mut self,
+        jid: &str,
+        resource: &str,
+        store: S,
+        config: ManagerConfig,
+    ) -> Device<S> {
+        let mut rng = omemo::os_rng();
+        let manager = Manager::open(store, &bare(jid), config, &mut rng, self.now).unwrap();
+        let mut device = Device {
+            full_jid: format!("{jid}/{resource}"),
+            manager,
+        };
+        self.run(&mut device);
+        device
+    }
+
+    /// Sends every queued request of `device` to the PEP service and feeds the answers
+    /// back, until nothing is pending.
+    pub fn run<S: Store>(&mut self, device: &mut Device<S>) {
+        let mut rng = omemo::os_rng();
+        let jid = device.manager.jid().to_owned();
+        while let Some(request) = device.manager.poll_request() {
+            let answer = self.pep.answer(&jid, &request.stanza);
+            assert!(
+                device
+                    .manager
+                    .handle_iq(&answer, &mut rng, self.now)
+                    .unwrap()
+            );
+        }
+        assert_eq!(device.manager.pending_requests(), 0);
+    }
+
+    /// Delivers the PEP notifications so far to `device`.
+    pub fn notify<S: Store>(&mut self, device: &mut Device<S>) {
+        for event in self.pep.events.clone() {
+            device.manager.handle_event(&event, self.now).unwrap();
+        }
+        self.run(device);
+    }
+
+    /// Encrypts `body` from `sender` to `to`, fetching what is missing first.
+    pub fn send<S: Store>(&mut self, sender: &mut Device<S>, to: &str, body: &str) -> Element {
+        let mut rng = omemo::os_rng();
+        sender.manager.prepare(&[bare(to)], self.now).unwrap();
+        self.run(sender);
+        let encrypted = sender
+            .manager
+            .encrypt(&[bare(to)], body, &mut rng, self.now)
+            .unwrap();
+        with_from(encrypted.stanza, &sender.full_jid)
+    }
+
+    pub fn receive<S: Store>(
+        &mut self,
+        receiver: &mut Device<S>,
+        stanza: &Element,
+    ) -> Result<omemo::Decrypted, ManagerError> {
+        let mut rng = omemo::os_rng();
+        let result = receiver.manager.decrypt(stanza, &mut rng, self.now);
+        self.run(receiver);
+        result
+    }
+}
+
+pub fn with_from(mut stanza: Element, from: &str) -> Element {
+    stanza.set_attr(
+        minidom::rxml::Namespace::NONE,
+        "from".try_into().unwrap(),
+        from.to_owned(),
+    );
+    stanza
+}
+
+pub fn body(result: Result<omemo::Decrypted, ManagerError>) -> String {
+    result.unwrap().body.unwrap()
+}
