@@ -78,6 +78,13 @@ pub use store::{
 };
 pub use wire::{PreKeySignalMessage, SignalMessage};
 
+pub use jid::BareJid;
+
+/// The examples in the README compile.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// The version of this crate.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -101,6 +101,21 @@ struct DatedSignedPreKey {
 }
 
 /// The OMEMO session manager of one account on one device (legacy OMEMO).
+///
+/// ```
+/// use omemo::{BareJid, Manager, ManagerConfig, MemoryStore};
+///
+/// let mut rng = omemo::os_rng();
+/// let jid = BareJid::new("alice@example.org")?;
+/// let now = 1_700_000_000; // seconds since the Unix epoch
+/// let mut manager = Manager::open(MemoryStore::new(), &jid, ManagerConfig::default(), &mut rng, now)?;
+/// // The first requests fetch the own device list and publish the bundle: send each
+/// // `<iq>` and give the answer to `manager.handle_iq(&answer, &mut rng, now)`.
+/// let first = manager.poll_request().expect("a request");
+/// assert_eq!(first.stanza.name(), "iq");
+/// println!("device {} has fingerprint {}", manager.device_id(), manager.fingerprint());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Manager<S: Store> {
     store: S,
     config: ManagerConfig,
