@@ -1,11 +1,58 @@
 //! `omemo-bot`: an OMEMO echo bot and command-line tool for XMPP.
 //!
-//! Until the bot itself lands this binary only reports its version.
+//! A thin driver around the sans-I/O [`omemo::Manager`]: tokio-xmpp moves the stanzas,
+//! the library does every OMEMO step, and the SQLite store keeps the state (committed
+//! before anything is sent, so a killed bot loses nothing it answered).
 
-fn main() {
-    println!(
-        "omemo-bot {} (omemo {})",
-        env!("CARGO_PKG_VERSION"),
-        omemo::VERSION
-    );
+mod carbons;
+mod cli;
+mod commands;
+mod error;
+mod session;
+mod uri;
+mod xmpp;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    // Fails only when a subscriber is already installed.
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_logging(cli.log_json);
+    // The TLS backend of tokio-xmpp (rustls on ring); fails only if one is installed.
+    let _ = tokio_xmpp::rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("omemo-bot: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "failed");
+            eprintln!("omemo-bot: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
 }

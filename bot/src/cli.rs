@@ -1,0 +1,393 @@
+//! The command line: one subcommand per task, options shared through flattened groups.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use jid::BareJid;
+
+/// An OMEMO (XEP-0384, legacy `eu.siacs.conversations.axolotl`) echo bot and
+/// command-line tool for XMPP.
+///
+/// Exit status: 0 on success, 1 on failure, 2 on a usage error, 3 when `send
+/// --wait-reply` timed out.
+#[derive(Debug, Parser)]
+#[command(name = "omemo-bot", version, propagate_version = true)]
+pub(crate) struct Cli {
+    /// Log as JSON lines instead of human-readable text (the level comes from RUST_LOG,
+    /// default `info`).
+    #[arg(long, global = true)]
+    pub(crate) log_json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the echo bot: answer every OMEMO message with the same text, encrypted for
+    /// every device of the sender (and the own other devices), until SIGINT or SIGTERM.
+    Run(RunArgs),
+    /// Send one OMEMO message; with --wait-reply, wait for an OMEMO answer and print its
+    /// text.
+    Send(SendArgs),
+    /// Print the own device id, fingerprint and verification URI (no network needed;
+    /// creates the identity when the store is new).
+    Fingerprint(FingerprintArgs),
+    /// Fetch and print the devices of a JID with their fingerprints and trust.
+    Devices(DevicesArgs),
+    /// Mark a device of a JID as verified (store only; stop a running bot first).
+    Trust(TrustArgs),
+    /// Mark a device of a JID as distrusted (store only; stop a running bot first).
+    Distrust(TrustArgs),
+    /// (Re)publish the own device list entry and bundle, then exit.
+    Publish(PublishArgs),
+}
+
+/// The account and its OMEMO state.
+#[derive(Debug, Args)]
+pub(crate) struct Account {
+    /// The account's bare JID (user@example.org).
+    #[arg(long, env = "OMEMO_BOT_JID", value_parser = parse_bare_jid)]
+    pub(crate) jid: BareJid,
+
+    /// The SQLite file holding the OMEMO identity, sessions and trust; created on first
+    /// use. Keep it: a new file is a new device.
+    #[arg(long, env = "OMEMO_BOT_STORE")]
+    pub(crate) store: PathBuf,
+}
+
+/// How to reach and log in to the server.
+#[derive(Debug, Args)]
+pub(crate) struct Connection {
+    /// The account password.
+    #[arg(
+        long,
+        env = "OMEMO_BOT_PASSWORD",
+        hide_env_values = true,
+        conflicts_with = "password_file"
+    )]
+    pub(crate) password: Option<String>,
+
+    /// Read the password from this file (first line).
+    #[arg(long)]
+    pub(crate) password_file: Option<PathBuf>,
+
+    /// Connect to HOST:PORT instead of looking up the server in DNS (SRV records of the
+    /// JID's domain).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_server)]
+    pub(crate) server: Option<ServerAddr>,
+
+    /// Plain TCP without TLS, for throwaway test servers on loopback only: needs
+    /// --server with a loopback address. STARTTLS is the default.
+    #[arg(long, requires = "server")]
+    pub(crate) insecure_plaintext: bool,
+
+    /// Seconds to wait for the login and the publication of the own device.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub(crate) connect_timeout: u64,
+}
+
+/// `run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) account: Account,
+    #[command(flatten)]
+    pub(crate) connection: Connection,
+}
+
+/// `send`.
+#[derive(Debug, Args)]
+pub(crate) struct SendArgs {
+    #[command(flatten)]
+    pub(crate) account: Account,
+    #[command(flatten)]
+    pub(crate) connection: Connection,
+
+    /// The recipient's bare JID.
+    #[arg(long, value_parser = parse_bare_jid)]
+    pub(crate) to: BareJid,
+
+    /// Wait this many seconds for an OMEMO reply from the recipient and print its text;
+    /// exit 3 when none arrives in time.
+    #[arg(long, value_name = "SECS")]
+    pub(crate) wait_reply: Option<u64>,
+
+    /// The message text.
+    pub(crate) text: String,
+}
+
+/// `fingerprint`.
+#[derive(Debug, Args)]
+pub(crate) struct FingerprintArgs {
+    #[command(flatten)]
+    pub(crate) account: Account,
+
+    /// Also print the verification URI as a QR code (the form Conversations scans).
+    #[arg(long)]
+    pub(crate) qr: bool,
+}
+
+/// `devices`.
+#[derive(Debug, Args)]
+pub(crate) struct DevicesArgs {
+    #[command(flatten)]
+    pub(crate) account: Account,
+    #[command(flatten)]
+    pub(crate) connection: Connection,
+
+    /// Whose devices (the own JID lists the own devices).
+    #[arg(value_parser = parse_bare_jid)]
+    pub(crate) of: BareJid,
+}
+
+/// `trust` and `distrust`.
+#[derive(Debug, Args)]
+pub(crate) struct TrustArgs {
+    #[command(flatten)]
+    pub(crate) account: Account,
+
+    /// The contact's bare JID.
+    #[arg(value_parser = parse_bare_jid)]
+    pub(crate) of: BareJid,
+
+    /// The device id (see `devices`).
+    pub(crate) device_id: u32,
+}
+
+/// `publish`.
+#[derive(Debug, Args)]
+pub(crate) struct PublishArgs {
+    #[command(flatten)]
+    pub(crate) account: Account,
+    #[command(flatten)]
+    pub(crate) connection: Connection,
+}
+
+/// A server address given as HOST:PORT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ServerAddr {
+    /// Host name or IP address (without brackets).
+    pub(crate) host: String,
+    /// TCP port.
+    pub(crate) port: u16,
+}
+
+impl ServerAddr {
+    /// Whether the host is a loopback address or `localhost`.
+    pub(crate) fn is_loopback(&self) -> bool {
+        let host = self.host.trim_end_matches('.');
+        if host.eq_ignore_ascii_case("localhost")
+            || host.to_ascii_lowercase().ends_with(".localhost")
+        {
+            return true;
+        }
+        host.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+fn parse_bare_jid(value: &str) -> Result<BareJid, String> {
+    let jid = jid::Jid::new(value).map_err(|e| format!("not a JID: {e}"))?;
+    if jid.resource().is_some() {
+        return Err("a bare JID is expected (no /resource)".to_owned());
+    }
+    if jid.node().is_none() {
+        return Err("an account JID (user@domain) is expected".to_owned());
+    }
+    Ok(jid.to_bare())
+}
+
+fn parse_server(value: &str) -> Result<ServerAddr, String> {
+    let (host, port) = value
+        .rsplit_once(':')
+        .ok_or_else(|| "expected HOST:PORT".to_owned())?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return Err("empty host".to_owned());
+    }
+    if host.contains(':') && !value.starts_with('[') {
+        return Err("write IPv6 addresses in brackets: [::1]:5222".to_owned());
+    }
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("invalid port {port:?}"))?;
+    Ok(ServerAddr {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("omemo-bot").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn send_takes_recipient_text_and_wait_reply() {
+        let cli = parse(&[
+            "send",
+            "--jid",
+            "bot@example.org",
+            "--store",
+            "/tmp/s.db",
+            "--password",
+            "pw",
+            "--to",
+            "alice@example.org",
+            "--wait-reply",
+            "20",
+            "hello world",
+        ])
+        .unwrap();
+        let Command::Send(send) = cli.command else {
+            panic!("not send")
+        };
+        assert_eq!(send.to.as_str(), "alice@example.org");
+        assert_eq!(send.wait_reply, Some(20));
+        assert_eq!(send.text, "hello world");
+        assert_eq!(send.connection.password.as_deref(), Some("pw"));
+        assert!(!send.connection.insecure_plaintext);
+    }
+
+    #[test]
+    fn insecure_plaintext_requires_a_server() {
+        let err = parse(&[
+            "run",
+            "--jid",
+            "bot@example.org",
+            "--store",
+            "s.db",
+            "--insecure-plaintext",
+        ])
+        .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let ok = parse(&[
+            "run",
+            "--jid",
+            "bot@example.org",
+            "--store",
+            "s.db",
+            "--insecure-plaintext",
+            "--server",
+            "127.0.0.1:5222",
+        ])
+        .unwrap();
+        let Command::Run(run) = ok.command else {
+            panic!("not run")
+        };
+        assert_eq!(
+            run.connection.server,
+            Some(ServerAddr {
+                host: "127.0.0.1".into(),
+                port: 5222
+            })
+        );
+    }
+
+    #[test]
+    fn password_and_password_file_exclude_each_other() {
+        let err = parse(&[
+            "publish",
+            "--jid",
+            "bot@example.org",
+            "--store",
+            "s.db",
+            "--password",
+            "x",
+            "--password-file",
+            "/dev/null",
+        ])
+        .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn jids_must_be_bare_account_jids() {
+        for bad in ["bot@example.org/res", "example.org", "@@"] {
+            assert!(
+                parse(&["fingerprint", "--jid", bad, "--store", "s.db"]).is_err(),
+                "{bad}"
+            );
+        }
+        let cli = parse(&[
+            "trust",
+            "--jid",
+            "bot@example.org",
+            "--store",
+            "s.db",
+            "alice@example.org",
+            "1234",
+        ])
+        .unwrap();
+        let Command::Trust(trust) = cli.command else {
+            panic!("not trust")
+        };
+        assert_eq!(trust.of.as_str(), "alice@example.org");
+        assert_eq!(trust.device_id, 1234);
+    }
+
+    #[test]
+    fn log_json_is_accepted_after_the_subcommand() {
+        let cli = parse(&[
+            "fingerprint",
+            "--jid",
+            "bot@example.org",
+            "--store",
+            "s.db",
+            "--qr",
+            "--log-json",
+        ])
+        .unwrap();
+        assert!(cli.log_json);
+    }
+
+    #[test]
+    fn server_addresses_parse_with_ipv6_brackets() {
+        assert_eq!(
+            parse_server("[::1]:5222").unwrap(),
+            ServerAddr {
+                host: "::1".into(),
+                port: 5222
+            }
+        );
+        assert_eq!(parse_server("xmpp.example.org:5223").unwrap().port, 5223);
+        assert!(parse_server("example.org").is_err());
+        assert!(parse_server("::1:5222").is_err());
+        assert!(parse_server("host:0").is_err());
+        assert!(parse_server("host:99999").is_err());
+    }
+
+    #[test]
+    fn loopback_detection() {
+        let addr = |h: &str| ServerAddr {
+            host: h.into(),
+            port: 1,
+        };
+        assert!(addr("127.0.0.1").is_loopback());
+        assert!(addr("127.1.2.3").is_loopback());
+        assert!(addr("::1").is_loopback());
+        assert!(addr("localhost").is_loopback());
+        assert!(addr("LOCALHOST.").is_loopback());
+        assert!(!addr("10.0.0.1").is_loopback());
+        assert!(!addr("example.org").is_loopback());
+        assert!(!addr("localhost.example.org").is_loopback());
+    }
+}
