@@ -59,6 +59,12 @@ fn target(account: &Account, connection: &Connection) -> Result<Target, BotError
     if password.is_empty() {
         return Err(BotError::Usage("the password is empty".to_owned()));
     }
+    if connection.insecure_plaintext && !connection.server.as_ref().is_some_and(|s| s.is_loopback())
+    {
+        return Err(BotError::Usage(
+            "--insecure-plaintext only talks to a --server on a loopback address".to_owned(),
+        ));
+    }
     Ok(Target {
         jid: account.jid.clone(),
         password,

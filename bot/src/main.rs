@@ -34,7 +34,8 @@ fn init_logging(json: bool) {
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_logging(cli.log_json);
+    let log_json = cli.log_json;
+    init_logging(log_json);
     // The TLS backend of tokio-xmpp (rustls on ring); fails only if one is installed.
     let _ = tokio_xmpp::rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -50,8 +51,11 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(%error, "failed");
-            eprintln!("omemo-bot: {error}");
+            if log_json {
+                tracing::error!(%error, "failed");
+            } else {
+                eprintln!("omemo-bot: {error}");
+            }
             ExitCode::from(error.exit_code())
         }
     }

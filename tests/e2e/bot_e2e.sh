@@ -1,0 +1,442 @@
+#!/usr/bin/env bash
+# End-to-end tests of omemo-bot (bot/) against a throwaway Prosody on loopback
+# (scripts/prosody), the slixmpp-omemo peer (tests/e2e/slixmpp_peer.py) and a raw stanza
+# sender (tests/e2e/bot_raw_sender.py). Builds the bot once (cargo build -p omemo-bot).
+#
+# Scenarios (each prints a PASS or FAIL line; the last line is "N passed, M failed"):
+#   1. slixmpp-omemo client (two devices on one account) -> omemo-bot run: 50 messages,
+#      every echo decrypts to the same text on both devices.
+#   2. omemo-bot send -> slixmpp-omemo echo peer: first contact by prekey message, the echo
+#      is decrypted and printed (--wait-reply); a second message on the session.
+#   3. omemo-bot send -> omemo-bot run, twice; fingerprint/devices agree; distrust makes
+#      send fail, trust makes it work again.
+#   4. Restarts: SIGTERM in the middle of a conversation, then kill -9 with messages sent
+#      while the bot is down; the conversation goes on, every message is echoed, the
+#      device id never changes.
+#   5. An unencrypted message gets the OMEMO-only hint; a garbage <encrypted>, a key that is
+#      not a Signal message and a message for other device ids get no answer (logged);
+#      the bot keeps serving OMEMO.
+#   6. The server restarts under a running bot: it reconnects (with backoff), republishes
+#      and goes on echoing.
+#
+# Usage: tests/e2e/bot_e2e.sh [SCENARIO...]   (default: all; e.g. `bot_e2e.sh 2 3`)
+# Needs root only when Prosody or python3-venv is missing. Network use is loopback only
+# (plus apt-get/pip/cargo when something is missing).
+#
+# Environment:
+#   E2E_KEEP=1        keep the temporary directory (logs, stores) even on success
+#   CARGO_TARGET_DIR  where cargo builds (default: <repo>/target)
+#   TMPDIR            where the temporary directory is created
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+PROSODY="$ROOT/scripts/prosody"
+PY="$ROOT/.venv/bin/python"
+PEER="$ROOT/tests/e2e/slixmpp_peer.py"
+RAW="$ROOT/tests/e2e/bot_raw_sender.py"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+BOT="$TARGET_DIR/debug/omemo-bot"
+
+T0=$SECONDS
+say() { echo "bot_e2e: [$((SECONDS - T0))s] $*" >&2; }
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/omemo-bot-e2e.XXXXXX")"
+: >"$WORK/pids"
+STARTED_SERVER=0
+PASSED=0
+FAILED=0
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    local pid
+    # Everything the scenarios started (bots, peers, clients), then the server.
+    while read -r pid; do
+        [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null
+    done <"$WORK/pids"
+    sleep 0.3
+    while read -r pid; do
+        [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null
+    done <"$WORK/pids"
+    if [ "$STARTED_SERVER" -eq 1 ]; then
+        "$PROSODY" stop "$WORK/server" >/dev/null 2>&1 || true
+    fi
+    if [ "$rc" -ne 0 ] || [ "$FAILED" -ne 0 ] || [ "${E2E_KEEP:-0}" = 1 ]; then
+        say "logs kept in $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+die() {
+    echo "bot_e2e: ERROR: $*" >&2
+    echo "0 passed, 1 failed"
+    exit 1
+}
+
+# ------------------------------------------------------------------------------------------
+# setup: test environment, server, build
+
+say "work dir $WORK"
+"$ROOT/scripts/setup-test-env" >"$WORK/setup-test-env.log" 2>&1 \
+    || { cat "$WORK/setup-test-env.log" >&2; die "scripts/setup-test-env failed"; }
+"$PROSODY" install >"$WORK/prosody-install.log" 2>&1 \
+    || { cat "$WORK/prosody-install.log" >&2; die "scripts/prosody install failed"; }
+say "building omemo-bot"
+(cd "$ROOT" && cargo build -p omemo-bot) >"$WORK/build.log" 2>&1 \
+    || { tail -n 40 "$WORK/build.log" >&2; die "cargo build -p omemo-bot failed"; }
+[ -x "$BOT" ] || die "no binary at $BOT"
+say "built $BOT"
+
+mkdir -p "$WORK/server"
+# info level: the debug log of every stanza is large and not needed here.
+PORT="$(PROSODY_LOG_LEVEL=info "$PROSODY" start "$WORK/server")" || die "could not start Prosody"
+STARTED_SERVER=1
+SERVER="127.0.0.1:$PORT"
+say "Prosody on $SERVER"
+
+# One password for every throwaway account.
+PW="pw-$RANDOM$RANDOM"
+for user in alice bot1 bob dave carol bot3 erin bot4 eve bot5 frank bot6; do
+    "$PROSODY" adduser "$WORK/server" "$user@localhost" "$PW" 2>>"$WORK/adduser.log" \
+        || die "could not create $user@localhost"
+done
+
+# ------------------------------------------------------------------------------------------
+# helpers (used inside the scenario subshells; `fail` ends the scenario)
+
+fail() {
+    echo "FAILED: $*"
+    exit 1
+}
+
+track() { echo "$1" >>"$WORK/pids"; }
+
+# Common bot options for ACCOUNT (user name) with store $WORK/ACCOUNT.db.
+bot_opts() {
+    printf '%s\n' --jid "$1@localhost" --store "$WORK/$1.db" --password "$PW" \
+        --server "$SERVER" --insecure-plaintext
+}
+
+# start_bot ACCOUNT LOGNAME: `omemo-bot run` in the background, waits until it has
+# published its device. Sets BOT_PID.
+start_bot() {
+    local account="$1" name="$2" i
+    local -a opts
+    mapfile -t opts < <(bot_opts "$account")
+    "$BOT" run "${opts[@]}" </dev/null >"$WORK/$name.out" 2>"$WORK/$name.log" &
+    BOT_PID=$!
+    track "$BOT_PID"
+    for i in $(seq 1 300); do
+        grep -q "own device list and bundle published" "$WORK/$name.log" 2>/dev/null && return 0
+        kill -0 "$BOT_PID" 2>/dev/null || fail "$name exited during start-up: $(tail -n 5 "$WORK/$name.log")"
+        sleep 0.1
+    done
+    fail "$name not online within 30 s"
+}
+
+# stop_bot SIGNAL: sends SIGNAL to BOT_PID and waits for the exit; sets STOP_RC to the exit
+# status. (Not to be called in $(...): the bot must be a child of this shell.)
+stop_bot() {
+    local sig="$1" i
+    STOP_RC=0
+    kill "-$sig" "$BOT_PID" 2>/dev/null || fail "bot $BOT_PID is not running"
+    for i in $(seq 1 100); do
+        kill -0 "$BOT_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$BOT_PID" 2>/dev/null && fail "bot $BOT_PID still running 10 s after SIG$sig"
+    wait "$BOT_PID" 2>/dev/null || STOP_RC=$?
+    BOT_PID=""
+}
+
+echo_count() { grep -c "sent an OMEMO message" "$WORK/$1.log" 2>/dev/null || true; }
+
+device_id() { # ACCOUNT
+    "$BOT" fingerprint --jid "$1@localhost" --store "$WORK/$1.db" 2>/dev/null \
+        | sed -n 's/^device id: //p'
+}
+
+# client NAME ACCOUNT TO COUNT EXTRA...: slixmpp_peer.py client in the foreground (through
+# `wait`, so that signals to this script are handled at once); its JSON summary goes to
+# $WORK/NAME.json.
+client() {
+    local name="$1" account="$2" to="$3" count="$4" rc=0 pid
+    shift 4
+    timeout 150 "$PY" "$PEER" client --jid "$account@localhost" --password "$PW" \
+        --server "$SERVER" --store "$WORK/$account-1" --to "$to@localhost" --count "$count" \
+        --timeout 90 "$@" </dev/null >"$WORK/$name.json" 2>"$WORK/$name.log" &
+    pid=$!
+    track "$pid"
+    wait "$pid" || rc=$?
+    return "$rc"
+}
+
+# check_summary NAME COUNT [two]: the client's summary says all COUNT echoes arrived (on
+# both devices with "two").
+check_summary() {
+    "$PY" - "$WORK/$1.json" "$2" "${3:-one}" <<'EOF'
+import json, sys
+path, count, devices = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+lines = [l for l in open(path, encoding="utf-8").read().splitlines() if l.strip()]
+if len(lines) != 1:
+    sys.exit(f"expected one JSON line in {path}, got {len(lines)}")
+s = json.loads(lines[0])
+problems = []
+if s.get("ok") is not True:
+    problems.append(f"ok={s.get('ok')} errors={s.get('errors')}")
+if s.get("sent") != count or s.get("echoed") != count:
+    problems.append(f"sent={s.get('sent')} echoed={s.get('echoed')}, want {count}")
+if s.get("mismatches"):
+    problems.append(f"mismatches: {s['mismatches'][:3]}")
+if s.get("duplicates"):
+    problems.append(f"{s['duplicates']} duplicate echoes")
+if devices == "two":
+    second = s.get("second_device") or {}
+    if second.get("received") != count:
+        problems.append(f"second device received {second.get('received')}, want {count}")
+if problems:
+    sys.exit("; ".join(problems))
+EOF
+}
+
+# ------------------------------------------------------------------------------------------
+# scenarios
+
+scenario_1() {
+    start_bot bot1 bot1
+    client s1-client alice bot1 50 --second-device-store "$WORK/alice-2" \
+        --second-resource phone --subscribe \
+        || fail "client exited non-zero: $(cat "$WORK/s1-client.json")"
+    check_summary s1-client 50 two || fail "bad client summary"
+    [ "$(echo_count bot1)" -eq 50 ] || fail "bot sent $(echo_count bot1) messages, want 50"
+    grep -q "accepted a presence subscription" "$WORK/bot1.log" \
+        || fail "the bot did not accept alice's subscription"
+    if grep -q "could not decrypt\|not encrypted for this device" "$WORK/bot1.log"; then
+        fail "decryption problems: $(grep -m3 'could not decrypt\|not encrypted for' "$WORK/bot1.log")"
+    fi
+    stop_bot TERM
+    [ "$STOP_RC" = 0 ] || fail "the bot did not exit 0 on SIGTERM (exit $STOP_RC)"
+    echo "50/50 echoes on both of alice's devices"
+}
+
+scenario_2() {
+    local out i echo_pid
+    "$PY" "$PEER" echo --jid bob@localhost --password "$PW" --server "$SERVER" \
+        --store "$WORK/bob" </dev/null >"$WORK/s2-echo.out" 2>"$WORK/s2-echo.log" &
+    echo_pid=$!
+    track "$echo_pid"
+    for i in $(seq 1 300); do
+        grep -qx READY "$WORK/s2-echo.out" 2>/dev/null && break
+        kill -0 "$echo_pid" 2>/dev/null || fail "echo peer exited before READY"
+        sleep 0.1
+    done
+    grep -qx READY "$WORK/s2-echo.out" || fail "echo peer not READY within 30 s"
+    local -a opts
+    mapfile -t opts < <(bot_opts dave)
+    local text1="first contact ✓ <&> \"quotes\" ünïcödé" text2="second message, same session"
+    out="$("$BOT" send "${opts[@]}" --to bob@localhost --wait-reply 30 "$text1" 2>"$WORK/s2-send1.log")" \
+        || fail "send 1 exited $?: $(tail -n 5 "$WORK/s2-send1.log")"
+    [ "$out" = "$text1" ] || fail "send 1 printed '$out', want '$text1'"
+    grep -q '"text": "first contact' "$WORK/s2-echo.out" || fail "the echo peer did not report the message"
+    out="$("$BOT" send "${opts[@]}" --to bob@localhost --wait-reply 30 "$text2" 2>"$WORK/s2-send2.log")" \
+        || fail "send 2 exited $?: $(tail -n 5 "$WORK/s2-send2.log")"
+    [ "$out" = "$text2" ] || fail "send 2 printed '$out', want '$text2'"
+    if grep -q '^ERROR ' "$WORK/s2-echo.out"; then
+        fail "echo peer errors: $(grep '^ERROR ' "$WORK/s2-echo.out")"
+    fi
+    [ "$(grep -c '^ECHO ' "$WORK/s2-echo.out")" -eq 2 ] || fail "echo peer echoed $(grep -c '^ECHO ' "$WORK/s2-echo.out") messages, want 2"
+    kill -TERM "$echo_pid"
+    wait "$echo_pid" || fail "echo peer exited non-zero"
+    echo "both echoes from slixmpp-omemo decrypted and printed"
+}
+
+scenario_3() {
+    local out rc bot_device
+    start_bot bot3 bot3
+    local -a opts
+    mapfile -t opts < <(bot_opts carol)
+    out="$("$BOT" send "${opts[@]}" --to bot3@localhost --wait-reply 30 "hello from carol" 2>"$WORK/s3-send1.log")" \
+        || fail "send 1 exited $?: $(tail -n 5 "$WORK/s3-send1.log")"
+    [ "$out" = "hello from carol" ] || fail "send 1 printed '$out'"
+    out="$("$BOT" send "${opts[@]}" --to bot3@localhost --wait-reply 30 "and again" 2>"$WORK/s3-send2.log")" \
+        || fail "send 2 exited $?: $(tail -n 5 "$WORK/s3-send2.log")"
+    [ "$out" = "and again" ] || fail "send 2 printed '$out'"
+    # `devices` shows the bot's device with the fingerprint `fingerprint` prints.
+    bot_device="$(device_id bot3)"
+    local fp
+    fp="$("$BOT" fingerprint --jid bot3@localhost --store "$WORK/bot3.db" | sed -n 's/^fingerprint: //p')"
+    "$BOT" devices "${opts[@]}" bot3@localhost >"$WORK/s3-devices.out" 2>"$WORK/s3-devices.log" \
+        || fail "devices exited non-zero: $(tail -n 5 "$WORK/s3-devices.log")"
+    grep -q "^ *$bot_device  blind  *active  *$fp\$" "$WORK/s3-devices.out" \
+        || fail "devices output lacks device $bot_device / $fp: $(cat "$WORK/s3-devices.out")"
+    # Distrusted: nothing to encrypt to, send fails; trusted again: it works.
+    "$BOT" distrust --jid carol@localhost --store "$WORK/carol.db" bot3@localhost "$bot_device" \
+        >/dev/null 2>&1 || fail "distrust failed"
+    rc=0
+    "$BOT" send "${opts[@]}" --to bot3@localhost "to a distrusted device" >/dev/null 2>"$WORK/s3-send3.log" || rc=$?
+    [ "$rc" -ne 0 ] || fail "send to a distrusted device succeeded"
+    "$BOT" trust --jid carol@localhost --store "$WORK/carol.db" bot3@localhost "$bot_device" \
+        >/dev/null 2>&1 || fail "trust failed"
+    out="$("$BOT" send "${opts[@]}" --to bot3@localhost --wait-reply 30 "verified now" 2>"$WORK/s3-send4.log")" \
+        || fail "send 4 exited $?: $(tail -n 5 "$WORK/s3-send4.log")"
+    [ "$out" = "verified now" ] || fail "send 4 printed '$out'"
+    rc=0
+    "$BOT" trust --jid carol@localhost --store "$WORK/carol.db" bot3@localhost 12345 >/dev/null 2>&1 || rc=$?
+    [ "$rc" -eq 1 ] || fail "trust of an unknown device exited $rc, want 1"
+    stop_bot INT
+    [ "$STOP_RC" = 0 ] || fail "the bot did not exit 0 on SIGINT (exit $STOP_RC)"
+    echo "3 echoes between two omemo-bots; distrust/trust respected"
+}
+
+scenario_4() {
+    local id0 id n client_pid rc
+    start_bot bot4 bot4a
+    id0="$(device_id bot4)"
+    [ -n "$id0" ] || fail "no device id"
+    client s4-a erin bot4 10 --sequential || fail "phase A client failed: $(cat "$WORK/s4-a.json")"
+    check_summary s4-a 10 || fail "phase A: bad summary"
+
+    # Phase B: SIGTERM while erin is in the middle of 10 messages (one at a time).
+    timeout 150 "$PY" "$PEER" client --jid erin@localhost --password "$PW" --server "$SERVER" \
+        --store "$WORK/erin-1" --to bot4@localhost --count 10 --timeout 90 --sequential \
+        </dev/null >"$WORK/s4-b.json" 2>"$WORK/s4-b.log" &
+    client_pid=$!
+    track "$client_pid"
+    for n in $(seq 1 300); do
+        [ "$(echo_count bot4a)" -ge 13 ] && break
+        sleep 0.1
+    done
+    [ "$(echo_count bot4a)" -ge 13 ] || fail "phase B: the conversation did not start"
+    stop_bot TERM
+    [ "$STOP_RC" = 0 ] || fail "phase B: the bot did not exit 0 on SIGTERM (exit $STOP_RC)"
+    grep -q "stopped; OMEMO state is saved" "$WORK/bot4a.log" || fail "no clean-stop line in the log"
+    sleep 1
+    start_bot bot4 bot4b
+    rc=0
+    wait "$client_pid" || rc=$?
+    [ "$rc" -eq 0 ] || fail "phase B client failed: $(cat "$WORK/s4-b.json")"
+    check_summary s4-b 10 || fail "phase B: bad summary"
+
+    # Phase C: kill -9, erin sends 5 messages while the bot is down (kept offline by the
+    # server), the bot comes back and answers them all.
+    stop_bot KILL
+    timeout 150 "$PY" "$PEER" client --jid erin@localhost --password "$PW" --server "$SERVER" \
+        --store "$WORK/erin-1" --to bot4@localhost --count 5 --timeout 90 \
+        </dev/null >"$WORK/s4-c.json" 2>"$WORK/s4-c.log" &
+    client_pid=$!
+    track "$client_pid"
+    sleep 4
+    start_bot bot4 bot4c
+    rc=0
+    wait "$client_pid" || rc=$?
+    [ "$rc" -eq 0 ] || fail "phase C client failed: $(cat "$WORK/s4-c.json")"
+    check_summary s4-c 5 || fail "phase C: bad summary"
+
+    id="$(device_id bot4)"
+    [ "$id" = "$id0" ] || fail "device id changed: $id0 -> $id"
+    for n in bot4b bot4c; do
+        grep -q "created OMEMO identity" "$WORK/$n.log" && fail "$n created a new identity"
+        grep -q "device_id=$id0" "$WORK/$n.log" || fail "$n does not run device $id0"
+    done
+    if grep -q "could not decrypt" "$WORK/bot4a.log" "$WORK/bot4b.log" "$WORK/bot4c.log"; then
+        fail "decryption failures after restarts"
+    fi
+    stop_bot TERM
+    [ "$STOP_RC" = 0 ] || fail "the bot did not exit 0 on SIGTERM (exit $STOP_RC)"
+    echo "25/25 echoes across SIGTERM and kill -9; device $id0 kept"
+}
+
+scenario_5() {
+    local device
+    start_bot bot5 bot5
+    device="$(device_id bot5)"
+    "$PY" "$RAW" --jid eve@localhost --password "$PW" --server "$SERVER" --to bot5@localhost \
+        --bot-device "$device" </dev/null >"$WORK/s5-raw.json" 2>"$WORK/s5-raw.log" \
+        || fail "raw sender failed: $(tail -n 5 "$WORK/s5-raw.log")"
+    "$PY" - "$WORK/s5-raw.json" <<'EOF' || fail "wrong answers: $(cat "$WORK/s5-raw.json")"
+import json, sys
+r = json.load(open(sys.argv[1], encoding="utf-8"))
+assert len(r["plain"]) == 1 and "only talk OMEMO" in r["plain"][0], r["plain"]
+for case in ("garbage-xml", "garbage-key", "wrong-device"):
+    assert r[case] == [], (case, r[case])
+EOF
+    kill -0 "$BOT_PID" 2>/dev/null || fail "the bot died"
+    [ "$(grep -c 'could not decrypt an OMEMO message' "$WORK/bot5.log")" -eq 2 ] \
+        || fail "expected 2 decryption warnings: $(grep WARN "$WORK/bot5.log")"
+    grep -q "OMEMO message not encrypted for this device" "$WORK/bot5.log" \
+        || fail "no warning for the message to other devices"
+    client s5-client eve bot5 3 || fail "client failed after the bad messages: $(cat "$WORK/s5-client.json")"
+    check_summary s5-client 3 || fail "bad summary after the bad messages"
+    stop_bot TERM
+    [ "$STOP_RC" = 0 ] || fail "the bot did not exit 0 on SIGTERM (exit $STOP_RC)"
+    echo "hint for plaintext, silence for 3 kinds of bad OMEMO, then 3/3 echoes"
+}
+
+scenario_6() {
+    local i
+    start_bot bot6 bot6
+    client s6-a frank bot6 3 || fail "client before the restart failed: $(cat "$WORK/s6-a.json")"
+    check_summary s6-a 3 || fail "bad summary before the restart"
+    "$PROSODY" stop "$WORK/server" >/dev/null 2>&1 || fail "could not stop Prosody"
+    sleep 1
+    PROSODY_C2S_PORT="$PORT" PROSODY_LOG_LEVEL=info "$PROSODY" start "$WORK/server" >/dev/null \
+        2>"$WORK/s6-restart.log" || fail "could not restart Prosody on port $PORT"
+    for i in $(seq 1 300); do
+        [ "$(grep -c 'own device list and bundle published' "$WORK/bot6.log")" -ge 2 ] && break
+        kill -0 "$BOT_PID" 2>/dev/null || fail "the bot died with the server"
+        sleep 0.1
+    done
+    [ "$(grep -c 'own device list and bundle published' "$WORK/bot6.log")" -ge 2 ] \
+        || fail "the bot did not come back within 30 s"
+    client s6-b frank bot6 3 || fail "client after the restart failed: $(cat "$WORK/s6-b.json")"
+    check_summary s6-b 3 || fail "bad summary after the restart"
+    stop_bot TERM
+    [ "$STOP_RC" = 0 ] || fail "the bot did not exit 0 on SIGTERM (exit $STOP_RC)"
+    echo "reconnected after a server restart; 6/6 echoes"
+}
+
+TITLES=(
+    ""
+    "slixmpp-omemo client (2 devices) -> omemo-bot run, 50 messages"
+    "omemo-bot send -> slixmpp-omemo echo peer"
+    "omemo-bot send -> omemo-bot run"
+    "omemo-bot run restarted (SIGTERM, kill -9) mid-conversation"
+    "plaintext, garbage and misaddressed OMEMO messages"
+    "server restart under a running bot (reconnect)"
+)
+
+run_scenario() {
+    local n="$1" t=$SECONDS rc=0 detail
+    ( scenario_"$n" ) >"$WORK/scenario-$n.txt" 2>&1 || rc=$?
+    detail="$(tail -n 1 "$WORK/scenario-$n.txt")"
+    if [ "$rc" -eq 0 ]; then
+        PASSED=$((PASSED + 1))
+        echo "PASS $n: ${TITLES[$n]} ($((SECONDS - t))s): $detail"
+    else
+        FAILED=$((FAILED + 1))
+        echo "FAIL $n: ${TITLES[$n]} ($((SECONDS - t))s): $detail"
+        local f
+        for f in "$WORK"/scenario-"$n".txt "$WORK"/s"$n"-*.log "$WORK"/s"$n"-*.json \
+            "$WORK"/bot"$n"*.log; do
+            [ -s "$f" ] || continue
+            echo "----- tail of $f -----" >&2
+            tail -n 15 "$f" >&2
+        done
+    fi
+}
+
+SCENARIOS=("$@")
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(1 2 3 4 5 6)
+for n in "${SCENARIOS[@]}"; do
+    case "$n" in 1 | 2 | 3 | 4 | 5 | 6) run_scenario "$n" ;; *) die "unknown scenario $n" ;; esac
+done
+
+say "done in $((SECONDS - T0))s"
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
