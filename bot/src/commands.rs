@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use jid::BareJid;
-use omemo::{DeviceInfo, Trust, stanza};
+use omemo::{Trust, stanza};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::Instant;
 
@@ -250,14 +250,17 @@ fn trust_name(trust: Trust) -> &'static str {
     }
 }
 
-fn device_line(device: &DeviceInfo, trust: &str) -> String {
+/// One line of the `devices` table.
+fn device_line(
+    device_id: u32,
+    trust: &str,
+    active: bool,
+    fingerprint: Option<omemo::Fingerprint>,
+) -> String {
     format!(
-        "{:>10}  {:<10}  {:<8}  {}",
-        device.device_id,
-        trust,
-        if device.active { "active" } else { "inactive" },
-        device
-            .fingerprint
+        "{device_id:>10}  {trust:<10}  {:<8}  {}",
+        if active { "active" } else { "inactive" },
+        fingerprint
             .map(|f| f.to_string())
             .unwrap_or_else(|| "(identity key unknown)".to_owned())
     )
@@ -274,16 +277,25 @@ async fn devices(args: DevicesArgs) -> Result<(), BotError> {
         "device", "trust", "state"
     );
     if args.of == *session.jid() {
-        let own = DeviceInfo {
-            device_id: session.manager().device_id(),
-            fingerprint: Some(session.manager().fingerprint()),
-            trust: Trust::Verified,
-            active: true,
-        };
-        println!("{}  (this device)", device_line(&own, "own"));
+        let manager = session.manager();
+        let own = device_line(
+            manager.device_id(),
+            "own",
+            true,
+            Some(manager.fingerprint()),
+        );
+        println!("{own}  (this device)");
     }
     for device in &devices {
-        println!("{}", device_line(device, trust_name(device.trust)));
+        println!(
+            "{}",
+            device_line(
+                device.device_id,
+                trust_name(device.trust),
+                device.active,
+                device.fingerprint
+            )
+        );
     }
     if devices.is_empty() && args.of != *session.jid() {
         println!("(no OMEMO devices published)");
@@ -355,13 +367,7 @@ mod tests {
 
     #[test]
     fn device_lines_show_trust_state_and_fingerprint() {
-        let device = DeviceInfo {
-            device_id: 42,
-            fingerprint: None,
-            trust: Trust::Blind,
-            active: false,
-        };
-        let line = device_line(&device, trust_name(device.trust));
+        let line = device_line(42, trust_name(Trust::Blind), false, None);
         assert!(line.contains("42"));
         assert!(line.contains("blind"));
         assert!(line.contains("inactive"));
