@@ -70,3 +70,5 @@ pub(crate) const MAX_PAYLOAD_TEXT_LENGTH: usize = 1 << 20;
 /// Longest text, in bytes with whitespace, of any other base64 element (`<key>`, `<iv>`,
 /// bundle keys and signature). A `PreKeySignalMessage` is about 300 bytes of base64.
 pub(crate) const MAX_FIELD_TEXT_LENGTH: usize = 8192;
+/// A device whose bundle was missing or invalid is tried again after a day.
+pub(crate) const BUNDLE_RETRY_SECS: u64 = 24 * 3600;

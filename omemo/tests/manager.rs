@@ -360,7 +360,7 @@ fn absurd_device_lists_are_refused() {
 fn bundle_with_a_bad_signature_makes_the_device_inactive() {
     let mut world = World::new();
     let mut alice = world.device("alice@example.org", "phone");
-    let bob = world.device("bob@example.org", "laptop");
+    let mut bob = world.device("bob@example.org", "laptop");
     let node = omemo::stanza::bundle_node(bob.manager.device_id());
     let key = ("bob@example.org".to_owned(), node);
     let mut bundle = omemo::stanza::parse_bundle(&world.pep.nodes[&key][0].1).unwrap();
@@ -382,6 +382,87 @@ fn bundle_with_a_bad_signature_makes_the_device_inactive() {
         panic!("{result:?}")
     };
     assert_eq!(skipped[0].reason, SkipReason::BundleUnavailable);
+    // Bob republishes a good bundle; a day later it is tried again and works.
+    world.run(&mut bob);
+    bob.manager.publish_bundle();
+    world.run(&mut bob);
+    assert_eq!(
+        alice
+            .manager
+            .prepare(&[bare("bob@example.org")], world.now)
+            .unwrap(),
+        0
+    );
+    world.now += DAY;
+    assert_eq!(
+        alice
+            .manager
+            .prepare(&[bare("bob@example.org")], world.now)
+            .unwrap(),
+        1
+    );
+    world.run(&mut alice);
+    let stanza = with_from(
+        alice
+            .manager
+            .encrypt(&[bare("bob@example.org")], "fixed", &mut rng, world.now)
+            .unwrap()
+            .stanza,
+        &alice.full_jid,
+    );
+    assert_eq!(body(world.receive(&mut bob, &stanza)), "fixed");
+}
+
+#[test]
+fn temporary_bundle_fetch_errors_are_retried_and_lost_connections_forgotten() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let bob = world.device("bob@example.org", "laptop");
+    let mut rng = omemo::os_rng();
+    alice
+        .manager
+        .prepare(&[bare("bob@example.org")], world.now)
+        .unwrap();
+    // The device list comes; the bundle fetch times out at the server.
+    let list = alice.manager.poll_request().unwrap();
+    let answer = world.pep.answer("alice@example.org", &list.stanza);
+    alice
+        .manager
+        .handle_iq(&answer, &mut rng, world.now)
+        .unwrap();
+    let fetch = alice.manager.poll_request().unwrap();
+    let timeout = common::pep::error(&fetch.id, "bob@example.org", "remote-server-timeout");
+    assert!(
+        alice
+            .manager
+            .handle_iq(&timeout, &mut rng, world.now)
+            .unwrap()
+    );
+    let devices = alice
+        .manager
+        .devices(&bare("bob@example.org"), world.now)
+        .unwrap();
+    assert!(devices[0].active, "a timeout does not disable the device");
+    // The next prepare tries again; the connection drops before the answer.
+    assert_eq!(
+        alice
+            .manager
+            .prepare(&[bare("bob@example.org")], world.now)
+            .unwrap(),
+        1
+    );
+    alice.manager.connection_lost();
+    assert_eq!(alice.manager.pending_requests(), 0);
+    assert!(alice.manager.poll_request().is_none());
+    // An answer to a forgotten request is not ours any more.
+    assert!(
+        !alice
+            .manager
+            .handle_iq(&timeout, &mut rng, world.now)
+            .unwrap()
+    );
+    world.send(&mut alice, "bob@example.org", "works after reconnecting");
+    drop(bob);
 }
 
 /// A device-list event for `owner` (as sent from `from`) listing `ids`.

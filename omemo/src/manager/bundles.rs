@@ -4,7 +4,8 @@
 use rand_core::CryptoRng;
 
 use super::request::{Pending, Publication};
-use super::{DatedSignedPreKey, Manager, pre_key_record, signed_record};
+use super::{DatedSignedPreKey, Manager, SkipReason, pre_key_record, signed_record};
+use crate::consts::BUNDLE_RETRY_SECS;
 use crate::error::ManagerError;
 use crate::stanza::{self, StanzaError};
 use crate::store::{AccountRecord, Batch, Op, Store};
@@ -144,7 +145,8 @@ impl<S: Store> Manager<S> {
         Ok(())
     }
 
-    /// Queues bundle fetches for the active devices of `jid` that have no session.
+    /// Queues bundle fetches for the active devices of `jid` that have no session, and
+    /// for devices whose bundle failed more than a day ago (it may have been fixed).
     pub(super) fn fetch_missing_bundles(
         &mut self,
         jid: &str,
@@ -155,7 +157,14 @@ impl<S: Store> Manager<S> {
             .device_records(jid)?
             .clone()
             .iter()
-            .filter(|r| self.inactivity(r, now).is_none() && Some(r.device_id) != own_device)
+            .filter(|r| Some(r.device_id) != own_device)
+            .filter(|r| match self.inactivity(r, now) {
+                None => true,
+                Some(SkipReason::BundleUnavailable) => r
+                    .bundle_failed_at
+                    .is_some_and(|at| now.saturating_sub(at) >= BUNDLE_RETRY_SECS),
+                Some(_) => false,
+            })
             .map(|r| r.device_id)
             .collect();
         for device_id in candidates {

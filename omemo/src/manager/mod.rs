@@ -136,6 +136,8 @@ pub struct Manager<S: Store> {
     pending: HashMap<String, request::Pending>,
     messages: VecDeque<Element>,
     next_request: u64,
+    /// Random per-instance prefix of request ids, so two managers never collide.
+    request_prefix: u32,
 }
 
 impl<S: Store> Manager<S> {
@@ -290,6 +292,7 @@ impl<S: Store> Manager<S> {
             pending: HashMap::new(),
             messages: VecDeque::new(),
             next_request: 0,
+            request_prefix: 0,
         }
     }
 
@@ -332,6 +335,22 @@ impl<S: Store> Manager<S> {
     /// Number of IQ requests sent and not yet answered through [`Manager::handle_iq`].
     pub fn pending_requests(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Forgets every request that was queued or sent: call it when the connection was
+    /// lost (their answers will never come), then [`Manager::publish_device`] and
+    /// [`Manager::publish_bundle`] on the new stream.
+    pub fn connection_lost(&mut self) {
+        self.pending.clear();
+        self.requests.clear();
+    }
+
+    /// Drops the cached device records and sessions, so that changes another process made
+    /// to the store (for example a trust decision) are seen. Everything in the cache is
+    /// already committed.
+    pub fn reload_from_store(&mut self) {
+        self.devices.clear();
+        self.sessions.clear();
     }
 
     /// Periodic housekeeping: rotates the signed prekey when it is due and drops

@@ -43,6 +43,14 @@ pub(super) enum Pending {
     },
 }
 
+/// IQ errors that mean the bundle is not there (rather than not reachable right now).
+fn is_permanent(condition: &str) -> bool {
+    matches!(
+        condition,
+        "item-not-found" | "forbidden" | "not-authorized" | "presence-subscription-required"
+    )
+}
+
 /// Pubsub errors after which the node is configured to the open access model and the
 /// item published again (XEP-0060 §7.1.5 precondition, and servers that refuse
 /// publish-options outright).
@@ -60,7 +68,7 @@ fn needs_configuration(condition: &str) -> bool {
 impl<S: Store> Manager<S> {
     pub(super) fn queue(&mut self, pending: Pending, build: impl FnOnce(&str) -> Element) {
         self.next_request += 1;
-        let id = format!("omemo-{}", self.next_request);
+        let id = format!("omemo-{:08x}-{}", self.request_prefix, self.next_request);
         let stanza = build(&id);
         self.pending.insert(id.clone(), pending);
         self.requests.push_back(Request { id, stanza });
@@ -90,13 +98,20 @@ impl<S: Store> Manager<S> {
                 }
                 Err(error) => tracing::warn!(%jid, %error, "device list fetch failed"),
             },
-            Pending::FetchBundle { jid, device_id } => {
-                let bundle = result.and_then(|payloads| match payloads.first() {
-                    Some(payload) => stanza::parse_bundle(payload),
-                    None => Err(StanzaError::MissingElement("bundle")),
-                });
-                self.bundle_fetched(&jid, device_id, bundle, rng, now)?;
-            }
+            Pending::FetchBundle { jid, device_id } => match result {
+                // A temporary failure (wait, timeout, server trouble) is retried on the
+                // next `prepare`; a missing or broken bundle makes the device inactive.
+                Err(StanzaError::IqError { condition, .. }) if !is_permanent(&condition) => {
+                    tracing::info!(%jid, device_id, %condition, "bundle fetch failed; will retry");
+                }
+                result => {
+                    let bundle = result.and_then(|payloads| match payloads.first() {
+                        Some(payload) => stanza::parse_bundle(payload),
+                        None => Err(StanzaError::MissingElement("bundle")),
+                    });
+                    self.bundle_fetched(&jid, device_id, bundle, rng, now)?;
+                }
+            },
             Pending::Publish {
                 publication,
                 with_options,
