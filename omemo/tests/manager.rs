@@ -924,3 +924,35 @@ fn dummy_manager(world: &mut World) -> Manager<FlakyStore> {
     )
     .unwrap()
 }
+
+#[test]
+fn a_burst_of_new_senders_queues_one_bundle_publication() {
+    let mut world = World::new();
+    let mut bob = world.device("bob@example.org", "laptop");
+    let mut stanzas = Vec::new();
+    for i in 0..5 {
+        let mut sender = world.device(&format!("s{i}@example.org"), "r");
+        stanzas.push(world.send(&mut sender, "bob@example.org", &format!("hi {i}")));
+    }
+    let mut rng = omemo::os_rng();
+    for stanza in &stanzas {
+        bob.manager.decrypt(stanza, &mut rng, world.now).unwrap();
+    }
+    let requests: Vec<_> = std::iter::from_fn(|| bob.manager.poll_request()).collect();
+    let bundle_node = omemo::stanza::bundle_node(bob.manager.device_id());
+    let publications = requests
+        .iter()
+        .filter(|r| String::from(&r.stanza).contains(&bundle_node))
+        .count();
+    assert_eq!(publications, 1, "one up-to-date bundle publication");
+    for request in &requests {
+        let answer = world.pep.answer("bob@example.org", &request.stanza);
+        bob.manager.handle_iq(&answer, &mut rng, world.now).unwrap();
+    }
+    world.run(&mut bob);
+    let published = &world.pep.nodes[&("bob@example.org".to_owned(), bundle_node)][0].1;
+    assert_eq!(
+        omemo::stanza::parse_bundle(published).unwrap().pre_keys,
+        bob.manager.own_bundle().pre_keys
+    );
+}

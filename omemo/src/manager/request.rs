@@ -153,6 +153,32 @@ impl<S: Store> Manager<S> {
             Publication::DeviceList(ids) => stanza::device_list_element(ids),
             Publication::Bundle => stanza::bundle_element(&self.own_bundle()),
         };
+        // A publication of the same node that is queued and not sent yet is brought up
+        // to date instead of queueing another one (a burst of new senders refills the
+        // bundle many times).
+        let queued = self.requests.iter_mut().find(|r| {
+            matches!(self.pending.get(&r.id), Some(Pending::Publish { publication: p, .. })
+                if std::mem::discriminant(p) == std::mem::discriminant(&publication))
+        });
+        if let Some(request) = queued {
+            let with_options = matches!(
+                self.pending.get(&request.id),
+                Some(Pending::Publish {
+                    with_options: true,
+                    ..
+                })
+            );
+            request.stanza =
+                stanza::publish_iq(&request.id, &node, "current", payload, with_options);
+            self.pending.insert(
+                request.id.clone(),
+                Pending::Publish {
+                    publication,
+                    with_options,
+                },
+            );
+            return;
+        }
         self.queue(
             Pending::Publish {
                 publication,
