@@ -1,9 +1,11 @@
 //! Benchmarks of the legacy OMEMO core against the floor set by its primitives.
 //!
 //! `cargo bench -p omemo --bench core` first runs the criterion benchmarks (primitives,
-//! X3DH, ratchet, payload, fan-out), then a second measurement pass over the same
-//! closures with its own timing loop, and prints a table: each operation's time, its
-//! floor (the sum of the primitives it needs, counted from the code) and the ratio.
+//! X3DH, ratchet, payload, fan-out), then a second measurement pass over the same cases
+//! (same closures, keys and sessions) with its own timing loop, and prints a table: each
+//! operation's time, its floor (the sum of the primitives it needs, counted from the
+//! code) and the ratio. Under `cargo test --benches` every case runs once and no table is
+//! printed; with criterion's `--profile-time` (for `perf record`) there is no table either.
 //!
 //! Every case is one closure `run(n) -> time of n operations`: the inputs of the n
 //! operations are made first (untimed, in chunks of [`CHUNK`]), the operations are timed,
@@ -241,7 +243,10 @@ fn primitive(name: impl Into<String>, run: Run) -> Case {
     }
 }
 
-fn primitives() -> Vec<Case> {
+/// The primitives; XEdDSA verify checks the signature of `bundle`, the same one X3DH
+/// initiation verifies (verification is variable-time, so its cost depends on the key and
+/// signature).
+fn primitives(bundle: &PreKeyBundle) -> Vec<Case> {
     let mac32 = mac_input_len(&KEY_MATERIAL);
     let mac100 = mac_input_len(&BODY);
     let key = rand32();
@@ -249,12 +254,9 @@ fn primitives() -> Vec<Case> {
     let secret = StaticSecret::from(rand32());
     let their = x25519_dalek::PublicKey::from(&StaticSecret::from(rand32()));
 
-    let mut rng = os_rng();
-    let identity = IdentityKeyPair::generate(&mut rng);
-    let signed = SignedPreKey::generate(&mut rng, &identity, 1);
-    let signed_wire = signed.key_pair().public_key().to_wire();
-    let signature = *signed.signature();
-    let identity_key = identity.identity_key();
+    let signed_wire = bundle.signed_pre_key.to_wire();
+    let signature: [u8; 64] = bundle.signed_pre_key_signature[..].try_into().unwrap();
+    let identity_key = bundle.identity_key;
     identity_key.verify(&signed_wire, &signature).unwrap();
 
     let ed_key = ed25519_dalek::SigningKey::from_bytes(&rand32());
@@ -423,14 +425,14 @@ fn ratchet_encrypt_floor(small: bool) -> Vec<(P, f64)> {
     vec![(P::Hmac1, 2.0), (P::Hkdf80, 1.0), (cbc, 1.0), (mac, 1.0)]
 }
 
-fn operations() -> Vec<Case> {
+/// The operations; X3DH initiation uses `bob`'s bundle.
+fn operations(bob: Device) -> Vec<Case> {
     let mut cases = Vec::new();
 
     // X3DH as initiator: bundle.verify(), the random prekey choice (rng.next_u64), two
     // key pairs (ephemeral, first ratchet key), 4 X25519 + HKDF-32, a root step (X25519 +
     // HKDF-64).
     {
-        let bob = device(100);
         let alice = IdentityKeyPair::generate(&mut os_rng());
         let mut rng = os_rng();
         cases.push(Case {
@@ -639,13 +641,24 @@ fn operations() -> Vec<Case> {
 }
 
 fn all_cases() -> Vec<Case> {
-    let mut cases = primitives();
-    cases.extend(operations());
+    let bob = device(100);
+    let mut cases = primitives(&bob.bundle);
+    cases.extend(operations(bob));
     cases
 }
 
-fn criterion_benches(c: &mut Criterion) {
+/// The criterion benchmarks, then (under `cargo bench`) the floor table, on the same
+/// cases and fixtures.
+fn benchmarks(c: &mut Criterion) {
     let mut cases = all_cases();
+    criterion_benches(c, &mut cases);
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--profile-time") {
+        floor_table(&mut cases);
+    }
+}
+
+fn criterion_benches(c: &mut Criterion, cases: &mut [Case]) {
     let mut groups: Vec<&'static str> = cases.iter().map(|c| c.group).collect();
     groups.dedup();
     for group_name in groups {
@@ -728,18 +741,10 @@ fn formula(floor: &[(P, f64)]) -> String {
         .join(" + ")
 }
 
-fn floor_table(_: &mut Criterion) {
-    let mut cases = all_cases();
-    if !std::env::args().any(|a| a == "--bench") {
-        // `cargo test --benches`: run every case once, print nothing.
-        for case in &mut cases {
-            (case.run)(1);
-        }
-        return;
-    }
+fn floor_table(cases: &mut [Case]) {
     let load_before = load_average();
     let started = Instant::now();
-    let times = measure_all(&mut cases);
+    let times = measure_all(cases);
     let load_after = load_average();
     let primitive_count = cases.iter().filter(|c| c.group == "primitives").count();
     assert_eq!(primitive_count, SHORT.len());
@@ -796,6 +801,6 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_millis(1500))
         .nresamples(20_000);
-    targets = criterion_benches, floor_table
+    targets = benchmarks
 }
 criterion_main!(benches);

@@ -929,17 +929,21 @@ fn dummy_manager(world: &mut World) -> Manager<FlakyStore> {
 fn a_burst_of_new_senders_queues_one_bundle_publication() {
     let mut world = World::new();
     let mut bob = world.device("bob@example.org", "laptop");
-    let mut stanzas = Vec::new();
+    let mut rng = omemo::os_rng();
+    let bundle_node = omemo::stanza::bundle_node(bob.manager.device_id());
     for i in 0..5 {
         let mut sender = world.device(&format!("s{i}@example.org"), "r");
-        stanzas.push(world.send(&mut sender, "bob@example.org", &format!("hi {i}")));
-    }
-    let mut rng = omemo::os_rng();
-    for stanza in &stanzas {
-        bob.manager.decrypt(stanza, &mut rng, world.now).unwrap();
+        let stanza = world.send(&mut sender, "bob@example.org", &format!("hi {i}"));
+        bob.manager.decrypt(&stanza, &mut rng, world.now).unwrap();
+        // Bob's own publications stay queued; the server shows his current bundle so that
+        // the next sender does not pick a prekey that is already used.
+        let current = omemo::stanza::bundle_element(&bob.manager.own_bundle());
+        world.pep.nodes.insert(
+            ("bob@example.org".to_owned(), bundle_node.clone()),
+            vec![("current".to_owned(), current)],
+        );
     }
     let requests: Vec<_> = std::iter::from_fn(|| bob.manager.poll_request()).collect();
-    let bundle_node = omemo::stanza::bundle_node(bob.manager.device_id());
     let publications = requests
         .iter()
         .filter(|r| String::from(&r.stanza).contains(&bundle_node))

@@ -318,12 +318,20 @@ impl Session {
     ) -> Result<(Update, Zeroizing<Vec<u8>>), DecryptError> {
         let their = message.ratchet_key();
         let counter = message.counter();
-        if let Some(position) = self.receiver.skipped_position(their, counter) {
+        let chain_position = self.receiver.chain_position(their);
+        // Skipped keys of a stored chain all lie below its index, so the (linear) search
+        // of the skipped keys is needed only for an earlier counter or an unknown chain.
+        let ahead =
+            chain_position.is_some_and(|p| counter >= self.receiver.chains[p].chain.index());
+        let skipped = (!ahead)
+            .then(|| self.receiver.skipped_position(their, counter))
+            .flatten();
+        if let Some(position) = skipped {
             let key = self.receiver.skipped[position].key.clone();
             let plaintext = self.open(key, message)?;
             return Ok((Update::UsedSkipped(position), plaintext));
         }
-        if let Some(position) = self.receiver.chain_position(their) {
+        if let Some(position) = chain_position {
             let chain = &self.receiver.chains[position].chain;
             if counter < chain.index() {
                 return Err(DecryptError::Duplicate { counter });
