@@ -19,7 +19,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -114,86 +114,12 @@ impl<S: Store> Store for Timed<S> {
 // The PEP service (as in tests/manager.rs, without notifications)
 // ---------------------------------------------------------------------------------------
 
-const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
-const PUBSUB_OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
+/// The in-process PEP service of the integration tests.
+#[allow(dead_code, unreachable_pub)]
+#[path = "../tests/common/pep.rs"]
+mod pep;
 
-/// PEP nodes of every account: (owner, node) -> items (id, payload).
-#[derive(Default)]
-struct Pep {
-    nodes: HashMap<(String, String), Vec<(String, Element)>>,
-}
-
-fn iq_result(id: &str, from: &str, children: Vec<Element>) -> Element {
-    let mut builder = Element::builder("iq", "jabber:client")
-        .attr("type".try_into().unwrap(), "result")
-        .attr("id".try_into().unwrap(), id)
-        .attr("from".try_into().unwrap(), from);
-    for child in children {
-        builder = builder.append(child);
-    }
-    builder.build()
-}
-
-fn iq_error(id: &str, from: &str, condition: &str) -> Element {
-    Element::builder("iq", "jabber:client")
-        .attr("type".try_into().unwrap(), "error")
-        .attr("id".try_into().unwrap(), id)
-        .attr("from".try_into().unwrap(), from)
-        .append(
-            Element::builder("error", "jabber:client")
-                .attr("type".try_into().unwrap(), "cancel")
-                .append(Element::bare(
-                    condition,
-                    "urn:ietf:params:xml:ns:xmpp-stanzas",
-                ))
-                .build(),
-        )
-        .build()
-}
-
-impl Pep {
-    /// Answers one IQ request sent by `from` (a bare JID).
-    fn answer(&mut self, from: &str, iq: &Element) -> Element {
-        let id = iq.attr("id").unwrap();
-        let to = iq.attr("to").unwrap_or(from).to_owned();
-        if let Some(pubsub) = iq.get_child("pubsub", PUBSUB) {
-            if let Some(publish) = pubsub.get_child("publish", PUBSUB) {
-                let node = publish.attr("node").unwrap().to_owned();
-                let item = publish.get_child("item", PUBSUB).unwrap();
-                let item_id = item.attr("id").unwrap_or("current").to_owned();
-                let payload = item.children().next().unwrap().clone();
-                let items = self.nodes.entry((from.to_owned(), node)).or_default();
-                items.retain(|(i, _)| *i != item_id);
-                items.push((item_id, payload));
-                return iq_result(id, &to, vec![]);
-            }
-            if let Some(items) = pubsub.get_child("items", PUBSUB) {
-                let node = items.attr("node").unwrap().to_owned();
-                let Some(stored) = self.nodes.get(&(to.clone(), node.clone())) else {
-                    return iq_error(id, &to, "item-not-found");
-                };
-                let mut list = Element::builder("items", PUBSUB)
-                    .attr("node".try_into().unwrap(), node.as_str());
-                for (item_id, payload) in stored {
-                    list = list.append(
-                        Element::builder("item", PUBSUB)
-                            .attr("id".try_into().unwrap(), item_id.as_str())
-                            .append(payload.clone())
-                            .build(),
-                    );
-                }
-                let pubsub = Element::builder("pubsub", PUBSUB)
-                    .append(list.build())
-                    .build();
-                return iq_result(id, &to, vec![pubsub]);
-            }
-        }
-        if iq.get_child("pubsub", PUBSUB_OWNER).is_some() {
-            return iq_result(id, &to, vec![]);
-        }
-        panic!("unexpected request {}", String::from(iq));
-    }
-}
+use pep::{Pep, with_from};
 
 /// Sends every queued request of `manager` to the PEP service and feeds the answers
 /// back, until nothing is pending.
@@ -204,15 +130,6 @@ fn drive<S: Store>(pep: &mut Pep, manager: &mut Manager<S>) {
         assert!(manager.handle_iq(&answer, &mut os_rng(), NOW).unwrap());
     }
     assert_eq!(manager.pending_requests(), 0);
-}
-
-fn with_from(mut stanza: Element, from: &str) -> Element {
-    stanza.set_attr(
-        minidom::rxml::Namespace::NONE,
-        "from".try_into().unwrap(),
-        from.to_owned(),
-    );
-    stanza
 }
 
 // ---------------------------------------------------------------------------------------

@@ -227,6 +227,18 @@ fn converse(rust: &mut RustDevice, peer: &mut Peer, seed: u64) {
     assert!(delivered[0] + delivered[1] >= 200, "{delivered:?}");
 }
 
+/// The peer publishes a bundle and this crate starts a session from it.
+fn rust_initiates() -> (Peer, RustDevice, PreKeyBundle) {
+    let mut peer = Peer::start();
+    let bundle = bundle_from_json(
+        &peer.ok(json!({"op": "init", "jid": PY_JID, "device_id": PY_DEVICE}))["bundle"],
+    );
+    let mut rust = RustDevice::new();
+    let mut rng = omemo::os_rng();
+    rust.session = Some(Session::initiate(&mut rng, &rust.identity, &bundle).unwrap());
+    (peer, rust, bundle)
+}
+
 #[test]
 fn oldmemo_initiates_and_this_crate_responds() {
     let mut peer = Peer::start();
@@ -264,14 +276,8 @@ fn oldmemo_initiates_and_this_crate_responds() {
 
 #[test]
 fn this_crate_initiates_and_oldmemo_responds() {
-    let mut peer = Peer::start();
-    let bundle = bundle_from_json(
-        &peer.ok(json!({"op": "init", "jid": PY_JID, "device_id": PY_DEVICE}))["bundle"],
-    );
-    let mut rust = RustDevice::new();
+    let (mut peer, mut rust, bundle) = rust_initiates();
     let python_peer = json!({"jid": RUST_JID, "device_id": RUST_DEVICE});
-    let mut rng = omemo::os_rng();
-    rust.session = Some(Session::initiate(&mut rng, &rust.identity, &bundle).unwrap());
 
     // Two messages before any answer: both carry the key exchange, and the second one
     // arrives first.
@@ -305,13 +311,7 @@ fn this_crate_initiates_and_oldmemo_responds() {
 
 #[test]
 fn oldmemo_rejects_what_this_crate_tampered() {
-    let mut peer = Peer::start();
-    let bundle = bundle_from_json(
-        &peer.ok(json!({"op": "init", "jid": PY_JID, "device_id": PY_DEVICE}))["bundle"],
-    );
-    let mut rust = RustDevice::new();
-    let mut rng = omemo::os_rng();
-    rust.session = Some(Session::initiate(&mut rng, &rust.identity, &bundle).unwrap());
+    let (mut peer, mut rust, _) = rust_initiates();
     let python_peer = json!({"jid": RUST_JID, "device_id": RUST_DEVICE});
     let message = rust.encrypt(Some("tamper with me"));
     let mut key = unhex(&message["key"]);
