@@ -58,8 +58,8 @@ pub(crate) struct Account {
     pub(crate) store: PathBuf,
 }
 
-/// How to reach and log in to the server.
-#[derive(Debug, Args)]
+/// How to reach and log in to the server. Its Debug output hides the password.
+#[derive(Args)]
 pub(crate) struct Connection {
     /// The account password.
     #[arg(
@@ -87,6 +87,17 @@ pub(crate) struct Connection {
     /// Seconds to wait for the login and the publication of the own device.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub(crate) connect_timeout: u64,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("password_file", &self.password_file)
+            .field("server", &self.server)
+            .field("insecure_plaintext", &self.insecure_plaintext)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `run`.
@@ -233,6 +244,23 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("omemo-bot").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let cli = parse(&[
+            "run",
+            "--jid",
+            "bot@example.org",
+            "--store",
+            "/tmp/s.db",
+            "--password",
+            "hunter2-secret",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("hunter2-secret"), "{shown}");
+        assert!(shown.contains("bot@example.org"), "{shown}");
     }
 
     #[test]

@@ -167,7 +167,10 @@ async fn serve(session: &mut Session, incoming: Incoming) -> Result<(), BotError
             via,
             device_id,
         } => {
-            if via == Via::CarbonSent || sender == *session.jid() {
+            // Only messages addressed to this resource are answered: a carbon means another
+            // resource of the account got it (and may answer it itself), so answering
+            // carbons too would double every echo between two bots.
+            if via != Via::Direct || sender == *session.jid() {
                 return Ok(());
             }
             if trust == Trust::Distrusted {

@@ -37,8 +37,8 @@ const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 /// The caps node: who made this client.
 const CAPS_NODE: &str = "https://crates.io/crates/omemo-bot";
 
-/// Where and how to connect.
-#[derive(Clone, Debug)]
+/// Where and how to connect. Its Debug output hides the password.
+#[derive(Clone)]
 pub(crate) struct Target {
     /// The account.
     pub(crate) jid: BareJid,
@@ -48,6 +48,16 @@ pub(crate) struct Target {
     pub(crate) server: Option<ServerAddr>,
     /// Plain TCP (loopback only).
     pub(crate) plaintext: bool,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("jid", &self.jid)
+            .field("server", &self.server)
+            .field("plaintext", &self.plaintext)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Something that came from the connection.

@@ -72,3 +72,7 @@ pub(crate) const MAX_PAYLOAD_TEXT_LENGTH: usize = 1 << 20;
 pub(crate) const MAX_FIELD_TEXT_LENGTH: usize = 8192;
 /// A device whose bundle was missing or invalid is tried again after a day.
 pub(crate) const BUNDLE_RETRY_SECS: u64 = 24 * 3600;
+/// The largest device id (and prekey id) this crate generates: 2^31 - 1 (XEP-0384).
+pub(crate) const MAX_DEVICE_ID: u32 = 0x7fff_ffff;
+/// Keys addressed to this device that one message may make it try.
+pub(crate) const MAX_KEY_ATTEMPTS: usize = 3;

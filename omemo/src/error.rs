@@ -279,6 +279,14 @@ pub enum ManagerError {
         /// The device id.
         device_id: u32,
     },
+    /// A trust decision for a device whose identity key is not known yet.
+    #[error("identity key of device {device_id} of {jid} is not known yet; fetch its bundle first")]
+    NoIdentityKey {
+        /// The bare JID.
+        jid: String,
+        /// The device id.
+        device_id: u32,
+    },
     /// The message has no usable `from`.
     #[error("message has no valid sender JID")]
     MissingSender,

@@ -964,3 +964,94 @@ fn a_burst_of_new_senders_queues_one_bundle_publication() {
         bob.manager.own_bundle().pre_keys
     );
 }
+
+#[test]
+fn iq_answers_from_anyone_but_the_asked_entity_are_ignored() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let bob = world.device("bob@example.org", "laptop");
+    let mut rng = omemo::os_rng();
+    alice
+        .manager
+        .prepare(&[bare("bob@example.org")], world.now)
+        .unwrap();
+    let request = alice.manager.poll_request().unwrap();
+    // Mallory answers Alice's fetch of Bob's device list with a list of her choice.
+    let mut forged = world.pep.answer("bob@example.org", &request.stanza);
+    forged.set_attr(
+        minidom::rxml::Namespace::NONE,
+        "from".try_into().unwrap(),
+        "mallory@example.org/x".to_owned(),
+    );
+    assert!(
+        !alice
+            .manager
+            .handle_iq(&forged, &mut rng, world.now)
+            .unwrap()
+    );
+    assert_eq!(
+        alice.manager.pending_requests(),
+        1,
+        "the request still waits for Bob's server"
+    );
+    // A stanza of the wrong type with the right id and sender is not an answer either.
+    let mut wrong_type = world.pep.answer("bob@example.org", &request.stanza);
+    wrong_type.set_attr(
+        minidom::rxml::Namespace::NONE,
+        "type".try_into().unwrap(),
+        "set".to_owned(),
+    );
+    assert!(
+        !alice
+            .manager
+            .handle_iq(&wrong_type, &mut rng, world.now)
+            .unwrap()
+    );
+    // The real answer (from Bob's bare JID) is taken.
+    let genuine = world.pep.answer("bob@example.org", &request.stanza);
+    assert!(
+        alice
+            .manager
+            .handle_iq(&genuine, &mut rng, world.now)
+            .unwrap()
+    );
+    world.run(&mut alice);
+    let devices = alice
+        .manager
+        .devices(&bare("bob@example.org"), world.now)
+        .unwrap();
+    assert_eq!(
+        devices.iter().map(|d| d.device_id).collect::<Vec<_>>(),
+        vec![bob.manager.device_id()]
+    );
+}
+
+#[test]
+fn trust_needs_a_known_identity_and_device_id_zero_is_ignored() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let now = world.now;
+    assert!(
+        alice
+            .manager
+            .handle_event(&device_list_event("bob@example.org", &[&[0, 7]]), now)
+            .unwrap()
+    );
+    let ids: Vec<u32> = alice
+        .manager
+        .devices(&bare("bob@example.org"), now)
+        .unwrap()
+        .iter()
+        .map(|d| d.device_id)
+        .collect();
+    assert_eq!(ids, vec![7], "device id 0 is not a device");
+    assert_eq!(
+        alice
+            .manager
+            .set_trust(&bare("bob@example.org"), 7, Trust::Verified),
+        Err(ManagerError::NoIdentityKey {
+            jid: "bob@example.org".into(),
+            device_id: 7
+        })
+    );
+}

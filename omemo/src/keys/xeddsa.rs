@@ -74,6 +74,10 @@ pub(crate) fn verify(public: &PublicKey, message: &[u8], signature: &[u8]) -> Re
     let edwards = MontgomeryPoint(*public.as_bytes())
         .to_edwards(sign)
         .ok_or(KeyError::InvalidPoint)?;
+    // A low-order key would let anyone forge signatures.
+    if edwards.is_small_order() {
+        return Err(KeyError::InvalidPoint);
+    }
     VerifyingKey::from(edwards)
         .verify(message, &Signature::from_bytes(&cleared))
         .map_err(|_| KeyError::BadSignature)

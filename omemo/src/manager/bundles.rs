@@ -5,7 +5,7 @@ use rand_core::CryptoRng;
 
 use super::request::{Pending, Publication};
 use super::{DatedSignedPreKey, Manager, SkipReason, pre_key_record, signed_record};
-use crate::consts::BUNDLE_RETRY_SECS;
+use crate::consts::{BUNDLE_RETRY_SECS, MAX_DEVICE_ID};
 use crate::error::ManagerError;
 use crate::stanza::{self, StanzaError};
 use crate::store::{AccountRecord, Batch, Op, Store};
@@ -63,7 +63,7 @@ impl<S: Store> Manager<S> {
         let fresh = (0..missing)
             .map(|_| {
                 let id = next_id;
-                next_id = if id >= 0x7fff_ffff { 1 } else { id + 1 };
+                next_id = if id >= MAX_DEVICE_ID { 1 } else { id + 1 };
                 PreKey::generate(rng, id)
             })
             .collect();
@@ -112,10 +112,11 @@ impl<S: Store> Manager<S> {
         rng: &mut impl CryptoRng,
         now: u64,
     ) -> Result<(), ManagerError> {
+        let mut keys = self.signed_pre_keys.clone();
         let mut batch = Batch::default();
-        let current = self.current_signed_pre_key();
+        let current = &keys[keys.len() - 1];
         if now.saturating_sub(current.created_at) >= self.config.signed_pre_key_rotation_secs {
-            let id = if current.key.id() >= 0x7fff_ffff {
+            let id = if current.key.id() >= MAX_DEVICE_ID {
                 1
             } else {
                 current.key.id() + 1
@@ -124,7 +125,7 @@ impl<S: Store> Manager<S> {
             batch
                 .ops
                 .push(Op::PutSignedPreKey(signed_record(&key, now)));
-            self.signed_pre_keys.push(DatedSignedPreKey {
+            keys.push(DatedSignedPreKey {
                 key,
                 created_at: now,
             });
@@ -132,14 +133,13 @@ impl<S: Store> Manager<S> {
         }
         // A replaced key stays for the grace period counted from its replacement.
         let grace = self.config.signed_pre_key_grace_secs;
-        while self.signed_pre_keys.len() > 1
-            && now.saturating_sub(self.signed_pre_keys[1].created_at) >= grace
-        {
-            let old = self.signed_pre_keys.remove(0);
+        while keys.len() > 1 && now.saturating_sub(keys[1].created_at) >= grace {
+            let old = keys.remove(0);
             batch.ops.push(Op::DeleteSignedPreKey(old.key.id()));
         }
         if !batch.is_empty() {
             self.store.commit(batch)?;
+            self.signed_pre_keys = keys;
             self.publish_bundle();
         }
         Ok(())
@@ -201,8 +201,17 @@ impl<S: Store> Manager<S> {
             Ok((bundle, session))
         });
         let initial_trust = self.initial_trust(jid)?;
-        let records = self.device_records(jid)?;
-        let Some(record) = records.iter_mut().find(|r| r.device_id == device_id) else {
+        // A session that came into being while the fetch was under way (an incoming key
+        // exchange) is kept; the bundle is not needed any more.
+        if self.session(jid, device_id)?.is_some() {
+            return Ok(());
+        }
+        let Some(mut record) = self
+            .device_records(jid)?
+            .iter()
+            .find(|r| r.device_id == device_id)
+            .cloned()
+        else {
             return Ok(());
         };
         let mut batch = Batch::default();
@@ -237,6 +246,8 @@ impl<S: Store> Manager<S> {
         }
         batch.ops.push(Op::PutDevice(record.clone()));
         self.store.commit(batch)?;
+        // Committed: now memory.
+        self.cache_device(record)?;
         if let Some(mut session) = new_session {
             session.set_limits(self.config.ratchet_limits);
             self.sessions.insert((jid.to_owned(), device_id), session);

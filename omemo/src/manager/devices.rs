@@ -78,19 +78,41 @@ impl<S: Store> Manager<S> {
         device_id: u32,
         trust: Trust,
     ) -> Result<(), ManagerError> {
-        let records = self.device_records(jid.as_str())?;
-        let record = records
-            .iter_mut()
+        let unknown = || ManagerError::UnknownDevice {
+            jid: jid.to_string(),
+            device_id,
+        };
+        let mut record = self
+            .device_records(jid.as_str())?
+            .iter()
             .find(|r| r.device_id == device_id)
-            .ok_or(ManagerError::UnknownDevice {
+            .cloned()
+            .ok_or_else(unknown)?;
+        // A decision is about an identity key; without one it would be replaced by the
+        // initial trust as soon as the key shows up.
+        if record.identity_key.is_none() {
+            return Err(ManagerError::NoIdentityKey {
                 jid: jid.to_string(),
                 device_id,
-            })?;
+            });
+        }
         record.trust = trust;
-        let record = record.clone();
         self.store.commit(Batch {
-            ops: vec![Op::PutDevice(record)],
+            ops: vec![Op::PutDevice(record.clone())],
         })?;
+        self.cache_device(record)
+    }
+
+    /// Puts a committed record into the cache (replacing the one with its id).
+    pub(super) fn cache_device(&mut self, record: DeviceRecord) -> Result<(), ManagerError> {
+        let records = self.device_records(&record.jid.clone())?;
+        match records.iter().position(|r| r.device_id == record.device_id) {
+            Some(i) => records[i] = record,
+            None => {
+                records.push(record);
+                records.sort_by_key(|r| r.device_id);
+            }
+        }
         Ok(())
     }
 
@@ -146,22 +168,23 @@ impl<S: Store> Manager<S> {
         let cap = self.config.max_devices_per_jid;
         let mut ids: Vec<u32> = Vec::new();
         for payload in payloads {
+            // A broken item (stale clients leave many) does not spoil the others.
             match stanza::parse_device_list(payload, cap) {
                 Ok(list) => ids.extend(list),
-                Err(error) => {
-                    tracing::warn!(%jid, %error, "device list refused");
-                    return Ok(());
-                }
+                Err(error) => tracing::warn!(%jid, %error, "device list item skipped"),
             }
         }
+        ids.retain(|&id| id != 0);
         ids.sort_unstable();
         ids.dedup();
-        self.known_lists.insert(jid.to_owned());
+        let own = jid == self.jid;
         if ids.len() > cap {
             tracing::warn!(%jid, count = ids.len(), cap, "device list refused: too many devices");
-            return Ok(());
+            if !own {
+                return Ok(());
+            }
+            ids.clear();
         }
-        let own = jid == self.jid;
         if own && !ids.contains(&self.device_id) {
             let mut with_self = ids.clone();
             with_self.push(self.device_id);
@@ -169,7 +192,7 @@ impl<S: Store> Manager<S> {
             self.publish(Publication::DeviceList(with_self), true);
         }
         let own_device = self.device_id;
-        let records = self.device_records(jid)?;
+        let mut records = self.device_records(jid)?.clone();
         let mut changed = Vec::new();
         for record in records.iter_mut() {
             let listed = ids.contains(&record.device_id);
@@ -183,15 +206,7 @@ impl<S: Store> Manager<S> {
             {
                 continue;
             }
-            let record = DeviceRecord {
-                jid: jid.to_owned(),
-                device_id,
-                listed: true,
-                identity_key: None,
-                trust: Trust::Undecided,
-                last_message_at: None,
-                bundle_failed_at: None,
-            };
+            let record = new_device(jid, device_id, true);
             records.push(record.clone());
             changed.push(record);
         }
@@ -202,9 +217,25 @@ impl<S: Store> Manager<S> {
                 ops: changed.into_iter().map(Op::PutDevice).collect(),
             })?;
         }
+        // Committed: now memory.
+        self.devices.insert(jid.to_owned(), records);
+        self.known_lists.insert(jid.to_owned());
         if self.wanted.remove(jid) {
             self.fetch_missing_bundles(jid, now)?;
         }
         Ok(())
+    }
+}
+
+/// The record of a device seen for the first time: no identity key, no trust decision.
+pub(super) fn new_device(jid: &str, device_id: u32, listed: bool) -> DeviceRecord {
+    DeviceRecord {
+        jid: jid.to_owned(),
+        device_id,
+        listed,
+        identity_key: None,
+        trust: Trust::Undecided,
+        last_message_at: None,
+        bundle_failed_at: None,
     }
 }

@@ -4,6 +4,7 @@ use jid::BareJid;
 use rand_core::CryptoRng;
 
 use super::Manager;
+use crate::consts::PAYLOAD_IV_LENGTH;
 use crate::error::ManagerError;
 use crate::stanza::{self, EncryptedKey, EncryptedMessage};
 use crate::store::{Batch, Op, Store, Trust};
@@ -115,9 +116,6 @@ impl<S: Store> Manager<S> {
             skipped,
             ..
         } = self.encrypt_key(recipients, &key, now)?;
-        if !done.iter().any(|(jid, _)| *jid != self.jid) {
-            return Err(ManagerError::NoRecipientDevices { skipped });
-        }
         let encrypted = EncryptedMessage {
             sender_device: self.device_id,
             keys,
@@ -152,9 +150,18 @@ impl<S: Store> Manager<S> {
             jids.push(self.jid.clone());
         }
         let mut fanout = Fanout::default();
-        let result = self.encrypt_for(&jids, key, now, &mut fanout);
-        let batch = std::mem::take(&mut fanout.batch);
-        if let Err(error) = result.and_then(|()| Ok(self.store.commit(batch)?)) {
+        let result = self
+            .encrypt_for(&jids, key, now, &mut fanout)
+            .and_then(|()| {
+                // Nothing is stored for a message no recipient device could read.
+                if !fanout.done.iter().any(|(jid, _)| *jid != self.jid) {
+                    return Err(ManagerError::NoRecipientDevices {
+                        skipped: fanout.skipped.clone(),
+                    });
+                }
+                Ok(self.store.commit(std::mem::take(&mut fanout.batch))?)
+            });
+        if let Err(error) = result {
             // The in-memory sessions moved on; drop them so the stored state rules.
             for (jid, device_id) in &fanout.done {
                 self.sessions.remove(&(jid.clone(), *device_id));
@@ -246,7 +253,7 @@ impl<S: Store> Manager<S> {
             self.sessions.remove(&(jid.to_owned(), device_id));
             return Err(error.into());
         }
-        let mut iv = vec![0u8; 12];
+        let mut iv = vec![0u8; PAYLOAD_IV_LENGTH];
         rng.fill_bytes(&mut iv);
         let encrypted = EncryptedMessage {
             sender_device: self.device_id,

@@ -31,6 +31,7 @@ pub use request::Request;
 use crate::consts::{
     DEFAULT_HEARTBEAT_AFTER, DEFAULT_INACTIVE_AFTER_SECS, DEFAULT_MAX_DEVICES_PER_JID,
     DEFAULT_PRE_KEY_COUNT, DEFAULT_SIGNED_PRE_KEY_GRACE_SECS, DEFAULT_SIGNED_PRE_KEY_ROTATION_SECS,
+    MAX_DEVICE_ID,
 };
 use crate::error::ManagerError;
 use crate::ratchet::RatchetLimits;
@@ -162,6 +163,7 @@ impl<S: Store> Manager<S> {
                 requested: jid,
             });
         }
+        manager.request_prefix = rng.next_u32();
         manager.fetch_device_list(&jid);
         manager.publish_bundle();
         Ok(manager)
@@ -177,7 +179,7 @@ impl<S: Store> Manager<S> {
         let identity = IdentityKeyPair::generate(rng);
         // 1..2^31-1, as XEP-0384 asks.
         let device_id = loop {
-            let id = rng.next_u32() & 0x7fff_ffff;
+            let id = rng.next_u32() & MAX_DEVICE_ID;
             if id != 0 {
                 break id;
             }

@@ -5,13 +5,15 @@ use rand_core::CryptoRng;
 
 use super::Manager;
 use super::bundles::Refill;
+use super::devices::new_device;
+use crate::consts::MAX_KEY_ATTEMPTS;
 use crate::error::{DecryptError, ManagerError};
 use crate::stanza::EncryptedMessage;
-use crate::store::{Batch, DeviceRecord, Op, Store, Trust};
+use crate::store::{Batch, Op, Store, Trust};
 use crate::{KeyMaterial, RatchetMessage, Session, decrypt_payload};
 
-/// A decrypted message.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A decrypted message. Its Debug output shows the body's length, not the body.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Decrypted {
     /// The sender's bare JID.
     pub sender: String,
@@ -21,6 +23,17 @@ pub struct Decrypted {
     pub body: Option<String>,
     /// The trust of the sending device; the caller decides how to show untrusted ones.
     pub trust: Trust,
+}
+
+impl std::fmt::Debug for Decrypted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decrypted")
+            .field("sender", &self.sender)
+            .field("device_id", &self.device_id)
+            .field("body_len", &self.body.as_ref().map(String::len))
+            .field("trust", &self.trust)
+            .finish()
+    }
 }
 
 /// The outcome of the ratchet step, not yet committed.
@@ -58,8 +71,9 @@ impl<S: Store> Manager<S> {
             return Err(ManagerError::OwnMessage);
         }
         let mut last_error = ManagerError::NotForThisDevice;
-        // Several keys may carry this device's id; try each (as Conversations does).
-        for key in encrypted.keys_for(self.device_id) {
+        // Several keys may carry this device's id; try each (as Conversations does), but
+        // only a few: each attempt can cost Diffie-Hellman operations.
+        for key in encrypted.keys_for(self.device_id).take(MAX_KEY_ATTEMPTS) {
             let opened = RatchetMessage::from_bytes(&key.data, key.pre_key)
                 .map_err(ManagerError::from)
                 .and_then(|parsed| self.open_key(&sender, device_id, &parsed, rng));
@@ -162,15 +176,9 @@ impl<S: Store> Manager<S> {
         let initial_trust = self.initial_trust(sender)?;
         let records = self.device_records(sender)?;
         let known = records.iter().position(|r| r.device_id == device_id);
-        let mut record = known.map(|i| records[i].clone()).unwrap_or(DeviceRecord {
-            jid: sender.to_owned(),
-            device_id,
-            listed: false,
-            identity_key: None,
-            trust: Trust::Undecided,
-            last_message_at: None,
-            bundle_failed_at: None,
-        });
+        let mut record = known
+            .map(|i| records[i].clone())
+            .unwrap_or_else(|| new_device(sender, device_id, false));
         if record.identity_key.is_none() {
             record.identity_key = Some(*session.remote_identity().public_key().as_bytes());
             record.trust = initial_trust;
@@ -181,14 +189,7 @@ impl<S: Store> Manager<S> {
 
         // Committed: now memory.
         let trust = record.trust;
-        let records = self.device_records(sender)?;
-        match known {
-            Some(i) => records[i] = record,
-            None => {
-                records.push(record);
-                records.sort_by_key(|r| r.device_id);
-            }
-        }
+        self.cache_device(record)?;
         let heartbeat = session.receiving_chain_length() > self.config.heartbeat_after;
         self.sessions
             .insert((sender.to_owned(), device_id), session);
@@ -205,7 +206,11 @@ impl<S: Store> Manager<S> {
         // Complete a new session, or answer a long one-sided chain; never answer an
         // empty message with another one.
         if body.is_some() && (used_pre_key.is_some() || heartbeat) {
-            self.empty_message_to(sender, device_id, rng)?;
+            // The message is decrypted and committed; failing to answer it must not
+            // lose it.
+            if let Err(error) = self.empty_message_to(sender, device_id, rng) {
+                tracing::warn!(%sender, device_id, %error, "could not queue the empty reply");
+            }
         }
         Ok(Decrypted {
             sender: sender.to_owned(),

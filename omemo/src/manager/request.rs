@@ -86,7 +86,30 @@ impl<S: Store> Manager<S> {
         rng: &mut impl CryptoRng,
         now: u64,
     ) -> Result<bool, ManagerError> {
-        let Some(pending) = iq.attr("id").and_then(|id| self.pending.remove(id)) else {
+        let Some(id) = iq.attr("id") else {
+            return Ok(false);
+        };
+        let Some(pending) = self.pending.get(id) else {
+            return Ok(false);
+        };
+        // Only the entity asked may answer: the contact's account for its nodes, the own
+        // account (or the server on its behalf, without `from`) for the own PEP nodes.
+        let expected = match pending {
+            Pending::FetchDeviceList { jid } | Pending::FetchBundle { jid, .. } => jid.as_str(),
+            Pending::Publish { .. } | Pending::Configure { .. } => self.jid.as_str(),
+        };
+        let from_ok = match iq.attr("from") {
+            Some(from) => jid::Jid::new(from).is_ok_and(|from| from.to_bare().as_str() == expected),
+            None => expected == self.jid,
+        };
+        if !from_ok || !matches!(iq.attr("type"), Some("result" | "error")) {
+            tracing::warn!(
+                id,
+                "IQ response from an unexpected sender or of a wrong type; ignored"
+            );
+            return Ok(false);
+        }
+        let Some(pending) = self.pending.remove(id) else {
             return Ok(false);
         };
         let result = stanza::parse_items_result(iq);

@@ -403,7 +403,9 @@ impl Session {
         mut chain: ChainKey,
         counter: u32,
     ) -> Result<(Vec<SkippedKey>, MessageKey, ChainKey), DecryptError> {
-        let jump = counter - chain.index();
+        let jump = counter
+            .checked_sub(chain.index())
+            .ok_or(DecryptError::Duplicate { counter })?;
         let limit = self.limits.max_skip_per_message;
         if jump > limit {
             return Err(DecryptError::TooFarAhead {

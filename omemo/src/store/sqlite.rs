@@ -27,6 +27,23 @@ const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 /// How long a write waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Creates the database file readable by its owner only (it holds secret keys), unless
+/// it exists. The `-wal` and `-shm` files SQLite adds take the same permissions.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(StoreError::Backend(format!(
+            "cannot create {}: {error}",
+            path.display()
+        ))),
+    }
+}
+
 /// WAL pages after which a commit checkpoints (SQLite's default is 1000).
 const WAL_AUTOCHECKPOINT_PAGES: u32 = 100;
 
@@ -74,6 +91,7 @@ impl SqliteStore {
     /// [`StoreError::Backend`] if it cannot be opened, is not a database, or is locked
     /// for longer than the busy timeout.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        create_private(path.as_ref())?;
         let conn = Connection::open(path).map_err(backend)?;
         Self::setup(conn, true)
     }
@@ -543,6 +561,17 @@ mod tests {
         assert_eq!(pragma("wal_autocheckpoint"), "100");
         assert_eq!(pragma("foreign_keys"), "1");
         assert_eq!(pragma("secure_delete"), "1");
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn new_database_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = TempPath::new();
+        let mut store = SqliteStore::open(path.path()).unwrap();
+        commit(&mut store, vec![Op::PutAccount(sample_account())]);
+        let mode = std::fs::metadata(path.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
