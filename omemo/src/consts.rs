@@ -76,3 +76,5 @@ pub(crate) const BUNDLE_RETRY_SECS: u64 = 24 * 3600;
 pub(crate) const MAX_DEVICE_ID: u32 = 0x7fff_ffff;
 /// Keys addressed to this device that one message may make it try.
 pub(crate) const MAX_KEY_ATTEMPTS: usize = 3;
+/// An IQ request without an answer for this long is forgotten by `Manager::tick`.
+pub(crate) const REQUEST_TIMEOUT_SECS: u64 = 60;

@@ -1055,3 +1055,43 @@ fn trust_needs_a_known_identity_and_device_id_zero_is_ignored() {
         })
     );
 }
+
+#[test]
+fn requests_without_an_answer_are_forgotten_and_asked_again() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let _bob = world.device("bob@example.org", "laptop");
+    let mut rng = omemo::os_rng();
+    assert_eq!(
+        alice
+            .manager
+            .prepare(&[bare("bob@example.org")], world.now)
+            .unwrap(),
+        1
+    );
+    let lost = alice.manager.poll_request().unwrap();
+    // The answer never comes; asking again is suppressed while the request is pending.
+    assert_eq!(
+        alice
+            .manager
+            .prepare(&[bare("bob@example.org")], world.now)
+            .unwrap(),
+        1
+    );
+    assert!(alice.manager.poll_request().is_none());
+    world.now += 30;
+    alice.manager.tick(&mut rng, world.now).unwrap();
+    assert_eq!(
+        alice.manager.pending_requests(),
+        1,
+        "still within the timeout"
+    );
+    world.now += 31;
+    alice.manager.tick(&mut rng, world.now).unwrap();
+    assert_eq!(alice.manager.pending_requests(), 0);
+    // A late answer to the forgotten request is not taken; a new request goes out.
+    let late = world.pep.answer("alice@example.org", &lost.stanza);
+    assert!(!alice.manager.handle_iq(&late, &mut rng, world.now).unwrap());
+    let stanza = world.send(&mut alice, "bob@example.org", "asked again");
+    assert!(String::from(&stanza).contains("encrypted"));
+}

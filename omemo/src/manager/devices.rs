@@ -148,6 +148,7 @@ impl<S: Store> Manager<S> {
     /// Handles a PEP notification (a `<message>` with a pubsub event). Returns `false`
     /// for events of other nodes.
     pub fn handle_event(&mut self, message: &Element, now: u64) -> Result<bool, ManagerError> {
+        self.clock = self.clock.max(now);
         let Some(event) = stanza::parse_event(message) else {
             return Ok(false);
         };

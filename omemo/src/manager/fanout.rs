@@ -82,6 +82,7 @@ impl<S: Store> Manager<S> {
     /// devices): device lists not known yet, and bundles of devices without a session.
     /// Returns the number of requests now pending; answer them, then encrypt.
     pub fn prepare(&mut self, recipients: &[BareJid], now: u64) -> Result<usize, ManagerError> {
+        self.clock = self.clock.max(now);
         let own = self.jid.clone();
         for jid in recipients.iter().map(|j| j.as_str()).chain([own.as_str()]) {
             if !self.known_lists.contains(jid) && self.device_records(jid)?.is_empty() {
@@ -105,6 +106,7 @@ impl<S: Store> Manager<S> {
         rng: &mut impl CryptoRng,
         now: u64,
     ) -> Result<Encrypted, ManagerError> {
+        self.clock = self.clock.max(now);
         let to = recipients
             .first()
             .ok_or(ManagerError::NoRecipients)?

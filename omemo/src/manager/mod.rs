@@ -10,7 +10,8 @@
 //! - before encrypting, call [`Manager::prepare`] and wait until the requests it queued
 //!   are answered; then [`Manager::encrypt`];
 //! - feed incoming OMEMO messages to [`Manager::decrypt`];
-//! - call [`Manager::tick`] now and then (signed prekey rotation).
+//! - call [`Manager::tick`] now and then (signed prekey rotation, forgetting requests
+//!   whose answer never came).
 
 mod bundles;
 mod devices;
@@ -134,7 +135,10 @@ pub struct Manager<S: Store> {
     /// JIDs whose device list arrived since the manager was opened.
     known_lists: HashSet<String>,
     requests: VecDeque<Request>,
-    pending: HashMap<String, request::Pending>,
+    /// Requests sent or queued, with the time they were queued.
+    pending: HashMap<String, (request::Pending, u64)>,
+    /// The latest `now` any call brought (requests are stamped with it).
+    clock: u64,
     messages: VecDeque<Element>,
     next_request: u64,
     /// Random per-instance prefix of request ids, so two managers never collide.
@@ -164,6 +168,7 @@ impl<S: Store> Manager<S> {
             });
         }
         manager.request_prefix = rng.next_u32();
+        manager.clock = now;
         manager.fetch_device_list(&jid);
         manager.publish_bundle();
         Ok(manager)
@@ -292,6 +297,7 @@ impl<S: Store> Manager<S> {
             known_lists: HashSet::new(),
             requests: VecDeque::new(),
             pending: HashMap::new(),
+            clock: 0,
             messages: VecDeque::new(),
             next_request: 0,
             request_prefix: 0,
@@ -355,9 +361,12 @@ impl<S: Store> Manager<S> {
         self.sessions.clear();
     }
 
-    /// Periodic housekeeping: rotates the signed prekey when it is due and drops
-    /// replaced ones past their grace period.
+    /// Periodic housekeeping: rotates the signed prekey when it is due, drops replaced
+    /// ones past their grace period, and forgets IQ requests whose answer never came
+    /// (after a minute), so that they are asked again.
     pub fn tick(&mut self, rng: &mut impl CryptoRng, now: u64) -> Result<(), ManagerError> {
+        self.clock = self.clock.max(now);
+        self.expire_requests(now);
         self.rotate_signed_pre_key(rng, now)
     }
 }

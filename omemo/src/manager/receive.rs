@@ -59,6 +59,7 @@ impl<S: Store> Manager<S> {
         rng: &mut impl CryptoRng,
         now: u64,
     ) -> Result<Decrypted, ManagerError> {
+        self.clock = self.clock.max(now);
         let from = message.attr("from").ok_or(ManagerError::MissingSender)?;
         let sender = jid::Jid::new(from)
             .map_err(|_| ManagerError::MissingSender)?

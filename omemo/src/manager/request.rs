@@ -4,6 +4,7 @@ use minidom::Element;
 use rand_core::CryptoRng;
 
 use super::Manager;
+use crate::consts::REQUEST_TIMEOUT_SECS;
 use crate::error::ManagerError;
 use crate::stanza::{self, StanzaError};
 use crate::store::Store;
@@ -70,12 +71,28 @@ impl<S: Store> Manager<S> {
         self.next_request += 1;
         let id = format!("omemo-{:08x}-{}", self.request_prefix, self.next_request);
         let stanza = build(&id);
-        self.pending.insert(id.clone(), pending);
+        self.pending.insert(id.clone(), (pending, self.clock));
         self.requests.push_back(Request { id, stanza });
     }
 
+    /// Forgets requests unanswered for longer than [`REQUEST_TIMEOUT_SECS`] (the answer
+    /// was lost), so that what they asked for is asked again.
+    pub(super) fn expire_requests(&mut self, now: u64) {
+        let before = self.pending.len();
+        self.pending
+            .retain(|_, (_, at)| now.saturating_sub(*at) < REQUEST_TIMEOUT_SECS);
+        let pending = &self.pending;
+        self.requests.retain(|r| pending.contains_key(&r.id));
+        if self.pending.len() < before {
+            tracing::info!(
+                expired = before - self.pending.len(),
+                "IQ requests without an answer forgotten"
+            );
+        }
+    }
+
     pub(super) fn is_pending(&self, wanted: &Pending) -> bool {
-        self.pending.values().any(|p| p == wanted)
+        self.pending.values().any(|(p, _)| p == wanted)
     }
 
     /// Handles an IQ response (`type='result'` or `type='error'`). Returns `false` when
@@ -86,10 +103,11 @@ impl<S: Store> Manager<S> {
         rng: &mut impl CryptoRng,
         now: u64,
     ) -> Result<bool, ManagerError> {
+        self.clock = self.clock.max(now);
         let Some(id) = iq.attr("id") else {
             return Ok(false);
         };
-        let Some(pending) = self.pending.get(id) else {
+        let Some((pending, _)) = self.pending.get(id) else {
             return Ok(false);
         };
         // Only the entity asked may answer: the contact's account for its nodes, the own
@@ -109,7 +127,7 @@ impl<S: Store> Manager<S> {
             );
             return Ok(false);
         }
-        let Some(pending) = self.pending.remove(id) else {
+        let Some((pending, _)) = self.pending.remove(id) else {
             return Ok(false);
         };
         let result = stanza::parse_items_result(iq);
@@ -180,25 +198,31 @@ impl<S: Store> Manager<S> {
         // to date instead of queueing another one (a burst of new senders refills the
         // bundle many times).
         let queued = self.requests.iter_mut().find(|r| {
-            matches!(self.pending.get(&r.id), Some(Pending::Publish { publication: p, .. })
+            matches!(self.pending.get(&r.id), Some((Pending::Publish { publication: p, .. }, _))
                 if std::mem::discriminant(p) == std::mem::discriminant(&publication))
         });
         if let Some(request) = queued {
             let with_options = matches!(
                 self.pending.get(&request.id),
-                Some(Pending::Publish {
-                    with_options: true,
-                    ..
-                })
+                Some((
+                    Pending::Publish {
+                        with_options: true,
+                        ..
+                    },
+                    _
+                ))
             );
             request.stanza =
                 stanza::publish_iq(&request.id, &node, "current", payload, with_options);
             self.pending.insert(
                 request.id.clone(),
-                Pending::Publish {
-                    publication,
-                    with_options,
-                },
+                (
+                    Pending::Publish {
+                        publication,
+                        with_options,
+                    },
+                    self.clock,
+                ),
             );
             return;
         }
