@@ -379,11 +379,7 @@ fn bundle_with_a_bad_signature_makes_the_device_inactive() {
         key,
         vec![("current".to_owned(), omemo::stanza::bundle_element(&bundle))],
     );
-    alice
-        .manager
-        .prepare(&[bare("bob@example.org")], world.now)
-        .unwrap();
-    world.run(&mut alice);
+    world.prepare(&mut alice, "bob@example.org");
     let mut rng = omemo::os_rng();
     let result = alice
         .manager
@@ -581,11 +577,7 @@ fn unsolicited_empty_key_exchange_is_consumed_silently() {
     let mut gajim = world.device("gajim@example.org", "pc");
     let mut bob = world.device("bob@example.org", "laptop");
     // Gajim builds a session as soon as it sees a device and sends an empty key exchange.
-    gajim
-        .manager
-        .prepare(&[bare("bob@example.org")], world.now)
-        .unwrap();
-    world.run(&mut gajim);
+    world.prepare(&mut gajim, "bob@example.org");
     let mut rng = omemo::os_rng();
     gajim
         .manager
@@ -717,11 +709,7 @@ fn manual_trust_policy_and_blind_trust_until_the_first_decision() {
     };
     let mut alice = world.device_with("alice@example.org", "phone", MemoryStore::new(), manual);
     let mut bob = world.device("bob@example.org", "laptop");
-    alice
-        .manager
-        .prepare(&[bare("bob@example.org")], world.now)
-        .unwrap();
-    world.run(&mut alice);
+    world.prepare(&mut alice, "bob@example.org");
     let mut rng = omemo::os_rng();
     let result = alice
         .manager
@@ -751,11 +739,7 @@ fn manual_trust_policy_and_blind_trust_until_the_first_decision() {
     // Blind trust: Carol trusts Bob's first device blindly; after she verifies it, Bob's
     // next new device waits for a decision.
     let mut carol = world.device("carol@example.org", "tablet");
-    carol
-        .manager
-        .prepare(&[bare("bob@example.org")], world.now)
-        .unwrap();
-    world.run(&mut carol);
+    world.prepare(&mut carol, "bob@example.org");
     let devices = carol
         .manager
         .devices(&bare("bob@example.org"), world.now)
@@ -771,11 +755,7 @@ fn manual_trust_policy_and_blind_trust_until_the_first_decision() {
         .unwrap();
     let bob2 = world.device("bob@example.org", "second");
     world.notify(&mut carol);
-    carol
-        .manager
-        .prepare(&[bare("bob@example.org")], world.now)
-        .unwrap();
-    world.run(&mut carol);
+    world.prepare(&mut carol, "bob@example.org");
     let devices = carol
         .manager
         .devices(&bare("bob@example.org"), world.now)

@@ -357,21 +357,8 @@ mod tests {
     use crate::error::KeyError;
     use crate::keys::IdentityKeyPair;
     use crate::ratchet::RatchetMessage;
+    use crate::stanza::test_support::{parse, reparse};
     use crate::stanza::xml::NS_CLIENT;
-
-    fn parse(xml: &str) -> Element {
-        xml.parse().expect("test XML parses")
-    }
-
-    /// Serializes and parses again, so builders are checked as bytes on the wire.
-    fn reparse(element: &Element) -> Element {
-        let mut out = Vec::new();
-        element.write_to(&mut out).expect("element serializes");
-        String::from_utf8(out)
-            .expect("UTF-8")
-            .parse()
-            .expect("serialized element parses")
-    }
 
     fn encrypted(header_inner: &str, rest: &str) -> Result<EncryptedMessage, StanzaError> {
         EncryptedMessage::from_element(&parse(&format!(

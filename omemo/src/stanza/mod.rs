@@ -57,3 +57,23 @@ pub use pubsub::{
     OPEN_ACCESS_OPTIONS, PubsubEvent, configure_node_iq, fetch_items_iq, iq_error_condition,
     parse_event, parse_items_result, publish_iq, publish_iq_with_options,
 };
+
+/// Helpers shared by the tests of this module's files.
+#[cfg(test)]
+mod test_support {
+    use minidom::Element;
+
+    pub(super) fn parse(xml: &str) -> Element {
+        xml.parse().expect("test XML parses")
+    }
+
+    /// Serializes and parses again, so builders are checked as bytes on the wire.
+    pub(super) fn reparse(element: &Element) -> Element {
+        let mut out = Vec::new();
+        element.write_to(&mut out).expect("element serializes");
+        String::from_utf8(out)
+            .expect("UTF-8")
+            .parse()
+            .expect("serialized element parses")
+    }
+}

@@ -257,22 +257,10 @@ fn form_field(var: &str, kind: Option<&str>, value: &str) -> Element {
 mod tests {
     use super::*;
     use crate::consts::LEGACY_NAMESPACE;
+    use crate::stanza::test_support::{parse, reparse};
     use crate::stanza::{
         DEVICE_LIST_NODE, bundle_node, device_list_element, parse_bundle, parse_device_list,
     };
-
-    fn parse(xml: &str) -> Element {
-        xml.parse().expect("test XML parses")
-    }
-
-    fn reparse(element: &Element) -> Element {
-        let mut out = Vec::new();
-        element.write_to(&mut out).expect("element serializes");
-        String::from_utf8(out)
-            .expect("UTF-8")
-            .parse()
-            .expect("serialized element parses")
-    }
 
     /// `(var, type, values)` of each field of a data form.
     fn form_fields(form: &Element) -> Vec<(String, Option<String>, Vec<String>)> {

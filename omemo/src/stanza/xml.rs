@@ -198,10 +198,7 @@ pub(crate) fn check_count(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parse(xml: &str) -> Element {
-        xml.parse().expect("test XML parses")
-    }
+    use crate::stanza::test_support::parse;
 
     #[test]
     fn base64_decoding_ignores_whitespace_and_missing_padding() {

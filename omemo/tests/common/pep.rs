@@ -206,11 +206,16 @@ impl World {
         self.run(device);
     }
 
+    /// Fetches what `device` needs to encrypt to `to` (device lists, bundles).
+    pub fn prepare<S: Store>(&mut self, device: &mut Device<S>, to: &str) {
+        device.manager.prepare(&[bare(to)], self.now).unwrap();
+        self.run(device);
+    }
+
     /// Encrypts `body` from `sender` to `to`, fetching what is missing first.
     pub fn send<S: Store>(&mut self, sender: &mut Device<S>, to: &str, body: &str) -> Element {
         let mut rng = omemo::os_rng();
-        sender.manager.prepare(&[bare(to)], self.now).unwrap();
-        self.run(sender);
+        self.prepare(sender, to);
         let encrypted = sender
             .manager
             .encrypt(&[bare(to)], body, &mut rng, self.now)
