@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
-    let schemas = manifest.join("../schemas");
-    let files = ["legacy.proto", "session.proto"];
+    let schemas = manifest.join("schemas");
+    let files = ["legacy.proto", "omemo2.proto", "session.proto"];
     for file in &files {
         println!("cargo:rerun-if-changed={}", schemas.join(file).display());
     }

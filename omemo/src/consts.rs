@@ -1,7 +1,9 @@
 //! Every protocol constant and limit in one place.
 
 /// Namespace of legacy OMEMO (XEP-0384 0.3.0, the libsignal v3 wire format).
-pub const LEGACY_NAMESPACE: &str = "eu.siacs.conversations.axolotl";
+pub(crate) const LEGACY_NAMESPACE: &str = "eu.siacs.conversations.axolotl";
+/// Namespace of OMEMO 2 (XEP-0384 0.8 and later).
+pub(crate) const OMEMO2_NAMESPACE: &str = "urn:xmpp:omemo:2";
 
 /// Type byte that prefixes every Curve25519 public key on the legacy wire.
 pub(crate) const CURVE25519_KEY_TYPE: u8 = 0x05;
@@ -11,6 +13,8 @@ pub(crate) const LEGACY_VERSION_BYTE: u8 = 0x33;
 
 /// Length of the truncated HMAC that ends a legacy `SignalMessage`.
 pub(crate) const LEGACY_MAC_LENGTH: usize = 8;
+/// Length of the truncated HMAC of an `OMEMOAuthenticatedMessage`.
+pub(crate) const OMEMO2_MAC_LENGTH: usize = 16;
 
 /// HKDF info of the legacy X3DH.
 pub(crate) const LEGACY_X3DH_INFO: &[u8] = b"WhisperText";
@@ -18,6 +22,14 @@ pub(crate) const LEGACY_X3DH_INFO: &[u8] = b"WhisperText";
 pub(crate) const LEGACY_ROOT_INFO: &[u8] = b"WhisperRatchet";
 /// HKDF info of the legacy message-key expansion.
 pub(crate) const LEGACY_MESSAGE_KEY_INFO: &[u8] = b"WhisperMessageKeys";
+/// HKDF info of the OMEMO 2 X3DH.
+pub(crate) const OMEMO2_X3DH_INFO: &[u8] = b"OMEMO X3DH";
+/// HKDF info of the OMEMO 2 root chain.
+pub(crate) const OMEMO2_ROOT_INFO: &[u8] = b"OMEMO Root Chain";
+/// HKDF info of the OMEMO 2 message-key expansion.
+pub(crate) const OMEMO2_MESSAGE_KEY_INFO: &[u8] = b"OMEMO Message Key Material";
+/// HKDF info of the OMEMO 2 payload key expansion.
+pub(crate) const OMEMO2_PAYLOAD_INFO: &[u8] = b"OMEMO Payload";
 
 /// HMAC input that derives a message key from a chain key.
 pub(crate) const MESSAGE_KEY_SEED: u8 = 0x01;
@@ -36,7 +48,8 @@ pub(crate) const MAX_RECEIVING_CHAINS: usize = 5;
 /// Format version of the serialized session state.
 pub(crate) const SESSION_FORMAT_VERSION: u32 = 1;
 
-/// Length of the AES-128-GCM key of a legacy payload.
+/// Length of the AES-128-GCM key of a legacy payload (and of a legacy empty message's
+/// key material).
 pub(crate) const PAYLOAD_KEY_LENGTH: usize = 16;
 /// Length of the GCM tag of a legacy payload.
 pub(crate) const PAYLOAD_TAG_LENGTH: usize = 16;
@@ -44,6 +57,11 @@ pub(crate) const PAYLOAD_TAG_LENGTH: usize = 16;
 pub(crate) const PAYLOAD_IV_LENGTH: usize = 12;
 /// IV length that older clients sent and receivers still accept.
 pub(crate) const PAYLOAD_LEGACY_IV_LENGTH: usize = 16;
+/// Length of the random key an OMEMO 2 payload is derived from (and of the zero key
+/// material of an OMEMO 2 empty message).
+pub(crate) const OMEMO2_PAYLOAD_KEY_LENGTH: usize = 32;
+/// Length of the truncated HMAC of an OMEMO 2 payload.
+pub(crate) const OMEMO2_PAYLOAD_TAG_LENGTH: usize = 16;
 
 /// One-time prekeys kept published.
 pub(crate) const DEFAULT_PRE_KEY_COUNT: u32 = 100;

@@ -51,6 +51,16 @@ pub enum DecodeError {
     /// A field that every deployed client requires was absent.
     #[error("required field `{0}` is missing")]
     MissingField(&'static str),
+    /// A field had the wrong number of bytes.
+    #[error("`{field}` must be {expected} bytes, got {actual}")]
+    FieldLength {
+        /// The message field.
+        field: &'static str,
+        /// The length required.
+        expected: usize,
+        /// The length received.
+        actual: usize,
+    },
     /// A key inside the message was malformed.
     #[error("malformed key in `{field}`: {source}")]
     Key {
@@ -102,6 +112,14 @@ pub enum DecryptError {
         what: &'static str,
         /// The id the message names.
         id: u32,
+    },
+    /// The message, or the prekey it names, belongs to the other protocol version.
+    #[error("a {message} message cannot be decrypted with {expected} keys")]
+    VersionMismatch {
+        /// The version of the session or prekey.
+        expected: crate::Version,
+        /// The version of the message.
+        message: crate::Version,
     },
     /// A Diffie-Hellman step failed.
     #[error(transparent)]

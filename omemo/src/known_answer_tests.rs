@@ -1,13 +1,21 @@
-//! Known-answer tests against `tests/vectors/legacy.json` (cross-checked against
-//! python-omemo and libsignal; see `tests/vectors/README.md`).
+//! Known-answer tests against `tests/vectors/legacy.json` and `tests/vectors/omemo2.json`
+//! (cross-checked against python-omemo and, for legacy, libsignal; see
+//! `tests/vectors/README.md`). One test body per property, run for both versions where
+//! the vectors have the same shape.
 
 use serde_json::Value;
 
 use crate::testing::QueueRng;
+use crate::wire::{AuthenticatedMessage, KeyExchange};
 use crate::*;
+use crate::keys::IdentityKey;
 
-fn vectors() -> Value {
-    serde_json::from_str(include_str!("../tests/vectors/legacy.json")).expect("vector JSON")
+fn vectors(version: Version) -> Value {
+    let text = match version {
+        Version::Legacy => include_str!("../tests/vectors/legacy.json"),
+        Version::Omemo2 => include_str!("../tests/vectors/omemo2.json"),
+    };
+    serde_json::from_str(text).expect("vector JSON")
 }
 
 fn hex(value: &Value) -> Vec<u8> {
@@ -22,19 +30,38 @@ fn secret(value: &Value) -> SecretKey {
     SecretKey::from_bytes(hex32(value))
 }
 
+/// The public key of a vector record, as the version's wire carries it.
+fn public_wire(version: Version, record: &Value) -> Vec<u8> {
+    match version {
+        Version::Legacy => hex(&record["public_wire"]),
+        Version::Omemo2 => hex(&record["public"]),
+    }
+}
+
 struct Party {
     identity: IdentityKeyPair,
     signed: SignedPreKey,
     pre_keys: Vec<PreKey>,
 }
 
-fn party(keys: &Value) -> Party {
-    let identity = IdentityKeyPair::from_secret(secret(&keys["identity"]["private"]));
+fn identity(version: Version, keys: &Value) -> IdentityKeyPair {
+    match version {
+        Version::Legacy => IdentityKeyPair::from_secret(secret(&keys["identity"]["private"])),
+        Version::Omemo2 => IdentityKeyPair::from_ed25519_seed(hex32(&keys["identity"]["seed"])),
+    }
+}
+
+fn party(version: Version, keys: &Value) -> Party {
     let spk = &keys["signed_pre_key"];
+    let signature = match version {
+        Version::Legacy => &spk["signature_xeddsa"],
+        Version::Omemo2 => &spk["signature"],
+    };
     let signed = SignedPreKey::from_parts(
+        version,
         spk["id"].as_u64().expect("id") as u32,
         KeyPair::from_secret(secret(&spk["private"])),
-        hex(&spk["signature_xeddsa"]).try_into().expect("64 bytes"),
+        hex(signature).try_into().expect("64 bytes"),
     );
     let pre_keys = keys["pre_keys"]
         .as_array()
@@ -48,7 +75,7 @@ fn party(keys: &Value) -> Party {
         })
         .collect();
     Party {
-        identity,
+        identity: identity(version, keys),
         signed,
         pre_keys,
     }
@@ -56,42 +83,79 @@ fn party(keys: &Value) -> Party {
 
 #[test]
 fn identity_keys_and_fingerprints_match() {
-    let v = vectors();
-    for name in ["alice", "bob"] {
-        let keys = &v["keys"][name];
-        let party = party(keys);
-        let identity = party.identity.identity_key();
-        assert_eq!(
-            identity.to_wire().to_vec(),
-            hex(&keys["identity"]["public_wire"])
-        );
-        assert_eq!(
-            identity.fingerprint().to_string(),
-            keys["identity"]["fingerprint"].as_str().unwrap()
-        );
-        assert_eq!(
-            party.signed.key_pair().public_key().to_wire().to_vec(),
-            hex(&keys["signed_pre_key"]["public_wire"])
-        );
-        for (key, expected) in party
-            .pre_keys
-            .iter()
-            .zip(keys["pre_keys"].as_array().unwrap())
-        {
+    for version in Version::ALL {
+        let v = vectors(version);
+        for name in ["alice", "bob"] {
+            let keys = &v["keys"][name];
+            let party = party(version, keys);
+            let identity = party.identity.identity_key();
+            let context = format!("{version} {name}");
+            let wire = match version {
+                Version::Legacy => &keys["identity"]["public_wire"],
+                Version::Omemo2 => &keys["identity"]["ed25519_public"],
+            };
+            assert_eq!(identity.to_wire(version).unwrap().to_vec(), hex(wire), "{context}");
             assert_eq!(
-                key.key_pair().public_key().to_wire().to_vec(),
-                hex(&expected["public_wire"])
+                identity.fingerprint().to_string(),
+                keys["identity"]["fingerprint"].as_str().unwrap(),
+                "{context}"
             );
+            assert_eq!(
+                party.signed.key_pair().public_key().to_wire(version).to_vec(),
+                public_wire(version, &keys["signed_pre_key"]),
+                "{context}"
+            );
+            for (key, expected) in party.pre_keys.iter().zip(keys["pre_keys"].as_array().unwrap()) {
+                assert_eq!(
+                    key.key_pair().public_key().to_wire(version).to_vec(),
+                    public_wire(version, expected),
+                    "{context}"
+                );
+            }
         }
     }
 }
 
 #[test]
-fn xeddsa_signatures_are_byte_exact() {
-    let v = vectors();
+fn omemo2_seed_identities_convert_as_twomemo_does() {
+    let v = vectors(Version::Omemo2);
+    for name in ["alice", "bob"] {
+        let keys = &v["keys"][name]["identity"];
+        let pair = IdentityKeyPair::from_ed25519_seed(hex32(&keys["seed"]));
+        let public = pair.identity_key();
+        assert_eq!(pair.secret_key().to_bytes().to_vec(), hex(&keys["x25519_private"]), "{name}");
+        assert_eq!(public.curve25519().as_bytes().to_vec(), hex(&keys["x25519_public"]), "{name}");
+        // A seed identity keeps its real Ed25519 key, whatever its sign bit (Alice's is 1).
+        let ed25519 = hex32(&keys["ed25519_public"]);
+        assert_eq!(public.ed25519().unwrap(), ed25519, "{name}");
+        assert_eq!(
+            u64::from(ed25519[31] >> 7),
+            keys["ed25519_sign_bit"].as_u64().unwrap(),
+            "{name}"
+        );
+        // Both wire forms name one identity with one fingerprint.
+        let from_ed25519 = IdentityKey::from_wire(Version::Omemo2, &ed25519).unwrap();
+        assert_eq!(from_ed25519, public, "{name}");
+        let legacy = public.to_wire(Version::Legacy).unwrap();
+        assert_eq!(legacy[0], 0x05);
+        assert_eq!(&legacy[1..], hex(&keys["x25519_public"]).as_slice(), "{name}");
+        let from_legacy = IdentityKey::from_wire(Version::Legacy, &legacy).unwrap();
+        assert_eq!(from_legacy.fingerprint(), public.fingerprint(), "{name}");
+        // The same Curve25519 secret without its seed publishes the sign-0 Ed25519 form.
+        let without_seed = IdentityKeyPair::from_secret(secret(&keys["x25519_private"]));
+        let mut sign0 = ed25519;
+        sign0[31] &= 0x7f;
+        assert_eq!(without_seed.identity_key().ed25519().unwrap(), sign0, "{name}");
+        assert_eq!(without_seed.identity_key().fingerprint(), public.fingerprint(), "{name}");
+    }
+}
+
+#[test]
+fn signed_pre_key_signatures_are_byte_exact() {
+    let v = vectors(Version::Legacy);
     for name in ["alice", "bob"] {
         let keys = &v["keys"][name];
-        let identity = IdentityKeyPair::from_secret(secret(&keys["identity"]["private"]));
+        let identity = identity(Version::Legacy, keys);
         let spk = &keys["signed_pre_key"];
         let nonce: [u8; 64] = hex(&spk["nonce_z"]).try_into().unwrap();
         let signature = identity.sign_with_nonce(&hex(&spk["signed_message"]), &nonce);
@@ -102,72 +166,119 @@ fn xeddsa_signatures_are_byte_exact() {
             "XEdDSA signatures have the sign bit clear"
         );
     }
+    let v = vectors(Version::Omemo2);
+    for name in ["alice", "bob"] {
+        let keys = &v["keys"][name];
+        let identity = identity(Version::Omemo2, keys);
+        let spk = &keys["signed_pre_key"];
+        let message = hex(&spk["signed_message"]);
+        // A seed identity signs with RFC 8032 (deterministic: no random draw).
+        let mut rng = QueueRng::new([]);
+        let signature = identity.sign(Version::Omemo2, &mut rng, &message);
+        assert_eq!(signature.to_vec(), hex(&spk["signature"]), "{name}");
+        let signed = SignedPreKey::generate(
+            Version::Omemo2,
+            &mut QueueRng::new([hex(&spk["private"])]),
+            &identity,
+            spk["id"].as_u64().unwrap() as u32,
+        );
+        assert_eq!(signed.signature().to_vec(), hex(&spk["signature"]), "{name}");
+    }
+    // python-omemo's form (XEdDSA nonce, key of sign bit 0) for Bob.
+    let bob = &v["keys"]["bob"];
+    let spk = &bob["signed_pre_key"];
+    let nonce: [u8; 64] = hex(&spk["nonce_z"]).try_into().unwrap();
+    let signature = identity(Version::Omemo2, bob).sign_with_nonce(&hex(&spk["signed_message"]), &nonce);
+    assert_eq!(signature.to_vec(), hex(&spk["signature_xeddsa_nonce"]));
 }
 
 #[test]
 fn signature_cases_verify_as_expected() {
-    let v = vectors();
-    for case in v["signatures"].as_array().unwrap() {
-        let name = case["name"].as_str().unwrap();
-        let identity = IdentityKey::from_wire(&hex(&case["identity_key_wire"])).unwrap();
-        let result = identity.verify(&hex(&case["message"]), &hex(&case["signature"]));
-        match case["expected"].as_str().unwrap() {
-            "valid" => assert_eq!(result, Ok(()), "{name}"),
-            _ => assert_eq!(result, Err(KeyError::BadSignature), "{name}"),
+    for version in Version::ALL {
+        let v = vectors(version);
+        for case in v["signatures"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let identity = match version {
+                Version::Legacy => &case["identity_key_wire"],
+                Version::Omemo2 => &case["identity_key"],
+            };
+            let identity = IdentityKey::from_wire(version, &hex(identity)).unwrap();
+            let result = identity.verify(version, &hex(&case["message"]), &hex(&case["signature"]));
+            match case["expected"].as_str().unwrap() {
+                "valid" => assert_eq!(result, Ok(()), "{version} {name}"),
+                _ => assert_eq!(result, Err(KeyError::BadSignature), "{version} {name}"),
+            }
         }
     }
 }
 
 #[test]
 fn bundle_with_bad_signature_is_refused() {
-    let v = vectors();
-    let bob = party(&v["keys"]["bob"]);
-    let mut bundle = PreKeyBundle::new(&bob.identity, &bob.signed, &bob.pre_keys);
-    assert_eq!(bundle.verify(), Ok(()));
-    bundle.signed_pre_key_signature[5] ^= 1;
-    let alice = party(&v["keys"]["alice"]);
-    let mut rng = os_rng();
-    assert_eq!(
-        Session::initiate(&mut rng, &alice.identity, &bundle).map(|_| ()),
-        Err(Error::Key(KeyError::BadSignature))
-    );
-    bundle.signed_pre_key_signature.truncate(10);
-    assert!(matches!(
-        bundle.verify(),
-        Err(KeyError::InvalidLength { actual: 10, .. })
-    ));
+    for version in Version::ALL {
+        let v = vectors(version);
+        let bob = party(version, &v["keys"]["bob"]);
+        let mut bundle = PreKeyBundle::new(&bob.identity, &bob.signed, &bob.pre_keys);
+        assert_eq!(bundle.version, version);
+        assert_eq!(bundle.verify(), Ok(()), "{version}");
+        bundle.signed_pre_key_signature[5] ^= 1;
+        let alice = party(version, &v["keys"]["alice"]);
+        let mut rng = os_rng();
+        assert_eq!(
+            Session::initiate(&mut rng, &alice.identity, &bundle).map(|_| ()),
+            Err(Error::Key(KeyError::BadSignature)),
+            "{version}"
+        );
+        // A bundle of one version does not verify as the other.
+        bundle.signed_pre_key_signature[5] ^= 1;
+        bundle.version = match version {
+            Version::Legacy => Version::Omemo2,
+            Version::Omemo2 => Version::Legacy,
+        };
+        assert_eq!(bundle.verify(), Err(KeyError::BadSignature), "{version}");
+        bundle.signed_pre_key_signature.truncate(10);
+        assert!(matches!(
+            bundle.verify(),
+            Err(KeyError::InvalidLength { actual: 10, .. })
+        ));
+    }
 }
 
 #[test]
-fn x3dh_shared_secret_matches() {
-    let v = vectors();
-    let x = &v["x3dh"]["inputs"];
-    let alice = IdentityKeyPair::from_secret(secret(&x["alice_identity_x25519_private"]));
-    let bob = IdentityKeyPair::from_secret(secret(&x["bob_identity_x25519_private"]));
-    let ephemeral = secret(&x["alice_ephemeral_private"]);
-    let spk = secret(&x["bob_signed_pre_key_private"]);
-    let opk = secret(&x["bob_pre_key_private"]);
-    let active = crate::x3dh::initiate(
-        &alice,
-        &ephemeral,
-        &bob.identity_key(),
-        &spk.public_key(),
-        &opk.public_key(),
-    )
-    .unwrap();
-    let passive = crate::x3dh::respond(
-        &bob,
-        &spk,
-        &opk,
-        &alice.identity_key(),
-        &ephemeral.public_key(),
-    )
-    .unwrap();
-    assert_eq!(active.as_bytes().to_vec(), hex(&v["x3dh"]["shared_secret"]));
-    assert_eq!(
-        passive.as_bytes().to_vec(),
-        hex(&v["x3dh"]["shared_secret"])
-    );
+fn x3dh_shared_secret_and_associated_data_match() {
+    for version in Version::ALL {
+        let v = vectors(version);
+        let x = &v["x3dh"]["inputs"];
+        let alice = identity(version, &v["keys"]["alice"]);
+        let bob = identity(version, &v["keys"]["bob"]);
+        assert_eq!(
+            alice.secret_key().to_bytes().to_vec(),
+            hex(&x["alice_identity_x25519_private"])
+        );
+        let ephemeral = secret(&x["alice_ephemeral_private"]);
+        let spk = secret(&x["bob_signed_pre_key_private"]);
+        let opk = secret(&x["bob_pre_key_private"]);
+        let active = crate::x3dh::initiate(
+            version,
+            &alice,
+            &ephemeral,
+            &bob.identity_key(),
+            &spk.public_key(),
+            &opk.public_key(),
+        )
+        .unwrap();
+        let passive = crate::x3dh::respond(
+            version,
+            &bob,
+            &spk,
+            &opk,
+            &alice.identity_key(),
+            &ephemeral.public_key(),
+        )
+        .unwrap();
+        let expected = hex(&v["x3dh"]["shared_secret"]);
+        assert_eq!(active.as_bytes().to_vec(), expected, "{version}");
+        assert_eq!(passive.as_bytes().to_vec(), expected, "{version}");
+    }
 }
 
 fn ratchet_private(v: &Value, name: &str) -> Vec<u8> {
@@ -182,6 +293,11 @@ fn message<'a>(v: &'a Value, id: &str) -> &'a Value {
         .iter()
         .find(|m| m["id"] == id)
         .unwrap()
+}
+
+fn associated_data(session: &Session, sending: bool) -> Vec<u8> {
+    let data = session.associated_data(sending);
+    [&*data.first, &*data.second].concat()
 }
 
 fn assert_state(session: &Session, expected: &Value, context: &str) {
@@ -245,11 +361,15 @@ fn assert_state(session: &Session, expected: &Value, context: &str) {
     assert_eq!(ours, skipped, "{context}: skipped keys");
 }
 
-/// Runs the six-message transcript with every random draw fixed; returns Alice's session
-/// right after she sent M1 (for the negative cases).
-fn transcript(v: &Value) -> Session {
-    let alice = party(&v["keys"]["alice"]);
-    let bob = party(&v["keys"]["bob"]);
+fn parse(version: Version, bytes: &[u8]) -> AuthenticatedMessage {
+    AuthenticatedMessage::from_bytes(version, bytes).unwrap()
+}
+
+/// Runs the six-message transcript of `version` with every random draw fixed; returns
+/// Alice's session right after she sent M1 (for the negative cases).
+fn transcript(version: Version, v: &Value) -> Session {
+    let alice = party(version, &v["keys"]["alice"]);
+    let bob = party(version, &v["keys"]["bob"]);
     let x = &v["x3dh"]["inputs"];
     let prekey_2: Vec<PreKey> = bob
         .pre_keys
@@ -264,6 +384,12 @@ fn transcript(v: &Value) -> Session {
         ratchet_private(v, "alice_ratchet_0"),
     ]);
     let mut alice_session = Session::initiate(&mut rng, &alice.identity, &bundle).unwrap();
+    assert_eq!(alice_session.version(), version);
+    assert_eq!(
+        associated_data(&alice_session, true),
+        hex(&v["x3dh"]["associated_data"]["alice_to_bob"]),
+        "{version}: associated data"
+    );
     let m1 = message(v, "M1");
     let sent = alice_session
         .encrypt(&hex(&m1["ratchet_plaintext"]))
@@ -271,21 +397,26 @@ fn transcript(v: &Value) -> Session {
     assert_eq!(
         sent.as_bytes(),
         hex(&m1["key_exchange"]["wire"]).as_slice(),
-        "M1 wire"
+        "{version}: M1 wire"
     );
-    let RatchetMessage::PreKey(ref kex) = sent else {
+    let RatchetMessage::KeyExchange(ref kex) = sent else {
         panic!("M1 must be a key exchange")
     };
     assert_eq!(
         kex.message().as_bytes(),
         hex(&m1["wire"]).as_slice(),
-        "M1 inner wire"
+        "{version}: M1 inner wire"
     );
     assert_state(&alice_session, &m1["sender_state_after"], "alice after M1");
     let after_m1 = alice_session.clone();
 
     // Bob receives M1 (parsed from the bytes) and answers with the empty message M2.
-    let received = PreKeySignalMessage::try_from(sent.as_bytes()).unwrap();
+    let received = KeyExchange::from_bytes(version, sent.as_bytes()).unwrap();
+    assert_eq!(received.pre_key_id(), Some(2));
+    assert_eq!(
+        received.identity_key().to_wire(version).unwrap().to_vec(),
+        hex(&m1["key_exchange"]["identity_key"])
+    );
     let mut rng = QueueRng::new([ratchet_private(v, "bob_ratchet_0")]);
     let (mut bob_session, plaintext) = Session::respond(
         &mut rng,
@@ -297,16 +428,21 @@ fn transcript(v: &Value) -> Session {
     .unwrap();
     assert_eq!(plaintext.to_vec(), hex(&m1["ratchet_plaintext"]));
     assert_state(&bob_session, &m1["receiver_state_after"], "bob after M1");
+    assert_eq!(
+        associated_data(&bob_session, true),
+        hex(&v["x3dh"]["associated_data"]["bob_to_alice"]),
+        "{version}: associated data"
+    );
 
     let m2 = message(v, "M2");
     let sent = bob_session
         .encrypt(&hex(&v["empty_message"]["ratchet_plaintext"]))
         .unwrap();
-    assert!(!sent.is_pre_key());
-    assert_eq!(sent.as_bytes(), hex(&m2["wire"]).as_slice(), "M2 wire");
+    assert!(!sent.is_key_exchange());
+    assert_eq!(sent.as_bytes(), hex(&m2["wire"]).as_slice(), "{version}: M2 wire");
     let mut rng = QueueRng::new([ratchet_private(v, "alice_ratchet_1")]);
     let plaintext = alice_session
-        .decrypt(&mut rng, &SignalMessage::try_from(sent.as_bytes()).unwrap())
+        .decrypt(&mut rng, &parse(version, sent.as_bytes()))
         .unwrap();
     assert_eq!(
         plaintext.to_vec(),
@@ -324,20 +460,20 @@ fn transcript(v: &Value) -> Session {
         let sent = alice_session
             .encrypt(&hex(&m["ratchet_plaintext"]))
             .unwrap();
-        assert!(!sent.is_pre_key(), "{id} after the session is confirmed");
-        assert_eq!(sent.as_bytes(), hex(&m["wire"]).as_slice(), "{id} wire");
+        assert!(!sent.is_key_exchange(), "{id} after the session is confirmed");
+        assert_eq!(sent.as_bytes(), hex(&m["wire"]).as_slice(), "{version}: {id} wire");
         wires.insert(id, sent.as_bytes().to_vec());
     }
     let mut rng = QueueRng::new([ratchet_private(v, "bob_ratchet_1")]);
     for id in ["M3", "M5", "M4"] {
         let m = message(v, id);
-        let parsed = SignalMessage::try_from(wires[id].as_slice()).unwrap();
+        let parsed = parse(version, wires[id].as_slice());
         let plaintext = bob_session.decrypt(&mut rng, &parsed).unwrap();
         assert_eq!(plaintext.to_vec(), hex(&m["ratchet_plaintext"]), "{id}");
         assert_state(
             &bob_session,
             &m["receiver_state_after"],
-            &format!("bob after {id}"),
+            &format!("{version}: bob after {id}"),
         );
         assert_eq!(
             bob_session.decrypt(&mut rng, &parsed).map(|_| ()),
@@ -351,20 +487,21 @@ fn transcript(v: &Value) -> Session {
 
     let m6 = message(v, "M6");
     let sent = bob_session.encrypt(&hex(&m6["ratchet_plaintext"])).unwrap();
-    assert_eq!(sent.as_bytes(), hex(&m6["wire"]).as_slice(), "M6 wire");
+    assert_eq!(sent.as_bytes(), hex(&m6["wire"]).as_slice(), "{version}: M6 wire");
     let mut rng = QueueRng::new([ratchet_private(v, "alice_ratchet_2")]);
     let plaintext = alice_session
-        .decrypt(&mut rng, &SignalMessage::try_from(sent.as_bytes()).unwrap())
+        .decrypt(&mut rng, &parse(version, sent.as_bytes()))
         .unwrap();
     assert_eq!(plaintext.to_vec(), hex(&m6["ratchet_plaintext"]));
     assert_state(
         &alice_session,
         &m6["receiver_state_after"],
-        "alice after M6",
+        &format!("{version}: alice after M6"),
     );
 
     // State survives a round trip through bytes exactly.
     let restored = Session::from_bytes(&alice_session.to_bytes()).unwrap();
+    assert_eq!(restored.version(), version);
     assert_eq!(*restored.to_bytes(), *alice_session.to_bytes());
     assert_state(&restored, &m6["receiver_state_after"], "alice restored");
     after_m1
@@ -372,17 +509,53 @@ fn transcript(v: &Value) -> Session {
 
 #[test]
 fn transcript_is_byte_exact_in_both_directions() {
-    transcript(&vectors());
+    for version in Version::ALL {
+        transcript(version, &vectors(version));
+    }
+}
+
+#[test]
+fn messages_of_one_version_are_refused_by_a_session_of_the_other() {
+    let legacy = vectors(Version::Legacy);
+    let omemo2 = vectors(Version::Omemo2);
+    let mut alice = transcript(Version::Legacy, &legacy);
+    let before = alice.to_bytes();
+    let m2 = parse(Version::Omemo2, &hex(&message(&omemo2, "M2")["wire"]));
+    assert_eq!(
+        alice.decrypt(&mut os_rng(), &m2).map(|_| ()),
+        Err(DecryptError::VersionMismatch {
+            expected: Version::Legacy,
+            message: Version::Omemo2
+        })
+    );
+    assert_eq!(*alice.to_bytes(), *before);
+    // Bob's legacy signed prekey does not answer an OMEMO 2 key exchange.
+    let bob = party(Version::Legacy, &legacy["keys"]["bob"]);
+    let kex = KeyExchange::from_bytes(
+        Version::Omemo2,
+        &hex(&message(&omemo2, "M1")["key_exchange"]["wire"]),
+    )
+    .unwrap();
+    assert_eq!(
+        Session::respond(&mut os_rng(), &bob.identity, &bob.signed, &bob.pre_keys[1], &kex)
+            .map(|_| ()),
+        Err(DecryptError::VersionMismatch {
+            expected: Version::Legacy,
+            message: Version::Omemo2
+        })
+    );
 }
 
 #[test]
 fn libsignal_previous_counter_variant_decrypts() {
-    let v = vectors();
-    let alice_after_m1 = transcript(&v);
-    let bob = party(&v["keys"]["bob"]);
-    let received =
-        PreKeySignalMessage::try_from(hex(&message(&v, "M1")["key_exchange"]["wire"]).as_slice())
-            .unwrap();
+    let v = vectors(Version::Legacy);
+    let alice_after_m1 = transcript(Version::Legacy, &v);
+    let bob = party(Version::Legacy, &v["keys"]["bob"]);
+    let received = KeyExchange::from_bytes(
+        Version::Legacy,
+        &hex(&message(&v, "M1")["key_exchange"]["wire"]),
+    )
+    .unwrap();
     let mut rng = os_rng();
     let (mut bob_session, _) = Session::respond(
         &mut rng,
@@ -396,7 +569,7 @@ fn libsignal_previous_counter_variant_decrypts() {
     let m2 = bob_session
         .encrypt(&hex(&v["empty_message"]["ratchet_plaintext"]))
         .unwrap();
-    let RatchetMessage::Signal(m2) = m2 else {
+    let RatchetMessage::Authenticated(m2) = m2 else {
         panic!()
     };
     // Alice's M3.. in the vectors were made with alice_ratchet_1; with a random key here
@@ -404,7 +577,7 @@ fn libsignal_previous_counter_variant_decrypts() {
     alice_session.decrypt(&mut rng, &m2).unwrap();
     for id in ["M3", "M4", "M5", "M6"] {
         let variant = &message(&v, id)["libsignal_variant"];
-        let parsed = SignalMessage::try_from(hex(&variant["wire"]).as_slice()).unwrap();
+        let parsed = parse(Version::Legacy, &hex(&variant["wire"]));
         assert_eq!(
             parsed.previous_counter() as u64,
             variant["pn"].as_u64().unwrap(),
@@ -415,65 +588,72 @@ fn libsignal_previous_counter_variant_decrypts() {
 
 #[test]
 fn negative_cases_are_rejected_without_changing_state() {
-    let v = vectors();
-    let mut alice = transcript(&v);
-    let before = alice.to_bytes();
-    let mut rng = os_rng();
-    for case in v["negative"].as_array().unwrap() {
-        let name = case["name"].as_str().unwrap();
-        let wire = hex(&case["wire"]);
-        let result = SignalMessage::try_from(wire.as_slice())
-            .map_err(Error::from)
-            .and_then(|m| alice.decrypt(&mut rng, &m).map_err(Error::from));
-        let error = result.expect_err(name);
-        match name {
-            "mac_byte_flipped" => assert_eq!(
-                error,
-                Error::Decrypt(DecryptError::Authentication),
-                "{name}"
-            ),
-            // Without its last byte the MAC swallows the end of the protobuf.
-            "truncated_one_byte" | "truncated_to_10_bytes" => {
-                assert!(
-                    matches!(error, Error::Decode(DecodeError::Protobuf(_))),
-                    "{name}: {error}"
-                )
-            }
-            "version_byte_0x23" => {
-                assert_eq!(error, Error::Decode(DecodeError::UnsupportedVersion(0x23)))
-            }
-            "version_byte_0x43" => {
-                assert_eq!(error, Error::Decode(DecodeError::UnsupportedVersion(0x43)))
-            }
-            "zero_fields_omitted" => {
-                assert_eq!(error, Error::Decode(DecodeError::MissingField("counter")))
-            }
-            "counter_jump_2001" => assert!(
-                matches!(
+    for version in Version::ALL {
+        let v = vectors(version);
+        let mut alice = transcript(version, &v);
+        let before = alice.to_bytes();
+        let mut rng = os_rng();
+        for case in v["negative"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let wire = hex(&case["wire"]);
+            let result = AuthenticatedMessage::from_bytes(version, &wire)
+                .map_err(Error::from)
+                .and_then(|m| alice.decrypt(&mut rng, &m).map_err(Error::from));
+            let error = result.expect_err(name);
+            let context = format!("{version} {name}: {error}");
+            match (version, name) {
+                (_, "mac_byte_flipped") => assert_eq!(
                     error,
-                    Error::Decrypt(DecryptError::TooFarAhead { counter: 2001, .. })
+                    Error::Decrypt(DecryptError::Authentication),
+                    "{context}"
                 ),
-                "{name}: {error}"
-            ),
-            other => panic!("unknown negative case {other}"),
+                // Legacy: without its last byte the MAC swallows the end of the protobuf.
+                // OMEMO 2: the outer protobuf ends inside a field.
+                (_, "truncated_one_byte" | "truncated_to_10_bytes") => {
+                    assert!(
+                        matches!(error, Error::Decode(DecodeError::Protobuf(_))),
+                        "{context}"
+                    )
+                }
+                (Version::Legacy, "version_byte_0x23") => {
+                    assert_eq!(error, Error::Decode(DecodeError::UnsupportedVersion(0x23)))
+                }
+                (Version::Legacy, "version_byte_0x43") => {
+                    assert_eq!(error, Error::Decode(DecodeError::UnsupportedVersion(0x43)))
+                }
+                (Version::Legacy, "zero_fields_omitted") => {
+                    assert_eq!(error, Error::Decode(DecodeError::MissingField("counter")))
+                }
+                (Version::Omemo2, "zero_fields_omitted") => {
+                    assert_eq!(error, Error::Decode(DecodeError::MissingField("n")))
+                }
+                (_, "counter_jump_2001") => assert!(
+                    matches!(
+                        error,
+                        Error::Decrypt(DecryptError::TooFarAhead { counter: 2001, .. })
+                    ),
+                    "{context}"
+                ),
+                other => panic!("unknown negative case {other:?}"),
+            }
+            assert_eq!(*alice.to_bytes(), *before, "{name} changed the session");
         }
-        assert_eq!(*alice.to_bytes(), *before, "{name} changed the session");
+        let m2 = parse(version, &hex(&message(&v, "M2")["wire"]));
+        assert_eq!(
+            alice.decrypt(&mut rng, &m2).unwrap().to_vec(),
+            hex(&v["empty_message"]["ratchet_plaintext"])
+        );
     }
-    let m2 = SignalMessage::try_from(hex(&message(&v, "M2")["wire"]).as_slice()).unwrap();
-    assert_eq!(
-        alice.decrypt(&mut rng, &m2).unwrap().to_vec(),
-        hex(&v["empty_message"]["ratchet_plaintext"])
-    );
 }
 
 #[test]
 fn real_libsignal_messages_parse() {
-    let v = vectors();
+    let v = vectors(Version::Legacy);
     for case in v["real_libsignal_messages"].as_array().unwrap() {
         let wire = hex(&case["wire"]);
         let f = &case["fields"];
         let signal = if case["kind"] == "pre_key_signal_message" {
-            let m = PreKeySignalMessage::try_from(wire.as_slice()).unwrap();
+            let m = KeyExchange::from_bytes(Version::Legacy, &wire).unwrap();
             assert_eq!(m.pre_key_id().map(u64::from), f["pre_key_id"].as_u64());
             assert_eq!(
                 m.signed_pre_key_id() as u64,
@@ -483,12 +663,15 @@ fn real_libsignal_messages_parse() {
                 m.registration_id().map(u64::from),
                 f["registration_id"].as_u64()
             );
-            assert_eq!(m.base_key().to_wire().to_vec(), hex(&f["base_key"]));
-            assert_eq!(m.identity_key().to_wire().to_vec(), hex(&f["identity_key"]));
+            assert_eq!(m.base_key().to_wire(Version::Legacy).to_vec(), hex(&f["base_key"]));
+            assert_eq!(
+                m.identity_key().to_wire(Version::Legacy).unwrap().to_vec(),
+                hex(&f["identity_key"])
+            );
             assert_eq!(m.as_bytes(), wire.as_slice());
             m.message().clone()
         } else {
-            SignalMessage::try_from(wire.as_slice()).unwrap()
+            parse(Version::Legacy, &wire)
         };
         let inner = if case["kind"] == "pre_key_signal_message" {
             &case["inner_signal_message"]
@@ -496,7 +679,7 @@ fn real_libsignal_messages_parse() {
             f
         };
         assert_eq!(
-            signal.ratchet_key().to_wire().to_vec(),
+            signal.ratchet_key().to_wire(Version::Legacy).to_vec(),
             hex(&inner["ratchet_key"])
         );
         assert_eq!(signal.counter() as u64, inner["counter"].as_u64().unwrap());
@@ -509,8 +692,9 @@ fn real_libsignal_messages_parse() {
 }
 
 #[test]
-fn payloads_encrypt_and_decrypt_byte_exact() {
-    let v = vectors();
+fn legacy_payloads_encrypt_and_decrypt_byte_exact() {
+    let version = Version::Legacy;
+    let v = vectors(version);
     for p in v["payloads"].as_array().unwrap() {
         let name = p["name"].as_str().unwrap();
         let plaintext = p["plaintext"].as_str().unwrap().as_bytes();
@@ -522,13 +706,13 @@ fn payloads_encrypt_and_decrypt_byte_exact() {
             hex(&p["ciphertext"])
         };
         assert_eq!(
-            decrypt_payload(&key, &iv, &payload).unwrap().as_slice(),
+            decrypt_payload(version, &key, &iv, &payload).unwrap().as_slice(),
             plaintext,
             "{name}"
         );
         if iv.len() == 12 && name != "tag_in_payload" {
             let mut rng = QueueRng::new([hex(&p["key"]), iv.clone()]);
-            let (material, encrypted) = encrypt_payload(&mut rng, plaintext);
+            let (material, encrypted) = encrypt_payload(version, &mut rng, plaintext);
             assert_eq!(
                 material.as_bytes(),
                 hex(&p["ratchet_plaintext"]).as_slice(),
@@ -539,9 +723,72 @@ fn payloads_encrypt_and_decrypt_byte_exact() {
         let mut tampered = payload.clone();
         tampered[0] ^= 1;
         assert_eq!(
-            decrypt_payload(&key, &iv, &tampered),
+            decrypt_payload(version, &key, &iv, &tampered),
             Err(DecryptError::Authentication),
             "{name}"
         );
     }
+}
+
+#[test]
+fn omemo2_payloads_encrypt_and_decrypt_byte_exact() {
+    let version = Version::Omemo2;
+    let v = vectors(version);
+    for p in v["payloads"].as_array().unwrap() {
+        let name = p["name"].as_str().unwrap();
+        let plaintext = p["plaintext"].as_str().unwrap().as_bytes();
+        let ciphertext = hex(&p["ciphertext"]);
+        let material = hex(&p["ratchet_plaintext"]);
+        assert_eq!(material.len(), 48, "{name}: key and tag");
+        let key = KeyMaterial::from_bytes(material.clone());
+        assert_eq!(
+            decrypt_payload(version, &key, &[], &ciphertext).unwrap().as_slice(),
+            plaintext,
+            "{name}"
+        );
+        let mut rng = QueueRng::new([hex(&p["key"])]);
+        let (ours, encrypted) = encrypt_payload(version, &mut rng, plaintext);
+        assert_eq!(ours.as_bytes(), material.as_slice(), "{name}");
+        assert_eq!(encrypted.ciphertext, ciphertext, "{name}");
+        assert!(encrypted.iv.is_empty(), "{name}: OMEMO 2 sends no <iv>");
+
+        // Tampering anywhere is refused before anything is decrypted.
+        for at in [0, ciphertext.len() - 1] {
+            let mut tampered = ciphertext.clone();
+            tampered[at] ^= 1;
+            assert_eq!(
+                decrypt_payload(version, &key, &[], &tampered),
+                Err(DecryptError::Authentication),
+                "{name}: ciphertext byte {at}"
+            );
+        }
+        let mut tampered_tag = material.clone();
+        tampered_tag[47] ^= 1;
+        assert_eq!(
+            decrypt_payload(version, &KeyMaterial::from_bytes(tampered_tag), &[], &ciphertext),
+            Err(DecryptError::Authentication),
+            "{name}: tag"
+        );
+        assert!(
+            decrypt_payload(version, &KeyMaterial::from_bytes(material[..32].to_vec()), &[], &ciphertext)
+                .is_err(),
+            "{name}: 32 bytes of key material are an empty message, not a payload key"
+        );
+        assert_eq!(
+            decrypt_payload(version, &key, &[0; 12], &ciphertext),
+            Err(DecryptError::Malformed("OMEMO 2 payloads have no IV")),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn empty_messages_carry_the_versions_key_material() {
+    let v = vectors(Version::Omemo2);
+    let empty = KeyMaterial::empty_message(Version::Omemo2, &mut QueueRng::new([]));
+    assert_eq!(empty.as_bytes(), hex(&v["empty_message"]["ratchet_plaintext"]).as_slice());
+    assert!(v["empty_message"]["payload"].is_null());
+    let key = [7u8; 16];
+    let legacy = KeyMaterial::empty_message(Version::Legacy, &mut QueueRng::new([key.to_vec()]));
+    assert_eq!(legacy.as_bytes(), key.as_slice());
 }

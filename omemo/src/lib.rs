@@ -1,57 +1,59 @@
-//! OMEMO (XEP-0384) end-to-end encryption for XMPP, byte-compatible with the legacy
-//! OMEMO that Conversations, Dino, Gajim, Monal, Profanity and slixmpp-omemo speak
-//! (namespace `eu.siacs.conversations.axolotl`).
+//! OMEMO (XEP-0384) end-to-end encryption for XMPP, in both protocol versions: legacy
+//! OMEMO (`eu.siacs.conversations.axolotl`, spoken by Conversations, Dino, Gajim, Monal,
+//! Profanity and slixmpp-omemo) and OMEMO 2 (`urn:xmpp:omemo:2`), see [`Version`].
 //!
-//! This layer is the cryptographic core: identity keys and bundles, X3DH, the Double
-//! Ratchet with its wire format, and the payload cipher. It does no I/O. The [`stanza`]
-//! module builds and parses the XML that carries it (legacy OMEMO elements and the
-//! pubsub requests around them) as `minidom` elements.
+//! The [`Manager`] is the crate's entry point. It does no I/O: stanzas, IQ answers and the
+//! time go in; stanzas and IQ requests to send come out. It keeps identity, devices,
+//! sessions and trust in a [`Store`] ([`SqliteStore`] on disk, [`MemoryStore`] for
+//! tests). The XML it speaks lives in version-named modules ([`stanza::legacy`]).
+//! The low-level layers (keys, X3DH, the Double Ratchet, wire messages, the payload
+//! cipher) are in `omemo::hazmat`, behind the `hazmat` feature.
 //!
-//! # Two devices talk
+//! # Opening a manager
 //!
 //! ```
-//! use omemo::{IdentityKeyPair, PreKey, PreKeyBundle, RatchetMessage, Session, SignedPreKey};
+//! use omemo::{BareJid, Manager, ManagerConfig, MemoryStore};
 //!
 //! let mut rng = omemo::os_rng();
+//! let me = BareJid::new("alice@example.org")?;
+//! let mut manager = Manager::open(MemoryStore::default(), &me, ManagerConfig::default(), &mut rng, 0)?;
+//! println!("device {} with fingerprint {}", manager.device_id(), manager.fingerprint());
 //!
-//! // Bob publishes a bundle.
-//! let bob = IdentityKeyPair::generate(&mut rng);
-//! let bob_signed = SignedPreKey::generate(&mut rng, &bob, 1);
-//! let bob_pre_keys: Vec<PreKey> = (1..=100).map(|id| PreKey::generate(&mut rng, id)).collect();
-//! let bundle = PreKeyBundle::new(&bob, &bob_signed, &bob_pre_keys);
-//!
-//! // Alice builds a session from it and encrypts a message.
-//! let alice = IdentityKeyPair::generate(&mut rng);
-//! let mut to_bob = Session::initiate(&mut rng, &alice, &bundle)?;
-//! let (key, payload) = omemo::encrypt_payload(&mut rng, "Hi Bob".as_bytes());
-//! let sent = to_bob.encrypt(key.as_bytes())?;
-//! assert!(sent.is_pre_key());
-//!
-//! // Bob receives the key exchange, finds the prekeys it names, and decrypts.
-//! let RatchetMessage::PreKey(received) = RatchetMessage::from_bytes(sent.as_bytes(), true)? else {
-//!     unreachable!()
-//! };
-//! let pre_key = bob_pre_keys.iter().find(|k| Some(k.id()) == received.pre_key_id()).unwrap();
-//! let (mut to_alice, key) = Session::respond(&mut rng, &bob, &bob_signed, pre_key, &received)?;
-//! let body = omemo::decrypt_payload(&omemo::KeyMaterial::from_bytes(key.to_vec()), &payload.iv, &payload.ciphertext)?;
-//! assert_eq!(body.as_slice(), b"Hi Bob");
-//!
-//! // Bob answers; once Alice decrypts, her messages stop carrying the key exchange.
-//! let RatchetMessage::Signal(reply) = to_alice.encrypt(b"0123456789abcdef")? else { unreachable!() };
-//! assert_eq!(to_bob.decrypt(&mut rng, &reply)?.as_slice(), b"0123456789abcdef");
-//! assert!(!to_bob.encrypt(b"more")?.is_pre_key());
+//! // A new device first fetches its device list and publishes its bundle: the IQ
+//! // requests go to your XMPP connection, their answers back to `handle_iq`.
+//! let mut requests = 0;
+//! while let Some(request) = manager.poll_request() {
+//!     assert_eq!(request.stanza.name(), "iq");
+//!     requests += 1;
+//! }
+//! assert!(requests > 0);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Features
+//!
+//! - `sqlite` (default): [`SqliteStore`], with SQLite bundled through rusqlite. Turn it
+//!   off to bring your own [`Store`].
+//! - `hazmat`: the module `omemo::hazmat` with the low-level layers.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// Without `hazmat`, the low-level types are public in their modules but not exported, and
+// the accessors only `hazmat` users call are unused (the `hazmat` build checks both).
+#![cfg_attr(not(feature = "hazmat"), allow(unreachable_pub, dead_code))]
 
 mod bundle;
 mod consts;
 mod error;
+#[cfg(feature = "hazmat")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hazmat")))]
+pub mod hazmat;
 mod keys;
 mod manager;
 mod payload;
 mod ratchet;
 pub mod stanza;
 mod store;
+mod version;
 mod wire;
 mod x3dh;
 
@@ -60,23 +62,32 @@ mod known_answer_tests;
 #[cfg(test)]
 mod testing;
 
-pub use bundle::{PreKey, PreKeyBundle, SignedPreKey};
-pub use consts::{DEFAULT_MAX_SKIP_PER_MESSAGE, DEFAULT_MAX_STORED_SKIPPED_KEYS, LEGACY_NAMESPACE};
+pub use consts::{DEFAULT_MAX_SKIP_PER_MESSAGE, DEFAULT_MAX_STORED_SKIPPED_KEYS};
 pub use error::{
     DecodeError, DecryptError, Error, KeyError, ManagerError, SessionError, StanzaError,
 };
-pub use keys::{Fingerprint, IdentityKey, IdentityKeyPair, KeyPair, PublicKey, SecretKey};
+pub use keys::Fingerprint;
 pub use manager::{
     Decrypted, DeviceInfo, Encrypted, Manager, ManagerConfig, Request, SkipReason, SkippedDevice,
     TrustPolicy,
 };
-pub use payload::{EncryptedPayload, KeyMaterial, decrypt_payload, encrypt_payload};
-pub use ratchet::{RatchetLimits, RatchetMessage, Session};
+pub use ratchet::RatchetLimits;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use store::SqliteStore;
 pub use store::{
-    AccountRecord, Batch, DeviceRecord, MemoryStore, Op, PreKeyRecord, SignedPreKeyRecord,
-    SqliteStore, Store, StoreError, Trust,
+    AccountRecord, Batch, DeviceRecord, MemoryStore, Op, PreKeyRecord, SignedPreKeyRecord, Store,
+    StoreError, Trust,
 };
-pub use wire::{PreKeySignalMessage, SignalMessage};
+pub use version::Version;
+
+// The crate's own code names the low-level types from the root, as the `hazmat` module
+// exports them.
+use bundle::{PreKey, PreKeyBundle, SignedPreKey};
+use keys::{IdentityKeyPair, KeyPair, SecretKey};
+use payload::{KeyMaterial, decrypt_payload, encrypt_payload};
+use ratchet::Session;
+use wire::RatchetMessage;
 
 pub use jid::BareJid;
 

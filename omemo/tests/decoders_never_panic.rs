@@ -3,12 +3,46 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::sync::OnceLock;
+
 use minidom::Element;
-use omemo::stanza::{self, EncryptedMessage};
-use omemo::{PreKeySignalMessage, RatchetMessage, Session, SignalMessage};
+use omemo::Version;
+use omemo::hazmat::{
+    AuthenticatedMessage, IdentityKey, IdentityKeyPair, KeyExchange, PreKey, PreKeyBundle,
+    PublicKey, RatchetMessage, Session, SignedPreKey,
+};
+use omemo::stanza::{self, legacy::EncryptedMessage};
 use proptest::prelude::*;
 
-/// Bytes that often look like the real thing: a version byte and protobuf-ish fields.
+/// Real wire messages of both versions (a key exchange, and a message after a DH step),
+/// to mutate: random bytes rarely get past the first field.
+fn real_messages() -> &'static [(Version, Vec<u8>)] {
+    static MESSAGES: OnceLock<Vec<(Version, Vec<u8>)>> = OnceLock::new();
+    MESSAGES.get_or_init(|| {
+        let mut rng = omemo::os_rng();
+        let mut out = Vec::new();
+        for version in Version::ALL {
+            let alice = IdentityKeyPair::generate(&mut rng);
+            let bob = IdentityKeyPair::generate(&mut rng);
+            let signed = SignedPreKey::generate(version, &mut rng, &bob, 1);
+            let pre_keys = vec![PreKey::generate(&mut rng, 1)];
+            let bundle = PreKeyBundle::new(&bob, &signed, &pre_keys);
+            let mut to_bob = Session::initiate(&mut rng, &alice, &bundle).unwrap();
+            let RatchetMessage::KeyExchange(kex) = to_bob.encrypt(b"hello").unwrap() else {
+                panic!("first message must carry the key exchange")
+            };
+            out.push((version, kex.as_bytes().to_vec()));
+            let (mut to_alice, _) =
+                Session::respond(&mut rng, &bob, &signed, &pre_keys[0], &kex).unwrap();
+            out.push((version, to_alice.encrypt(b"reply").unwrap().as_bytes().to_vec()));
+            out.push((version, to_alice.to_bytes().to_vec()));
+        }
+        out
+    })
+}
+
+/// Bytes that often look like the real thing: a version byte and protobuf-ish fields, or
+/// a real message of either version with bytes flipped, cut off or inserted.
 fn wire_like() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         prop::collection::vec(any::<u8>(), 0..200),
@@ -22,6 +56,23 @@ fn wire_like() -> impl Strategy<Value = Vec<u8>> {
             v.extend([0u8; 8]);
             v
         }),
+        (
+            any::<prop::sample::Index>(),
+            prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..4),
+        )
+            .prop_map(|(which, edits)| {
+                let messages = real_messages();
+                let mut v = messages[which.index(messages.len())].1.clone();
+                for (at, byte, kind) in edits {
+                    let i = at.index(v.len().max(1));
+                    match kind {
+                        0 if !v.is_empty() => v[i] ^= byte.max(1),
+                        1 => v.truncate(i),
+                        _ => v.insert(i.min(v.len()), byte),
+                    }
+                }
+                v
+            }),
     ]
 }
 
@@ -30,10 +81,29 @@ proptest! {
 
     #[test]
     fn wire_decoders_never_panic(bytes in wire_like()) {
-        let _ = SignalMessage::try_from(bytes.as_slice());
-        let _ = PreKeySignalMessage::try_from(bytes.as_slice());
-        let _ = RatchetMessage::from_bytes(&bytes, true);
+        for version in Version::ALL {
+            let _ = AuthenticatedMessage::from_bytes(version, &bytes);
+            let _ = KeyExchange::from_bytes(version, &bytes);
+            let _ = RatchetMessage::from_bytes(version, &bytes, true);
+            let _ = RatchetMessage::from_bytes(version, &bytes, false);
+            let _ = IdentityKey::from_wire(version, &bytes);
+            let _ = PublicKey::from_wire(version, &bytes);
+        }
         let _ = Session::from_bytes(&bytes);
+    }
+
+    /// Mutated messages decode to the same bytes they came from, or fail cleanly.
+    #[test]
+    fn decoded_messages_keep_their_bytes(bytes in wire_like()) {
+        for version in Version::ALL {
+            if let Ok(message) = RatchetMessage::from_bytes(version, &bytes, true) {
+                prop_assert_eq!(message.version(), version);
+                prop_assert!(message.is_key_exchange());
+            }
+            if let Ok(message) = AuthenticatedMessage::from_bytes(version, &bytes) {
+                prop_assert_eq!(message.version(), version);
+            }
+        }
     }
 
     #[test]
@@ -54,17 +124,17 @@ proptest! {
         let element: Element = xml.parse().unwrap();
         if let Ok(message) = EncryptedMessage::from_element(&element) {
             for key in &message.keys {
-                let _ = RatchetMessage::from_bytes(&key.data, key.pre_key);
+                let _ = RatchetMessage::from_bytes(Version::Legacy, &key.data, key.pre_key);
             }
         }
         let list: Element = format!("<list xmlns='eu.siacs.conversations.axolotl'><device id='{id}'/><device id='{rid}'/></list>").parse().unwrap();
-        let _ = stanza::parse_device_list(&list, 10);
+        let _ = stanza::legacy::parse_device_list(&list, 10);
         let bundle: Element = format!(
             "<bundle xmlns='eu.siacs.conversations.axolotl'><signedPreKeyPublic signedPreKeyId='{id}'>{key}</signedPreKeyPublic>\
              <signedPreKeySignature>{iv}</signedPreKeySignature><identityKey>{key}</identityKey>\
              <prekeys><preKeyPublic preKeyId='{rid}'>{key}</preKeyPublic></prekeys></bundle>"
         ).parse().unwrap();
-        if let Ok(bundle) = stanza::parse_bundle(&bundle) {
+        if let Ok(bundle) = stanza::legacy::parse_bundle(&bundle) {
             let _ = bundle.verify();
         }
         let iq: Element = format!("<iq xmlns='jabber:client' type='{prekey}' id='{id}'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='{rid}'><item>{}</item></items></pubsub></iq>", "<x xmlns='y'/>").parse().unwrap();

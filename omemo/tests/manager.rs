@@ -7,6 +7,7 @@ mod common;
 
 use common::pep::{DEVICE_LIST_NODE, PUBSUB_EVENT, World, bare, body, with_from};
 use minidom::Element;
+use omemo::Version;
 use omemo::{
     Manager, ManagerConfig, ManagerError, MemoryStore, SkipReason, SqliteStore, Store, Trust,
 };
@@ -86,7 +87,7 @@ fn added_and_removed_devices_are_followed() {
     assert_eq!(body(world.receive(&mut bob2, &second)), "two devices");
     // Bob's second device is removed from his list: Alice stops encrypting to it.
     let remaining = vec![bob1.manager.device_id()];
-    let list = omemo::stanza::device_list_element(&remaining);
+    let list = omemo::stanza::legacy::device_list_element(&remaining);
     let event = Element::builder("message", "jabber:client")
         .attr("from".try_into().unwrap(), "bob@example.org")
         .append(
@@ -134,7 +135,7 @@ fn added_and_removed_devices_are_followed() {
                         .append(
                             Element::builder("item", PUBSUB_EVENT)
                                 .attr("id".try_into().unwrap(), "current")
-                                .append(omemo::stanza::device_list_element(&remaining))
+                                .append(omemo::stanza::legacy::device_list_element(&remaining))
                                 .build(),
                         )
                         .build(),
@@ -164,10 +165,10 @@ fn prekeys_are_refilled_after_many_new_senders() {
     // The published bundle was refreshed too.
     let published = world.pep.nodes[&(
         "bob@example.org".to_owned(),
-        omemo::stanza::bundle_node(bob.manager.device_id()),
+        omemo::stanza::legacy::bundle_node(bob.manager.device_id()),
     )]
         .clone();
-    let bundle = omemo::stanza::parse_bundle(&published[0].1).unwrap();
+    let bundle = omemo::stanza::legacy::parse_bundle(&published[0].1).unwrap();
     assert_eq!(bundle.pre_keys, bob.manager.own_bundle().pre_keys);
 }
 
@@ -338,7 +339,7 @@ fn absurd_device_lists_are_refused() {
     let mut world = World::new();
     let mut alice = world.device("alice@example.org", "phone");
     let ids: Vec<u32> = (1..=10_000).collect();
-    let list = omemo::stanza::device_list_element(&ids);
+    let list = omemo::stanza::legacy::device_list_element(&ids);
     world.pep.nodes.insert(
         (
             "mallory@example.org".to_owned(),
@@ -371,13 +372,13 @@ fn bundle_with_a_bad_signature_makes_the_device_inactive() {
     let mut world = World::new();
     let mut alice = world.device("alice@example.org", "phone");
     let mut bob = world.device("bob@example.org", "laptop");
-    let node = omemo::stanza::bundle_node(bob.manager.device_id());
+    let node = omemo::stanza::legacy::bundle_node(bob.manager.device_id());
     let key = ("bob@example.org".to_owned(), node);
-    let mut bundle = omemo::stanza::parse_bundle(&world.pep.nodes[&key][0].1).unwrap();
+    let mut bundle = omemo::stanza::legacy::parse_bundle(&world.pep.nodes[&key][0].1).unwrap();
     bundle.signed_pre_key_signature[0] ^= 1;
     world.pep.nodes.insert(
         key,
-        vec![("current".to_owned(), omemo::stanza::bundle_element(&bundle))],
+        vec![("current".to_owned(), omemo::stanza::legacy::bundle_element(&bundle))],
     );
     world.prepare(&mut alice, "bob@example.org");
     let mut rng = omemo::os_rng();
@@ -476,7 +477,7 @@ fn device_list_event(from: &str, items: &[&[u32]]) -> Element {
         list = list.append(
             Element::builder("item", PUBSUB_EVENT)
                 .attr("id".try_into().unwrap(), format!("item{i}"))
-                .append(omemo::stanza::device_list_element(ids))
+                .append(omemo::stanza::legacy::device_list_element(ids))
                 .build(),
         );
     }
@@ -496,7 +497,7 @@ fn refused_publish_options_lead_to_node_configuration_and_a_new_publish() {
     world.pep.refuse_publish_options = true;
     let alice = world.device("alice@example.org", "phone");
     let id = alice.manager.device_id();
-    let bundle_node = omemo::stanza::bundle_node(id);
+    let bundle_node = omemo::stanza::legacy::bundle_node(id);
     for node in [DEVICE_LIST_NODE.to_owned(), bundle_node.clone()] {
         assert!(
             world
@@ -516,7 +517,7 @@ fn refused_publish_options_lead_to_node_configuration_and_a_new_publish() {
     let list =
         &world.pep.nodes[&("alice@example.org".to_owned(), DEVICE_LIST_NODE.to_owned())][0].1;
     assert_eq!(
-        omemo::stanza::parse_device_list(list, 10).unwrap(),
+        omemo::stanza::legacy::parse_device_list(list, 10).unwrap(),
         vec![id]
     );
 }
@@ -663,7 +664,7 @@ fn changed_identity_under_a_known_device_id_is_refused() {
     world.receive(&mut alice, &first).unwrap();
     // Another identity claims Bob's device id (a reinstall reusing the id, or an attack).
     let mut rng = omemo::os_rng();
-    let identity = omemo::IdentityKeyPair::generate(&mut rng);
+    let identity = omemo::hazmat::IdentityKeyPair::generate(&mut rng);
     let mut store = MemoryStore::new();
     store
         .commit(omemo::Batch {
@@ -675,10 +676,11 @@ fn changed_identity_under_a_known_device_id_is_refused() {
             })],
         })
         .unwrap();
-    let signed = omemo::SignedPreKey::generate(&mut rng, &identity, 1);
+    let signed = omemo::hazmat::SignedPreKey::generate(Version::Legacy, &mut rng, &identity, 1);
     store
         .commit(omemo::Batch {
             ops: vec![omemo::Op::PutSignedPreKey(omemo::SignedPreKeyRecord {
+                version: Version::Legacy,
                 id: 1,
                 secret: signed.key_pair().secret_key().to_bytes(),
                 signature: *signed.signature(),
@@ -797,8 +799,9 @@ impl Store for FlakyStore {
         &self,
         jid: &str,
         device_id: u32,
+        version: Version,
     ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, omemo::StoreError> {
-        self.inner.load_session(jid, device_id)
+        self.inner.load_session(jid, device_id, version)
     }
     fn load_devices(&self, jid: &str) -> Result<Vec<omemo::DeviceRecord>, omemo::StoreError> {
         self.inner.load_devices(jid)
@@ -826,10 +829,10 @@ fn decrypt_commits_once_and_only_after_authentication() {
     // A tampered copy: nothing is written.
     let mut tampered = stanza.clone();
     let encrypted = tampered
-        .get_child_mut("encrypted", omemo::LEGACY_NAMESPACE)
+        .get_child_mut("encrypted", omemo::stanza::legacy::NAMESPACE)
         .unwrap();
     let payload = encrypted
-        .get_child_mut("payload", omemo::LEGACY_NAMESPACE)
+        .get_child_mut("payload", omemo::stanza::legacy::NAMESPACE)
         .unwrap();
     let text = payload.text();
     let first = if text.starts_with('A') { "B" } else { "A" };
@@ -914,14 +917,14 @@ fn a_burst_of_new_senders_queues_one_bundle_publication() {
     let mut world = World::new();
     let mut bob = world.device("bob@example.org", "laptop");
     let mut rng = omemo::os_rng();
-    let bundle_node = omemo::stanza::bundle_node(bob.manager.device_id());
+    let bundle_node = omemo::stanza::legacy::bundle_node(bob.manager.device_id());
     for i in 0..5 {
         let mut sender = world.device(&format!("s{i}@example.org"), "r");
         let stanza = world.send(&mut sender, "bob@example.org", &format!("hi {i}"));
         bob.manager.decrypt(&stanza, &mut rng, world.now).unwrap();
         // Bob's own publications stay queued; the server shows his current bundle so that
         // the next sender does not pick a prekey that is already used.
-        let current = omemo::stanza::bundle_element(&bob.manager.own_bundle());
+        let current = omemo::stanza::legacy::bundle_element(&bob.manager.own_bundle());
         world.pep.nodes.insert(
             ("bob@example.org".to_owned(), bundle_node.clone()),
             vec![("current".to_owned(), current)],
@@ -940,7 +943,7 @@ fn a_burst_of_new_senders_queues_one_bundle_publication() {
     world.run(&mut bob);
     let published = &world.pep.nodes[&("bob@example.org".to_owned(), bundle_node)][0].1;
     assert_eq!(
-        omemo::stanza::parse_bundle(published).unwrap().pre_keys,
+        omemo::stanza::legacy::parse_bundle(published).unwrap().pre_keys,
         bob.manager.own_bundle().pre_keys
     );
 }

@@ -6,10 +6,10 @@
 
 mod common;
 
-use common::oldmemo::Peer;
+use common::python_peer::Peer;
 use common::pep::{DEVICE_LIST_NODE, World, body, with_from};
 use minidom::Element;
-use omemo::stanza::{self, EncryptedMessage};
+use omemo::stanza::{self, legacy::EncryptedMessage};
 use serde_json::{Value, json};
 
 const PY_JID: &str = "python@example.org";
@@ -26,9 +26,9 @@ fn python(world: &mut World) -> Peer {
         .unwrap()
         .parse()
         .unwrap();
-    let list = stanza::device_list_element(&[PY_DEVICE]);
+    let list = stanza::legacy::device_list_element(&[PY_DEVICE]);
     world.pep.nodes.insert(
-        (PY_JID.into(), stanza::bundle_node(PY_DEVICE)),
+        (PY_JID.into(), stanza::legacy::bundle_node(PY_DEVICE)),
         vec![("1".into(), bundle)],
     );
     world.pep.nodes.insert(
@@ -90,7 +90,7 @@ fn oldmemo_builds_a_session_from_the_published_bundle_xml() {
     let rust_device = rust.manager.device_id();
     let mut peer = python(&mut world);
     // The bundle exactly as this crate published it on PEP.
-    let bundle = &world.pep.nodes[&(RUST_JID.to_owned(), stanza::bundle_node(rust_device))][0].1;
+    let bundle = &world.pep.nodes[&(RUST_JID.to_owned(), stanza::legacy::bundle_node(rust_device))][0].1;
     let first = py_encrypt(
         &mut peer,
         rust_device,

@@ -1,6 +1,7 @@
-//! Curve25519 key pairs and the 33-byte legacy serialization of public keys.
+//! Curve25519 key pairs and the wire forms of their public keys.
 
 use std::fmt;
+use std::ops::Deref;
 
 use rand_core::CryptoRng;
 use x25519_dalek::StaticSecret;
@@ -8,11 +9,82 @@ use zeroize::Zeroizing;
 
 use crate::consts::CURVE25519_KEY_TYPE;
 use crate::error::KeyError;
+use crate::version::Version;
+
+/// A public key as one protocol version writes it: 33 bytes `0x05 ‖ key` in legacy OMEMO,
+/// the 32 bytes alone in OMEMO 2. Dereferences to the bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct WireKey {
+    bytes: [u8; 33],
+    len: u8,
+}
+
+impl WireKey {
+    /// The wire form of the 32-byte key `key` in `version`.
+    pub(crate) fn new(version: Version, key: &[u8; 32]) -> Self {
+        let mut bytes = [0u8; 33];
+        let len = match version {
+            Version::Legacy => {
+                bytes[0] = CURVE25519_KEY_TYPE;
+                bytes[1..].copy_from_slice(key);
+                33
+            }
+            Version::Omemo2 => {
+                bytes[..32].copy_from_slice(key);
+                32
+            }
+        };
+        Self { bytes, len }
+    }
+}
+
+impl Deref for WireKey {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl AsRef<[u8]> for WireKey {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl fmt::Debug for WireKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hex: String = self.iter().map(|b| format!("{b:02x}")).collect();
+        write!(f, "WireKey({hex})")
+    }
+}
+
+/// Parses `bytes` as a 32-byte key in the wire form of `version` (see [`WireKey`]).
+pub(crate) fn key_from_wire(version: Version, bytes: &[u8]) -> Result<[u8; 32], KeyError> {
+    let raw = match (version, bytes) {
+        (Version::Legacy, [CURVE25519_KEY_TYPE, rest @ ..]) if rest.len() == 32 => rest,
+        (Version::Legacy, [other, ..]) if bytes.len() == 33 => {
+            return Err(KeyError::InvalidKeyType(*other));
+        }
+        (Version::Omemo2, raw) if raw.len() == 32 => raw,
+        _ => {
+            return Err(KeyError::InvalidLength {
+                what: "serialized public key",
+                expected: if version == Version::Legacy { 33 } else { 32 },
+                actual: bytes.len(),
+            });
+        }
+    };
+    let mut key = [0u8; 32];
+    key.copy_from_slice(raw);
+    Ok(key)
+}
 
 /// A Curve25519 (X25519) public key.
 ///
-/// On the legacy wire every public key is 33 bytes: the type byte `0x05` followed by the
-/// 32-byte Montgomery u-coordinate ([`PublicKey::to_wire`], [`PublicKey::from_wire`]).
+/// On the legacy wire every public key is 33 bytes, the type byte `0x05` followed by the
+/// 32-byte Montgomery u-coordinate; OMEMO 2 sends the 32 bytes alone
+/// ([`PublicKey::to_wire`], [`PublicKey::from_wire`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PublicKey([u8; 32]);
 
@@ -27,35 +99,24 @@ impl PublicKey {
         &self.0
     }
 
-    /// The 33-byte legacy wire form, `0x05 || u`.
-    pub fn to_wire(&self) -> [u8; 33] {
-        let mut out = [0u8; 33];
-        out[0] = CURVE25519_KEY_TYPE;
-        out[1..].copy_from_slice(&self.0);
-        out
+    /// The wire form in `version`: `0x05 || u` (legacy) or `u` (OMEMO 2).
+    pub fn to_wire(&self, version: Version) -> WireKey {
+        WireKey::new(version, &self.0)
     }
 
-    /// Parses the 33-byte legacy wire form.
+    /// Parses the wire form of `version`.
     ///
     /// ```
-    /// let key = omemo::PublicKey::from_bytes([9; 32]);
-    /// assert_eq!(omemo::PublicKey::from_wire(&key.to_wire()), Ok(key));
-    /// assert!(omemo::PublicKey::from_wire(&[9; 32]).is_err());
+    /// use omemo::Version;
+    /// use omemo::hazmat::PublicKey;
+    ///
+    /// let key = PublicKey::from_bytes([9; 32]);
+    /// assert_eq!(PublicKey::from_wire(Version::Legacy, &key.to_wire(Version::Legacy)), Ok(key));
+    /// assert_eq!(PublicKey::from_wire(Version::Omemo2, &[9; 32]), Ok(key));
+    /// assert!(PublicKey::from_wire(Version::Legacy, &[9; 32]).is_err());
     /// ```
-    pub fn from_wire(bytes: &[u8]) -> Result<Self, KeyError> {
-        match bytes {
-            [CURVE25519_KEY_TYPE, rest @ ..] if rest.len() == 32 => {
-                let mut key = [0u8; 32];
-                key.copy_from_slice(rest);
-                Ok(Self(key))
-            }
-            [other, ..] if bytes.len() == 33 => Err(KeyError::InvalidKeyType(*other)),
-            _ => Err(KeyError::InvalidLength {
-                what: "serialized public key",
-                expected: 33,
-                actual: bytes.len(),
-            }),
-        }
+    pub fn from_wire(version: Version, bytes: &[u8]) -> Result<Self, KeyError> {
+        key_from_wire(version, bytes).map(Self)
     }
 
     /// Parses 32 raw bytes.
@@ -183,20 +244,29 @@ mod tests {
 
     #[test]
     fn wire_form_rejects_wrong_type_and_length() {
-        let mut wire = PublicKey::from_bytes([7; 32]).to_wire();
+        let mut wire = PublicKey::from_bytes([7; 32]).to_wire(Version::Legacy).to_vec();
         wire[0] = 0x06;
         assert_eq!(
-            PublicKey::from_wire(&wire),
+            PublicKey::from_wire(Version::Legacy, &wire),
             Err(KeyError::InvalidKeyType(0x06))
         );
         assert!(matches!(
-            PublicKey::from_wire(&wire[..20]),
+            PublicKey::from_wire(Version::Legacy, &wire[..20]),
             Err(KeyError::InvalidLength { actual: 20, .. })
         ));
         assert!(matches!(
-            PublicKey::from_wire(&[]),
+            PublicKey::from_wire(Version::Legacy, &[]),
             Err(KeyError::InvalidLength { actual: 0, .. })
         ));
+        // OMEMO 2 keys are the 32 bytes alone; a legacy 33-byte form is refused.
+        assert!(matches!(
+            PublicKey::from_wire(Version::Omemo2, &PublicKey::from_bytes([7; 32]).to_wire(Version::Legacy)),
+            Err(KeyError::InvalidLength { expected: 32, actual: 33, .. })
+        ));
+        assert_eq!(
+            PublicKey::from_wire(Version::Omemo2, &[7; 32]),
+            Ok(PublicKey::from_bytes([7; 32]))
+        );
     }
 
     #[test]

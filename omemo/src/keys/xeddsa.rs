@@ -8,17 +8,14 @@
 //! python-omemo) store the signer's real sign bit there.
 
 use curve25519_dalek::constants::ED25519_BASEPOINT_TABLE;
-use curve25519_dalek::montgomery::MontgomeryPoint;
 use curve25519_dalek::scalar::Scalar;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use sha2::{Digest, Sha512};
 use zeroize::Zeroizing;
 
 use super::curve25519::{PublicKey, SecretKey};
+use super::ed25519::{SIGNATURE_LENGTH, edwards_from_montgomery};
 use crate::error::KeyError;
-
-/// Length of a signature.
-pub(crate) const SIGNATURE_LENGTH: usize = 64;
 
 /// Signs `message` with a Curve25519 secret key, using the 64 random bytes `nonce`.
 pub(crate) fn sign(secret: &SecretKey, message: &[u8], nonce: &[u8; 64]) -> [u8; SIGNATURE_LENGTH] {
@@ -71,13 +68,8 @@ pub(crate) fn verify(public: &PublicKey, message: &[u8], signature: &[u8]) -> Re
     let sign = signature[63] >> 7;
     let mut cleared = signature;
     cleared[63] &= 0x7f;
-    let edwards = MontgomeryPoint(*public.as_bytes())
-        .to_edwards(sign)
-        .ok_or(KeyError::InvalidPoint)?;
-    // A low-order key would let anyone forge signatures.
-    if edwards.is_small_order() {
-        return Err(KeyError::InvalidPoint);
-    }
+    // A low-order key would let anyone forge signatures; the conversion refuses it.
+    let edwards = edwards_from_montgomery(public.as_bytes(), sign)?;
     VerifyingKey::from(edwards)
         .verify(message, &Signature::from_bytes(&cleared))
         .map_err(|_| KeyError::BadSignature)

@@ -4,7 +4,7 @@
 use rand_core::CryptoRng;
 
 use super::request::{Pending, Publication};
-use super::{DatedSignedPreKey, Manager, SkipReason, pre_key_record, signed_record};
+use super::{DatedSignedPreKey, Manager, SkipReason, VERSION, pre_key_record, signed_record};
 use crate::consts::{BUNDLE_RETRY_SECS, MAX_DEVICE_ID};
 use crate::error::ManagerError;
 use crate::stanza::{self, StanzaError};
@@ -76,7 +76,10 @@ impl<S: Store> Manager<S> {
 
     /// The store ops of a refill.
     pub(super) fn refill_ops(&self, refill: &Refill, batch: &mut Batch) {
-        batch.ops.push(Op::DeletePreKey(refill.used));
+        batch.ops.push(Op::DeletePreKey {
+            version: VERSION,
+            id: refill.used,
+        });
         batch.ops.extend(
             refill
                 .fresh
@@ -121,7 +124,7 @@ impl<S: Store> Manager<S> {
             } else {
                 current.key.id() + 1
             };
-            let key = SignedPreKey::generate(rng, &self.identity, id);
+            let key = SignedPreKey::generate(VERSION, rng, &self.identity, id);
             batch
                 .ops
                 .push(Op::PutSignedPreKey(signed_record(&key, now)));
@@ -135,7 +138,10 @@ impl<S: Store> Manager<S> {
         let grace = self.config.signed_pre_key_grace_secs;
         while keys.len() > 1 && now.saturating_sub(keys[1].created_at) >= grace {
             let old = keys.remove(0);
-            batch.ops.push(Op::DeleteSignedPreKey(old.key.id()));
+            batch.ops.push(Op::DeleteSignedPreKey {
+                version: old.key.version(),
+                id: old.key.id(),
+            });
         }
         if !batch.is_empty() {
             self.store.commit(batch)?;
@@ -178,7 +184,7 @@ impl<S: Store> Manager<S> {
             if !self.is_pending(&pending) {
                 let to = jid.to_owned();
                 self.queue(pending, |id| {
-                    stanza::fetch_items_iq(id, &to, &stanza::bundle_node(device_id), None)
+                    stanza::fetch_items_iq(id, &to, &stanza::legacy::bundle_node(device_id), None)
                 });
             }
         }
@@ -218,7 +224,7 @@ impl<S: Store> Manager<S> {
         let mut new_session = None;
         match result {
             Ok((bundle, session)) => {
-                let key = *bundle.identity_key.public_key().as_bytes();
+                let key = *bundle.identity_key.curve25519().as_bytes();
                 match record.identity_key {
                     Some(known) if known != key => {
                         tracing::warn!(%jid, device_id, "bundle identity key differs from the known one; refused");
@@ -233,6 +239,7 @@ impl<S: Store> Manager<S> {
                         batch.ops.push(Op::PutSession {
                             jid: jid.to_owned(),
                             device_id,
+                            version: session.version(),
                             state: session.to_bytes(),
                         });
                         new_session = Some(session);

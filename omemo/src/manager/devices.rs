@@ -7,7 +7,7 @@ use super::{Manager, SkipReason, TrustPolicy};
 use crate::error::ManagerError;
 use crate::stanza;
 use crate::store::{Batch, DeviceRecord, Op, Store, Trust};
-use crate::{Fingerprint, IdentityKey, PublicKey};
+use crate::Fingerprint;
 
 /// What the manager knows of one device, for display and trust decisions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,9 +62,7 @@ impl<S: Store> Manager<S> {
             .iter()
             .map(|r| DeviceInfo {
                 device_id: r.device_id,
-                fingerprint: r
-                    .identity_key
-                    .map(|k| IdentityKey::new(PublicKey::from_bytes(k)).fingerprint()),
+                fingerprint: r.identity_key.map(Fingerprint::from_bytes),
                 trust: r.trust,
                 active: self.inactivity(r, now).is_none(),
             })
@@ -140,7 +138,7 @@ impl<S: Store> Manager<S> {
         if !self.is_pending(&pending) {
             let to = jid.to_owned();
             self.queue(pending, |id| {
-                stanza::fetch_items_iq(id, &to, stanza::DEVICE_LIST_NODE, None)
+                stanza::fetch_items_iq(id, &to, stanza::legacy::DEVICE_LIST_NODE, None)
             });
         }
     }
@@ -152,7 +150,7 @@ impl<S: Store> Manager<S> {
         let Some(event) = stanza::parse_event(message) else {
             return Ok(false);
         };
-        if event.node != stanza::DEVICE_LIST_NODE {
+        if event.node != stanza::legacy::DEVICE_LIST_NODE {
             return Ok(false);
         }
         self.device_list_fetched(&event.from, &event.payloads, now)?;
@@ -170,7 +168,7 @@ impl<S: Store> Manager<S> {
         let mut ids: Vec<u32> = Vec::new();
         for payload in payloads {
             // A broken item (stale clients leave many) does not spoil the others.
-            match stanza::parse_device_list(payload, cap) {
+            match stanza::legacy::parse_device_list(payload, cap) {
                 Ok(list) => ids.extend(list),
                 Err(error) => tracing::warn!(%jid, %error, "device list item skipped"),
             }

@@ -3,10 +3,10 @@
 use jid::BareJid;
 use rand_core::CryptoRng;
 
-use super::Manager;
+use super::{Manager, VERSION};
 use crate::consts::PAYLOAD_IV_LENGTH;
 use crate::error::ManagerError;
-use crate::stanza::{self, EncryptedKey, EncryptedMessage};
+use crate::stanza::{self, legacy::EncryptedKey, legacy::EncryptedMessage};
 use crate::store::{Batch, Op, Store, Trust};
 use crate::{KeyMaterial, Session, encrypt_payload};
 
@@ -68,7 +68,7 @@ impl<S: Store> Manager<S> {
     ) -> Result<Option<&mut Session>, ManagerError> {
         let key = (jid.to_owned(), device_id);
         if !self.sessions.contains_key(&key) {
-            let Some(bytes) = self.store.load_session(jid, device_id)? else {
+            let Some(bytes) = self.store.load_session(jid, device_id, VERSION)? else {
                 return Ok(None);
             };
             let mut session = Session::from_bytes(&bytes)?;
@@ -111,7 +111,7 @@ impl<S: Store> Manager<S> {
             .first()
             .ok_or(ManagerError::NoRecipients)?
             .to_string();
-        let (key, payload) = encrypt_payload(rng, body.as_bytes());
+        let (key, payload) = encrypt_payload(VERSION, rng, body.as_bytes());
         let Fanout {
             keys,
             done,
@@ -125,7 +125,7 @@ impl<S: Store> Manager<S> {
             payload: Some(payload.ciphertext),
         };
         let id = message_id(rng);
-        let stanza = stanza::message_element(
+        let stanza = stanza::legacy::message_element(
             &to,
             &id,
             "chat",
@@ -207,11 +207,12 @@ impl<S: Store> Manager<S> {
                 out.batch.ops.push(Op::PutSession {
                     jid: jid.clone(),
                     device_id: record.device_id,
+                    version: VERSION,
                     state: session.to_bytes(),
                 });
                 out.keys.push(EncryptedKey {
                     recipient_device: record.device_id,
-                    pre_key: message.is_pre_key(),
+                    pre_key: message.is_key_exchange(),
                     data: message.as_bytes().to_vec(),
                 });
                 out.done.push((jid.clone(), record.device_id));
@@ -238,7 +239,7 @@ impl<S: Store> Manager<S> {
         device_id: u32,
         rng: &mut impl CryptoRng,
     ) -> Result<(), ManagerError> {
-        let key = KeyMaterial::empty_message(rng);
+        let key = KeyMaterial::empty_message(VERSION, rng);
         let session = self
             .session(jid, device_id)?
             .ok_or(ManagerError::NoSession)?;
@@ -248,6 +249,7 @@ impl<S: Store> Manager<S> {
             ops: vec![Op::PutSession {
                 jid: jid.to_owned(),
                 device_id,
+                version: VERSION,
                 state,
             }],
         };
@@ -261,7 +263,7 @@ impl<S: Store> Manager<S> {
             sender_device: self.device_id,
             keys: vec![EncryptedKey {
                 recipient_device: device_id,
-                pre_key: message.is_pre_key(),
+                pre_key: message.is_key_exchange(),
                 data: message.as_bytes().to_vec(),
             }],
             iv,
@@ -269,7 +271,7 @@ impl<S: Store> Manager<S> {
         };
         let id = message_id(rng);
         self.messages
-            .push_back(stanza::message_element(jid, &id, "chat", &encrypted, None));
+            .push_back(stanza::legacy::message_element(jid, &id, "chat", &encrypted, None));
         Ok(())
     }
 }

@@ -39,7 +39,12 @@ use crate::ratchet::RatchetLimits;
 use crate::store::{
     AccountRecord, Batch, DeviceRecord, Op, PreKeyRecord, SignedPreKeyRecord, Store,
 };
+use crate::version::Version;
 use crate::{Fingerprint, IdentityKeyPair, KeyPair, PreKey, SecretKey, Session, SignedPreKey};
+
+/// The protocol version the manager speaks so far; its keys of other versions in the
+/// store are left alone.
+const VERSION: Version = Version::Legacy;
 
 /// How new devices are trusted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,7 +107,8 @@ struct DatedSignedPreKey {
     created_at: u64,
 }
 
-/// The OMEMO session manager of one account on one device (legacy OMEMO).
+/// The OMEMO session manager of one account on one device. It speaks legacy OMEMO so
+/// far; OMEMO 2 comes next.
 ///
 /// ```
 /// use omemo::{BareJid, Manager, ManagerConfig, MemoryStore};
@@ -189,7 +195,7 @@ impl<S: Store> Manager<S> {
                 break id;
             }
         };
-        let signed = SignedPreKey::generate(rng, &identity, 1);
+        let signed = SignedPreKey::generate(VERSION, rng, &identity, 1);
         let pre_keys: BTreeMap<u32, PreKey> = (1..=config.pre_key_count)
             .map(|id| (id, PreKey::generate(rng, id)))
             .collect();
@@ -231,8 +237,10 @@ impl<S: Store> Manager<S> {
         let signed_pre_keys = store
             .load_signed_pre_keys()?
             .into_iter()
+            .filter(|r| r.version == VERSION)
             .map(|r| DatedSignedPreKey {
                 key: SignedPreKey::from_parts(
+                    r.version,
                     r.id,
                     KeyPair::from_secret(SecretKey::from_bytes(*r.secret)),
                     r.signature,
@@ -248,6 +256,7 @@ impl<S: Store> Manager<S> {
         let pre_keys = store
             .load_pre_keys()?
             .into_iter()
+            .filter(|r| r.version == VERSION)
             .map(|r| {
                 (
                     r.id,
@@ -373,6 +382,7 @@ impl<S: Store> Manager<S> {
 
 fn signed_record(key: &SignedPreKey, created_at: u64) -> SignedPreKeyRecord {
     SignedPreKeyRecord {
+        version: key.version(),
         id: key.id(),
         secret: key.key_pair().secret_key().to_bytes(),
         signature: *key.signature(),
@@ -382,6 +392,7 @@ fn signed_record(key: &SignedPreKey, created_at: u64) -> SignedPreKeyRecord {
 
 fn pre_key_record(key: &PreKey) -> PreKeyRecord {
     PreKeyRecord {
+        version: VERSION,
         id: key.id(),
         secret: key.key_pair().secret_key().to_bytes(),
     }

@@ -3,12 +3,12 @@
 use minidom::Element;
 use rand_core::CryptoRng;
 
-use super::Manager;
+use super::{Manager, VERSION};
 use super::bundles::Refill;
 use super::devices::new_device;
 use crate::consts::MAX_KEY_ATTEMPTS;
 use crate::error::{DecryptError, ManagerError};
-use crate::stanza::EncryptedMessage;
+use crate::stanza::legacy::EncryptedMessage;
 use crate::store::{Batch, Op, Store, Trust};
 use crate::{KeyMaterial, RatchetMessage, Session, decrypt_payload};
 
@@ -75,7 +75,7 @@ impl<S: Store> Manager<S> {
         // Several keys may carry this device's id; try each (as Conversations does), but
         // only a few: each attempt can cost Diffie-Hellman operations.
         for key in encrypted.keys_for(self.device_id).take(MAX_KEY_ATTEMPTS) {
-            let opened = RatchetMessage::from_bytes(&key.data, key.pre_key)
+            let opened = RatchetMessage::from_bytes(VERSION, &key.data, key.pre_key)
                 .map_err(ManagerError::from)
                 .and_then(|parsed| self.open_key(&sender, device_id, &parsed, rng));
             match opened {
@@ -96,24 +96,24 @@ impl<S: Store> Manager<S> {
     ) -> Result<Opened, ManagerError> {
         let existing = self.session(sender, device_id)?.cloned();
         let (session, key, used_pre_key) = match (message, existing) {
-            (RatchetMessage::Signal(signal), Some(mut session)) => {
-                let key = session.decrypt(rng, signal)?;
+            (RatchetMessage::Authenticated(message), Some(mut session)) => {
+                let key = session.decrypt(rng, message)?;
                 (session, key, None)
             }
-            (RatchetMessage::Signal(_), None) => return Err(ManagerError::NoSession),
-            (RatchetMessage::PreKey(kex), Some(mut session))
+            (RatchetMessage::Authenticated(_), None) => return Err(ManagerError::NoSession),
+            (RatchetMessage::KeyExchange(kex), Some(mut session))
                 if session.matches_key_exchange(kex) =>
             {
-                let key = session.decrypt_pre_key(rng, kex)?;
+                let key = session.decrypt_key_exchange(rng, kex)?;
                 (session, key, None)
             }
-            (RatchetMessage::PreKey(kex), _) => {
+            (RatchetMessage::KeyExchange(kex), _) => {
                 let known = self
                     .device_records(sender)?
                     .iter()
                     .find(|r| r.device_id == device_id)
                     .and_then(|r| r.identity_key);
-                if known.is_some_and(|k| k != *kex.identity_key().public_key().as_bytes()) {
+                if known.is_some_and(|k| k != *kex.identity_key().curve25519().as_bytes()) {
                     return Err(ManagerError::IdentityChanged {
                         jid: sender.to_owned(),
                         device_id,
@@ -154,7 +154,7 @@ impl<S: Store> Manager<S> {
     ) -> Result<Decrypted, ManagerError> {
         let body = match &encrypted.payload {
             Some(payload) => {
-                let bytes = decrypt_payload(&opened.key, &encrypted.iv, payload)?;
+                let bytes = decrypt_payload(VERSION, &opened.key, &encrypted.iv, payload)?;
                 Some(String::from_utf8(bytes.to_vec()).map_err(|_| ManagerError::BodyNotUtf8)?)
             }
             None => None,
@@ -168,6 +168,7 @@ impl<S: Store> Manager<S> {
         batch.ops.push(Op::PutSession {
             jid: sender.to_owned(),
             device_id,
+            version: session.version(),
             state: session.to_bytes(),
         });
         let refill: Option<Refill> = used_pre_key.map(|id| self.plan_refill(id, rng));
@@ -181,7 +182,7 @@ impl<S: Store> Manager<S> {
             .map(|i| records[i].clone())
             .unwrap_or_else(|| new_device(sender, device_id, false));
         if record.identity_key.is_none() {
-            record.identity_key = Some(*session.remote_identity().public_key().as_bytes());
+            record.identity_key = Some(*session.remote_identity().curve25519().as_bytes());
             record.trust = initial_trust;
         }
         record.last_message_at = Some(now);

@@ -147,7 +147,7 @@ impl<S: Store> Manager<S> {
                 }
                 result => {
                     let bundle = result.and_then(|payloads| match payloads.first() {
-                        Some(payload) => stanza::parse_bundle(payload),
+                        Some(payload) => stanza::legacy::parse_bundle(payload),
                         None => Err(StanzaError::MissingElement("bundle")),
                     });
                     self.bundle_fetched(&jid, device_id, bundle, rng, now)?;
@@ -183,16 +183,16 @@ impl<S: Store> Manager<S> {
 
     fn node_of(&self, publication: &Publication) -> String {
         match publication {
-            Publication::DeviceList(_) => stanza::DEVICE_LIST_NODE.to_owned(),
-            Publication::Bundle => stanza::bundle_node(self.device_id),
+            Publication::DeviceList(_) => stanza::legacy::DEVICE_LIST_NODE.to_owned(),
+            Publication::Bundle => stanza::legacy::bundle_node(self.device_id),
         }
     }
 
     pub(super) fn publish(&mut self, publication: Publication, with_options: bool) {
         let node = self.node_of(&publication);
         let payload = match &publication {
-            Publication::DeviceList(ids) => stanza::device_list_element(ids),
-            Publication::Bundle => stanza::bundle_element(&self.own_bundle()),
+            Publication::DeviceList(ids) => stanza::legacy::device_list_element(ids),
+            Publication::Bundle => stanza::legacy::bundle_element(&self.own_bundle()),
         };
         // A publication of the same node that is queued and not sent yet is brought up
         // to date instead of queueing another one (a burst of new senders refills the

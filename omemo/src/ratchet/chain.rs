@@ -2,9 +2,10 @@
 
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::consts::{CHAIN_KEY_SEED, LEGACY_MESSAGE_KEY_INFO, MESSAGE_KEY_SEED};
+use crate::consts::{CHAIN_KEY_SEED, MESSAGE_KEY_SEED};
 use crate::error::KeyError;
 use crate::keys::kdf::{hkdf, hmac};
+use crate::version::Version;
 
 /// A chain key with the index of the next message key it yields.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -55,10 +56,10 @@ impl MessageKey {
         &self.0
     }
 
-    /// `HKDF(salt = 0*32, ikm = mk, info = "WhisperMessageKeys", L = 80)` split into the
-    /// AES-256 key, the HMAC key and the CBC IV. Consumes the key.
-    pub(crate) fn expand(self) -> Result<MessageKeys, KeyError> {
-        let out: Zeroizing<[u8; 80]> = hkdf(None, &self.0, LEGACY_MESSAGE_KEY_INFO)?;
+    /// `HKDF(salt = 0*32, ikm = mk, info = <message key info of version>, L = 80)` split
+    /// into the AES-256 key, the HMAC key and the CBC IV. Consumes the key.
+    pub(crate) fn expand(self, version: Version) -> Result<MessageKeys, KeyError> {
+        let out: Zeroizing<[u8; 80]> = hkdf(None, &self.0, version.message_key_info())?;
         let mut keys = MessageKeys {
             cipher_key: [0; 32],
             mac_key: [0; 32],

@@ -6,14 +6,12 @@ use zeroize::{Zeroize, Zeroizing};
 use super::chain::{ChainKey, MessageKey};
 use super::receiver::{Receiver, ReceivingChain, SkippedKey};
 use super::root::RootKey;
-use super::session::{KeyExchange, RatchetLimits, Session};
+use super::session::{Identities, Origin, RatchetLimits, Session};
 use crate::consts::{MAX_RECEIVING_CHAINS, SESSION_FORMAT_VERSION};
 use crate::error::SessionError;
 use crate::keys::{IdentityKey, KeyPair, PublicKey, SecretKey};
+use crate::version::Version;
 use crate::wire::state;
-
-/// The only protocol sessions exist for so far.
-const PROTOCOL_LEGACY: u32 = 1;
 
 fn chain_to_proto(chain: &ChainKey) -> state::Chain {
     state::Chain {
@@ -53,11 +51,19 @@ fn wipe(record: &mut state::Session) {
 impl Session {
     /// Serializes the whole session state (secret: store it as such).
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let Identities { local, remote, .. } = self.identities;
+        // OMEMO 2 sessions keep the Ed25519 forms the associated data is made of.
+        let ed25519 = |key: IdentityKey| match self.version {
+            Version::Legacy => Vec::new(),
+            Version::Omemo2 => key.ed25519().map(|k| k.to_vec()).unwrap_or_default(),
+        };
         let mut record = state::Session {
             format_version: SESSION_FORMAT_VERSION,
-            protocol: PROTOCOL_LEGACY,
-            local_identity: self.local_identity.public_key().as_bytes().to_vec(),
-            remote_identity: self.remote_identity.public_key().as_bytes().to_vec(),
+            protocol: u32::from(self.version.to_code()),
+            local_identity: local.curve25519().as_bytes().to_vec(),
+            remote_identity: remote.curve25519().as_bytes().to_vec(),
+            local_identity_ed25519: ed25519(local),
+            remote_identity_ed25519: ed25519(remote),
             root_key: self.root_key.as_bytes().to_vec(),
             own_ratchet_private: self.own_ratchet.secret_key().to_bytes().to_vec(),
             sending: Some(chain_to_proto(&self.sending)),
@@ -107,9 +113,10 @@ impl Session {
         if record.format_version != SESSION_FORMAT_VERSION {
             return Err(SessionError::UnsupportedFormat(record.format_version));
         }
-        if record.protocol != PROTOCOL_LEGACY {
-            return Err(SessionError::Corrupt("unknown protocol"));
-        }
+        let version = u8::try_from(record.protocol)
+            .ok()
+            .and_then(Version::from_code)
+            .ok_or(SessionError::Corrupt("unknown protocol"))?;
         if record.receiving.len() > MAX_RECEIVING_CHAINS {
             return Err(SessionError::Corrupt("too many receiving chains"));
         }
@@ -133,15 +140,32 @@ impl Session {
             .as_ref()
             .ok_or(SessionError::Corrupt("origin missing"))?;
         let own_private = Zeroizing::new(bytes32(&record.own_ratchet_private, "ratchet key")?);
+        // Both forms were checked when the session was made; converting again on every
+        // load would cost two field inversions and a square root per key.
+        let identity = |curve: &[u8], ed25519: &[u8], what| -> Result<IdentityKey, SessionError> {
+            let curve = key(curve, what)?;
+            Ok(match version {
+                Version::Legacy => IdentityKey::from_curve25519(curve),
+                Version::Omemo2 => {
+                    IdentityKey::from_both_forms(curve, bytes32(ed25519, "Ed25519 identity key")?)
+                }
+            })
+        };
+        let identities = Identities::new(
+            version,
+            identity(&record.local_identity, &record.local_identity_ed25519, "local identity")?,
+            identity(&record.remote_identity, &record.remote_identity_ed25519, "remote identity")?,
+        )
+        .map_err(|_| SessionError::Corrupt("identity key"))?;
         Ok(Self {
-            local_identity: IdentityKey::new(key(&record.local_identity, "local identity")?),
-            remote_identity: IdentityKey::new(key(&record.remote_identity, "remote identity")?),
+            version,
+            identities,
             root_key: RootKey::new(bytes32(&record.root_key, "root key")?),
             own_ratchet: KeyPair::from_secret(SecretKey::from_bytes(*own_private)),
             sending: chain_from_proto(record.sending.as_ref())?,
             previous_sending_length: record.previous_sending_length,
             receiver,
-            origin: KeyExchange {
+            origin: Origin {
                 pre_key_id: origin.pre_key_id,
                 signed_pre_key_id: origin.signed_pre_key_id,
                 base_key: key(&origin.base_key, "base key")?,

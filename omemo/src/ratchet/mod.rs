@@ -6,4 +6,4 @@ pub(crate) mod receiver;
 pub(crate) mod root;
 pub(crate) mod session;
 
-pub use session::{RatchetLimits, RatchetMessage, Session};
+pub use session::{RatchetLimits, Session};

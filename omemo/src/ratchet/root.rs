@@ -3,10 +3,10 @@
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::chain::ChainKey;
-use crate::consts::LEGACY_ROOT_INFO;
 use crate::error::KeyError;
 use crate::keys::kdf::hkdf;
 use crate::keys::{PublicKey, SecretKey};
+use crate::version::Version;
 
 /// The root key.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -21,15 +21,17 @@ impl RootKey {
         &self.0
     }
 
-    /// `HKDF(salt = rk, ikm = X25519(own, their), info = "WhisperRatchet", L = 64)`: the
-    /// new root key and a fresh chain starting at index 0.
+    /// `HKDF(salt = rk, ikm = X25519(own, their), info = <root info of version>, L = 64)`:
+    /// the new root key and a fresh chain starting at index 0.
     pub(crate) fn step(
         &self,
+        version: Version,
         own: &SecretKey,
         their: &PublicKey,
     ) -> Result<(RootKey, ChainKey), KeyError> {
         let shared = own.diffie_hellman(their)?;
-        let out: Zeroizing<[u8; 64]> = hkdf(Some(&self.0), shared.as_ref(), LEGACY_ROOT_INFO)?;
+        let out: Zeroizing<[u8; 64]> =
+            hkdf(Some(&self.0), shared.as_ref(), version.root_info())?;
         let mut root = [0u8; 32];
         let mut chain = [0u8; 32];
         root.copy_from_slice(&out[..32]);

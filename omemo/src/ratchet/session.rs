@@ -1,4 +1,6 @@
-//! A Double Ratchet session between this device and one remote device.
+//! A Double Ratchet session between this device and one remote device, in either
+//! protocol version: one algorithm, whose KDF infos, associated data and wire format the
+//! [`Version`] chooses.
 
 use std::fmt;
 
@@ -10,10 +12,13 @@ use super::receiver::{Receiver, ReceivingChain, SkippedKey};
 use super::root::RootKey;
 use crate::bundle::{PreKey, PreKeyBundle, SignedPreKey};
 use crate::consts::{DEFAULT_MAX_SKIP_PER_MESSAGE, DEFAULT_MAX_STORED_SKIPPED_KEYS};
-use crate::error::{DecodeError, DecryptError, Error, SessionError};
+use crate::error::{DecryptError, Error, KeyError, SessionError};
 use crate::keys::aead::{cbc_decrypt, cbc_encrypt};
-use crate::keys::{IdentityKey, IdentityKeyPair, KeyPair, PublicKey};
-use crate::wire::{PreKeySignalMessage, SignalMessage};
+use crate::keys::{IdentityKey, IdentityKeyPair, KeyPair, PublicKey, WireKey};
+use crate::version::Version;
+use crate::wire::{
+    AssociatedData, AuthenticatedMessage, Header, KeyExchange, KeyExchangeHeader, RatchetMessage,
+};
 use crate::x3dh;
 
 /// Bounds on the work and memory one session spends on out-of-order messages.
@@ -35,62 +40,53 @@ impl Default for RatchetLimits {
     }
 }
 
-/// A message produced by [`Session::encrypt`]: a plain ratchet message, or a key exchange
-/// wrapping one while the session is not yet confirmed by the other side.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RatchetMessage {
-    /// A ratchet message (`<key>` without `prekey`).
-    Signal(SignalMessage),
-    /// A key exchange (`<key prekey='true'>`).
-    PreKey(PreKeySignalMessage),
-}
-
-impl RatchetMessage {
-    /// Parses received bytes; `pre_key` is the `<key>` element's `prekey` attribute.
-    pub fn from_bytes(bytes: &[u8], pre_key: bool) -> Result<Self, DecodeError> {
-        Ok(if pre_key {
-            Self::PreKey(PreKeySignalMessage::try_from(bytes)?)
-        } else {
-            Self::Signal(SignalMessage::try_from(bytes)?)
-        })
-    }
-
-    /// The bytes to put in the `<key>` element.
-    pub fn as_bytes(&self) -> &[u8] {
-        match self {
-            Self::Signal(m) => m.as_bytes(),
-            Self::PreKey(m) => m.as_bytes(),
-        }
-    }
-
-    /// Whether this is a key exchange (`prekey='true'`).
-    pub fn is_pre_key(&self) -> bool {
-        matches!(self, Self::PreKey(_))
-    }
-}
-
 /// The key exchange a session was built from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct KeyExchange {
+pub(crate) struct Origin {
     pub(crate) pre_key_id: u32,
     pub(crate) signed_pre_key_id: u32,
     pub(crate) base_key: PublicKey,
 }
 
-/// A Double Ratchet session with one remote device (legacy OMEMO).
+/// The identity keys of both ends, and their wire forms for the associated data.
+#[derive(Clone, Copy)]
+pub(crate) struct Identities {
+    pub(crate) local: IdentityKey,
+    pub(crate) remote: IdentityKey,
+    local_wire: WireKey,
+    remote_wire: WireKey,
+}
+
+impl Identities {
+    /// Fails for a key that has no form in `version` (an OMEMO 2 key of low order).
+    pub(crate) fn new(
+        version: Version,
+        local: IdentityKey,
+        remote: IdentityKey,
+    ) -> Result<Self, KeyError> {
+        Ok(Self {
+            local_wire: local.to_wire(version)?,
+            remote_wire: remote.to_wire(version)?,
+            local,
+            remote,
+        })
+    }
+}
+
+/// A Double Ratchet session with one remote device, in one protocol version.
 ///
 /// Decryption is transactional: every value is computed and the MAC checked before the
 /// session changes, so a message that fails leaves the session exactly as it was.
 #[derive(Clone)]
 pub struct Session {
-    pub(crate) local_identity: IdentityKey,
-    pub(crate) remote_identity: IdentityKey,
+    pub(crate) version: Version,
+    pub(crate) identities: Identities,
     pub(crate) root_key: RootKey,
     pub(crate) own_ratchet: KeyPair,
     pub(crate) sending: ChainKey,
     pub(crate) previous_sending_length: u32,
     pub(crate) receiver: Receiver,
-    pub(crate) origin: KeyExchange,
+    pub(crate) origin: Origin,
     pub(crate) initiator: bool,
     pub(crate) confirmed: bool,
     pub(crate) limits: RatchetLimits,
@@ -115,7 +111,8 @@ enum Update {
 }
 
 impl Session {
-    /// Starts a session with the device that published `bundle` (X3DH as initiator).
+    /// Starts a session with the device that published `bundle` (X3DH as initiator), in
+    /// the bundle's protocol version.
     ///
     /// Verifies the signed prekey's signature and picks one of the bundle's one-time
     /// prekeys at random. Messages from [`Session::encrypt`] carry the key exchange until
@@ -125,14 +122,13 @@ impl Session {
         identity: &IdentityKeyPair,
         bundle: &PreKeyBundle,
     ) -> Result<Self, Error> {
+        let version = bundle.version;
         bundle.verify()?;
-        let (pre_key_id, pre_key) = match bundle.pre_keys.len() {
-            0 => return Err(SessionError::NoPreKeys.into()),
-            1 => bundle.pre_keys[0],
-            n => bundle.pre_keys[(rng.next_u64() % n as u64) as usize],
-        };
+        let (pre_key_id, pre_key) = bundle.pick_pre_key(rng).ok_or(SessionError::NoPreKeys)?;
+        let identities = Identities::new(version, identity.identity_key(), bundle.identity_key)?;
         let ephemeral = KeyPair::generate(rng);
         let root = x3dh::initiate(
+            version,
             identity,
             ephemeral.secret_key(),
             &bundle.identity_key,
@@ -140,16 +136,17 @@ impl Session {
             &pre_key,
         )?;
         let own_ratchet = KeyPair::generate(rng);
-        let (root_key, sending) = root.step(own_ratchet.secret_key(), &bundle.signed_pre_key)?;
+        let (root_key, sending) =
+            root.step(version, own_ratchet.secret_key(), &bundle.signed_pre_key)?;
         Ok(Self {
-            local_identity: identity.identity_key(),
-            remote_identity: bundle.identity_key,
+            version,
+            identities,
             root_key,
             own_ratchet,
             sending,
             previous_sending_length: 0,
             receiver: Receiver::default(),
-            origin: KeyExchange {
+            origin: Origin {
                 pre_key_id,
                 signed_pre_key_id: bundle.signed_pre_key_id,
                 base_key: *ephemeral.public_key(),
@@ -160,19 +157,26 @@ impl Session {
         })
     }
 
-    /// Builds a session from a received key exchange (X3DH as responder) and decrypts the
-    /// message inside it.
+    /// Builds a session from a received key exchange (X3DH as responder), in the
+    /// message's protocol version, and decrypts the message inside it.
     ///
-    /// The caller looks up the signed prekey and one-time prekey the message names
-    /// ([`PreKeySignalMessage::signed_pre_key_id`], [`PreKeySignalMessage::pre_key_id`])
-    /// and deletes the one-time prekey once this succeeded.
+    /// The caller looks up the signed prekey (of the message's version) and the one-time
+    /// prekey the message names ([`KeyExchange::signed_pre_key_id`],
+    /// [`KeyExchange::pre_key_id`]) and deletes the one-time prekey once this succeeded.
     pub fn respond(
         rng: &mut impl CryptoRng,
         identity: &IdentityKeyPair,
         signed_pre_key: &SignedPreKey,
         pre_key: &PreKey,
-        message: &PreKeySignalMessage,
+        message: &KeyExchange,
     ) -> Result<(Self, Zeroizing<Vec<u8>>), DecryptError> {
+        let version = message.version();
+        if signed_pre_key.version() != version {
+            return Err(DecryptError::VersionMismatch {
+                expected: signed_pre_key.version(),
+                message: version,
+            });
+        }
         let pre_key_id = message.pre_key_id().ok_or(DecryptError::MissingPreKey)?;
         if pre_key_id != pre_key.id() {
             return Err(DecryptError::WrongPreKey {
@@ -186,7 +190,9 @@ impl Session {
                 id: message.signed_pre_key_id(),
             });
         }
+        let identities = Identities::new(version, identity.identity_key(), *message.identity_key())?;
         let root_key = x3dh::respond(
+            version,
             identity,
             signed_pre_key.key_pair().secret_key(),
             pre_key.key_pair().secret_key(),
@@ -194,8 +200,8 @@ impl Session {
             message.base_key(),
         )?;
         let mut session = Self {
-            local_identity: identity.identity_key(),
-            remote_identity: *message.identity_key(),
+            version,
+            identities,
             root_key,
             // Until the first DH step, the responder's ratchet key is its signed prekey;
             // its sending chain is replaced by that step before it is ever used.
@@ -203,7 +209,7 @@ impl Session {
             sending: ChainKey::new([0; 32], 0),
             previous_sending_length: 0,
             receiver: Receiver::default(),
-            origin: KeyExchange {
+            origin: Origin {
                 pre_key_id,
                 signed_pre_key_id: message.signed_pre_key_id(),
                 base_key: *message.base_key(),
@@ -221,14 +227,45 @@ impl Session {
         self.limits = limits;
     }
 
+    /// The protocol version of the session.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
     /// The identity key of this device.
     pub fn local_identity(&self) -> &IdentityKey {
-        &self.local_identity
+        &self.identities.local
     }
 
     /// The identity key of the remote device.
     pub fn remote_identity(&self) -> &IdentityKey {
-        &self.remote_identity
+        &self.identities.remote
+    }
+
+    /// The associated data of a message sent (`sending`) or received on this session:
+    /// legacy orders the keys by direction, OMEMO 2 puts the initiator first.
+    pub(crate) fn associated_data(&self, sending: bool) -> AssociatedData {
+        let local_first = if self.version.orders_by_direction() {
+            sending
+        } else {
+            self.initiator
+        };
+        let Identities {
+            local_wire,
+            remote_wire,
+            ..
+        } = self.identities;
+        if local_first {
+            AssociatedData {
+                first: local_wire,
+                second: remote_wire,
+            }
+        } else {
+            AssociatedData {
+                first: remote_wire,
+                second: local_wire,
+            }
+        }
     }
 
     /// Whether a message from the other side has been decrypted on this session.
@@ -243,9 +280,10 @@ impl Session {
 
     /// Whether `message` is the key exchange this session was built from (a repeat, for
     /// example the same message from the archive and live).
-    pub fn matches_key_exchange(&self, message: &PreKeySignalMessage) -> bool {
-        message.base_key() == &self.origin.base_key
-            && message.identity_key() == &self.remote_identity
+    pub fn matches_key_exchange(&self, message: &KeyExchange) -> bool {
+        message.version() == self.version
+            && message.base_key() == &self.origin.base_key
+            && message.identity_key() == &self.identities.remote
             && message.signed_pre_key_id() == self.origin.signed_pre_key_id
             && message.pre_key_id() == Some(self.origin.pre_key_id)
     }
@@ -258,39 +296,44 @@ impl Session {
     /// Encrypts `plaintext` (OMEMO key material) for the remote device.
     pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<RatchetMessage, Error> {
         let next = self.sending.next().ok_or(SessionError::CounterOverflow)?;
-        let keys = self.sending.message_key().expand()?;
+        let keys = self.sending.message_key().expand(self.version)?;
         let ciphertext = cbc_encrypt(&keys.cipher_key, &keys.iv, plaintext);
-        let message = SignalMessage::new(
+        let header = Header {
+            ratchet_key: *self.own_ratchet.public_key(),
+            counter: self.sending.index(),
+            previous_counter: self.previous_sending_length,
+        };
+        let message = AuthenticatedMessage::new(
+            self.version,
             &keys.mac_key,
-            &self.local_identity,
-            &self.remote_identity,
-            *self.own_ratchet.public_key(),
-            self.sending.index(),
-            self.previous_sending_length,
+            &self.associated_data(true),
+            header,
             ciphertext,
         );
-        self.sending = next;
-        Ok(if self.sends_key_exchange() {
-            RatchetMessage::PreKey(PreKeySignalMessage::new(
-                self.origin.pre_key_id,
-                self.origin.signed_pre_key_id,
-                self.origin.base_key,
-                self.local_identity,
-                message,
-            ))
+        let message = if self.sends_key_exchange() {
+            let header = KeyExchangeHeader {
+                pre_key_id: self.origin.pre_key_id,
+                signed_pre_key_id: self.origin.signed_pre_key_id,
+                base_key: self.origin.base_key,
+                identity_key: self.identities.local,
+            };
+            RatchetMessage::KeyExchange(KeyExchange::new(header, message)?)
         } else {
-            RatchetMessage::Signal(message)
-        })
+            RatchetMessage::Authenticated(message)
+        };
+        self.sending = next;
+        Ok(message)
     }
 
     /// Decrypts a key exchange on an existing session: only the key exchange this
     /// session was built from is accepted, and then the message inside is decrypted.
-    pub fn decrypt_pre_key(
+    pub fn decrypt_key_exchange(
         &mut self,
         rng: &mut impl CryptoRng,
-        message: &PreKeySignalMessage,
+        message: &KeyExchange,
     ) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
-        if message.identity_key() != &self.remote_identity {
+        self.check_version(message.version())?;
+        if message.identity_key() != &self.identities.remote {
             return Err(DecryptError::IdentityMismatch);
         }
         if !self.matches_key_exchange(message) {
@@ -303,18 +346,30 @@ impl Session {
     pub fn decrypt(
         &mut self,
         rng: &mut impl CryptoRng,
-        message: &SignalMessage,
+        message: &AuthenticatedMessage,
     ) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
+        self.check_version(message.version())?;
         let (update, plaintext) = self.plan(rng, message)?;
         self.apply(update);
         Ok(plaintext)
+    }
+
+    fn check_version(&self, message: Version) -> Result<(), DecryptError> {
+        if message == self.version {
+            Ok(())
+        } else {
+            Err(DecryptError::VersionMismatch {
+                expected: self.version,
+                message,
+            })
+        }
     }
 
     /// Computes the message key, checks the MAC and decrypts, without changing `self`.
     fn plan(
         &self,
         rng: &mut impl CryptoRng,
-        message: &SignalMessage,
+        message: &AuthenticatedMessage,
     ) -> Result<(Update, Zeroizing<Vec<u8>>), DecryptError> {
         let their = message.ratchet_key();
         let counter = message.counter();
@@ -347,7 +402,9 @@ impl Session {
                 plaintext,
             ));
         }
-        let (root_key, chain) = self.root_key.step(self.own_ratchet.secret_key(), their)?;
+        let (root_key, chain) =
+            self.root_key
+                .step(self.version, self.own_ratchet.secret_key(), their)?;
         let (mut skipped, key, next) = self.advance(their, chain, counter)?;
         let plaintext = self.open(key, message)?;
         // Authenticated. Keep the keys of the sender's previous chain up to `pn`, as
@@ -359,7 +416,7 @@ impl Session {
         }
         // Prepare the next sending chain with a fresh ratchet key.
         let own_ratchet = KeyPair::generate(rng);
-        let (root_key, sending) = root_key.step(own_ratchet.secret_key(), their)?;
+        let (root_key, sending) = root_key.step(self.version, own_ratchet.secret_key(), their)?;
         let receiving = ReceivingChain {
             ratchet_key: *their,
             chain: next,
@@ -429,14 +486,14 @@ impl Session {
         Ok((skipped, key, next))
     }
 
-    /// Checks the MAC (sender = remote, receiver = local) and decrypts.
+    /// Checks the MAC and decrypts.
     fn open(
         &self,
         key: MessageKey,
-        message: &SignalMessage,
+        message: &AuthenticatedMessage,
     ) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
-        let keys = key.expand()?;
-        if !message.verify_mac(&keys.mac_key, &self.remote_identity, &self.local_identity) {
+        let keys = key.expand(self.version)?;
+        if !message.verify_mac(&keys.mac_key, &self.associated_data(false)) {
             return Err(DecryptError::Authentication);
         }
         cbc_decrypt(&keys.cipher_key, &keys.iv, message.ciphertext()).ok_or(
@@ -485,8 +542,9 @@ impl Session {
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
-            .field("local_identity", &self.local_identity)
-            .field("remote_identity", &self.remote_identity)
+            .field("version", &self.version)
+            .field("local_identity", &self.identities.local)
+            .field("remote_identity", &self.identities.remote)
             .field("sending_index", &self.sending.index())
             .field("receiving_chains", &self.receiver.chains.len())
             .field("skipped_keys", &self.receiver.skipped.len())

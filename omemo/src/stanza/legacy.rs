@@ -1,5 +1,5 @@
-//! Legacy OMEMO elements (namespace `eu.siacs.conversations.axolotl`): the encrypted
-//! message, the device list and the bundle.
+//! Legacy OMEMO elements (namespace `eu.siacs.conversations.axolotl`, XEP-0384 0.3.0): the
+//! encrypted message, the device list and the bundle.
 //!
 //! Parsers accept what deployed clients send: base64 wrapped over several lines or
 //! without padding, `prekey='1'` as well as `prekey='true'`, 12- or 16-byte IVs, ids of
@@ -20,6 +20,10 @@ use crate::consts::{
 };
 use crate::error::StanzaError;
 use crate::keys::{IdentityKey, PublicKey};
+use crate::version::Version;
+
+/// The namespace of legacy OMEMO elements.
+pub const NAMESPACE: &str = LEGACY_NAMESPACE;
 
 /// The pubsub node of the legacy device list. Publish it with item id `current`.
 pub const DEVICE_LIST_NODE: &str = "eu.siacs.conversations.axolotl.devicelist";
@@ -278,7 +282,7 @@ pub fn parse_bundle(bundle: &Element) -> Result<PreKeyBundle, StanzaError> {
     if signed_pre_key_signature.is_empty() {
         return Err(StanzaError::EmptyElement("signedPreKeySignature"));
     }
-    let identity_key = IdentityKey::new(parse_key_element(
+    let identity_key = IdentityKey::from_curve25519(parse_key_element(
         "identityKey",
         required_child(bundle, "identityKey", LEGACY_NAMESPACE)?,
     )?);
@@ -297,6 +301,7 @@ pub fn parse_bundle(bundle: &Element) -> Result<PreKeyBundle, StanzaError> {
         })
         .collect();
     Ok(PreKeyBundle {
+        version: Version::Legacy,
         identity_key,
         signed_pre_key_id,
         signed_pre_key,
@@ -307,18 +312,19 @@ pub fn parse_bundle(bundle: &Element) -> Result<PreKeyBundle, StanzaError> {
 
 fn parse_key_element(what: &'static str, element: &Element) -> Result<PublicKey, StanzaError> {
     let bytes = decode_base64(what, element, MAX_FIELD_TEXT_LENGTH)?;
-    PublicKey::from_wire(&bytes).map_err(|source| StanzaError::InvalidKey { what, source })
+    PublicKey::from_wire(Version::Legacy, &bytes)
+        .map_err(|source| StanzaError::InvalidKey { what, source })
 }
 
-/// The `<bundle xmlns='eu.siacs.conversations.axolotl'>` of `bundle`, children in the
-/// order Conversations writes them. Publish it on [`bundle_node`] with item id
+/// The `<bundle xmlns='eu.siacs.conversations.axolotl'>` of a legacy `bundle`, children in
+/// the order Conversations writes them. Publish it on [`bundle_node`] with item id
 /// `current`.
 pub fn bundle_element(bundle: &PreKeyBundle) -> Element {
     let mut out = element("bundle", LEGACY_NAMESPACE);
     let mut signed = text_element(
         "signedPreKeyPublic",
         LEGACY_NAMESPACE,
-        encode_base64(&bundle.signed_pre_key.to_wire()),
+        encode_base64(&bundle.signed_pre_key.to_wire(Version::Legacy)),
     );
     set_attr(
         &mut signed,
@@ -334,14 +340,14 @@ pub fn bundle_element(bundle: &PreKeyBundle) -> Element {
     out.append_child(text_element(
         "identityKey",
         LEGACY_NAMESPACE,
-        encode_base64(&bundle.identity_key.to_wire()),
+        encode_base64(&bundle.identity_key.curve25519().to_wire(Version::Legacy)),
     ));
     let mut prekeys = element("prekeys", LEGACY_NAMESPACE);
     for (id, key) in &bundle.pre_keys {
         let mut pre_key = text_element(
             "preKeyPublic",
             LEGACY_NAMESPACE,
-            encode_base64(&key.to_wire()),
+            encode_base64(&key.to_wire(Version::Legacy)),
         );
         set_attr(&mut pre_key, "preKeyId", id.to_string());
         prekeys.append_child(pre_key);
@@ -356,7 +362,7 @@ mod tests {
     use crate::bundle::{PreKey, SignedPreKey};
     use crate::error::KeyError;
     use crate::keys::IdentityKeyPair;
-    use crate::ratchet::RatchetMessage;
+    use crate::wire::RatchetMessage;
     use crate::stanza::test_support::{parse, reparse};
     use crate::stanza::xml::NS_CLIENT;
 
@@ -401,7 +407,7 @@ mod tests {
     fn generated_bundle(signed_id: u32, pre_key_ids: std::ops::Range<u32>) -> PreKeyBundle {
         let mut rng = crate::os_rng();
         let identity = IdentityKeyPair::generate(&mut rng);
-        let signed = SignedPreKey::generate(&mut rng, &identity, signed_id);
+        let signed = SignedPreKey::generate(Version::Legacy, &mut rng, &identity, signed_id);
         let pre_keys: Vec<_> = pre_key_ids
             .map(|id| PreKey::generate(&mut rng, id))
             .collect();
@@ -436,8 +442,9 @@ mod tests {
         let parsed =
             EncryptedMessage::from_element(EncryptedMessage::find(&message).unwrap()).unwrap();
         let key = parsed.keys_for(1236).next().unwrap();
-        let RatchetMessage::PreKey(exchange) = RatchetMessage::from_bytes(&key.data, key.pre_key)
-            .expect("the wrapped key is a valid PreKeySignalMessage")
+        let RatchetMessage::KeyExchange(exchange) =
+            RatchetMessage::from_bytes(Version::Legacy, &key.data, key.pre_key)
+                .expect("the wrapped key is a valid PreKeySignalMessage")
         else {
             panic!("prekey='true' parses as a key exchange");
         };
@@ -445,8 +452,8 @@ mod tests {
         assert_eq!(*exchange.identity_key(), bundle.identity_key);
         for plain in &parsed.keys[1..] {
             assert!(matches!(
-                RatchetMessage::from_bytes(&plain.data, plain.pre_key),
-                Ok(RatchetMessage::Signal(_))
+                RatchetMessage::from_bytes(Version::Legacy, &plain.data, plain.pre_key),
+                Ok(RatchetMessage::Authenticated(_))
             ));
         }
     }
@@ -875,7 +882,7 @@ mod tests {
     fn xmpp_parsers_bundle_parses_and_verifies() {
         let bundle = parse_bundle(&fixture!("xmpp_parsers_bundle.xml")).unwrap();
         assert_eq!(
-            bundle.identity_key.to_wire(),
+            *bundle.identity_key.to_wire(Version::Legacy).unwrap(),
             [
                 5, 1, 93, 218, 159, 206, 171, 222, 239, 0, 7, 75, 40, 13, 61, 14, 87, 18, 131, 76,
                 117, 197, 105, 246, 235, 74, 117, 141, 167, 178, 34, 16, 25,
@@ -883,7 +890,7 @@ mod tests {
         );
         assert_eq!(bundle.signed_pre_key_id, 1);
         assert_eq!(
-            bundle.signed_pre_key.to_wire(),
+            *bundle.signed_pre_key.to_wire(Version::Legacy),
             [
                 5, 128, 27, 0, 32, 53, 229, 179, 231, 247, 154, 123, 68, 96, 182, 93, 184, 16, 202,
                 92, 188, 105, 18, 146, 224, 22, 137, 250, 16, 252, 97, 184, 94,
@@ -893,7 +900,10 @@ mod tests {
         assert_eq!(bundle.signed_pre_key_signature[63], 140);
         let ids: Vec<_> = bundle.pre_keys.iter().map(|(id, _)| *id).collect();
         assert_eq!(ids, [1, 2, 3]);
-        assert_eq!(bundle.pre_keys[2].1.to_wire()[..4], [5, 229, 107, 231]);
+        assert_eq!(
+            bundle.pre_keys[2].1.to_wire(Version::Legacy)[..4],
+            [5, 229, 107, 231]
+        );
         assert_eq!(bundle.verify(), Ok(()));
     }
 

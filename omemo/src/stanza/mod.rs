@@ -1,4 +1,5 @@
-//! The XML layer: legacy OMEMO elements and the pubsub stanzas that carry them, as
+//! The XML layer: the OMEMO elements of each protocol version (one module per version:
+//! [`legacy`]) and the pubsub stanzas that carry them ([`pubsub`], re-exported here), as
 //! [`minidom::Element`]s, the same type `tokio-xmpp` 6 and `xmpp-parsers` 0.23 use, so
 //! elements pass between them without conversion.
 //!
@@ -9,12 +10,12 @@
 //! ```
 //! use omemo::stanza;
 //!
-//! // Publish the own device list, then read a contact's.
-//! let list = stanza::device_list_element(&[1001, 2002]);
-//! let publish = stanza::publish_iq("pub1", stanza::DEVICE_LIST_NODE, "current", list, true);
+//! // Publish the own legacy device list, then read a contact's.
+//! let list = stanza::legacy::device_list_element(&[1001, 2002]);
+//! let publish = stanza::publish_iq("pub1", stanza::legacy::DEVICE_LIST_NODE, "current", list, true);
 //! assert_eq!(publish.attr("type"), Some("set"));
 //!
-//! let fetch = stanza::fetch_items_iq("get1", "juliet@capulet.lit/balcony", stanza::DEVICE_LIST_NODE, None);
+//! let fetch = stanza::fetch_items_iq("get1", "juliet@capulet.lit/balcony", stanza::legacy::DEVICE_LIST_NODE, None);
 //! assert_eq!(fetch.attr("to"), Some("juliet@capulet.lit"));
 //!
 //! let result: minidom::Element = r#"<iq xmlns='jabber:client' type='result' id='get1'>
@@ -27,7 +28,7 @@
 //!   </pubsub>
 //! </iq>"#.parse()?;
 //! let payloads = stanza::parse_items_result(&result)?;
-//! assert_eq!(stanza::parse_device_list(&payloads[0], 1000)?, vec![7, 8]);
+//! assert_eq!(stanza::legacy::parse_device_list(&payloads[0], 1000)?, vec![7, 8]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -41,15 +42,11 @@ macro_rules! fixture {
     };
 }
 
-mod legacy;
+pub mod legacy;
 pub mod pubsub;
 mod xml;
 
 pub use crate::error::StanzaError;
-pub use legacy::{
-    DEVICE_LIST_NODE, EncryptedKey, EncryptedMessage, bundle_element, bundle_node,
-    device_list_element, message_element, parse_bundle, parse_device_list,
-};
 /// The element type of every builder and parser here (minidom 0.19), re-exported so
 /// callers need not depend on minidom themselves.
 pub use minidom::Element;

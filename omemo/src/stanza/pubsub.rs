@@ -258,7 +258,7 @@ mod tests {
     use super::*;
     use crate::consts::LEGACY_NAMESPACE;
     use crate::stanza::test_support::{parse, reparse};
-    use crate::stanza::{
+    use crate::stanza::legacy::{
         DEVICE_LIST_NODE, bundle_node, device_list_element, parse_bundle, parse_device_list,
     };
 

@@ -4,16 +4,22 @@
 //! [`suite!`] runs all of them against a backend. The backends: [`MemoryStore`], an
 //! in-memory [`SqliteStore`], and a [`SqliteStore`] on a temporary file.
 
+#[cfg(feature = "sqlite")]
 use std::path::{Path, PathBuf};
+#[cfg(feature = "sqlite")]
 use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(feature = "sqlite")]
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use zeroize::Zeroizing;
 
+#[cfg(feature = "sqlite")]
+use super::SqliteStore;
 use super::{
-    AccountRecord, Batch, DeviceRecord, MemoryStore, Op, PreKeyRecord, SignedPreKeyRecord,
-    SqliteStore, Store, StoreError, Trust,
+    AccountRecord, Batch, DeviceRecord, MemoryStore, Op, PreKeyRecord, SignedPreKeyRecord, Store,
+    StoreError, Trust,
 };
+use crate::version::Version;
 
 const ALICE: &str = "alice@example.org";
 const BOB: &str = "bob@example.org";
@@ -24,8 +30,10 @@ const BOB: &str = "bob@example.org";
 
 /// A file path in the temp directory, unique to this process and call; the database
 /// and its `-wal` and `-shm` files are removed on drop.
+#[cfg(feature = "sqlite")]
 pub(super) struct TempPath(PathBuf);
 
+#[cfg(feature = "sqlite")]
 impl TempPath {
     pub(super) fn new() -> Self {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -45,6 +53,7 @@ impl TempPath {
     }
 }
 
+#[cfg(feature = "sqlite")]
 impl Drop for TempPath {
     fn drop(&mut self) {
         for suffix in ["", "-wal", "-shm", "-journal"] {
@@ -56,12 +65,14 @@ impl Drop for TempPath {
 }
 
 /// A [`SqliteStore`] on a temporary file, deleted on drop.
+#[cfg(feature = "sqlite")]
 struct FileStore {
     // Declared first: the connection closes before the files are removed.
     store: SqliteStore,
     _path: TempPath,
 }
 
+#[cfg(feature = "sqlite")]
 impl FileStore {
     fn new() -> Self {
         let path = TempPath::new();
@@ -72,6 +83,7 @@ impl FileStore {
     }
 }
 
+#[cfg(feature = "sqlite")]
 impl Store for FileStore {
     fn load_account(&self) -> Result<Option<AccountRecord>, StoreError> {
         self.store.load_account()
@@ -86,8 +98,9 @@ impl Store for FileStore {
         &self,
         jid: &str,
         device_id: u32,
+        version: Version,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
-        self.store.load_session(jid, device_id)
+        self.store.load_session(jid, device_id, version)
     }
     fn load_devices(&self, jid: &str) -> Result<Vec<DeviceRecord>, StoreError> {
         self.store.load_devices(jid)
@@ -108,6 +121,7 @@ pub(super) fn sample_account() -> AccountRecord {
 
 pub(super) fn sample_signed_pre_key(id: u32, created_at: u64) -> SignedPreKeyRecord {
     SignedPreKeyRecord {
+        version: Version::Legacy,
         id,
         secret: Zeroizing::new([id as u8; 32]),
         signature: [0x5a; 64],
@@ -117,6 +131,7 @@ pub(super) fn sample_signed_pre_key(id: u32, created_at: u64) -> SignedPreKeyRec
 
 fn pre_key(id: u32) -> PreKeyRecord {
     PreKeyRecord {
+        version: Version::Legacy,
         id,
         secret: Zeroizing::new([id as u8 ^ 0xa5; 32]),
     }
@@ -135,9 +150,14 @@ pub(super) fn sample_device(jid: &str, device_id: u32) -> DeviceRecord {
 }
 
 fn put_session(jid: &str, device_id: u32, state: &[u8]) -> Op {
+    put_session_of(Version::Legacy, jid, device_id, state)
+}
+
+fn put_session_of(version: Version, jid: &str, device_id: u32, state: &[u8]) -> Op {
     Op::PutSession {
         jid: jid.to_owned(),
         device_id,
+        version,
         state: Zeroizing::new(state.to_vec()),
     }
 }
@@ -146,6 +166,21 @@ fn delete_session(jid: &str, device_id: u32) -> Op {
     Op::DeleteSession {
         jid: jid.to_owned(),
         device_id,
+        version: Version::Legacy,
+    }
+}
+
+fn delete_pre_key(id: u32) -> Op {
+    Op::DeletePreKey {
+        version: Version::Legacy,
+        id,
+    }
+}
+
+fn delete_signed_pre_key(id: u32) -> Op {
+    Op::DeleteSignedPreKey {
+        version: Version::Legacy,
+        id,
     }
 }
 
@@ -154,8 +189,12 @@ fn commit<S: Store>(store: &mut S, ops: Vec<Op>) {
 }
 
 fn session<S: Store>(store: &S, jid: &str, device_id: u32) -> Option<Vec<u8>> {
+    session_of(store, Version::Legacy, jid, device_id)
+}
+
+fn session_of<S: Store>(store: &S, version: Version, jid: &str, device_id: u32) -> Option<Vec<u8>> {
     store
-        .load_session(jid, device_id)
+        .load_session(jid, device_id, version)
         .unwrap()
         .map(|state| state.to_vec())
 }
@@ -175,7 +214,7 @@ struct Snapshot {
     account: Option<AccountRecord>,
     signed_pre_keys: Vec<SignedPreKeyRecord>,
     pre_keys: Vec<PreKeyRecord>,
-    sessions: Vec<(String, u32, Vec<u8>)>,
+    sessions: Vec<(String, u32, Version, Vec<u8>)>,
     devices: Vec<DeviceRecord>,
 }
 
@@ -184,8 +223,10 @@ fn snapshot<S: Store>(store: &S) -> Snapshot {
     let mut devices = Vec::new();
     for jid in [ALICE, BOB] {
         for device_id in [1, 2, 3, 4, 5, u32::MAX] {
-            if let Some(state) = session(store, jid, device_id) {
-                sessions.push((jid.to_owned(), device_id, state));
+            for version in Version::ALL {
+                if let Some(state) = session_of(store, version, jid, device_id) {
+                    sessions.push((jid.to_owned(), device_id, version, state));
+                }
             }
         }
         devices.extend(store.load_devices(jid).unwrap());
@@ -277,7 +318,7 @@ pub(super) fn signed_pre_keys_round_trip_oldest_first<S: Store>(store: &mut S) {
         vec![replaced.clone(), oldest.clone(), middle, same_time.clone()]
     );
 
-    commit(store, vec![Op::DeleteSignedPreKey(3)]);
+    commit(store, vec![delete_signed_pre_key(3)]);
     assert_eq!(
         store.load_signed_pre_keys().unwrap(),
         vec![replaced, oldest, same_time]
@@ -307,6 +348,7 @@ pub(super) fn pre_keys_round_trip_by_ascending_id<S: Store>(store: &mut S) {
     );
 
     let replaced = PreKeyRecord {
+        version: Version::Legacy,
         id: 30,
         secret: Zeroizing::new([0xee; 32]),
     };
@@ -316,7 +358,7 @@ pub(super) fn pre_keys_round_trip_by_ascending_id<S: Store>(store: &mut S) {
         vec![pre_key(0), pre_key(2), replaced, pre_key(u32::MAX)]
     );
 
-    commit(store, vec![Op::DeletePreKey(2), Op::DeletePreKey(u32::MAX)]);
+    commit(store, vec![delete_pre_key(2), delete_pre_key(u32::MAX)]);
     assert_eq!(
         store
             .load_pre_keys()
@@ -494,12 +536,12 @@ pub(super) fn ops_apply_in_batch_order<S: Store>(store: &mut S) {
             put_session(ALICE, 1, b"second"),
             put_session(ALICE, 2, b"doomed"),
             delete_session(ALICE, 2),
-            Op::DeletePreKey(5),
+            delete_pre_key(5),
             Op::PutPreKey(pre_key(5)),
             Op::PutPreKey(pre_key(6)),
-            Op::DeletePreKey(6),
+            delete_pre_key(6),
             Op::PutSignedPreKey(sample_signed_pre_key(1, 1)),
-            Op::DeleteSignedPreKey(1),
+            delete_signed_pre_key(1),
             Op::PutSignedPreKey(sample_signed_pre_key(2, 2)),
         ],
     );
@@ -516,13 +558,68 @@ pub(super) fn deleting_what_is_absent_is_not_an_error<S: Store>(store: &mut S) {
     commit(
         store,
         vec![
-            Op::DeleteSignedPreKey(1),
-            Op::DeletePreKey(1),
+            delete_signed_pre_key(1),
+            delete_pre_key(1),
             delete_session(ALICE, 1),
             delete_session(ALICE, 0),
         ],
     );
     assert_eq!(snapshot(store), snapshot(&MemoryStore::new()));
+}
+
+/// Prekeys, signed prekeys and sessions of the two versions live side by side: the same
+/// ids and the same device do not collide, and each is deleted on its own.
+pub(super) fn versions_keep_keys_and_sessions_apart<S: Store>(store: &mut S) {
+    let omemo2_signed = SignedPreKeyRecord {
+        version: Version::Omemo2,
+        signature: [0x22; 64],
+        ..sample_signed_pre_key(1, 1_000)
+    };
+    let omemo2_pre_key = PreKeyRecord {
+        version: Version::Omemo2,
+        secret: Zeroizing::new([0x99; 32]),
+        ..pre_key(7)
+    };
+    commit(
+        store,
+        vec![
+            Op::PutSignedPreKey(sample_signed_pre_key(1, 1_000)),
+            Op::PutSignedPreKey(omemo2_signed.clone()),
+            Op::PutPreKey(omemo2_pre_key.clone()),
+            Op::PutPreKey(pre_key(7)),
+            put_session(ALICE, 1, b"legacy"),
+            put_session_of(Version::Omemo2, ALICE, 1, b"omemo 2"),
+        ],
+    );
+    assert_eq!(
+        store.load_signed_pre_keys().unwrap(),
+        vec![sample_signed_pre_key(1, 1_000), omemo2_signed.clone()]
+    );
+    assert_eq!(
+        store.load_pre_keys().unwrap(),
+        vec![pre_key(7), omemo2_pre_key.clone()]
+    );
+    assert_eq!(session(store, ALICE, 1).as_deref(), Some(&b"legacy"[..]));
+    assert_eq!(
+        session_of(store, Version::Omemo2, ALICE, 1).as_deref(),
+        Some(&b"omemo 2"[..])
+    );
+
+    commit(
+        store,
+        vec![
+            delete_signed_pre_key(1),
+            delete_pre_key(7),
+            delete_session(ALICE, 1),
+        ],
+    );
+    assert_eq!(store.load_signed_pre_keys().unwrap(), vec![omemo2_signed]);
+    assert_eq!(store.load_pre_keys().unwrap(), vec![omemo2_pre_key]);
+    assert_eq!(session(store, ALICE, 1), None);
+    assert_eq!(
+        session_of(store, Version::Omemo2, ALICE, 1).as_deref(),
+        Some(&b"omemo 2"[..])
+    );
 }
 
 /// Ops every backend rejects: what the SQLite schema's constraints forbid.
@@ -593,8 +690,8 @@ pub(super) fn failed_batch_changes_nothing<S: Store>(store: &mut S) {
                     ..sample_account()
                 }),
                 Op::PutSignedPreKey(sample_signed_pre_key(2, 200)),
-                Op::DeleteSignedPreKey(1),
-                Op::DeletePreKey(1),
+                delete_signed_pre_key(1),
+                delete_pre_key(1),
                 Op::PutPreKey(pre_key(3)),
                 put_session(ALICE, 1, b"after"),
                 put_session(ALICE, 2, b"new"),
@@ -638,6 +735,7 @@ macro_rules! suite {
             every_trust_level_round_trips,
             ops_apply_in_batch_order,
             deleting_what_is_absent_is_not_an_error,
+            versions_keep_keys_and_sessions_apart,
             failed_batch_changes_nothing,
         ]);
     };
@@ -657,5 +755,7 @@ macro_rules! suite {
 }
 
 suite!(memory, MemoryStore::new());
+#[cfg(feature = "sqlite")]
 suite!(sqlite_in_memory, SqliteStore::open_in_memory().unwrap());
+#[cfg(feature = "sqlite")]
 suite!(sqlite_file, FileStore::new());

@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 use super::{
     AccountRecord, Batch, DeviceRecord, Op, PreKeyRecord, SignedPreKeyRecord, Store, StoreError,
 };
+use crate::version::Version;
 
 /// Largest own device id (XEP-0384: 1..2^31-1).
 const MAX_OWN_DEVICE_ID: u32 = i32::MAX as u32;
@@ -21,10 +22,12 @@ const MAX_OWN_DEVICE_ID: u32 = i32::MAX as u32;
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     account: Option<AccountRecord>,
-    signed_pre_keys: BTreeMap<u32, SignedPreKeyRecord>,
-    pre_keys: BTreeMap<u32, PreKeyRecord>,
-    /// Sessions by bare JID, then device id.
-    sessions: HashMap<String, HashMap<u32, Zeroizing<Vec<u8>>>>,
+    /// Signed prekeys by (version, id).
+    signed_pre_keys: BTreeMap<(Version, u32), SignedPreKeyRecord>,
+    /// One-time prekeys by (version, id), the order `load_pre_keys` returns them in.
+    pre_keys: BTreeMap<(Version, u32), PreKeyRecord>,
+    /// Sessions by bare JID, then device id and version.
+    sessions: HashMap<String, HashMap<(u32, Version), Zeroizing<Vec<u8>>>>,
     /// Devices by bare JID, then device id (ordered, as `load_devices` returns them).
     devices: HashMap<String, BTreeMap<u32, DeviceRecord>>,
 }
@@ -40,30 +43,36 @@ impl MemoryStore {
         match op {
             Op::PutAccount(record) => self.account = Some(record),
             Op::PutSignedPreKey(record) => {
-                self.signed_pre_keys.insert(record.id, record);
+                self.signed_pre_keys
+                    .insert((record.version, record.id), record);
             }
-            Op::DeleteSignedPreKey(id) => {
-                self.signed_pre_keys.remove(&id);
+            Op::DeleteSignedPreKey { version, id } => {
+                self.signed_pre_keys.remove(&(version, id));
             }
             Op::PutPreKey(record) => {
-                self.pre_keys.insert(record.id, record);
+                self.pre_keys.insert((record.version, record.id), record);
             }
-            Op::DeletePreKey(id) => {
-                self.pre_keys.remove(&id);
+            Op::DeletePreKey { version, id } => {
+                self.pre_keys.remove(&(version, id));
             }
             Op::PutSession {
                 jid,
                 device_id,
+                version,
                 state,
             } => {
                 self.sessions
                     .entry(jid)
                     .or_default()
-                    .insert(device_id, state);
+                    .insert((device_id, version), state);
             }
-            Op::DeleteSession { jid, device_id } => {
+            Op::DeleteSession {
+                jid,
+                device_id,
+                version,
+            } => {
                 if let Some(by_device) = self.sessions.get_mut(&jid) {
-                    by_device.remove(&device_id);
+                    by_device.remove(&(device_id, version));
                     if by_device.is_empty() {
                         self.sessions.remove(&jid);
                     }
@@ -99,9 +108,9 @@ fn check(op: &Op) -> Result<(), StoreError> {
             check_time("device last_message_at", record.last_message_at)?;
             check_time("device bundle_failed_at", record.bundle_failed_at)?;
         }
-        Op::DeleteSignedPreKey(_)
+        Op::DeleteSignedPreKey { .. }
         | Op::PutPreKey(_)
-        | Op::DeletePreKey(_)
+        | Op::DeletePreKey { .. }
         | Op::DeleteSession { .. } => {}
     }
     Ok(())
@@ -130,7 +139,7 @@ impl Store for MemoryStore {
 
     fn load_signed_pre_keys(&self) -> Result<Vec<SignedPreKeyRecord>, StoreError> {
         let mut keys: Vec<_> = self.signed_pre_keys.values().cloned().collect();
-        // Already by id; a stable sort makes it by (created_at, id).
+        // Already by (version, id); a stable sort makes it by (created_at, version, id).
         keys.sort_by_key(|k| k.created_at);
         Ok(keys)
     }
@@ -143,11 +152,12 @@ impl Store for MemoryStore {
         &self,
         jid: &str,
         device_id: u32,
+        version: Version,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
         Ok(self
             .sessions
             .get(jid)
-            .and_then(|by_device| by_device.get(&device_id))
+            .and_then(|by_device| by_device.get(&(device_id, version)))
             .cloned())
     }
 

@@ -8,12 +8,16 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
+use crate::version::Version;
+
 #[cfg(test)]
 mod conformance;
 mod memory;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 /// How far a device is trusted.
@@ -52,7 +56,8 @@ impl Trust {
     }
 }
 
-/// The own device: its id and identity secret. One per store.
+/// The own device: its id and identity secret (for both protocol versions). One per
+/// store.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AccountRecord {
     /// The own bare JID.
@@ -61,27 +66,31 @@ pub struct AccountRecord {
     pub device_id: u32,
     /// The Curve25519 identity secret key.
     pub identity_secret: Zeroizing<[u8; 32]>,
-    /// The id the next generated one-time prekey gets.
+    /// The id the next generated one-time prekey gets (in either version).
     pub next_pre_key_id: u32,
 }
 
-/// A signed prekey with its signature and creation time.
+/// A signed prekey of one protocol version with its signature and creation time.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SignedPreKeyRecord {
-    /// Its id.
+    /// The protocol version it is published in.
+    pub version: Version,
+    /// Its id, unique within its version.
     pub id: u32,
     /// The Curve25519 secret key.
     pub secret: Zeroizing<[u8; 32]>,
-    /// The XEdDSA signature over its 33-byte public key.
+    /// The identity's signature over its public key, as its version signs.
     pub signature: [u8; 64],
     /// Creation time, seconds since the Unix epoch.
     pub created_at: u64,
 }
 
-/// A one-time prekey.
+/// A one-time prekey of one protocol version.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PreKeyRecord {
-    /// Its id.
+    /// The protocol version it is published in.
+    pub version: Version,
+    /// Its id, unique within its version.
     pub id: u32,
     /// The Curve25519 secret key.
     pub secret: Zeroizing<[u8; 32]>,
@@ -121,17 +130,29 @@ pub enum Op {
     /// Create or replace a signed prekey.
     PutSignedPreKey(SignedPreKeyRecord),
     /// Delete a signed prekey.
-    DeleteSignedPreKey(u32),
+    DeleteSignedPreKey {
+        /// Its protocol version.
+        version: Version,
+        /// Its id.
+        id: u32,
+    },
     /// Create or replace a one-time prekey.
     PutPreKey(PreKeyRecord),
     /// Delete a one-time prekey.
-    DeletePreKey(u32),
+    DeletePreKey {
+        /// Its protocol version.
+        version: Version,
+        /// Its id.
+        id: u32,
+    },
     /// Create or replace a session (bytes from `Session::to_bytes`).
     PutSession {
         /// Bare JID of the remote device.
         jid: String,
         /// Its device id.
         device_id: u32,
+        /// The protocol version of the session.
+        version: Version,
         /// The serialized session.
         state: Zeroizing<Vec<u8>>,
     },
@@ -141,6 +162,8 @@ pub enum Op {
         jid: String,
         /// Its device id.
         device_id: u32,
+        /// The protocol version of the session.
+        version: Version,
     },
     /// Create or replace a device record.
     PutDevice(DeviceRecord),
@@ -178,15 +201,17 @@ pub enum StoreError {
 pub trait Store {
     /// The account record, if the store was initialised.
     fn load_account(&self) -> Result<Option<AccountRecord>, StoreError>;
-    /// All signed prekeys, oldest first.
+    /// All signed prekeys of both versions, oldest first (by creation time, then
+    /// version, then id).
     fn load_signed_pre_keys(&self) -> Result<Vec<SignedPreKeyRecord>, StoreError>;
-    /// All one-time prekeys, by ascending id.
+    /// All one-time prekeys of both versions, by version, then ascending id.
     fn load_pre_keys(&self) -> Result<Vec<PreKeyRecord>, StoreError>;
-    /// The session with one device.
+    /// The session of `version` with one device.
     fn load_session(
         &self,
         jid: &str,
         device_id: u32,
+        version: Version,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError>;
     /// The known devices of a bare JID, by ascending device id.
     fn load_devices(&self, jid: &str) -> Result<Vec<DeviceRecord>, StoreError>;
@@ -207,6 +232,7 @@ impl fmt::Debug for AccountRecord {
 impl fmt::Debug for SignedPreKeyRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SignedPreKeyRecord")
+            .field("version", &self.version)
             .field("id", &self.id)
             .field("created_at", &self.created_at)
             .finish_non_exhaustive()
@@ -216,6 +242,7 @@ impl fmt::Debug for SignedPreKeyRecord {
 impl fmt::Debug for PreKeyRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PreKeyRecord")
+            .field("version", &self.version)
             .field("id", &self.id)
             .finish_non_exhaustive()
     }
@@ -226,18 +253,37 @@ impl fmt::Debug for Op {
         match self {
             Self::PutAccount(r) => f.debug_tuple("PutAccount").field(r).finish(),
             Self::PutSignedPreKey(r) => f.debug_tuple("PutSignedPreKey").field(r).finish(),
-            Self::DeleteSignedPreKey(id) => f.debug_tuple("DeleteSignedPreKey").field(id).finish(),
+            Self::DeleteSignedPreKey { version, id } => f
+                .debug_struct("DeleteSignedPreKey")
+                .field("version", version)
+                .field("id", id)
+                .finish(),
             Self::PutPreKey(r) => f.debug_tuple("PutPreKey").field(r).finish(),
-            Self::DeletePreKey(id) => f.debug_tuple("DeletePreKey").field(id).finish(),
-            Self::PutSession { jid, device_id, .. } => f
+            Self::DeletePreKey { version, id } => f
+                .debug_struct("DeletePreKey")
+                .field("version", version)
+                .field("id", id)
+                .finish(),
+            Self::PutSession {
+                jid,
+                device_id,
+                version,
+                ..
+            } => f
                 .debug_struct("PutSession")
                 .field("jid", jid)
                 .field("device_id", device_id)
+                .field("version", version)
                 .finish_non_exhaustive(),
-            Self::DeleteSession { jid, device_id } => f
+            Self::DeleteSession {
+                jid,
+                device_id,
+                version,
+            } => f
                 .debug_struct("DeleteSession")
                 .field("jid", jid)
                 .field("device_id", device_id)
+                .field("version", version)
                 .finish(),
             Self::PutDevice(r) => f.debug_tuple("PutDevice").field(r).finish(),
         }

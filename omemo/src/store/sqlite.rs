@@ -17,9 +17,13 @@ use super::{
     AccountRecord, Batch, DeviceRecord, Op, PreKeyRecord, SignedPreKeyRecord, Store, StoreError,
     Trust,
 };
+use crate::version::Version;
 
 /// The migrations, in order; migration `n` (1-based) brings the schema to version `n`.
-const MIGRATIONS: [&str; 1] = [include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: [&str; 2] = [
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_protocol_versions.sql"),
+];
 
 /// The schema version this crate writes: the number of migrations.
 const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -196,13 +200,14 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
         Op::PutSignedPreKey(r) => {
             let created_at = time_to_sql("signed prekey created_at", r.created_at)?;
             conn.prepare_cached(
-                "INSERT INTO signed_pre_keys (id, secret, signature, created_at)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (id) DO UPDATE SET secret = excluded.secret,
+                "INSERT INTO signed_pre_keys (version, id, secret, signature, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (version, id) DO UPDATE SET secret = excluded.secret,
                      signature = excluded.signature, created_at = excluded.created_at",
             )
             .and_then(|mut s| {
                 s.execute(params![
+                    r.version.to_code(),
                     r.id,
                     r.secret.as_slice(),
                     r.signature.as_slice(),
@@ -210,31 +215,40 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
                 ])
             })
         }
-        Op::DeleteSignedPreKey(id) => conn
-            .prepare_cached("DELETE FROM signed_pre_keys WHERE id = ?1")
-            .and_then(|mut s| s.execute(params![id])),
+        Op::DeleteSignedPreKey { version, id } => conn
+            .prepare_cached("DELETE FROM signed_pre_keys WHERE version = ?1 AND id = ?2")
+            .and_then(|mut s| s.execute(params![version.to_code(), id])),
         Op::PutPreKey(r) => conn
             .prepare_cached(
-                "INSERT INTO pre_keys (id, secret) VALUES (?1, ?2)
-                 ON CONFLICT (id) DO UPDATE SET secret = excluded.secret",
+                "INSERT INTO pre_keys (version, id, secret) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (version, id) DO UPDATE SET secret = excluded.secret",
             )
-            .and_then(|mut s| s.execute(params![r.id, r.secret.as_slice()])),
-        Op::DeletePreKey(id) => conn
-            .prepare_cached("DELETE FROM pre_keys WHERE id = ?1")
-            .and_then(|mut s| s.execute(params![id])),
+            .and_then(|mut s| s.execute(params![r.version.to_code(), r.id, r.secret.as_slice()])),
+        Op::DeletePreKey { version, id } => conn
+            .prepare_cached("DELETE FROM pre_keys WHERE version = ?1 AND id = ?2")
+            .and_then(|mut s| s.execute(params![version.to_code(), id])),
         Op::PutSession {
             jid,
             device_id,
+            version,
             state,
         } => conn
             .prepare_cached(
-                "INSERT INTO sessions (jid, device_id, state) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (jid, device_id) DO UPDATE SET state = excluded.state",
+                "INSERT INTO sessions (jid, device_id, version, state) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (jid, device_id, version) DO UPDATE SET state = excluded.state",
             )
-            .and_then(|mut s| s.execute(params![jid, device_id, state.as_slice()])),
-        Op::DeleteSession { jid, device_id } => conn
-            .prepare_cached("DELETE FROM sessions WHERE jid = ?1 AND device_id = ?2")
-            .and_then(|mut s| s.execute(params![jid, device_id])),
+            .and_then(|mut s| {
+                s.execute(params![jid, device_id, version.to_code(), state.as_slice()])
+            }),
+        Op::DeleteSession {
+            jid,
+            device_id,
+            version,
+        } => conn
+            .prepare_cached(
+                "DELETE FROM sessions WHERE jid = ?1 AND device_id = ?2 AND version = ?3",
+            )
+            .and_then(|mut s| s.execute(params![jid, device_id, version.to_code()])),
         Op::PutDevice(r) => {
             let last_message_at = r
                 .last_message_at
@@ -299,24 +313,25 @@ impl Store for SqliteStore {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT id, secret, signature, created_at FROM signed_pre_keys
-                 ORDER BY created_at, id",
+                "SELECT version, id, secret, signature, created_at FROM signed_pre_keys
+                 ORDER BY created_at, version, id",
             )
             .map_err(backend)?;
         let mut rows = stmt.query([]).map_err(backend)?;
         let mut keys = Vec::new();
         while let Some(row) = rows.next().map_err(backend)? {
             keys.push(SignedPreKeyRecord {
-                id: to_u32("signed prekey id", integer(row, 0, "signed prekey id")?)?,
+                version: version(row, 0, "signed prekey version")?,
+                id: to_u32("signed prekey id", integer(row, 1, "signed prekey id")?)?,
                 secret: secret(
-                    blob(row, 1, "signed prekey secret")?,
+                    blob(row, 2, "signed prekey secret")?,
                     "signed prekey secret",
                 )?,
                 signature: fixed(
-                    blob(row, 2, "signed prekey signature")?,
+                    blob(row, 3, "signed prekey signature")?,
                     "signed prekey signature",
                 )?,
-                created_at: to_u64("signed prekey created_at", integer(row, 3, "created_at")?)?,
+                created_at: to_u64("signed prekey created_at", integer(row, 4, "created_at")?)?,
             });
         }
         Ok(keys)
@@ -325,14 +340,15 @@ impl Store for SqliteStore {
     fn load_pre_keys(&self) -> Result<Vec<PreKeyRecord>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT id, secret FROM pre_keys ORDER BY id")
+            .prepare_cached("SELECT version, id, secret FROM pre_keys ORDER BY version, id")
             .map_err(backend)?;
         let mut rows = stmt.query([]).map_err(backend)?;
         let mut keys = Vec::new();
         while let Some(row) = rows.next().map_err(backend)? {
             keys.push(PreKeyRecord {
-                id: to_u32("prekey id", integer(row, 0, "prekey id")?)?,
-                secret: secret(blob(row, 1, "prekey secret")?, "prekey secret")?,
+                version: version(row, 0, "prekey version")?,
+                id: to_u32("prekey id", integer(row, 1, "prekey id")?)?,
+                secret: secret(blob(row, 2, "prekey secret")?, "prekey secret")?,
             });
         }
         Ok(keys)
@@ -342,12 +358,17 @@ impl Store for SqliteStore {
         &self,
         jid: &str,
         device_id: u32,
+        version: Version,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT state FROM sessions WHERE jid = ?1 AND device_id = ?2")
+            .prepare_cached(
+                "SELECT state FROM sessions WHERE jid = ?1 AND device_id = ?2 AND version = ?3",
+            )
             .map_err(backend)?;
-        let mut rows = stmt.query(params![jid, device_id]).map_err(backend)?;
+        let mut rows = stmt
+            .query(params![jid, device_id, version.to_code()])
+            .map_err(backend)?;
         let Some(row) = rows.next().map_err(backend)? else {
             return Ok(None);
         };
@@ -457,6 +478,14 @@ fn integer(row: &Row<'_>, idx: usize, what: &str) -> Result<i64, StoreError> {
     }
 }
 
+fn version(row: &Row<'_>, idx: usize, what: &str) -> Result<Version, StoreError> {
+    let code = integer(row, idx, what)?;
+    u8::try_from(code)
+        .ok()
+        .and_then(Version::from_code)
+        .ok_or_else(|| StoreError::Corrupt(format!("{what}: unknown protocol version {code}")))
+}
+
 fn optional_integer(row: &Row<'_>, idx: usize, what: &str) -> Result<Option<i64>, StoreError> {
     match row.get_ref(idx).map_err(backend)? {
         ValueRef::Null => Ok(None),
@@ -520,6 +549,7 @@ mod tests {
         TempPath, sample_account, sample_device, sample_signed_pre_key,
     };
     use crate::store::{Batch, Op, PreKeyRecord, Store, StoreError};
+    use crate::version::Version;
 
     fn commit(store: &mut SqliteStore, ops: Vec<Op>) {
         store.commit(Batch { ops }).unwrap();
@@ -580,6 +610,7 @@ mod tests {
         let account = sample_account();
         let signed = sample_signed_pre_key(7, 1_700_000_000);
         let pre_key = PreKeyRecord {
+            version: Version::Omemo2,
             id: 42,
             secret: [9u8; 32].into(),
         };
@@ -595,6 +626,7 @@ mod tests {
                     Op::PutSession {
                         jid: "juliet@capulet.example".into(),
                         device_id: 5,
+                        version: Version::Omemo2,
                         state: vec![1, 2, 3].into(),
                     },
                     Op::PutDevice(device.clone()),
@@ -607,7 +639,7 @@ mod tests {
         assert_eq!(store.load_pre_keys().unwrap(), vec![pre_key]);
         assert_eq!(
             store
-                .load_session("juliet@capulet.example", 5)
+                .load_session("juliet@capulet.example", 5, Version::Omemo2)
                 .unwrap()
                 .as_deref()
                 .map(Vec::as_slice),
@@ -687,12 +719,14 @@ mod tests {
                     Op::PutAccount(sample_account()),
                     Op::PutSignedPreKey(sample_signed_pre_key(1, 10)),
                     Op::PutPreKey(PreKeyRecord {
+                        version: Version::Legacy,
                         id: 1,
                         secret: [1u8; 32].into(),
                     }),
                     Op::PutSession {
                         jid: "juliet@capulet.example".into(),
                         device_id: 5,
+                        version: Version::Legacy,
                         state: vec![7].into(),
                     },
                     Op::PutDevice(sample_device("juliet@capulet.example", 5)),
@@ -714,7 +748,10 @@ mod tests {
         let account = |s: &SqliteStore| s.load_account().map(drop);
         let signed = |s: &SqliteStore| s.load_signed_pre_keys().map(drop);
         let pre_keys = |s: &SqliteStore| s.load_pre_keys().map(drop);
-        let session = |s: &SqliteStore| s.load_session("juliet@capulet.example", 5).map(drop);
+        let session = |s: &SqliteStore| {
+            s.load_session("juliet@capulet.example", 5, Version::Legacy)
+                .map(drop)
+        };
 
         assert_corrupt_after("UPDATE devices SET identity_key = zeroblob(31)", devices);
         assert_corrupt_after("UPDATE devices SET trust = 7", devices);
@@ -730,11 +767,14 @@ mod tests {
         assert_corrupt_after("UPDATE signed_pre_keys SET secret = zeroblob(31)", signed);
         assert_corrupt_after("UPDATE pre_keys SET id = 4294967296", pre_keys);
         assert_corrupt_after("UPDATE pre_keys SET secret = zeroblob(0)", pre_keys);
+        assert_corrupt_after("UPDATE pre_keys SET version = 3", pre_keys);
+        assert_corrupt_after("UPDATE signed_pre_keys SET version = 0", signed);
         // A table without STRICT typing (an older or hand-made file) can hold any type.
         assert_corrupt_after(
             "DROP TABLE sessions;
-             CREATE TABLE sessions (jid, device_id, state, PRIMARY KEY (jid, device_id));
-             INSERT INTO sessions VALUES ('juliet@capulet.example', 5, 'text, not a blob')",
+             CREATE TABLE sessions (jid, device_id, version, state,
+                                    PRIMARY KEY (jid, device_id, version));
+             INSERT INTO sessions VALUES ('juliet@capulet.example', 5, 1, 'text, not a blob')",
             session,
         );
     }

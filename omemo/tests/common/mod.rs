@@ -2,5 +2,6 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-pub mod oldmemo;
+pub mod interop;
 pub mod pep;
+pub mod python_peer;

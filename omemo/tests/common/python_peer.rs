@@ -1,14 +1,16 @@
-//! The python-omemo (`oldmemo`) reference peer from `tests/interop/oldmemo_peer.py`,
-//! driven over JSON lines (protocol in `tests/interop/PROTOCOL.md`). The venv comes from
-//! `scripts/setup-test-env`, which `scripts/test` runs first.
+//! The python-omemo reference peers from `tests/interop/` (`oldmemo_peer.py` for legacy
+//! OMEMO, `twomemo_peer.py` for OMEMO 2), driven over JSON lines (protocol in
+//! `tests/interop/PROTOCOL.md`). The venv comes from `scripts/setup-test-env`, which
+//! `scripts/test` runs first.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
+use omemo::Version;
 use serde_json::{Value, json};
 
-/// The oldmemo peer process.
+/// A python-omemo peer process.
 pub struct Peer {
     child: Child,
     stdin: ChildStdin,
@@ -16,7 +18,17 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// The oldmemo peer (legacy OMEMO).
     pub fn start() -> Self {
+        Self::start_version(Version::Legacy)
+    }
+
+    /// The peer of `version`: oldmemo or twomemo.
+    pub fn start_version(version: Version) -> Self {
+        let script = match version {
+            Version::Legacy => "oldmemo_peer.py",
+            Version::Omemo2 => "twomemo_peer.py",
+        };
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
         let python = root.join(".venv/bin/python");
         assert!(
@@ -26,11 +38,11 @@ impl Peer {
             python.display()
         );
         let mut child = Command::new(python)
-            .arg(root.join("tests/interop/oldmemo_peer.py"))
+            .arg(root.join("tests/interop").join(script))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .expect("start oldmemo_peer.py");
+            .unwrap_or_else(|e| panic!("start {script}: {e}"));
         let stdin = child.stdin.take().expect("stdin");
         let stdout = BufReader::new(child.stdout.take().expect("stdout"));
         Self {
