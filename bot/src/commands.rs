@@ -327,7 +327,7 @@ async fn publish(args: PublishArgs) -> Result<(), BotError> {
     // Check on the server what the library published.
     let list = session
         .request(
-            |id| stanza::fetch_items_iq(id, own.as_str(), stanza::DEVICE_LIST_NODE, None),
+            |id| stanza::fetch_items_iq(id, own.as_str(), stanza::legacy::DEVICE_LIST_NODE, None),
             deadline,
         )
         .await?;
@@ -335,18 +335,25 @@ async fn publish(args: PublishArgs) -> Result<(), BotError> {
         .ok()
         .into_iter()
         .flatten()
-        .filter_map(|payload| stanza::parse_device_list(&payload, usize::MAX).ok())
+        .filter_map(|payload| stanza::legacy::parse_device_list(&payload, usize::MAX).ok())
         .flatten()
         .any(|id| id == device_id);
     let bundle = session
         .request(
-            |id| stanza::fetch_items_iq(id, own.as_str(), &stanza::bundle_node(device_id), None),
+            |id| {
+                stanza::fetch_items_iq(
+                    id,
+                    own.as_str(),
+                    &stanza::legacy::bundle_node(device_id),
+                    None,
+                )
+            },
             deadline,
         )
         .await?;
     let bundle_ok = stanza::parse_items_result(&bundle)
         .ok()
-        .and_then(|payloads| payloads.first().map(stanza::parse_bundle))
+        .and_then(|payloads| payloads.first().map(stanza::legacy::parse_bundle))
         .is_some_and(|b| b.is_ok());
     leave(session).await;
     if !listed || !bundle_ok {

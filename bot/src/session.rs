@@ -10,8 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jid::BareJid;
 use minidom::Element;
-use omemo::stanza::{self, EncryptedMessage};
-use omemo::{LEGACY_NAMESPACE, Manager, ManagerConfig, ManagerError, SqliteStore, Trust};
+use omemo::stanza::legacy::NAMESPACE as LEGACY_NAMESPACE;
+use omemo::stanza::{self, legacy::EncryptedMessage};
+use omemo::{Manager, ManagerConfig, ManagerError, SqliteStore, Trust};
 use tokio::time::Instant;
 
 use crate::carbons::{self, Carbon};

@@ -19,7 +19,7 @@ use xmpp_parsers::presence::Presence;
 
 use crate::cli::ServerAddr;
 use crate::error::BotError;
-use omemo::stanza::DEVICE_LIST_NODE;
+use omemo::stanza::legacy::DEVICE_LIST_NODE;
 
 /// How long one stanza may wait to be written before the bot gives up on it.
 const SEND_TIMEOUT: Duration = Duration::from_secs(20);

@@ -1,4 +1,5 @@
-//! Benchmarks of the legacy OMEMO core against the floor set by its primitives.
+//! Benchmarks of the OMEMO core, both protocol versions, against the floor set by its
+//! primitives.
 //!
 //! `cargo bench -p omemo --bench core` first runs the criterion benchmarks (primitives,
 //! X3DH, ratchet, payload, fan-out), then a second measurement pass over the same cases
@@ -24,21 +25,28 @@ use aes_gcm::aead::consts::U12;
 use cbc::cipher::block_padding::Pkcs7;
 use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
 use criterion::{Criterion, criterion_group, criterion_main};
-use ed25519_dalek::{Signer, Verifier};
 use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit, Mac};
-use omemo::{
-    IdentityKeyPair, PreKey, PreKeyBundle, PreKeySignalMessage, RatchetMessage, Session,
-    SignalMessage, SignedPreKey, encrypt_payload, os_rng,
+use omemo::hazmat::{
+    AuthenticatedMessage, IdentityKeyPair, KeyExchange, PreKey, PreKeyBundle, RatchetMessage,
+    Session, SignedPreKey, encrypt_payload,
 };
+use omemo::{Version, os_rng};
 use rand_core::Rng;
 use sha2::Sha256;
 use x25519_dalek::StaticSecret;
 
 /// A typical message body.
 const BODY: [u8; 100] = [b'x'; 100];
-/// What the ratchet carries in OMEMO: the payload key and its GCM tag.
-const KEY_MATERIAL: [u8; 32] = [0x42; 32];
+/// What the ratchet carries for a payload: its key and tag (32 B in legacy OMEMO, 48 B in
+/// OMEMO 2).
+fn key_material(version: Version) -> &'static [u8] {
+    const MATERIAL: [u8; 48] = [0x42; 48];
+    match version {
+        Version::Legacy => &MATERIAL[..32],
+        Version::Omemo2 => &MATERIAL[..],
+    }
+}
 /// Operations per untimed set-up / timed run / untimed drop cycle.
 const CHUNK: u64 = 256;
 
@@ -75,17 +83,17 @@ fn rand32() -> [u8; 32] {
     bytes
 }
 
-fn signal(message: RatchetMessage) -> SignalMessage {
+fn signal(message: RatchetMessage) -> AuthenticatedMessage {
     match message {
-        RatchetMessage::Signal(m) => m,
-        RatchetMessage::PreKey(_) => panic!("expected a SignalMessage"),
+        RatchetMessage::Authenticated(m) => m,
+        RatchetMessage::KeyExchange(_) => panic!("expected a message without key exchange"),
     }
 }
 
-fn pre_key_message(message: RatchetMessage) -> PreKeySignalMessage {
+fn pre_key_message(message: RatchetMessage) -> KeyExchange {
     match message {
-        RatchetMessage::PreKey(m) => m,
-        RatchetMessage::Signal(_) => panic!("expected a PreKeySignalMessage"),
+        RatchetMessage::KeyExchange(m) => m,
+        RatchetMessage::Authenticated(_) => panic!("expected a key exchange"),
     }
 }
 
@@ -97,10 +105,10 @@ struct Device {
     bundle: PreKeyBundle,
 }
 
-fn device(pre_keys: u32) -> Device {
+fn device(version: Version, pre_keys: u32) -> Device {
     let mut rng = os_rng();
     let identity = IdentityKeyPair::generate(&mut rng);
-    let signed = SignedPreKey::generate(&mut rng, &identity, 1);
+    let signed = SignedPreKey::generate(version, &mut rng, &identity, 1);
     let pre_keys: Vec<PreKey> = (1..=pre_keys)
         .map(|id| PreKey::generate(&mut rng, id))
         .collect();
@@ -116,12 +124,12 @@ fn device(pre_keys: u32) -> Device {
 /// Alice's and Bob's sessions after a round trip and one more message from Alice: both
 /// confirmed, Bob has received on Alice's current sending chain, and Bob's current
 /// sending chain (made by his last DH step) is unknown to Alice.
-fn established() -> (Session, Session) {
+fn established(version: Version) -> (Session, Session) {
     let mut rng = os_rng();
-    let bob = device(1);
+    let bob = device(version, 1);
     let alice_identity = IdentityKeyPair::generate(&mut rng);
     let mut alice = Session::initiate(&mut rng, &alice_identity, &bob.bundle).unwrap();
-    let first = pre_key_message(alice.encrypt(&KEY_MATERIAL).unwrap());
+    let first = pre_key_message(alice.encrypt(key_material(version)).unwrap());
     let (mut to_alice, _) = Session::respond(
         &mut rng,
         &bob.identity,
@@ -130,22 +138,32 @@ fn established() -> (Session, Session) {
         &first,
     )
     .unwrap();
-    let reply = signal(to_alice.encrypt(&KEY_MATERIAL).unwrap());
+    let reply = signal(to_alice.encrypt(key_material(version)).unwrap());
     alice.decrypt(&mut rng, &reply).unwrap();
-    let next = signal(alice.encrypt(&KEY_MATERIAL).unwrap());
+    let next = signal(alice.encrypt(key_material(version)).unwrap());
     to_alice.decrypt(&mut rng, &next).unwrap();
     (alice, to_alice)
 }
 
-/// Bytes the MAC of a `SignalMessage` covers: both 33-byte identity keys and the message
-/// without its 8-byte MAC.
-fn mac_input_len(plaintext: &[u8]) -> usize {
-    let (mut alice, _) = established();
+/// Bytes the MAC of a message covers: legacy, both 33-byte identity keys and the message
+/// without its 8-byte MAC; OMEMO 2, both 32-byte Ed25519 identity keys and the
+/// `OMEMOMessage` (the authenticated message without its 16-byte MAC and 2 + 2 bytes of
+/// field headers).
+fn mac_input_len(version: Version, plaintext: &[u8]) -> usize {
+    let (mut alice, _) = established(version);
     // Counters above 16383 take 3 varint bytes, as in the long benchmark runs.
     for _ in 0..20_000 {
         alice.encrypt(plaintext).unwrap();
     }
-    66 + signal(alice.encrypt(plaintext).unwrap()).as_bytes().len() - 8
+    let len = signal(alice.encrypt(plaintext).unwrap()).as_bytes().len();
+    match version {
+        Version::Legacy => 66 + len - 8,
+        Version::Omemo2 => {
+            // After `0a 10 mac`: `12`, the varint length (1 byte up to 127), the message.
+            let rest = len - 18 - 1;
+            64 + if rest - 1 <= 127 { rest - 1 } else { rest - 2 }
+        }
+    }
 }
 
 fn hmac_sha256(key: &[u8; 32], data: &[u8]) -> [u8; 32] {
@@ -187,24 +205,27 @@ enum P {
     X25519,
     PublicKey,
     XEdDSA,
-    /// Informational: the Ed25519 check inside XEdDSA, in no floor.
-    #[allow(dead_code)]
     Ed25519,
     Hmac1,
     HmacMac32,
     HmacMac100,
+    HmacMac48o2,
+    HmacMac100o2,
+    HmacPayload100,
     Hkdf32,
     Hkdf64,
     Hkdf80,
     CbcEnc32,
+    CbcEnc48,
     CbcEnc100,
     CbcDec32,
+    CbcDec48,
     CbcDec100,
     Gcm100,
 }
 
 /// Short names for the floor formulas.
-const SHORT: [&str; 16] = [
+const SHORT: [&str; 21] = [
     "rng",
     "X25519",
     "pubkey",
@@ -213,12 +234,17 @@ const SHORT: [&str; 16] = [
     "HMAC(1)",
     "HMAC(mac32)",
     "HMAC(mac100)",
+    "HMAC(mac48-v2)",
+    "HMAC(mac100-v2)",
+    "HMAC(payload100)",
     "HKDF-32",
     "HKDF-64",
     "HKDF-80",
     "CBC-enc(32)",
+    "CBC-enc(48)",
     "CBC-enc(100)",
     "CBC-dec(32)",
+    "CBC-dec(48)",
     "CBC-dec(100)",
     "GCM(100)",
 ];
@@ -243,35 +269,55 @@ fn primitive(name: impl Into<String>, run: Run) -> Case {
     }
 }
 
-/// The primitives; XEdDSA verify checks the signature of `bundle`, the same one X3DH
-/// initiation verifies (verification is variable-time, so its cost depends on the key and
-/// signature).
-fn primitives(bundle: &PreKeyBundle) -> Vec<Case> {
-    let mac32 = mac_input_len(&KEY_MATERIAL);
-    let mac100 = mac_input_len(&BODY);
+/// AES-256-CBC encryption of `plaintext` as a primitive.
+fn cbc_encrypt_case(key: [u8; 32], iv: [u8; 16], plaintext: &'static [u8]) -> Case {
+    primitive(
+        format!("AES-256-CBC encrypt {} B (+PKCS7)", plaintext.len()),
+        batched(
+            || (),
+            move |_| cbc_encrypt(black_box(&key), &iv, black_box(plaintext)),
+        ),
+    )
+}
+
+/// The primitives; XEdDSA and Ed25519 verify check the signatures of `legacy` and
+/// `omemo2`, the same ones X3DH initiation verifies (verification is variable-time, so its
+/// cost depends on the key and signature).
+fn primitives(legacy: &PreKeyBundle, omemo2: &PreKeyBundle) -> Vec<Case> {
+    let mac32 = mac_input_len(Version::Legacy, key_material(Version::Legacy));
+    let mac100 = mac_input_len(Version::Legacy, &BODY);
+    let mac48_v2 = mac_input_len(Version::Omemo2, key_material(Version::Omemo2));
+    let mac100_v2 = mac_input_len(Version::Omemo2, &BODY);
     let key = rand32();
     let iv: [u8; 16] = rand32()[..16].try_into().unwrap();
     let secret = StaticSecret::from(rand32());
     let their = x25519_dalek::PublicKey::from(&StaticSecret::from(rand32()));
 
-    let signed_wire = bundle.signed_pre_key.to_wire();
-    let signature: [u8; 64] = bundle.signed_pre_key_signature[..].try_into().unwrap();
-    let identity_key = bundle.identity_key;
-    identity_key.verify(&signed_wire, &signature).unwrap();
+    let signed_wire = legacy.signed_pre_key.to_wire(Version::Legacy);
+    let signature: [u8; 64] = legacy.signed_pre_key_signature[..].try_into().unwrap();
+    let identity_key = legacy.identity_key;
+    identity_key
+        .verify(Version::Legacy, &signed_wire, &signature)
+        .unwrap();
 
-    let ed_key = ed25519_dalek::SigningKey::from_bytes(&rand32());
-    let ed_signature = ed_key.sign(&signed_wire);
-    let ed_public = ed_key.verifying_key();
+    let ed_message = omemo2.signed_pre_key.to_wire(Version::Omemo2);
+    let ed_signature =
+        ed25519_dalek::Signature::from_slice(&omemo2.signed_pre_key_signature).unwrap();
+    let ed_public = omemo2.identity_key.ed25519().unwrap();
 
-    let (ct32, len32) = cbc_encrypt(&key, &iv, &KEY_MATERIAL);
+    let (ct32, len32) = cbc_encrypt(&key, &iv, key_material(Version::Legacy));
+    let (ct48, len48) = cbc_encrypt(&key, &iv, key_material(Version::Omemo2));
     let (ct100, len100) = cbc_encrypt(&key, &iv, &BODY);
     let ikm160 = [0x11u8; 160];
     let data_mac32 = vec![0x22u8; mac32];
     let data_mac100 = vec![0x33u8; mac100];
+    let data_mac48_v2 = vec![0x44u8; mac48_v2];
+    let data_mac100_v2 = vec![0x55u8; mac100_v2];
+    let data_payload100 = vec![0x66u8; len100];
 
     let secret2 = secret.clone();
     let mut rng = os_rng();
-    vec![
+    let mut cases = Vec::from([
         primitive(
             "os rng 32 B (one getrandom)",
             batched(
@@ -302,23 +348,28 @@ fn primitives(bundle: &PreKeyBundle) -> Vec<Case> {
             ),
         ),
         primitive(
-            "XEdDSA verify (IdentityKey::verify)",
+            "XEdDSA verify (IdentityKey::verify, legacy)",
             batched(
                 || (),
                 move |_| {
                     black_box(&identity_key)
-                        .verify(black_box(&signed_wire), black_box(&signature))
+                        .verify(
+                            Version::Legacy,
+                            black_box(&signed_wire),
+                            black_box(&signature),
+                        )
                         .is_ok()
                 },
             ),
         ),
         primitive(
-            "Ed25519 verify (ed25519-dalek, info)",
+            "Ed25519 decompress + verify_strict (ed25519-dalek)",
             batched(
                 || (),
                 move |_| {
-                    black_box(&ed_public)
-                        .verify(black_box(&signed_wire), black_box(&ed_signature))
+                    ed25519_dalek::VerifyingKey::from_bytes(black_box(&ed_public))
+                        .unwrap()
+                        .verify_strict(black_box(&ed_message), black_box(&ed_signature))
                         .is_ok()
                 },
             ),
@@ -330,20 +381,31 @@ fn primitives(bundle: &PreKeyBundle) -> Vec<Case> {
                 move |_| hmac_sha256(black_box(&key), black_box(&[1u8])),
             ),
         ),
+    ]);
+    // HMAC over the inputs of the MACs and tags, in the order of [`P`].
+    let macs = [
+        (format!("{mac32} B (MAC, 32 B msg)"), data_mac32),
+        (format!("{mac100} B (MAC, 100 B msg)"), data_mac100),
+        (
+            format!("{mac48_v2} B (MAC, 48 B msg, OMEMO 2)"),
+            data_mac48_v2,
+        ),
+        (
+            format!("{mac100_v2} B (MAC, 100 B msg, OMEMO 2)"),
+            data_mac100_v2,
+        ),
+        (format!("{len100} B (OMEMO 2 payload tag)"), data_payload100),
+    ];
+    cases.extend(macs.into_iter().map(|(name, data)| {
         primitive(
-            format!("HMAC-SHA-256 32 B key, {mac32} B (MAC, 32 B msg)"),
+            format!("HMAC-SHA-256 32 B key, {name}"),
             batched(
                 || (),
-                move |_| hmac_sha256(black_box(&key), black_box(&data_mac32)),
+                move |_| hmac_sha256(black_box(&key), black_box(&data)),
             ),
-        ),
-        primitive(
-            format!("HMAC-SHA-256 32 B key, {mac100} B (MAC, 100 B msg)"),
-            batched(
-                || (),
-                move |_| hmac_sha256(black_box(&key), black_box(&data_mac100)),
-            ),
-        ),
+        )
+    }));
+    cases.extend([
         primitive(
             "HKDF-SHA-256 160 B ikm -> 32 B (X3DH)",
             batched(
@@ -367,25 +429,21 @@ fn primitives(bundle: &PreKeyBundle) -> Vec<Case> {
                 move |_| hkdf_sha256::<80>(&[0; 32], black_box(&key), b"WhisperMessageKeys"),
             ),
         ),
-        primitive(
-            "AES-256-CBC encrypt 32 B (+PKCS7)",
-            batched(
-                || (),
-                move |_| cbc_encrypt(black_box(&key), &iv, black_box(&KEY_MATERIAL)),
-            ),
-        ),
-        primitive(
-            "AES-256-CBC encrypt 100 B (+PKCS7)",
-            batched(
-                || (),
-                move |_| cbc_encrypt(black_box(&key), &iv, black_box(&BODY)),
-            ),
-        ),
+        cbc_encrypt_case(key, iv, key_material(Version::Legacy)),
+        cbc_encrypt_case(key, iv, key_material(Version::Omemo2)),
+        cbc_encrypt_case(key, iv, &BODY),
         primitive(
             "AES-256-CBC decrypt 48 B -> 32 B",
             batched(
                 || (),
                 move |_| cbc_decrypt(black_box(&key), &iv, black_box(&ct32[..len32])),
+            ),
+        ),
+        primitive(
+            "AES-256-CBC decrypt 64 B -> 48 B",
+            batched(
+                || (),
+                move |_| cbc_decrypt(black_box(&key), &iv, black_box(&ct48[..len48])),
             ),
         ),
         primitive(
@@ -411,23 +469,72 @@ fn primitives(bundle: &PreKeyBundle) -> Vec<Case> {
                 },
             ),
         ),
-    ]
+    ]);
+    cases
+}
+
+/// The MAC of a message of `version` carrying key material (`small`) or the 100 B body.
+fn mac(version: Version, small: bool) -> P {
+    match (version, small) {
+        (Version::Legacy, true) => P::HmacMac32,
+        (Version::Legacy, false) => P::HmacMac100,
+        (Version::Omemo2, true) => P::HmacMac48o2,
+        (Version::Omemo2, false) => P::HmacMac100o2,
+    }
 }
 
 /// Cost of `Session::encrypt` on a chain that exists: 2 HMAC chain step, HKDF-80, CBC,
 /// MAC.
-fn ratchet_encrypt_floor(small: bool) -> Vec<(P, f64)> {
-    let (cbc, mac) = if small {
-        (P::CbcEnc32, P::HmacMac32)
-    } else {
-        (P::CbcEnc100, P::HmacMac100)
+fn ratchet_encrypt_floor(version: Version, small: bool) -> Vec<(P, f64)> {
+    let cbc = match (version, small) {
+        (_, false) => P::CbcEnc100,
+        (Version::Legacy, true) => P::CbcEnc32,
+        (Version::Omemo2, true) => P::CbcEnc48,
     };
-    vec![(P::Hmac1, 2.0), (P::Hkdf80, 1.0), (cbc, 1.0), (mac, 1.0)]
+    vec![
+        (P::Hmac1, 2.0),
+        (P::Hkdf80, 1.0),
+        (cbc, 1.0),
+        (mac(version, small), 1.0),
+    ]
 }
 
-/// The operations; X3DH initiation uses `bob`'s bundle.
-fn operations(bob: Device) -> Vec<Case> {
+/// Cost of `Session::decrypt` of the 100 B body on a chain that exists.
+fn ratchet_decrypt_floor(version: Version) -> Vec<(P, f64)> {
+    vec![
+        (P::Hmac1, 2.0),
+        (P::Hkdf80, 1.0),
+        (mac(version, false), 1.0),
+        (P::CbcDec100, 1.0),
+    ]
+}
+
+/// Cost of `encrypt_payload` of the 100 B body: legacy, a random key and IV and
+/// AES-128-GCM; OMEMO 2, a random key, HKDF-80, AES-256-CBC and the HMAC tag.
+fn payload_floor(version: Version) -> Vec<(P, f64)> {
+    match version {
+        Version::Legacy => vec![(P::Rng, 2.0), (P::Gcm100, 1.0)],
+        Version::Omemo2 => vec![
+            (P::Rng, 1.0),
+            (P::Hkdf80, 1.0),
+            (P::CbcEnc100, 1.0),
+            (P::HmacPayload100, 1.0),
+        ],
+    }
+}
+
+/// The operations of `version`; X3DH initiation uses `bob`'s bundle.
+fn operations(version: Version, bob: Device) -> Vec<Case> {
     let mut cases = Vec::new();
+    let material = key_material(version);
+    let v = match version {
+        Version::Legacy => "legacy",
+        Version::Omemo2 => "OMEMO 2",
+    };
+    let signature = match version {
+        Version::Legacy => P::XEdDSA,
+        Version::Omemo2 => P::Ed25519,
+    };
 
     // X3DH as initiator: bundle.verify(), the random prekey choice (rng.next_u64), two
     // key pairs (ephemeral, first ratchet key), 4 X25519 + HKDF-32, a root step (X25519 +
@@ -437,9 +544,9 @@ fn operations(bob: Device) -> Vec<Case> {
         let mut rng = os_rng();
         cases.push(Case {
             group: "x3dh",
-            name: "X3DH initiate (100-prekey bundle)".into(),
+            name: format!("{v}: X3DH initiate (100-prekey bundle)"),
             floor: vec![
-                (P::XEdDSA, 1.0),
+                (signature, 1.0),
                 (P::Rng, 3.0),
                 (P::PublicKey, 2.0),
                 (P::X25519, 5.0),
@@ -454,16 +561,16 @@ fn operations(bob: Device) -> Vec<Case> {
         });
     }
 
-    // X3DH as responder, including the first message (32 B of key material): 4 X25519 +
+    // X3DH as responder, including the first message (key material): 4 X25519 +
     // HKDF-32, then a decrypt with a DH step: root step (X25519 + HKDF-64), chain step
     // (2 HMAC(1)), HKDF-80, MAC, CBC decrypt, new ratchet key pair (rng + pubkey), root
     // step (X25519 + HKDF-64).
     {
-        let bob = device(100);
+        let bob = device(version, 100);
         let mut rng = os_rng();
         let alice_identity = IdentityKeyPair::generate(&mut rng);
         let mut alice = Session::initiate(&mut rng, &alice_identity, &bob.bundle).unwrap();
-        let message = pre_key_message(alice.encrypt(&KEY_MATERIAL).unwrap());
+        let message = pre_key_message(alice.encrypt(material).unwrap());
         let pre_key = bob
             .pre_keys
             .iter()
@@ -472,15 +579,21 @@ fn operations(bob: Device) -> Vec<Case> {
             .clone();
         cases.push(Case {
             group: "x3dh",
-            name: "X3DH respond + first decrypt (32 B)".into(),
+            name: format!("{v}: X3DH respond + first decrypt ({} B)", material.len()),
             floor: vec![
                 (P::X25519, 6.0),
                 (P::Hkdf32, 1.0),
                 (P::Hkdf64, 2.0),
                 (P::Hmac1, 2.0),
                 (P::Hkdf80, 1.0),
-                (P::HmacMac32, 1.0),
-                (P::CbcDec32, 1.0),
+                (mac(version, true), 1.0),
+                (
+                    match version {
+                        Version::Legacy => P::CbcDec32,
+                        Version::Omemo2 => P::CbcDec48,
+                    },
+                    1.0,
+                ),
                 (P::Rng, 1.0),
                 (P::PublicKey, 1.0),
             ],
@@ -496,13 +609,13 @@ fn operations(bob: Device) -> Vec<Case> {
     }
 
     // Steady-state sending on one chain.
-    for (body, small) in [(&BODY[..], false), (&KEY_MATERIAL[..], true)] {
-        let (mut alice, _) = established();
+    for (body, small) in [(&BODY[..], false), (material, true)] {
+        let (mut alice, _) = established(version);
         cases.push(Case {
             group: "ratchet",
-            name: format!("ratchet encrypt {} B, no DH step", body.len()),
-            floor: ratchet_encrypt_floor(small),
-            target: Some(2.0),
+            name: format!("{v}: ratchet encrypt {} B, no DH step", body.len()),
+            floor: ratchet_encrypt_floor(version, small),
+            target: Some(1.3),
             run: batched(|| (), move |_| alice.encrypt(body).unwrap()),
         });
     }
@@ -510,18 +623,13 @@ fn operations(bob: Device) -> Vec<Case> {
     // In-order receiving on one chain: the messages are made (untimed) in order and
     // decrypted in that order by one session; no clone.
     {
-        let (mut alice, mut bob) = established();
+        let (mut alice, mut bob) = established(version);
         let mut rng = os_rng();
         cases.push(Case {
             group: "ratchet",
-            name: "ratchet decrypt 100 B, no DH step".into(),
-            floor: vec![
-                (P::Hmac1, 2.0),
-                (P::Hkdf80, 1.0),
-                (P::HmacMac100, 1.0),
-                (P::CbcDec100, 1.0),
-            ],
-            target: None,
+            name: format!("{v}: ratchet decrypt 100 B, no DH step"),
+            floor: ratchet_decrypt_floor(version),
+            target: Some(1.3),
             run: batched(
                 move || signal(alice.encrypt(&BODY).unwrap()),
                 move |message| bob.decrypt(&mut rng, message).unwrap(),
@@ -533,7 +641,7 @@ fn operations(bob: Device) -> Vec<Case> {
     // (1000 messages of the chain never arrived): every decrypt first looks for the
     // message among the skipped keys.
     {
-        let (mut alice, mut bob) = established();
+        let (mut alice, mut bob) = established(version);
         let mut rng = os_rng();
         for _ in 0..omemo::DEFAULT_MAX_STORED_SKIPPED_KEYS {
             alice.encrypt(&BODY).unwrap();
@@ -542,13 +650,8 @@ fn operations(bob: Device) -> Vec<Case> {
             .unwrap();
         cases.push(Case {
             group: "ratchet",
-            name: "ratchet decrypt 100 B, no DH step, 1000 skipped keys stored".into(),
-            floor: vec![
-                (P::Hmac1, 2.0),
-                (P::Hkdf80, 1.0),
-                (P::HmacMac100, 1.0),
-                (P::CbcDec100, 1.0),
-            ],
+            name: format!("{v}: ratchet decrypt 100 B, no DH step, 1000 skipped keys stored"),
+            floor: ratchet_decrypt_floor(version),
             target: None,
             run: batched(
                 move || signal(alice.encrypt(&BODY).unwrap()),
@@ -560,20 +663,20 @@ fn operations(bob: Device) -> Vec<Case> {
     // The first message of a new chain: every operation decrypts it on its own clone of
     // the receiving session (cloned in the untimed set-up).
     {
-        let (alice, mut bob) = established();
+        let (alice, mut bob) = established(version);
         let message = signal(bob.encrypt(&BODY).unwrap());
         let mut rng = os_rng();
         let mut after = alice.clone();
         after.decrypt(&mut rng, &message).unwrap();
         cases.push(Case {
             group: "ratchet",
-            name: "ratchet decrypt 100 B with DH step".into(),
+            name: format!("{v}: ratchet decrypt 100 B with DH step"),
             floor: vec![
                 (P::X25519, 2.0),
                 (P::Hkdf64, 2.0),
                 (P::Hmac1, 2.0),
                 (P::Hkdf80, 1.0),
-                (P::HmacMac100, 1.0),
+                (mac(version, false), 1.0),
                 (P::CbcDec100, 1.0),
                 (P::Rng, 1.0),
                 (P::PublicKey, 1.0),
@@ -588,9 +691,9 @@ fn operations(bob: Device) -> Vec<Case> {
         // first encrypt on the new chain costs what any encrypt costs.
         cases.push(Case {
             group: "ratchet",
-            name: "ratchet encrypt 100 B, first after DH step".into(),
-            floor: ratchet_encrypt_floor(false),
-            target: Some(2.0),
+            name: format!("{v}: ratchet encrypt 100 B, first after DH step"),
+            floor: ratchet_encrypt_floor(version, false),
+            target: Some(1.3),
             run: batched(
                 move || after.clone(),
                 move |session| session.encrypt(&BODY).unwrap(),
@@ -602,32 +705,32 @@ fn operations(bob: Device) -> Vec<Case> {
         let mut rng = os_rng();
         cases.push(Case {
             group: "payload",
-            name: "payload encrypt 100 B (AES-128-GCM)".into(),
-            floor: vec![(P::Rng, 2.0), (P::Gcm100, 1.0)],
+            name: format!("{v}: payload encrypt 100 B"),
+            floor: payload_floor(version),
             target: None,
-            run: batched(|| (), move |_| encrypt_payload(&mut rng, &BODY)),
+            run: batched(|| (), move |_| encrypt_payload(version, &mut rng, &BODY)),
         });
     }
 
     // One payload to n devices: encrypt_payload once, Session::encrypt(32 B) per session.
     for n in [1usize, 10, 100] {
-        let mut sessions: Vec<Session> = (0..n).map(|_| established().0).collect();
+        let mut sessions: Vec<Session> = (0..n).map(|_| established(version).0).collect();
         let mut rng = os_rng();
-        let mut floor = vec![(P::Rng, 2.0), (P::Gcm100, 1.0)];
+        let mut floor = payload_floor(version);
         floor.extend(
-            ratchet_encrypt_floor(true)
+            ratchet_encrypt_floor(version, true)
                 .into_iter()
                 .map(|(p, k)| (p, k * n as f64)),
         );
         cases.push(Case {
             group: "fanout",
-            name: format!("fan-out 100 B to {n} session(s)"),
+            name: format!("{v}: fan-out 100 B to {n} session(s)"),
             floor,
-            target: (n == 100).then_some(2.0),
+            target: (n == 100).then_some(1.3),
             run: batched(
                 || (),
                 move |_| {
-                    let (key, payload) = encrypt_payload(&mut rng, &BODY);
+                    let (key, payload) = encrypt_payload(version, &mut rng, &BODY);
                     let messages: Vec<RatchetMessage> = sessions
                         .iter_mut()
                         .map(|s| s.encrypt(key.as_bytes()).unwrap())
@@ -641,9 +744,11 @@ fn operations(bob: Device) -> Vec<Case> {
 }
 
 fn all_cases() -> Vec<Case> {
-    let bob = device(100);
-    let mut cases = primitives(&bob.bundle);
-    cases.extend(operations(bob));
+    let legacy = device(Version::Legacy, 100);
+    let omemo2 = device(Version::Omemo2, 100);
+    let mut cases = primitives(&legacy.bundle, &omemo2.bundle);
+    cases.extend(operations(Version::Legacy, legacy));
+    cases.extend(operations(Version::Omemo2, omemo2));
     cases
 }
 

@@ -28,11 +28,14 @@ use std::time::{Duration, Instant, SystemTime};
 use criterion::{Criterion, criterion_group, criterion_main};
 use jid::BareJid;
 use minidom::Element;
-use omemo::stanza::{EncryptedKey, EncryptedMessage};
+use omemo::hazmat::{
+    IdentityKeyPair, PreKey, PreKeyBundle, RatchetMessage, SecretKey, Session, SignedPreKey,
+    encrypt_payload,
+};
+use omemo::stanza::legacy::{EncryptedKey, EncryptedMessage};
 use omemo::{
-    AccountRecord, Batch, DeviceRecord, IdentityKeyPair, Manager, ManagerConfig, MemoryStore, Op,
-    PreKey, PreKeyBundle, PreKeyRecord, RatchetMessage, SecretKey, Session, SignedPreKey,
-    SignedPreKeyRecord, SqliteStore, Store, StoreError, Trust, encrypt_payload, os_rng,
+    AccountRecord, Batch, DeviceRecord, Manager, ManagerConfig, MemoryStore, Op, PreKeyRecord,
+    SignedPreKeyRecord, SqliteStore, Store, StoreError, Trust, Version, os_rng,
 };
 use zeroize::Zeroizing;
 
@@ -95,8 +98,9 @@ impl<S: Store> Store for Timed<S> {
         &self,
         jid: &str,
         device_id: u32,
+        version: Version,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
-        self.inner.load_session(jid, device_id)
+        self.inner.load_session(jid, device_id, version)
     }
     fn load_devices(&self, jid: &str) -> Result<Vec<DeviceRecord>, StoreError> {
         self.inner.load_devices(jid)
@@ -232,7 +236,7 @@ impl World<SqliteStore> {
         let bundles: Vec<PreKeyBundle> = (0..16)
             .map(|_| {
                 let identity = IdentityKeyPair::generate(&mut rng);
-                let signed = SignedPreKey::generate(&mut rng, &identity, 1);
+                let signed = SignedPreKey::generate(Version::Legacy, &mut rng, &identity, 1);
                 let pre_keys: Vec<PreKey> =
                     (1..=100).map(|id| PreKey::generate(&mut rng, id)).collect();
                 PreKeyBundle::new(&identity, &signed, &pre_keys)
@@ -247,13 +251,14 @@ impl World<SqliteStore> {
             ops.push(Op::PutSession {
                 jid: jid.clone(),
                 device_id,
+                version: Version::Legacy,
                 state: session.to_bytes(),
             });
             ops.push(Op::PutDevice(DeviceRecord {
                 jid,
                 device_id,
                 listed: true,
-                identity_key: Some(*bundle.identity_key.public_key().as_bytes()),
+                identity_key: Some(*bundle.identity_key.curve25519().as_bytes()),
                 trust: Trust::Blind,
                 last_message_at: Some(NOW),
                 bundle_failed_at: None,
@@ -404,9 +409,9 @@ fn first_contact_case(world: &Rc<RefCell<World<SqliteStore>>>) -> Case {
             let sender = IdentityKeyPair::generate(&mut rng);
             let bundle = w.alice.own_bundle();
             let mut session = Session::initiate(&mut rng, &sender, &bundle).unwrap();
-            let (key, payload) = encrypt_payload(&mut rng, BODY.as_bytes());
+            let (key, payload) = encrypt_payload(Version::Legacy, &mut rng, BODY.as_bytes());
             let message = session.encrypt(key.as_bytes()).unwrap();
-            assert!(matches!(message, RatchetMessage::PreKey(_)));
+            assert!(matches!(message, RatchetMessage::KeyExchange(_)));
             let encrypted = EncryptedMessage {
                 sender_device: counter,
                 keys: vec![EncryptedKey {
@@ -417,7 +422,8 @@ fn first_contact_case(world: &Rc<RefCell<World<SqliteStore>>>) -> Case {
                 iv: payload.iv,
                 payload: Some(payload.ciphertext),
             };
-            let stanza = omemo::stanza::message_element(ALICE, "m1", "chat", &encrypted, None);
+            let stanza =
+                omemo::stanza::legacy::message_element(ALICE, "m1", "chat", &encrypted, None);
             let stanza = with_from(stanza, &format!("new{counter}@example.org/r"));
             let (sample, decrypted) = timed(&mut w.alice, |alice| {
                 alice.decrypt(&stanza, &mut os_rng(), NOW)
@@ -522,12 +528,12 @@ fn distribution(case: &mut Case, runs: usize) -> Distribution {
 fn confirmed_session() -> Session {
     let mut rng = os_rng();
     let bob = IdentityKeyPair::generate(&mut rng);
-    let signed = SignedPreKey::generate(&mut rng, &bob, 1);
+    let signed = SignedPreKey::generate(Version::Legacy, &mut rng, &bob, 1);
     let pre_keys: Vec<PreKey> = (1..=2).map(|id| PreKey::generate(&mut rng, id)).collect();
     let bundle = PreKeyBundle::new(&bob, &signed, &pre_keys);
     let alice = IdentityKeyPair::generate(&mut rng);
     let mut to_bob = Session::initiate(&mut rng, &alice, &bundle).unwrap();
-    let RatchetMessage::PreKey(kex) = to_bob.encrypt(&[7; 32]).unwrap() else {
+    let RatchetMessage::KeyExchange(kex) = to_bob.encrypt(&[7; 32]).unwrap() else {
         unreachable!()
     };
     let pre_key = pre_keys
@@ -535,7 +541,7 @@ fn confirmed_session() -> Session {
         .find(|k| Some(k.id()) == kex.pre_key_id())
         .unwrap();
     let (mut to_alice, _) = Session::respond(&mut rng, &bob, &signed, pre_key, &kex).unwrap();
-    let RatchetMessage::Signal(reply) = to_alice.encrypt(&[8; 32]).unwrap() else {
+    let RatchetMessage::Authenticated(reply) = to_alice.encrypt(&[8; 32]).unwrap() else {
         unreachable!()
     };
     to_bob.decrypt(&mut rng, &reply).unwrap();
@@ -611,8 +617,8 @@ fn sub_parts(path: &Path, peer_jid: &str, quick: bool) -> SubParts {
         .unwrap();
     assert_eq!(states.len(), 100);
     let states = RefCell::new(states);
-    let upsert = "INSERT INTO sessions (jid, device_id, state) VALUES (?1, ?2, ?3)
-                  ON CONFLICT (jid, device_id) DO UPDATE SET state = excluded.state";
+    let upsert = "INSERT INTO sessions (jid, device_id, version, state) VALUES (?1, ?2, 1, ?3)
+                  ON CONFLICT (jid, device_id, version) DO UPDATE SET state = excluded.state";
     // Frames in the WAL, from its file size (the pragmas that report it would
     // checkpoint). The WAL is truncated to zero after every checkpoint below.
     let page_size: i64 = conn
@@ -750,13 +756,13 @@ fn first_contact_parts<S: Store>(alice: &Manager<S>, quick: bool) -> FirstContac
     let rounds = if quick { 3 } else { 200 };
     let mut rng = os_rng();
     let bob = IdentityKeyPair::generate(&mut rng);
-    let signed = SignedPreKey::generate(&mut rng, &bob, 1);
+    let signed = SignedPreKey::generate(Version::Legacy, &mut rng, &bob, 1);
     let respond = median_of(rounds, || {
         let pre_key = PreKey::generate(&mut rng, 1);
         let bundle = PreKeyBundle::new(&bob, &signed, std::slice::from_ref(&pre_key));
         let sender = IdentityKeyPair::generate(&mut rng);
         let mut session = Session::initiate(&mut rng, &sender, &bundle).unwrap();
-        let RatchetMessage::PreKey(kex) = session.encrypt(&[1; 32]).unwrap() else {
+        let RatchetMessage::KeyExchange(kex) = session.encrypt(&[1; 32]).unwrap() else {
             unreachable!()
         };
         let start = Instant::now();

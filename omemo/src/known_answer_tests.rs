@@ -5,10 +5,10 @@
 
 use serde_json::Value;
 
+use crate::keys::IdentityKey;
 use crate::testing::QueueRng;
 use crate::wire::{AuthenticatedMessage, KeyExchange};
 use crate::*;
-use crate::keys::IdentityKey;
 
 fn vectors(version: Version) -> Value {
     let text = match version {
@@ -94,18 +94,31 @@ fn identity_keys_and_fingerprints_match() {
                 Version::Legacy => &keys["identity"]["public_wire"],
                 Version::Omemo2 => &keys["identity"]["ed25519_public"],
             };
-            assert_eq!(identity.to_wire(version).unwrap().to_vec(), hex(wire), "{context}");
+            assert_eq!(
+                identity.to_wire(version).unwrap().to_vec(),
+                hex(wire),
+                "{context}"
+            );
             assert_eq!(
                 identity.fingerprint().to_string(),
                 keys["identity"]["fingerprint"].as_str().unwrap(),
                 "{context}"
             );
             assert_eq!(
-                party.signed.key_pair().public_key().to_wire(version).to_vec(),
+                party
+                    .signed
+                    .key_pair()
+                    .public_key()
+                    .to_wire(version)
+                    .to_vec(),
                 public_wire(version, &keys["signed_pre_key"]),
                 "{context}"
             );
-            for (key, expected) in party.pre_keys.iter().zip(keys["pre_keys"].as_array().unwrap()) {
+            for (key, expected) in party
+                .pre_keys
+                .iter()
+                .zip(keys["pre_keys"].as_array().unwrap())
+            {
                 assert_eq!(
                     key.key_pair().public_key().to_wire(version).to_vec(),
                     public_wire(version, expected),
@@ -123,8 +136,16 @@ fn omemo2_seed_identities_convert_as_twomemo_does() {
         let keys = &v["keys"][name]["identity"];
         let pair = IdentityKeyPair::from_ed25519_seed(hex32(&keys["seed"]));
         let public = pair.identity_key();
-        assert_eq!(pair.secret_key().to_bytes().to_vec(), hex(&keys["x25519_private"]), "{name}");
-        assert_eq!(public.curve25519().as_bytes().to_vec(), hex(&keys["x25519_public"]), "{name}");
+        assert_eq!(
+            pair.secret_key().to_bytes().to_vec(),
+            hex(&keys["x25519_private"]),
+            "{name}"
+        );
+        assert_eq!(
+            public.curve25519().as_bytes().to_vec(),
+            hex(&keys["x25519_public"]),
+            "{name}"
+        );
         // A seed identity keeps its real Ed25519 key, whatever its sign bit (Alice's is 1).
         let ed25519 = hex32(&keys["ed25519_public"]);
         assert_eq!(public.ed25519().unwrap(), ed25519, "{name}");
@@ -138,15 +159,27 @@ fn omemo2_seed_identities_convert_as_twomemo_does() {
         assert_eq!(from_ed25519, public, "{name}");
         let legacy = public.to_wire(Version::Legacy).unwrap();
         assert_eq!(legacy[0], 0x05);
-        assert_eq!(&legacy[1..], hex(&keys["x25519_public"]).as_slice(), "{name}");
+        assert_eq!(
+            &legacy[1..],
+            hex(&keys["x25519_public"]).as_slice(),
+            "{name}"
+        );
         let from_legacy = IdentityKey::from_wire(Version::Legacy, &legacy).unwrap();
         assert_eq!(from_legacy.fingerprint(), public.fingerprint(), "{name}");
         // The same Curve25519 secret without its seed publishes the sign-0 Ed25519 form.
         let without_seed = IdentityKeyPair::from_secret(secret(&keys["x25519_private"]));
         let mut sign0 = ed25519;
         sign0[31] &= 0x7f;
-        assert_eq!(without_seed.identity_key().ed25519().unwrap(), sign0, "{name}");
-        assert_eq!(without_seed.identity_key().fingerprint(), public.fingerprint(), "{name}");
+        assert_eq!(
+            without_seed.identity_key().ed25519().unwrap(),
+            sign0,
+            "{name}"
+        );
+        assert_eq!(
+            without_seed.identity_key().fingerprint(),
+            public.fingerprint(),
+            "{name}"
+        );
     }
 }
 
@@ -182,13 +215,18 @@ fn signed_pre_key_signatures_are_byte_exact() {
             &identity,
             spk["id"].as_u64().unwrap() as u32,
         );
-        assert_eq!(signed.signature().to_vec(), hex(&spk["signature"]), "{name}");
+        assert_eq!(
+            signed.signature().to_vec(),
+            hex(&spk["signature"]),
+            "{name}"
+        );
     }
     // python-omemo's form (XEdDSA nonce, key of sign bit 0) for Bob.
     let bob = &v["keys"]["bob"];
     let spk = &bob["signed_pre_key"];
     let nonce: [u8; 64] = hex(&spk["nonce_z"]).try_into().unwrap();
-    let signature = identity(Version::Omemo2, bob).sign_with_nonce(&hex(&spk["signed_message"]), &nonce);
+    let signature =
+        identity(Version::Omemo2, bob).sign_with_nonce(&hex(&spk["signed_message"]), &nonce);
     assert_eq!(signature.to_vec(), hex(&spk["signature_xeddsa_nonce"]));
 }
 
@@ -439,7 +477,11 @@ fn transcript(version: Version, v: &Value) -> Session {
         .encrypt(&hex(&v["empty_message"]["ratchet_plaintext"]))
         .unwrap();
     assert!(!sent.is_key_exchange());
-    assert_eq!(sent.as_bytes(), hex(&m2["wire"]).as_slice(), "{version}: M2 wire");
+    assert_eq!(
+        sent.as_bytes(),
+        hex(&m2["wire"]).as_slice(),
+        "{version}: M2 wire"
+    );
     let mut rng = QueueRng::new([ratchet_private(v, "alice_ratchet_1")]);
     let plaintext = alice_session
         .decrypt(&mut rng, &parse(version, sent.as_bytes()))
@@ -460,8 +502,15 @@ fn transcript(version: Version, v: &Value) -> Session {
         let sent = alice_session
             .encrypt(&hex(&m["ratchet_plaintext"]))
             .unwrap();
-        assert!(!sent.is_key_exchange(), "{id} after the session is confirmed");
-        assert_eq!(sent.as_bytes(), hex(&m["wire"]).as_slice(), "{version}: {id} wire");
+        assert!(
+            !sent.is_key_exchange(),
+            "{id} after the session is confirmed"
+        );
+        assert_eq!(
+            sent.as_bytes(),
+            hex(&m["wire"]).as_slice(),
+            "{version}: {id} wire"
+        );
         wires.insert(id, sent.as_bytes().to_vec());
     }
     let mut rng = QueueRng::new([ratchet_private(v, "bob_ratchet_1")]);
@@ -487,7 +536,11 @@ fn transcript(version: Version, v: &Value) -> Session {
 
     let m6 = message(v, "M6");
     let sent = bob_session.encrypt(&hex(&m6["ratchet_plaintext"])).unwrap();
-    assert_eq!(sent.as_bytes(), hex(&m6["wire"]).as_slice(), "{version}: M6 wire");
+    assert_eq!(
+        sent.as_bytes(),
+        hex(&m6["wire"]).as_slice(),
+        "{version}: M6 wire"
+    );
     let mut rng = QueueRng::new([ratchet_private(v, "alice_ratchet_2")]);
     let plaintext = alice_session
         .decrypt(&mut rng, &parse(version, sent.as_bytes()))
@@ -537,8 +590,14 @@ fn messages_of_one_version_are_refused_by_a_session_of_the_other() {
     )
     .unwrap();
     assert_eq!(
-        Session::respond(&mut os_rng(), &bob.identity, &bob.signed, &bob.pre_keys[1], &kex)
-            .map(|_| ()),
+        Session::respond(
+            &mut os_rng(),
+            &bob.identity,
+            &bob.signed,
+            &bob.pre_keys[1],
+            &kex
+        )
+        .map(|_| ()),
         Err(DecryptError::VersionMismatch {
             expected: Version::Legacy,
             message: Version::Omemo2
@@ -663,7 +722,10 @@ fn real_libsignal_messages_parse() {
                 m.registration_id().map(u64::from),
                 f["registration_id"].as_u64()
             );
-            assert_eq!(m.base_key().to_wire(Version::Legacy).to_vec(), hex(&f["base_key"]));
+            assert_eq!(
+                m.base_key().to_wire(Version::Legacy).to_vec(),
+                hex(&f["base_key"])
+            );
             assert_eq!(
                 m.identity_key().to_wire(Version::Legacy).unwrap().to_vec(),
                 hex(&f["identity_key"])
@@ -706,7 +768,9 @@ fn legacy_payloads_encrypt_and_decrypt_byte_exact() {
             hex(&p["ciphertext"])
         };
         assert_eq!(
-            decrypt_payload(version, &key, &iv, &payload).unwrap().as_slice(),
+            decrypt_payload(version, &key, &iv, &payload)
+                .unwrap()
+                .as_slice(),
             plaintext,
             "{name}"
         );
@@ -742,7 +806,9 @@ fn omemo2_payloads_encrypt_and_decrypt_byte_exact() {
         assert_eq!(material.len(), 48, "{name}: key and tag");
         let key = KeyMaterial::from_bytes(material.clone());
         assert_eq!(
-            decrypt_payload(version, &key, &[], &ciphertext).unwrap().as_slice(),
+            decrypt_payload(version, &key, &[], &ciphertext)
+                .unwrap()
+                .as_slice(),
             plaintext,
             "{name}"
         );
@@ -765,13 +831,23 @@ fn omemo2_payloads_encrypt_and_decrypt_byte_exact() {
         let mut tampered_tag = material.clone();
         tampered_tag[47] ^= 1;
         assert_eq!(
-            decrypt_payload(version, &KeyMaterial::from_bytes(tampered_tag), &[], &ciphertext),
+            decrypt_payload(
+                version,
+                &KeyMaterial::from_bytes(tampered_tag),
+                &[],
+                &ciphertext
+            ),
             Err(DecryptError::Authentication),
             "{name}: tag"
         );
         assert!(
-            decrypt_payload(version, &KeyMaterial::from_bytes(material[..32].to_vec()), &[], &ciphertext)
-                .is_err(),
+            decrypt_payload(
+                version,
+                &KeyMaterial::from_bytes(material[..32].to_vec()),
+                &[],
+                &ciphertext
+            )
+            .is_err(),
             "{name}: 32 bytes of key material are an empty message, not a payload key"
         );
         assert_eq!(
@@ -786,7 +862,10 @@ fn omemo2_payloads_encrypt_and_decrypt_byte_exact() {
 fn empty_messages_carry_the_versions_key_material() {
     let v = vectors(Version::Omemo2);
     let empty = KeyMaterial::empty_message(Version::Omemo2, &mut QueueRng::new([]));
-    assert_eq!(empty.as_bytes(), hex(&v["empty_message"]["ratchet_plaintext"]).as_slice());
+    assert_eq!(
+        empty.as_bytes(),
+        hex(&v["empty_message"]["ratchet_plaintext"]).as_slice()
+    );
     assert!(v["empty_message"]["payload"].is_null());
     let key = [7u8; 16];
     let legacy = KeyMaterial::empty_message(Version::Legacy, &mut QueueRng::new([key.to_vec()]));

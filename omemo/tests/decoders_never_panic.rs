@@ -3,13 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::sync::OnceLock;
 
 use minidom::Element;
 use omemo::Version;
 use omemo::hazmat::{
-    AuthenticatedMessage, IdentityKey, IdentityKeyPair, KeyExchange, PreKey, PreKeyBundle,
-    PublicKey, RatchetMessage, Session, SignedPreKey,
+    AuthenticatedMessage, IdentityKey, KeyExchange, PublicKey, RatchetMessage, Session,
 };
 use omemo::stanza::{self, legacy::EncryptedMessage};
 use proptest::prelude::*;
@@ -19,22 +20,14 @@ use proptest::prelude::*;
 fn real_messages() -> &'static [(Version, Vec<u8>)] {
     static MESSAGES: OnceLock<Vec<(Version, Vec<u8>)>> = OnceLock::new();
     MESSAGES.get_or_init(|| {
-        let mut rng = omemo::os_rng();
         let mut out = Vec::new();
         for version in Version::ALL {
-            let alice = IdentityKeyPair::generate(&mut rng);
-            let bob = IdentityKeyPair::generate(&mut rng);
-            let signed = SignedPreKey::generate(version, &mut rng, &bob, 1);
-            let pre_keys = vec![PreKey::generate(&mut rng, 1)];
-            let bundle = PreKeyBundle::new(&bob, &signed, &pre_keys);
-            let mut to_bob = Session::initiate(&mut rng, &alice, &bundle).unwrap();
-            let RatchetMessage::KeyExchange(kex) = to_bob.encrypt(b"hello").unwrap() else {
-                panic!("first message must carry the key exchange")
-            };
+            let (_, kex, mut to_alice) = common::sessions::first_contact(version);
             out.push((version, kex.as_bytes().to_vec()));
-            let (mut to_alice, _) =
-                Session::respond(&mut rng, &bob, &signed, &pre_keys[0], &kex).unwrap();
-            out.push((version, to_alice.encrypt(b"reply").unwrap().as_bytes().to_vec()));
+            out.push((
+                version,
+                to_alice.encrypt(b"reply").unwrap().as_bytes().to_vec(),
+            ));
             out.push((version, to_alice.to_bytes().to_vec()));
         }
         out

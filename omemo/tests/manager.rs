@@ -378,7 +378,10 @@ fn bundle_with_a_bad_signature_makes_the_device_inactive() {
     bundle.signed_pre_key_signature[0] ^= 1;
     world.pep.nodes.insert(
         key,
-        vec![("current".to_owned(), omemo::stanza::legacy::bundle_element(&bundle))],
+        vec![(
+            "current".to_owned(),
+            omemo::stanza::legacy::bundle_element(&bundle),
+        )],
     );
     world.prepare(&mut alice, "bob@example.org");
     let mut rng = omemo::os_rng();
@@ -943,7 +946,9 @@ fn a_burst_of_new_senders_queues_one_bundle_publication() {
     world.run(&mut bob);
     let published = &world.pep.nodes[&("bob@example.org".to_owned(), bundle_node)][0].1;
     assert_eq!(
-        omemo::stanza::legacy::parse_bundle(published).unwrap().pre_keys,
+        omemo::stanza::legacy::parse_bundle(published)
+            .unwrap()
+            .pre_keys,
         bob.manager.own_bundle().pre_keys
     );
 }

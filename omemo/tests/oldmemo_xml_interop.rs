@@ -6,8 +6,8 @@
 
 mod common;
 
-use common::python_peer::Peer;
 use common::pep::{DEVICE_LIST_NODE, World, body, with_from};
+use common::python_peer::Peer;
 use minidom::Element;
 use omemo::stanza::{self, legacy::EncryptedMessage};
 use serde_json::{Value, json};
@@ -90,7 +90,11 @@ fn oldmemo_builds_a_session_from_the_published_bundle_xml() {
     let rust_device = rust.manager.device_id();
     let mut peer = python(&mut world);
     // The bundle exactly as this crate published it on PEP.
-    let bundle = &world.pep.nodes[&(RUST_JID.to_owned(), stanza::legacy::bundle_node(rust_device))][0].1;
+    let bundle = &world.pep.nodes[&(
+        RUST_JID.to_owned(),
+        stanza::legacy::bundle_node(rust_device),
+    )][0]
+        .1;
     let first = py_encrypt(
         &mut peer,
         rust_device,

@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::sessions::first_contact;
 use omemo::hazmat::{
     AuthenticatedMessage, IdentityKeyPair, KeyExchange, PreKey, PreKeyBundle, RatchetMessage,
     Session, SignedPreKey,
@@ -17,18 +20,7 @@ fn version() -> impl Strategy<Value = Version> {
 /// Alice's session (already confirmed) and Bob's, after one key exchange and one reply.
 fn established(version: Version) -> (Session, Session) {
     let mut rng = omemo::os_rng();
-    let alice = IdentityKeyPair::generate(&mut rng);
-    let bob = IdentityKeyPair::generate(&mut rng);
-    let signed = SignedPreKey::generate(version, &mut rng, &bob, 1);
-    let pre_keys = vec![PreKey::generate(&mut rng, 1)];
-    let bundle = PreKeyBundle::new(&bob, &signed, &pre_keys);
-    let mut to_bob = Session::initiate(&mut rng, &alice, &bundle).unwrap();
-    let RatchetMessage::KeyExchange(kex) = to_bob.encrypt(b"hello").unwrap() else {
-        panic!("first message must carry the key exchange")
-    };
-    let (mut to_alice, plaintext) =
-        Session::respond(&mut rng, &bob, &signed, &pre_keys[0], &kex).unwrap();
-    assert_eq!(plaintext.as_slice(), b"hello");
+    let (mut to_bob, _, mut to_alice) = first_contact(version);
     let reply = signal(to_alice.encrypt(b"hi").unwrap());
     assert_eq!(to_bob.decrypt(&mut rng, &reply).unwrap().as_slice(), b"hi");
     (to_bob, to_alice)
@@ -228,7 +220,8 @@ fn repeated_key_exchange_decrypts_on_the_existing_session() {
         let RatchetMessage::KeyExchange(second) = to_bob.encrypt(b"two").unwrap() else {
             panic!()
         };
-        let (mut to_alice, _) = Session::respond(&mut rng, &bob, &signed, &pre_key, &first).unwrap();
+        let (mut to_alice, _) =
+            Session::respond(&mut rng, &bob, &signed, &pre_key, &first).unwrap();
         // The second message carries the same key exchange; the prekey may already be gone.
         assert!(to_alice.matches_key_exchange(&second));
         assert_eq!(
@@ -249,7 +242,9 @@ fn repeated_key_exchange_decrypts_on_the_existing_session() {
             panic!()
         };
         assert_eq!(
-            to_alice.decrypt_key_exchange(&mut rng, &foreign).map(|_| ()),
+            to_alice
+                .decrypt_key_exchange(&mut rng, &foreign)
+                .map(|_| ()),
             Err(DecryptError::KeyExchangeMismatch)
         );
     }
@@ -326,7 +321,9 @@ fn debug_output_shows_no_secrets() {
         let (alice, _) = established(version);
         let shown = format!("{alice:?}");
         assert!(
-            shown.starts_with(&format!("Session {{ version: {version:?}, local_identity: IdentityKey(")),
+            shown.starts_with(&format!(
+                "Session {{ version: {version:?}, local_identity: IdentityKey("
+            )),
             "{shown}"
         );
         assert!(shown.ends_with(", confirmed: true, .. }"), "{shown}");

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Python-to-Python self-test of the oldmemo peer bridge (see PROTOCOL.md).
+"""Python-to-Python self-test of the python-omemo reference peers (see PROTOCOL.md).
 
-Starts two (then three) instances of oldmemo_peer.py and drives them through the
-JSON-lines protocol, the way the Rust cross-implementation tests will:
+Starts instances of oldmemo_peer.py and twomemo_peer.py and drives them through the
+JSON-lines protocol, the way the Rust cross-implementation tests will. For each protocol
+version (legacy: A, B, C; OMEMO 2: A2, B2, C2), the same JSON scenario:
 
 * init, then a first prekey message from A to B built from B's bundle;
 * A keeps sending prekey messages until it has received something from B;
@@ -10,17 +11,25 @@ JSON-lines protocol, the way the Rust cross-implementation tests will:
   held back and delivered after later ratchet steps;
 * empty (key transport) messages both ways;
 * a lost first prekey message delivered late (C to A);
-* error cases (replay, tampering, missing session or bundle) answer {"ok": false}, leave
-  the peer running and its session intact;
-* the XML requests between two more peers (D and E): bundle_xml, first contact with
-  encrypt_xml / decrypt_xml, messages both ways (also mixed with the JSON requests and
-  written by hand with a namespace prefix), empty messages, XML the schema rejects, and
-  device_list_xml. The XML is also read here with plain ElementTree and compared with the
-  JSON shapes.
+* error cases (replay, tampering, missing session or bundle, the prekey flag wrong) answer
+  {"ok": false}, leave the peer running and its session intact.
 
-It also checks the wire bytes independently of oldmemo, with a minimal protobuf reader:
-0x33 || PreKeySignalMessage (with the SignalMessage in field 4), or 0x33 || SignalMessage
-|| 8-byte MAC, and the counters n and pn.
+Legacy only: the XML requests between two more peers (D and E): bundle_xml, first contact
+with encrypt_xml / decrypt_xml, messages both ways (also mixed with the JSON requests and
+written by hand with a namespace prefix), empty messages, XML the schema rejects, and
+device_list_xml. The XML is also read here with plain ElementTree and compared with the
+JSON shapes.
+
+OMEMO 2 only: a non-null iv, a zero-length payload, a stripped payload and a legacy-shaped
+bundle are refused, with the session intact.
+
+It also checks the wire bytes independently of python-omemo, with a minimal protobuf
+reader (see LegacyWire and Omemo2Wire): for legacy 0x33 || PreKeySignalMessage (with the
+SignalMessage in field 4), or 0x33 || SignalMessage || 8-byte MAC; for OMEMO 2
+OMEMOKeyExchange {pk_id, spk_id, ik, ek, message} or OMEMOAuthenticatedMessage {mac,
+message: OMEMOMessage {n, pn, dh_pub, ciphertext}}, all fields present, and the size of the
+encrypted key material (48 bytes, 32 for an empty message); the counters n and pn; the
+OMEMO 2 bundle signature (plain Ed25519, checked with `cryptography`).
 
 Run with the venv's interpreter (the peers are started with the same one):
     scripts/setup-test-env && .venv/bin/python tests/interop/selftest_peers.py [--seed N]
@@ -42,7 +51,10 @@ import time
 import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Optional, Tuple
 
-PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "oldmemo_peer.py")
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 RESPONSE_TIMEOUT = 60.0  # seconds for one response; generous for a slow CI machine
 NS = "eu.siacs.conversations.axolotl"
 
@@ -68,12 +80,12 @@ def check(cond: bool, what: str) -> None:
 
 
 class PeerProcess:
-    def __init__(self, name: str, jid: str, device_id: int) -> None:
+    def __init__(self, name: str, jid: str, device_id: int, script: str) -> None:
         self.name = name
         self.jid = jid
         self.device_id = device_id
         self.proc = subprocess.Popen(
-            [sys.executable, PEER],
+            [sys.executable, os.path.join(HERE, script)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=None,  # the peer's log goes straight to our stderr
@@ -213,50 +225,187 @@ def parse_proto(data: bytes) -> Dict[int, Any]:
     return fields
 
 
-def check_signal_message(data: bytes) -> Tuple[bytes, int, int]:
-    """0x33 || SignalMessage || MAC8; returns (ratchet key, n, pn)."""
-    check(len(data) > 9 and data[0] == 0x33, "SignalMessage version byte 0x33")
-    fields = parse_proto(data[1:-8])
-    check(set(fields) == {1, 2, 3, 4}, f"SignalMessage fields {sorted(fields)}")
-    ratchet_key, n, pn, ciphertext = fields[1], fields[2], fields[3], fields[4]
-    check(isinstance(ratchet_key, bytes) and len(ratchet_key) == 33 and ratchet_key[0] == 5,
-          "SignalMessage ratchet key is 05 || u")
-    check(isinstance(n, int) and isinstance(pn, int), "SignalMessage counters are varints")
-    # AES-256-CBC of the 32 (or 16) byte key material, PKCS#7 padded.
-    check(isinstance(ciphertext, bytes) and len(ciphertext) in (32, 48),
-          f"SignalMessage ciphertext length {len(ciphertext)}")
-    return ratchet_key, n, pn
+class Wire:
+    """The wire forms of one OMEMO version (and the peer script that speaks it), checked
+    here independently of python-omemo."""
+
+    label = ""  # in log lines
+    script = ""  # the peer, beside this file
+    key_form = ""  # how a public key looks, for failure messages
+    # The payload length of plaintext "": AES-GCM has none, AES-CBC one padding block.
+    zero_length_payload = 0
+
+    def public_key_ok(self, key: bytes) -> bool:
+        raise NotImplementedError
+
+    def check_signature(self, bundle: Dict[str, Any]) -> None:
+        """Verify the signed prekey signature, where this test can."""
+
+    def check_iv(self, msg: Dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def ratchet_header(self, authenticated: bytes) -> Tuple[bytes, int, int]:
+        """Check a serialized ratchet message; returns (ratchet key, n, pn)."""
+        raise NotImplementedError
+
+    def check_key_exchange(self, data: bytes, sender_bundle: Dict[str, Any],
+                           recipient_bundle: Dict[str, Any]) -> Tuple[int, bytes]:
+        """Check the <key> bytes of a key exchange; returns (prekey id, the ratchet message
+        in it)."""
+        raise NotImplementedError
+
+    def check_key_material(self, msg: Dict[str, Any], empty: bool) -> None:
+        """Check what can be seen of the key material the ratchet encrypted."""
+
+    def flip_mac(self, key: str) -> str:
+        """The hex <key> bytes of a normal message with one bit of its MAC flipped."""
+        raise NotImplementedError
+
+    def check_bundle(self, bundle: Dict[str, Any], num_pre_keys: int) -> None:
+        for name in ("identity_key", "signed_pre_key"):
+            check(self.public_key_ok(bytes.fromhex(bundle[name])), f"bundle {name} is {self.key_form}")
+        check(len(bytes.fromhex(bundle["signed_pre_key_signature"])) == 64, "bundle signature is 64 bytes")
+        check(isinstance(bundle["signed_pre_key_id"], int), "bundle signed prekey id")
+        check(len(bundle["pre_keys"]) == num_pre_keys,
+              f"bundle has {len(bundle['pre_keys'])} prekeys, expected {num_pre_keys}")
+        check(len({p["id"] for p in bundle["pre_keys"]}) == num_pre_keys, "bundle prekey ids are distinct")
+        for p in bundle["pre_keys"]:
+            check(self.public_key_ok(bytes.fromhex(p["key"])), f"bundle prekey is {self.key_form}")
+        self.check_signature(bundle)
+
+    def check_message(self, msg: Dict[str, Any], sender: PeerProcess, recipient: PeerProcess,
+                      empty: bool) -> None:
+        check(msg["sid"] == sender.device_id and msg["rid"] == recipient.device_id, "message sid/rid")
+        self.check_iv(msg)
+        if empty:
+            check(msg["payload"] is None, "empty message has no payload")
+        else:
+            check(isinstance(msg["payload"], str), "message has a payload")
+        self.check_key_material(msg, empty)
 
 
-def check_prekey_message(data: bytes, sender_bundle: Dict[str, Any],
-                         recipient_bundle: Dict[str, Any]) -> Tuple[int, bytes]:
-    """0x33 || PreKeySignalMessage; returns (prekey id, inner SignalMessage bytes)."""
-    check(len(data) > 1 and data[0] == 0x33, "PreKeySignalMessage version byte 0x33")
-    fields = parse_proto(data[1:])
-    check({1, 2, 3, 4, 6} <= set(fields) <= {1, 2, 3, 4, 5, 6},
-          f"PreKeySignalMessage fields {sorted(fields)}")
-    check(fields[3].hex() == sender_bundle["identity_key"],
-          "PreKeySignalMessage identity key is the sender's bundle identity key")
-    check(len(fields[2]) == 33 and fields[2][0] == 5, "PreKeySignalMessage base key is 05 || u")
-    check(fields[6] == recipient_bundle["signed_pre_key_id"], "PreKeySignalMessage signed prekey id")
-    ids = {p["id"] for p in recipient_bundle["pre_keys"]}
-    check(fields[1] in ids, f"PreKeySignalMessage prekey id {fields[1]} is in the bundle")
-    check_signal_message(fields[4])
-    return fields[1], fields[4]
+class LegacyWire(Wire):
+    """eu.siacs.conversations.axolotl: 0x33 || PreKeySignalMessage (with the SignalMessage
+    in field 4), or 0x33 || SignalMessage || 8-byte MAC; keys 05 || u; a 12-byte GCM IV."""
+
+    label = "legacy"
+    script = "oldmemo_peer.py"
+    key_form = "05 || u"
+
+    def public_key_ok(self, key: bytes) -> bool:
+        return len(key) == 33 and key[0] == 5
+
+    def check_iv(self, msg: Dict[str, Any]) -> None:
+        check(len(bytes.fromhex(msg["iv"])) == 12, "message iv is 12 bytes")
+
+    def ratchet_header(self, authenticated: bytes) -> Tuple[bytes, int, int]:
+        data = authenticated
+        check(len(data) > 9 and data[0] == 0x33, "SignalMessage version byte 0x33")
+        fields = parse_proto(data[1:-8])
+        check(set(fields) == {1, 2, 3, 4}, f"SignalMessage fields {sorted(fields)}")
+        ratchet_key, n, pn, ciphertext = fields[1], fields[2], fields[3], fields[4]
+        check(isinstance(ratchet_key, bytes) and self.public_key_ok(ratchet_key),
+              "SignalMessage ratchet key is 05 || u")
+        check(isinstance(n, int) and isinstance(pn, int), "SignalMessage counters are varints")
+        # AES-256-CBC of the 32 (or 16) byte key material, PKCS#7 padded.
+        check(isinstance(ciphertext, bytes) and len(ciphertext) in (32, 48),
+              f"SignalMessage ciphertext length {len(ciphertext)}")
+        return ratchet_key, n, pn
+
+    def check_key_exchange(self, data: bytes, sender_bundle: Dict[str, Any],
+                           recipient_bundle: Dict[str, Any]) -> Tuple[int, bytes]:
+        check(len(data) > 1 and data[0] == 0x33, "PreKeySignalMessage version byte 0x33")
+        fields = parse_proto(data[1:])
+        check({1, 2, 3, 4, 6} <= set(fields) <= {1, 2, 3, 4, 5, 6},
+              f"PreKeySignalMessage fields {sorted(fields)}")
+        check(fields[3].hex() == sender_bundle["identity_key"],
+              "PreKeySignalMessage identity key is the sender's bundle identity key")
+        check(self.public_key_ok(fields[2]), "PreKeySignalMessage base key is 05 || u")
+        check(fields[6] == recipient_bundle["signed_pre_key_id"], "PreKeySignalMessage signed prekey id")
+        ids = {p["id"] for p in recipient_bundle["pre_keys"]}
+        check(fields[1] in ids, f"PreKeySignalMessage prekey id {fields[1]} is in the bundle")
+        self.ratchet_header(fields[4])
+        return fields[1], fields[4]
+
+    def flip_mac(self, key: str) -> str:
+        return flip_hex(key, -1)  # the MAC8 at the end
 
 
-def check_bundle(bundle: Dict[str, Any], num_pre_keys: int) -> None:
-    for name in ("identity_key", "signed_pre_key"):
-        key = bytes.fromhex(bundle[name])
-        check(len(key) == 33 and key[0] == 5, f"bundle {name} is 05 || u")
-    check(len(bytes.fromhex(bundle["signed_pre_key_signature"])) == 64, "bundle signature is 64 bytes")
-    check(isinstance(bundle["signed_pre_key_id"], int), "bundle signed prekey id")
-    check(len(bundle["pre_keys"]) == num_pre_keys,
-          f"bundle has {len(bundle['pre_keys'])} prekeys, expected {num_pre_keys}")
-    check(len({p["id"] for p in bundle["pre_keys"]}) == num_pre_keys, "bundle prekey ids are distinct")
-    for p in bundle["pre_keys"]:
-        key = bytes.fromhex(p["key"])
-        check(len(key) == 33 and key[0] == 5, "bundle prekey is 05 || u")
+class Omemo2Wire(Wire):
+    """urn:xmpp:omemo:2: OMEMOKeyExchange {1 pk_id, 2 spk_id, 3 ik, 4 ek, 5 message} around
+    OMEMOAuthenticatedMessage {1 mac, 2 message: OMEMOMessage {1 n, 2 pn, 3 dh_pub,
+    4 ciphertext}}; raw 32-byte keys; a plain Ed25519 bundle signature; no IV."""
+
+    label = "omemo2"
+    script = "twomemo_peer.py"
+    key_form = "32 raw bytes"
+    zero_length_payload = 16
+
+    def public_key_ok(self, key: bytes) -> bool:
+        return len(key) == 32
+
+    def check_signature(self, bundle: Dict[str, Any]) -> None:
+        identity = Ed25519PublicKey.from_public_bytes(bytes.fromhex(bundle["identity_key"]))
+        try:
+            identity.verify(bytes.fromhex(bundle["signed_pre_key_signature"]),
+                            bytes.fromhex(bundle["signed_pre_key"]))
+        except InvalidSignature:
+            check(False, "bundle signature is plain Ed25519 of the raw signed prekey")
+        check(True, "bundle signature is plain Ed25519 of the raw signed prekey")
+
+    def check_iv(self, msg: Dict[str, Any]) -> None:
+        check(msg["iv"] is None, "message iv is null")
+
+    def omemo_message(self, authenticated: bytes) -> Dict[int, Any]:
+        """The OMEMOMessage fields of an OMEMOAuthenticatedMessage."""
+        outer = parse_proto(authenticated)
+        check(set(outer) == {1, 2}, f"OMEMOAuthenticatedMessage fields {sorted(outer)}")
+        check(isinstance(outer[1], bytes) and len(outer[1]) == 16, "OMEMOAuthenticatedMessage mac is 16 bytes")
+        check(isinstance(outer[2], bytes), "OMEMOAuthenticatedMessage message is bytes")
+        fields = parse_proto(outer[2])
+        check(set(fields) == {1, 2, 3, 4}, f"OMEMOMessage fields {sorted(fields)} (n and pn even when 0)")
+        check(isinstance(fields[1], int) and isinstance(fields[2], int), "OMEMOMessage counters are varints")
+        check(isinstance(fields[3], bytes) and len(fields[3]) == 32, "OMEMOMessage dh_pub is 32 bytes")
+        # AES-256-CBC of the 48 (or 32) byte key material, PKCS#7 padded.
+        check(isinstance(fields[4], bytes) and len(fields[4]) in (48, 64),
+              f"OMEMOMessage ciphertext length {len(fields[4])}")
+        return fields
+
+    def ratchet_header(self, authenticated: bytes) -> Tuple[bytes, int, int]:
+        fields = self.omemo_message(authenticated)
+        return fields[3], fields[1], fields[2]
+
+    def check_key_exchange(self, data: bytes, sender_bundle: Dict[str, Any],
+                           recipient_bundle: Dict[str, Any]) -> Tuple[int, bytes]:
+        fields = parse_proto(data)
+        check(set(fields) == {1, 2, 3, 4, 5}, f"OMEMOKeyExchange fields {sorted(fields)}")
+        ids = {p["id"] for p in recipient_bundle["pre_keys"]}
+        check(fields[1] in ids, f"OMEMOKeyExchange pk_id {fields[1]} is in the bundle")
+        check(fields[2] == recipient_bundle["signed_pre_key_id"], "OMEMOKeyExchange spk_id")
+        check(isinstance(fields[3], bytes) and fields[3].hex() == sender_bundle["identity_key"],
+              "OMEMOKeyExchange ik is the sender's bundle identity key")
+        check(isinstance(fields[4], bytes) and len(fields[4]) == 32, "OMEMOKeyExchange ek is 32 bytes")
+        check(isinstance(fields[5], bytes), "OMEMOKeyExchange message is bytes")
+        self.omemo_message(fields[5])
+        return fields[1], fields[5]
+
+    def check_key_material(self, msg: Dict[str, Any], empty: bool) -> None:
+        key = bytes.fromhex(msg["key"])
+        authenticated = parse_proto(key)[5] if msg["prekey"] else key
+        # 32-byte key || 16-byte HMAC tag pads to 64; an empty message's 32 zero bytes to 48.
+        length = len(self.omemo_message(authenticated)[4])
+        check(length == (48 if empty else 64), f"key material ciphertext length {length}, empty={empty}")
+        if msg["payload"] is not None:
+            payload = bytes.fromhex(msg["payload"])
+            check(len(payload) > 0 and len(payload) % 16 == 0, "the payload is whole AES blocks")
+
+    def flip_mac(self, key: str) -> str:
+        check(key.startswith("0a10"), "OMEMOAuthenticatedMessage starts with its 16-byte mac")
+        return flip_hex(key, 2)
+
+
+LEGACY = LegacyWire()
+OMEMO2 = Omemo2Wire()
 
 
 class ChainTracker:
@@ -264,13 +413,14 @@ class ChainTracker:
     sending chain, pn is the number of messages sent in the previous sending chain (the
     python-doubleratchet semantics; libsignal sends that number minus one)."""
 
-    def __init__(self) -> None:
+    def __init__(self, wire: Wire) -> None:
+        self.wire = wire
         self.ratchet_key: Optional[bytes] = None
         self.count = 0  # messages sent on the current chain
         self.previous = 0
 
-    def feed(self, signal_message: bytes, who: str) -> None:
-        ratchet_key, n, pn = check_signal_message(signal_message)
+    def feed(self, authenticated: bytes, who: str) -> None:
+        ratchet_key, n, pn = self.wire.ratchet_header(authenticated)
         if ratchet_key != self.ratchet_key:
             if self.ratchet_key is not None:
                 self.previous = self.count
@@ -280,14 +430,10 @@ class ChainTracker:
         self.count += 1
 
 
-def check_message(msg: Dict[str, Any], sender: PeerProcess, recipient: PeerProcess,
-                  empty: bool) -> None:
-    check(msg["sid"] == sender.device_id and msg["rid"] == recipient.device_id, "message sid/rid")
-    check(len(bytes.fromhex(msg["iv"])) == 12, "message iv is 12 bytes")
-    if empty:
-        check(msg["payload"] is None, "empty message has no payload")
-    else:
-        check(isinstance(msg["payload"], str), "message has a payload")
+def flip_hex(h: str, index: int) -> str:
+    data = bytearray(bytes.fromhex(h))
+    data[index] ^= 1
+    return data.hex()
 
 
 # ---------------------------------------------------------------------------------------
@@ -365,12 +511,6 @@ def json_message_to_xml(msg: Dict[str, Any], prefix: str = "", payload_first: bo
     return f"<{p}encrypted {xmlns}>{body}</{p}encrypted>"
 
 
-def flip_hex(h: str, index: int) -> str:
-    data = bytearray(bytes.fromhex(h))
-    data[index] ^= 1
-    return data.hex()
-
-
 # ---------------------------------------------------------------------------------------
 # Scenarios
 # ---------------------------------------------------------------------------------------
@@ -390,8 +530,8 @@ def text_for(rng: random.Random, i: int, direction: str) -> str:
 
 def run_xml(rng: random.Random, peers: List[PeerProcess]) -> None:
     """The XML requests, between two fresh peers D and E."""
-    d = PeerProcess("D", "dave@example.org", 4444)
-    e = PeerProcess("E", "erin@example.org", 5555)
+    d = PeerProcess("D", "dave@example.org", 4444, LEGACY.script)
+    e = PeerProcess("E", "erin@example.org", 5555, LEGACY.script)
     peers += [d, e]
     d.fails({"op": "bundle_xml"}, "bundle_xml before init")
     bundle_d, bundle_e = d.init(), e.init()
@@ -409,14 +549,14 @@ def run_xml(rng: random.Random, peers: List[PeerProcess]) -> None:
                                              f"<signedPreKeySignature>{zero_sig}<", xd)),
             "a bundle_xml with a bad signature")
 
-    sent_e, sent_d = ChainTracker(), ChainTracker()
+    sent_e, sent_d = ChainTracker(LEGACY), ChainTracker(LEGACY)
 
     # --- first contact through XML ----------------------------------------------------
     x1 = e.encrypt_xml(d, "hello dave", xd)
     m1 = xml_message_to_json(x1, d.device_id)
     check(m1["prekey"] is True, "E's first XML message is a key exchange (prekey='true')")
-    check_message(m1, e, d, empty=False)
-    pk_id, inner = check_prekey_message(bytes.fromhex(m1["key"]), bundle_e, bundle_d)
+    LEGACY.check_message(m1, e, d, empty=False)
+    pk_id, inner = LEGACY.check_key_exchange(bytes.fromhex(m1["key"]), bundle_e, bundle_d)
     sent_e.feed(inner, "E")
     d.fails({"op": "decrypt_xml", "peer": {"jid": e.jid, "device_id": 9999}, "xml": x1},
             "a message whose sid is not the peer's")
@@ -429,7 +569,7 @@ def run_xml(rng: random.Random, peers: List[PeerProcess]) -> None:
             "a foreign element inside <encrypted>")
     check(d.decrypt_xml(e, x1) == "hello dave", "D decrypts E's first XML message")
     bundle_d_now = d.bundle()
-    check_bundle(bundle_d_now, 99)
+    LEGACY.check_bundle(bundle_d_now, 99)
     check(pk_id not in {p["id"] for p in bundle_d_now["pre_keys"]}, "D deleted the prekey E used")
     check(xml_bundle_to_json(d.bundle_xml()) == bundle_d_now, "bundle_xml follows the prekey deletion")
     d.fails(d.decrypt_xml_req(e, x1), "a replayed XML prekey message")
@@ -437,7 +577,7 @@ def run_xml(rng: random.Random, peers: List[PeerProcess]) -> None:
     x2 = e.encrypt_xml(d, "still unanswered", xd)  # the bundle is ignored now
     m2 = xml_message_to_json(x2, d.device_id)
     check(m2["prekey"] is True, "E repeats the key exchange until it hears from D")
-    pk_id2, inner = check_prekey_message(bytes.fromhex(m2["key"]), bundle_e, bundle_d)
+    pk_id2, inner = LEGACY.check_key_exchange(bytes.fromhex(m2["key"]), bundle_e, bundle_d)
     check(pk_id2 == pk_id, "the repeated key exchange names the same prekey")
     sent_e.feed(inner, "E")
     # The same message as another client might write it.
@@ -447,7 +587,7 @@ def run_xml(rng: random.Random, peers: List[PeerProcess]) -> None:
     r1 = d.encrypt_xml(e, "hi erin")
     check("prekey" not in r1, "D's answer has no prekey attribute")
     m = xml_message_to_json(r1, e.device_id)
-    check_message(m, d, e, empty=False)
+    LEGACY.check_message(m, d, e, empty=False)
     sent_d.feed(bytes.fromhex(m["key"]), "D")
     check(e.decrypt_xml(d, r1) == "hi erin", "E decrypts D's XML answer")
     x3 = e.encrypt_xml(d, "confirmed")
@@ -470,7 +610,7 @@ def run_xml(rng: random.Random, peers: List[PeerProcess]) -> None:
     x6 = e.encrypt_xml(d, "tamper target")
     m6 = xml_message_to_json(x6, d.device_id)
     sent_e.feed(bytes.fromhex(m6["key"]), "E")
-    d.fails(d.decrypt_xml_req(e, json_message_to_xml(dict(m6, key=flip_hex(m6["key"], -1)))),
+    d.fails(d.decrypt_xml_req(e, json_message_to_xml(dict(m6, key=LEGACY.flip_mac(m6["key"])))),
             "an XML message with a bad MAC")
     d.fails(d.decrypt_xml_req(e, json_message_to_xml(dict(m6, payload=flip_hex(m6["payload"], 0)))),
             "an XML message with a bad payload")
@@ -484,7 +624,7 @@ def run_xml(rng: random.Random, peers: List[PeerProcess]) -> None:
     for sender, recipient, tracker in ((e, d, sent_e), (d, e, sent_d)):
         x = sender.encrypt_xml(recipient, None)
         m = xml_message_to_json(x, recipient.device_id)
-        check_message(m, sender, recipient, empty=True)
+        LEGACY.check_message(m, sender, recipient, empty=True)
         tracker.feed(bytes.fromhex(m["key"]), sender.name)
         check(recipient.decrypt_xml(sender, x) is None, f"{recipient.name} decrypts an empty XML message as null")
     xz = e.encrypt_xml(d, "")
@@ -509,7 +649,7 @@ def run_xml(rng: random.Random, peers: List[PeerProcess]) -> None:
             x = sender.encrypt_xml(recipient, plaintext)
             m = xml_message_to_json(x, recipient.device_id)
             check(m["prekey"] is False, "no key exchange on a confirmed session")
-            check_message(m, sender, recipient, empty=plaintext is None)
+            LEGACY.check_message(m, sender, recipient, empty=plaintext is None)
             trackers[sender.name].feed(bytes.fromhex(m["key"]), sender.name)
             if rng.random() < 0.05:
                 continue  # lost
@@ -537,166 +677,200 @@ def run_xml(rng: random.Random, peers: List[PeerProcess]) -> None:
     d.fails({"op": "device_list_xml", "xml": "<list"}, "a device list that is not XML")
 
 
+def run_json(rng: random.Random, wire: Wire, peers: List[PeerProcess]) -> Dict[str, PeerProcess]:
+    """The JSON requests between peers A, B and C of one protocol version (names suffixed
+    with "2" for OMEMO 2); returns them by their letter."""
+    suffix = "" if wire is LEGACY else "2"
+    a = PeerProcess("A" + suffix, "alice@example.org", 1111, wire.script)
+    b = PeerProcess("B" + suffix, "bob@example.org", 2222, wire.script)
+    peers += [a, b]
+
+    # --- errors before init, malformed requests ---------------------------------
+    a.fails({"op": "bundle"}, "bundle before init")
+    a.fails({"op": "frobnicate"}, "an unknown op")
+    a.fails({"no_op": 1}, "a request without op")
+
+    # --- init ----------------------------------------------------------------
+    t0 = time.monotonic()
+    bundle_a = a.init()
+    init_seconds = time.monotonic() - t0
+    bundle_b = b.init()
+    wire.check_bundle(bundle_a, 100)
+    wire.check_bundle(bundle_b, 100)
+    check(a.bundle() == bundle_a, "the bundle op returns the init bundle")
+    print(f"{wire.label}: init took {init_seconds:.3f}s", file=sys.stderr)
+
+    a.fails({"op": "encrypt", "peer": b.address, "plaintext": "x"}, "encrypt without session or bundle")
+    bad = dict(bundle_b, signed_pre_key_signature="00" * 64)
+    a.fails({"op": "encrypt", "peer": b.address, "plaintext": "x", "bundle": bad},
+            "a bundle with a bad signature")
+
+    sent_a, sent_b = ChainTracker(wire), ChainTracker(wire)
+
+    # --- first contact: prekey messages until B answers --------------------------
+    m1 = a.encrypt(b, "hello bob", bundle_b)
+    check(m1["prekey"] is True, "first message is a prekey message")
+    wire.check_message(m1, a, b, empty=False)
+    pk_id, inner = wire.check_key_exchange(bytes.fromhex(m1["key"]), bundle_a, bundle_b)
+    sent_a.feed(inner, a.name)
+    b.fails(b.decrypt_req(a, dict(m1, prekey=False)), "a prekey message flagged prekey=false")
+    check(b.decrypt(a, m1) == "hello bob", "B decrypts the first prekey message")
+    bundle_b_now = b.bundle()
+    wire.check_bundle(bundle_b_now, 99)
+    check(pk_id not in {p["id"] for p in bundle_b_now["pre_keys"]}, "B deleted the used prekey")
+    b.fails(b.decrypt_req(a, m1), "a replayed prekey message")
+
+    m2 = a.encrypt(b, "still unanswered", bundle_b)  # bundle is ignored now
+    check(m2["prekey"] is True, "A repeats the key exchange until it hears from B")
+    pk_id2, inner = wire.check_key_exchange(bytes.fromhex(m2["key"]), bundle_a, bundle_b)
+    check(pk_id2 == pk_id, "the repeated key exchange names the same prekey")
+    sent_a.feed(inner, a.name)
+    check(b.decrypt(a, m2) == "still unanswered", "B decrypts the repeated key exchange")
+
+    r1 = b.encrypt(a, "hi alice")
+    check(r1["prekey"] is False, "the passive side sends normal messages")
+    wire.check_message(r1, b, a, empty=False)
+    sent_b.feed(bytes.fromhex(r1["key"]), b.name)
+    a.fails(a.decrypt_req(b, dict(r1, prekey=True)), "a normal message flagged prekey=true")
+    check(a.decrypt(b, r1) == "hi alice", "A decrypts B's answer")
+
+    m3 = a.encrypt(b, "now confirmed")
+    check(m3["prekey"] is False, "A stops sending the key exchange once it heard from B")
+    sent_a.feed(bytes.fromhex(m3["key"]), a.name)
+    check(b.decrypt(a, m3) == "now confirmed", "B decrypts A's first normal message")
+
+    # --- tampering and replay leave the session intact ---------------------------
+    m4 = a.encrypt(b, "tamper target")
+    sent_a.feed(bytes.fromhex(m4["key"]), a.name)
+    b.fails(b.decrypt_req(a, dict(m4, key=wire.flip_mac(m4["key"]))), "a message with a bad MAC")
+    b.fails(b.decrypt_req(a, dict(m4, key=flip_hex(m4["key"], len(m4["key"]) // 4))),
+            "a message with a flipped bit in the middle of its key")
+    b.fails(b.decrypt_req(a, dict(m4, payload=flip_hex(m4["payload"], 0))), "a message with a bad payload")
+    b.fails(b.decrypt_req(a, dict(m4, rid=9999)), "a message for another device")
+    check(b.decrypt(a, m4) == "tamper target", "the untampered message still decrypts")
+    b.fails(b.decrypt_req(a, m4), "a replayed message")
+    b.fails({"op": "decrypt", "peer": {"jid": "eve@example.org", "device_id": 1111}, "message": m4},
+            "a message from a peer without session")
+
+    # --- empty messages ---------------------------------------------------------
+    e1 = a.encrypt(b, None)
+    wire.check_message(e1, a, b, empty=True)
+    sent_a.feed(bytes.fromhex(e1["key"]), a.name)
+    check(b.decrypt(a, e1) is None, "B decrypts an empty message as null")
+    e2 = b.encrypt(a, None)
+    wire.check_message(e2, b, a, empty=True)
+    sent_b.feed(bytes.fromhex(e2["key"]), b.name)
+    check(a.decrypt(b, e2) is None, "A decrypts an empty message as null")
+    z = a.encrypt(b, "")
+    sent_a.feed(bytes.fromhex(z["key"]), a.name)
+    check(z["payload"] is not None and len(bytes.fromhex(z["payload"])) == wire.zero_length_payload,
+          f"an empty string is a {wire.zero_length_payload}-byte payload, not an empty message")
+    check(b.decrypt(a, z) == "", "B decrypts the payload of an empty string")
+
+    # --- bulk: batches both ways, shuffled, with loss and late delivery ------------
+    target = 200
+    counts = {a.name: 0, b.name: 0}
+    dropped = {a.name: 0, b.name: 0}
+    late = {a.name: 0, b.name: 0}
+    empties = 0
+    # messages held back for later delivery: recipient name -> [(message, plaintext)]
+    held: Dict[str, List[Tuple[Dict[str, Any], Optional[str]]]] = {a.name: [], b.name: []}
+    trackers = {a.name: sent_a, b.name: sent_b}
+    turn = 0
+    while min(counts.values()) < target or held[a.name] or held[b.name]:
+        sender, recipient = (a, b) if turn % 2 == 0 else (b, a)
+        turn += 1
+        batch: List[Tuple[Dict[str, Any], Optional[str]]] = []
+        if counts[sender.name] < target:
+            for _ in range(rng.randint(1, 15)):
+                i = counts[sender.name]
+                counts[sender.name] += 1
+                plaintext = None if rng.random() < 0.03 else text_for(rng, i, sender.name)
+                empties += plaintext is None
+                msg = sender.encrypt(recipient, plaintext)
+                check(msg["prekey"] is False, "no key exchange on a confirmed session")
+                wire.check_message(msg, sender, recipient, empty=plaintext is None)
+                trackers[sender.name].feed(bytes.fromhex(msg["key"]), sender.name)
+                fate = rng.random()
+                if fate < 0.05:
+                    dropped[sender.name] += 1  # lost for good
+                elif fate < 0.12:
+                    held[recipient.name].append((msg, plaintext))  # delivered later
+                else:
+                    batch.append((msg, plaintext))
+        # Deliver some of the messages held back earlier (older chains), mixed in.
+        waiting = held[recipient.name]
+        if waiting and (rng.random() < 0.5 or counts[sender.name] >= target):
+            k = rng.randint(1, len(waiting))
+            late[sender.name] += k
+            batch += waiting[:k]
+            del waiting[:k]
+        rng.shuffle(batch)
+        for msg, plaintext in batch:
+            got = recipient.decrypt(sender, msg)
+            check(got == plaintext, f"{recipient.name} got {got!r}, expected {plaintext!r}")
+    print(f"{wire.label} bulk: sent {counts}, dropped {dropped}, delivered late {late}, "
+          f"empty {empties}, {turn} batches", file=sys.stderr)
+
+    # --- a lost first prekey message arriving late (C -> A) ----------------------
+    c = PeerProcess("C" + suffix, "carol@example.org", 3333, wire.script)
+    peers.append(c)
+    bundle_c = c.init()
+    bundle_a = a.bundle()
+    c1 = c.encrypt(a, "first (delayed)", bundle_a)
+    c2 = c.encrypt(a, "second", bundle_a)
+    pk_c, _ = wire.check_key_exchange(bytes.fromhex(c1["key"]), bundle_c, bundle_a)
+    check(c2["prekey"] is True, "C repeats the key exchange")
+    check(a.decrypt(c, c2) == "second", "A builds the session from the second prekey message")
+    check(a.decrypt(c, c1) == "first (delayed)", "A decrypts the delayed first prekey message")
+    bundle_a_now = a.bundle()
+    wire.check_bundle(bundle_a_now, 99)
+    check(pk_c not in {p["id"] for p in bundle_a_now["pre_keys"]}, "A deleted the prekey C used")
+    r = a.encrypt(c, "hello carol")
+    check(r["prekey"] is False, "A answers C with a normal message")
+    check(c.decrypt(a, r) == "hello carol", "C decrypts A's answer")
+    check(c.encrypt(a, "confirmed")["prekey"] is False, "C stops sending the key exchange")
+
+    # The A-B session is unaffected by the new one.
+    last = b.encrypt(a, "still there?")
+    check(a.decrypt(b, last) == "still there?", "A-B session still works")
+    return {"A": a, "B": b, "C": c}
+
+
+def run_omemo2_only(p: Dict[str, PeerProcess]) -> None:
+    """What only the OMEMO 2 shapes have: no IV, raw keys, no zero-length payload."""
+    a, b, c = p["A"], p["B"], p["C"]
+    m = a.encrypt(b, "no iv")
+    b.fails(b.decrypt_req(a, dict(m, iv="00" * 12)), "a message with a 12-byte iv")
+    b.fails(b.decrypt_req(a, dict(m, iv="00" * 16)), "a message with a 16-byte iv")
+    b.fails(b.decrypt_req(a, dict(m, iv="")), "a message with a zero-length iv")
+    b.fails(b.decrypt_req(a, dict(m, payload="")), "a zero-length payload")
+    b.fails(b.decrypt_req(a, dict(m, payload=None)), "a message with its payload removed")
+    absent = {k: v for k, v in m.items() if k != "iv"}
+    check(b.decrypt(a, absent) == "no iv", "a message without an iv member decrypts (state unchanged)")
+
+    e = a.encrypt(b, None)
+    b.fails(b.decrypt_req(a, dict(e, payload=m["payload"])), "an empty message given a payload")
+    check(b.decrypt(a, e) is None, "the empty message still decrypts as null")
+
+    # A legacy-shaped bundle (05 || u keys) is refused.
+    bundle_c = c.bundle()
+    legacy = dict(bundle_c, identity_key="05" + bundle_c["identity_key"],
+                  signed_pre_key="05" + bundle_c["signed_pre_key"],
+                  pre_keys=[{"id": k["id"], "key": "05" + k["key"]} for k in bundle_c["pre_keys"]])
+    b.fails({"op": "encrypt", "peer": c.address, "plaintext": "x", "bundle": legacy},
+            "a bundle with 33-byte 05 || u keys")
+    b.fails({"op": "bundle_xml"}, "an XML request (the twomemo peer has none)")
+
+
 def run(seed: int) -> None:
     rng = random.Random(seed)
     peers: List[PeerProcess] = []
     try:
-        a = PeerProcess("A", "alice@example.org", 1111)
-        b = PeerProcess("B", "bob@example.org", 2222)
-        peers += [a, b]
-
-        # --- errors before init, malformed requests ---------------------------------
-        a.fails({"op": "bundle"}, "bundle before init")
-        a.fails({"op": "frobnicate"}, "an unknown op")
-        a.fails({"no_op": 1}, "a request without op")
-
-        # --- init ----------------------------------------------------------------
-        t0 = time.monotonic()
-        bundle_a = a.init()
-        init_seconds = time.monotonic() - t0
-        bundle_b = b.init()
-        check_bundle(bundle_a, 100)
-        check_bundle(bundle_b, 100)
-        check(a.bundle() == bundle_a, "the bundle op returns the init bundle")
-        print(f"init took {init_seconds:.3f}s", file=sys.stderr)
-
-        a.fails({"op": "encrypt", "peer": b.address, "plaintext": "x"}, "encrypt without session or bundle")
-        bad = dict(bundle_b, signed_pre_key_signature="00" * 64)
-        a.fails({"op": "encrypt", "peer": b.address, "plaintext": "x", "bundle": bad},
-                "a bundle with a bad signature")
-
-        sent_a, sent_b = ChainTracker(), ChainTracker()
-
-        # --- first contact: prekey messages until B answers --------------------------
-        m1 = a.encrypt(b, "hello bob", bundle_b)
-        check(m1["prekey"] is True, "first message is a prekey message")
-        check_message(m1, a, b, empty=False)
-        pk_id, inner = check_prekey_message(bytes.fromhex(m1["key"]), bundle_a, bundle_b)
-        sent_a.feed(inner, "A")
-        b.fails(b.decrypt_req(a, dict(m1, prekey=False)), "a prekey message flagged prekey=false")
-        check(b.decrypt(a, m1) == "hello bob", "B decrypts the first prekey message")
-        bundle_b_now = b.bundle()
-        check_bundle(bundle_b_now, 99)
-        check(pk_id not in {p["id"] for p in bundle_b_now["pre_keys"]}, "B deleted the used prekey")
-        b.fails(b.decrypt_req(a, m1), "a replayed prekey message")
-
-        m2 = a.encrypt(b, "still unanswered", bundle_b)  # bundle is ignored now
-        check(m2["prekey"] is True, "A repeats the key exchange until it hears from B")
-        pk_id2, inner = check_prekey_message(bytes.fromhex(m2["key"]), bundle_a, bundle_b)
-        check(pk_id2 == pk_id, "the repeated key exchange names the same prekey")
-        sent_a.feed(inner, "A")
-        check(b.decrypt(a, m2) == "still unanswered", "B decrypts the repeated key exchange")
-
-        r1 = b.encrypt(a, "hi alice")
-        check(r1["prekey"] is False, "the passive side sends normal messages")
-        check_message(r1, b, a, empty=False)
-        sent_b.feed(bytes.fromhex(r1["key"]), "B")
-        check(a.decrypt(b, r1) == "hi alice", "A decrypts B's answer")
-
-        m3 = a.encrypt(b, "now confirmed")
-        check(m3["prekey"] is False, "A stops sending the key exchange once it heard from B")
-        sent_a.feed(bytes.fromhex(m3["key"]), "A")
-        check(b.decrypt(a, m3) == "now confirmed", "B decrypts A's first normal message")
-
-        # --- tampering and replay leave the session intact ---------------------------
-        m4 = a.encrypt(b, "tamper target")
-        sent_a.feed(bytes.fromhex(m4["key"]), "A")
-        key = bytearray(bytes.fromhex(m4["key"]))
-        key[-1] ^= 1  # the MAC
-        b.fails(b.decrypt_req(a, dict(m4, key=key.hex())), "a message with a bad MAC")
-        payload = bytearray(bytes.fromhex(m4["payload"]))
-        payload[0] ^= 1
-        b.fails(b.decrypt_req(a, dict(m4, payload=payload.hex())), "a message with a bad payload")
-        b.fails(b.decrypt_req(a, dict(m4, rid=9999)), "a message for another device")
-        check(b.decrypt(a, m4) == "tamper target", "the untampered message still decrypts")
-        b.fails(b.decrypt_req(a, m4), "a replayed message")
-        b.fails({"op": "decrypt", "peer": {"jid": "eve@example.org", "device_id": 1111}, "message": m4},
-                "a message from a peer without session")
-
-        # --- empty messages ---------------------------------------------------------
-        e1 = a.encrypt(b, None)
-        check_message(e1, a, b, empty=True)
-        sent_a.feed(bytes.fromhex(e1["key"]), "A")
-        check(b.decrypt(a, e1) is None, "B decrypts an empty message as null")
-        e2 = b.encrypt(a, None)
-        check_message(e2, b, a, empty=True)
-        sent_b.feed(bytes.fromhex(e2["key"]), "B")
-        check(a.decrypt(b, e2) is None, "A decrypts an empty message as null")
-        z = a.encrypt(b, "")
-        sent_a.feed(bytes.fromhex(z["key"]), "A")
-        check(z["payload"] == "", "an empty string is a zero-length payload, not an empty message")
-        check(b.decrypt(a, z) == "", "B decrypts a zero-length payload")
-
-        # --- bulk: batches both ways, shuffled, with loss and late delivery ------------
-        target = 200
-        counts = {"A": 0, "B": 0}
-        dropped = {"A": 0, "B": 0}
-        late = {"A": 0, "B": 0}
-        empties = 0
-        # messages held back for later delivery: recipient name -> [(message, plaintext)]
-        held: Dict[str, List[Tuple[Dict[str, Any], Optional[str]]]] = {"A": [], "B": []}
-        trackers = {"A": sent_a, "B": sent_b}
-        turn = 0
-        while min(counts.values()) < target or held["A"] or held["B"]:
-            sender, recipient = (a, b) if turn % 2 == 0 else (b, a)
-            turn += 1
-            batch: List[Tuple[Dict[str, Any], Optional[str]]] = []
-            if counts[sender.name] < target:
-                for _ in range(rng.randint(1, 15)):
-                    i = counts[sender.name]
-                    counts[sender.name] += 1
-                    plaintext = None if rng.random() < 0.03 else text_for(rng, i, sender.name)
-                    empties += plaintext is None
-                    msg = sender.encrypt(recipient, plaintext)
-                    check(msg["prekey"] is False, "no key exchange on a confirmed session")
-                    check_message(msg, sender, recipient, empty=plaintext is None)
-                    trackers[sender.name].feed(bytes.fromhex(msg["key"]), sender.name)
-                    fate = rng.random()
-                    if fate < 0.05:
-                        dropped[sender.name] += 1  # lost for good
-                    elif fate < 0.12:
-                        held[recipient.name].append((msg, plaintext))  # delivered later
-                    else:
-                        batch.append((msg, plaintext))
-            # Deliver some of the messages held back earlier (older chains), mixed in.
-            waiting = held[recipient.name]
-            if waiting and (rng.random() < 0.5 or counts[sender.name] >= target):
-                k = rng.randint(1, len(waiting))
-                late[sender.name] += k
-                batch += waiting[:k]
-                del waiting[:k]
-            rng.shuffle(batch)
-            for msg, plaintext in batch:
-                got = recipient.decrypt(sender, msg)
-                check(got == plaintext, f"{recipient.name} got {got!r}, expected {plaintext!r}")
-        print(f"bulk: sent {counts}, dropped {dropped}, delivered late {late}, empty {empties}, "
-              f"{turn} batches", file=sys.stderr)
-
-        # --- a lost first prekey message arriving late (C -> A) ----------------------
-        c = PeerProcess("C", "carol@example.org", 3333)
-        peers.append(c)
-        bundle_c = c.init()
-        bundle_a = a.bundle()
-        c1 = c.encrypt(a, "first (delayed)", bundle_a)
-        c2 = c.encrypt(a, "second", bundle_a)
-        pk_c, _ = check_prekey_message(bytes.fromhex(c1["key"]), bundle_c, bundle_a)
-        check(c2["prekey"] is True, "C repeats the key exchange")
-        check(a.decrypt(c, c2) == "second", "A builds the session from the second prekey message")
-        check(a.decrypt(c, c1) == "first (delayed)", "A decrypts the delayed first prekey message")
-        bundle_a_now = a.bundle()
-        check_bundle(bundle_a_now, 99)
-        check(pk_c not in {p["id"] for p in bundle_a_now["pre_keys"]}, "A deleted the prekey C used")
-        r = a.encrypt(c, "hello carol")
-        check(r["prekey"] is False, "A answers C with a normal message")
-        check(c.decrypt(a, r) == "hello carol", "C decrypts A's answer")
-        check(c.encrypt(a, "confirmed")["prekey"] is False, "C stops sending the key exchange")
-
-        # The A-B session is unaffected by the new one.
-        last = b.encrypt(a, "still there?")
-        check(a.decrypt(b, last) == "still there?", "A-B session still works")
-
+        run_json(rng, LEGACY, peers)
         # --- the XML requests (D and E) -----------------------------------------------
         run_xml(rng, peers)
+        run_omemo2_only(run_json(rng, OMEMO2, peers))
 
         for p in peers:
             check(p.quit() == 0, f"{p.name} exits 0 on quit")

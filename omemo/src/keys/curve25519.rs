@@ -100,7 +100,7 @@ impl PublicKey {
     }
 
     /// The wire form in `version`: `0x05 || u` (legacy) or `u` (OMEMO 2).
-    pub fn to_wire(&self, version: Version) -> WireKey {
+    pub fn to_wire(self, version: Version) -> WireKey {
         WireKey::new(version, &self.0)
     }
 
@@ -244,7 +244,9 @@ mod tests {
 
     #[test]
     fn wire_form_rejects_wrong_type_and_length() {
-        let mut wire = PublicKey::from_bytes([7; 32]).to_wire(Version::Legacy).to_vec();
+        let mut wire = PublicKey::from_bytes([7; 32])
+            .to_wire(Version::Legacy)
+            .to_vec();
         wire[0] = 0x06;
         assert_eq!(
             PublicKey::from_wire(Version::Legacy, &wire),
@@ -260,8 +262,15 @@ mod tests {
         ));
         // OMEMO 2 keys are the 32 bytes alone; a legacy 33-byte form is refused.
         assert!(matches!(
-            PublicKey::from_wire(Version::Omemo2, &PublicKey::from_bytes([7; 32]).to_wire(Version::Legacy)),
-            Err(KeyError::InvalidLength { expected: 32, actual: 33, .. })
+            PublicKey::from_wire(
+                Version::Omemo2,
+                &PublicKey::from_bytes([7; 32]).to_wire(Version::Legacy)
+            ),
+            Err(KeyError::InvalidLength {
+                expected: 32,
+                actual: 33,
+                ..
+            })
         ));
         assert_eq!(
             PublicKey::from_wire(Version::Omemo2, &[7; 32]),

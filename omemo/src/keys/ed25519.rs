@@ -57,15 +57,19 @@ pub(crate) fn sign0_public_key(secret: &SecretKey) -> [u8; 32] {
     bytes
 }
 
+/// A signature of the right length, as an array.
+pub(crate) fn signature_bytes(signature: &[u8]) -> Result<[u8; SIGNATURE_LENGTH], KeyError> {
+    signature.try_into().map_err(|_| KeyError::InvalidLength {
+        what: "signature",
+        expected: SIGNATURE_LENGTH,
+        actual: signature.len(),
+    })
+}
+
 /// Checks a plain Ed25519 signature (RFC 8032, strict: canonical S, no low-order R or
 /// key) by the Ed25519 key `public` over `message`.
 pub(crate) fn verify(public: &[u8; 32], message: &[u8], signature: &[u8]) -> Result<(), KeyError> {
-    let signature: [u8; SIGNATURE_LENGTH] =
-        signature.try_into().map_err(|_| KeyError::InvalidLength {
-            what: "signature",
-            expected: SIGNATURE_LENGTH,
-            actual: signature.len(),
-        })?;
+    let signature = signature_bytes(signature)?;
     let key = VerifyingKey::from(
         CompressedEdwardsY(*public)
             .decompress()
@@ -124,17 +128,32 @@ mod tests {
         // The identity point (y = 1) and the point of order 2 (y = -1).
         let mut identity = [0u8; 32];
         identity[0] = 1;
-        assert_eq!(montgomery_from_ed25519(&identity), Err(KeyError::InvalidPoint));
+        assert_eq!(
+            montgomery_from_ed25519(&identity),
+            Err(KeyError::InvalidPoint)
+        );
         let mut minus_one = [0xffu8; 32];
         minus_one[0] = 0xec;
         minus_one[31] = 0x7f;
-        assert_eq!(montgomery_from_ed25519(&minus_one), Err(KeyError::InvalidPoint));
+        assert_eq!(
+            montgomery_from_ed25519(&minus_one),
+            Err(KeyError::InvalidPoint)
+        );
         // y = p + 1 decodes to the identity point too, but is not canonical.
         let mut p_plus_one = minus_one;
         p_plus_one[0] = 0xee;
-        assert_eq!(montgomery_from_ed25519(&p_plus_one), Err(KeyError::InvalidPoint));
+        assert_eq!(
+            montgomery_from_ed25519(&p_plus_one),
+            Err(KeyError::InvalidPoint)
+        );
         // Montgomery u = 0 and u = 1 have low order.
-        assert_eq!(ed25519_from_montgomery(&[0; 32]), Err(KeyError::InvalidPoint));
-        assert_eq!(ed25519_from_montgomery(&identity), Err(KeyError::InvalidPoint));
+        assert_eq!(
+            ed25519_from_montgomery(&[0; 32]),
+            Err(KeyError::InvalidPoint)
+        );
+        assert_eq!(
+            ed25519_from_montgomery(&identity),
+            Err(KeyError::InvalidPoint)
+        );
     }
 }

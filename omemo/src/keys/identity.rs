@@ -70,7 +70,7 @@ impl IdentityKey {
 
     /// The wire form of `version`. A key known only in its Curve25519 form gets the
     /// Ed25519 form with sign bit 0; that fails for a point of low order.
-    pub fn to_wire(&self, version: Version) -> Result<WireKey, KeyError> {
+    pub fn to_wire(self, version: Version) -> Result<WireKey, KeyError> {
         match version {
             Version::Legacy => Ok(self.curve.to_wire(version)),
             Version::Omemo2 => Ok(WireKey::new(version, &self.ed25519()?)),
@@ -99,7 +99,12 @@ impl IdentityKey {
     /// Checks a signature by this identity over `message`: in legacy OMEMO an XEdDSA
     /// signature (either sign-bit convention, see [`IdentityKeyPair::sign`]), in OMEMO 2
     /// a plain Ed25519 signature by the Ed25519 form.
-    pub fn verify(&self, version: Version, message: &[u8], signature: &[u8]) -> Result<(), KeyError> {
+    pub fn verify(
+        &self,
+        version: Version,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), KeyError> {
         match version {
             Version::Legacy => xeddsa::verify(&self.curve, message, signature),
             Version::Omemo2 => ed25519::verify(&self.ed25519()?, message, signature),
@@ -292,7 +297,9 @@ mod tests {
             let parsed = IdentityKey::from_wire(Version::Omemo2, &ed).unwrap();
             assert_eq!(parsed, public);
             assert_eq!(parsed.fingerprint(), public.fingerprint());
-            let legacy = IdentityKey::from_wire(Version::Legacy, &public.to_wire(Version::Legacy).unwrap()).unwrap();
+            let legacy =
+                IdentityKey::from_wire(Version::Legacy, &public.to_wire(Version::Legacy).unwrap())
+                    .unwrap();
             assert_eq!(legacy.fingerprint(), public.fingerprint());
             for version in Version::ALL {
                 let signature = pair.sign(version, &mut rng, b"signed prekey");
@@ -312,14 +319,21 @@ mod tests {
         assert_eq!(from_legacy.ed25519(), pair.identity_key().ed25519());
         let mut rng = crate::os_rng();
         let signature = pair.sign(Version::Omemo2, &mut rng, b"m");
-        assert_eq!(from_legacy.verify(Version::Omemo2, b"m", &signature), Ok(()));
+        assert_eq!(
+            from_legacy.verify(Version::Omemo2, b"m", &signature),
+            Ok(())
+        );
     }
 
     #[test]
     fn malformed_ed25519_identity_keys_are_refused() {
         assert!(matches!(
             IdentityKey::from_wire(Version::Omemo2, &[1; 33]),
-            Err(KeyError::InvalidLength { expected: 32, actual: 33, .. })
+            Err(KeyError::InvalidLength {
+                expected: 32,
+                actual: 33,
+                ..
+            })
         ));
         let mut identity_point = [0u8; 32];
         identity_point[0] = 1;

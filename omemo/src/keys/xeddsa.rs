@@ -14,7 +14,7 @@ use sha2::{Digest, Sha512};
 use zeroize::Zeroizing;
 
 use super::curve25519::{PublicKey, SecretKey};
-use super::ed25519::{SIGNATURE_LENGTH, edwards_from_montgomery};
+use super::ed25519::{self, SIGNATURE_LENGTH, edwards_from_montgomery};
 use crate::error::KeyError;
 
 /// Signs `message` with a Curve25519 secret key, using the 64 random bytes `nonce`.
@@ -59,12 +59,7 @@ pub(crate) fn sign(secret: &SecretKey, message: &[u8], nonce: &[u8; 64]) -> [u8;
 
 /// Verifies an XEdDSA (or libsignal-style) signature by a Curve25519 public key.
 pub(crate) fn verify(public: &PublicKey, message: &[u8], signature: &[u8]) -> Result<(), KeyError> {
-    let signature: [u8; SIGNATURE_LENGTH] =
-        signature.try_into().map_err(|_| KeyError::InvalidLength {
-            what: "signature",
-            expected: SIGNATURE_LENGTH,
-            actual: signature.len(),
-        })?;
+    let signature = ed25519::signature_bytes(signature)?;
     let sign = signature[63] >> 7;
     let mut cleared = signature;
     cleared[63] &= 0x7f;

@@ -4,10 +4,10 @@ use minidom::Element;
 
 use super::request::{Pending, Publication};
 use super::{Manager, SkipReason, TrustPolicy};
+use crate::Fingerprint;
 use crate::error::ManagerError;
 use crate::stanza;
 use crate::store::{Batch, DeviceRecord, Op, Store, Trust};
-use crate::Fingerprint;
 
 /// What the manager knows of one device, for display and trust decisions.
 #[derive(Clone, Debug, PartialEq, Eq)]

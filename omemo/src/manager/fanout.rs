@@ -270,8 +270,9 @@ impl<S: Store> Manager<S> {
             payload: None,
         };
         let id = message_id(rng);
-        self.messages
-            .push_back(stanza::legacy::message_element(jid, &id, "chat", &encrypted, None));
+        self.messages.push_back(stanza::legacy::message_element(
+            jid, &id, "chat", &encrypted, None,
+        ));
         Ok(())
     }
 }

@@ -3,9 +3,9 @@
 use minidom::Element;
 use rand_core::CryptoRng;
 
-use super::{Manager, VERSION};
 use super::bundles::Refill;
 use super::devices::new_device;
+use super::{Manager, VERSION};
 use crate::consts::MAX_KEY_ATTEMPTS;
 use crate::error::{DecryptError, ManagerError};
 use crate::stanza::legacy::EncryptedMessage;

@@ -153,8 +153,16 @@ impl Session {
         };
         let identities = Identities::new(
             version,
-            identity(&record.local_identity, &record.local_identity_ed25519, "local identity")?,
-            identity(&record.remote_identity, &record.remote_identity_ed25519, "remote identity")?,
+            identity(
+                &record.local_identity,
+                &record.local_identity_ed25519,
+                "local identity",
+            )?,
+            identity(
+                &record.remote_identity,
+                &record.remote_identity_ed25519,
+                "remote identity",
+            )?,
         )
         .map_err(|_| SessionError::Corrupt("identity key"))?;
         Ok(Self {

@@ -30,8 +30,7 @@ impl RootKey {
         their: &PublicKey,
     ) -> Result<(RootKey, ChainKey), KeyError> {
         let shared = own.diffie_hellman(their)?;
-        let out: Zeroizing<[u8; 64]> =
-            hkdf(Some(&self.0), shared.as_ref(), version.root_info())?;
+        let out: Zeroizing<[u8; 64]> = hkdf(Some(&self.0), shared.as_ref(), version.root_info())?;
         let mut root = [0u8; 32];
         let mut chain = [0u8; 32];
         root.copy_from_slice(&out[..32]);

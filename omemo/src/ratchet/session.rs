@@ -190,7 +190,8 @@ impl Session {
                 id: message.signed_pre_key_id(),
             });
         }
-        let identities = Identities::new(version, identity.identity_key(), *message.identity_key())?;
+        let identities =
+            Identities::new(version, identity.identity_key(), *message.identity_key())?;
         let root_key = x3dh::respond(
             version,
             identity,

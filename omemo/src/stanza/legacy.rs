@@ -34,7 +34,7 @@ const BUNDLE_NODE_PREFIX: &str = "eu.siacs.conversations.axolotl.bundles:";
 /// The pubsub node that holds the legacy bundle of `device_id`.
 ///
 /// ```
-/// assert_eq!(omemo::stanza::bundle_node(42), "eu.siacs.conversations.axolotl.bundles:42");
+/// assert_eq!(omemo::stanza::legacy::bundle_node(42), "eu.siacs.conversations.axolotl.bundles:42");
 /// ```
 pub fn bundle_node(device_id: u32) -> String {
     format!("{BUNDLE_NODE_PREFIX}{device_id}")
@@ -66,7 +66,7 @@ pub struct EncryptedKey {
 /// ```
 ///
 /// ```
-/// use omemo::stanza::{EncryptedKey, EncryptedMessage};
+/// use omemo::stanza::legacy::{EncryptedKey, EncryptedMessage};
 ///
 /// let message = EncryptedMessage {
 ///     sender_device: 1,
@@ -362,9 +362,9 @@ mod tests {
     use crate::bundle::{PreKey, SignedPreKey};
     use crate::error::KeyError;
     use crate::keys::IdentityKeyPair;
-    use crate::wire::RatchetMessage;
     use crate::stanza::test_support::{parse, reparse};
     use crate::stanza::xml::NS_CLIENT;
+    use crate::wire::RatchetMessage;
 
     fn encrypted(header_inner: &str, rest: &str) -> Result<EncryptedMessage, StanzaError> {
         EncryptedMessage::from_element(&parse(&format!(

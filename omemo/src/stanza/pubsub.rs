@@ -257,10 +257,10 @@ fn form_field(var: &str, kind: Option<&str>, value: &str) -> Element {
 mod tests {
     use super::*;
     use crate::consts::LEGACY_NAMESPACE;
-    use crate::stanza::test_support::{parse, reparse};
     use crate::stanza::legacy::{
         DEVICE_LIST_NODE, bundle_node, device_list_element, parse_bundle, parse_device_list,
     };
+    use crate::stanza::test_support::{parse, reparse};
 
     /// `(var, type, values)` of each field of a data form.
     fn form_fields(form: &Element) -> Vec<(String, Option<String>, Vec<String>)> {

@@ -14,6 +14,9 @@ use crate::version::Version;
 /// Largest own device id (XEP-0384: 1..2^31-1).
 const MAX_OWN_DEVICE_ID: u32 = i32::MAX as u32;
 
+/// The serialized sessions with one JID's devices, by device id and version.
+type SessionsOfJid = HashMap<(u32, Version), Zeroizing<Vec<u8>>>;
+
 /// A [`Store`] that keeps everything in memory and forgets it on drop.
 ///
 /// It rejects exactly the records that [`SqliteStore`](super::SqliteStore) rejects
@@ -27,7 +30,7 @@ pub struct MemoryStore {
     /// One-time prekeys by (version, id), the order `load_pre_keys` returns them in.
     pre_keys: BTreeMap<(Version, u32), PreKeyRecord>,
     /// Sessions by bare JID, then device id and version.
-    sessions: HashMap<String, HashMap<(u32, Version), Zeroizing<Vec<u8>>>>,
+    sessions: HashMap<String, SessionsOfJid>,
     /// Devices by bare JID, then device id (ordered, as `load_devices` returns them).
     devices: HashMap<String, BTreeMap<u32, DeviceRecord>>,
 }

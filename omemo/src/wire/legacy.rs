@@ -71,10 +71,11 @@ pub(super) fn decode_message(bytes: &[u8]) -> Result<AuthenticatedMessage, Decod
     })
 }
 
+/// The bytes of a `PreKeySignalMessage` (version byte first) carrying `message`.
 pub(super) fn encode_key_exchange(
-    header: KeyExchangeHeader,
-    message: AuthenticatedMessage,
-) -> KeyExchange {
+    header: &KeyExchangeHeader,
+    message: &AuthenticatedMessage,
+) -> Vec<u8> {
     let body = proto::PreKeySignalMessage {
         registration_id: None,
         pre_key_id: Some(header.pre_key_id),
@@ -86,16 +87,7 @@ pub(super) fn encode_key_exchange(
     let mut serialized = Vec::with_capacity(1 + body.encoded_len());
     serialized.push(LEGACY_VERSION_BYTE);
     body.encode_raw(&mut serialized);
-    KeyExchange {
-        version: VERSION,
-        registration_id: None,
-        pre_key_id: Some(header.pre_key_id),
-        signed_pre_key_id: header.signed_pre_key_id,
-        base_key: header.base_key,
-        identity_key: header.identity_key,
-        message,
-        serialized,
-    }
+    serialized
 }
 
 pub(super) fn decode_key_exchange(bytes: &[u8]) -> Result<KeyExchange, DecodeError> {

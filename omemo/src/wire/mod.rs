@@ -208,10 +208,20 @@ impl KeyExchange {
         header: KeyExchangeHeader,
         message: AuthenticatedMessage,
     ) -> Result<Self, KeyError> {
-        match message.version {
-            Version::Legacy => Ok(legacy::encode_key_exchange(header, message)),
-            Version::Omemo2 => omemo2::encode_key_exchange(header, message),
-        }
+        let serialized = match message.version {
+            Version::Legacy => legacy::encode_key_exchange(&header, &message),
+            Version::Omemo2 => omemo2::encode_key_exchange(&header, &message)?,
+        };
+        Ok(Self {
+            version: message.version,
+            registration_id: None,
+            pre_key_id: Some(header.pre_key_id),
+            signed_pre_key_id: header.signed_pre_key_id,
+            base_key: header.base_key,
+            identity_key: header.identity_key,
+            message,
+            serialized,
+        })
     }
 
     /// The protocol version.

@@ -62,7 +62,9 @@ pub(super) fn decode_message(bytes: &[u8]) -> Result<AuthenticatedMessage, Decod
 
 /// The message from its decoded outer layer. Its `serialized` is the canonical encoding
 /// of the two fields; the MAC covers the `message` bytes as received.
-fn from_parts(outer: proto::OmemoAuthenticatedMessage) -> Result<AuthenticatedMessage, DecodeError> {
+fn from_parts(
+    outer: proto::OmemoAuthenticatedMessage,
+) -> Result<AuthenticatedMessage, DecodeError> {
     let mac = required(outer.mac, "mac")?;
     if mac.len() != OMEMO2_MAC_LENGTH {
         return Err(DecodeError::FieldLength {
@@ -96,11 +98,12 @@ fn from_parts(outer: proto::OmemoAuthenticatedMessage) -> Result<AuthenticatedMe
     })
 }
 
-/// `OMEMOKeyExchange` in field order; field 5 holds the message's own encoding.
+/// The bytes of an `OMEMOKeyExchange` in field order; field 5 holds the message's own
+/// encoding.
 pub(super) fn encode_key_exchange(
-    header: KeyExchangeHeader,
-    message: AuthenticatedMessage,
-) -> Result<KeyExchange, KeyError> {
+    header: &KeyExchangeHeader,
+    message: &AuthenticatedMessage,
+) -> Result<Vec<u8>, KeyError> {
     let fields = proto::OmemoKeyExchange {
         pk_id: Some(header.pre_key_id),
         spk_id: Some(header.signed_pre_key_id),
@@ -108,21 +111,11 @@ pub(super) fn encode_key_exchange(
         ek: Some(header.base_key.as_bytes().to_vec()),
         message: None,
     };
-    let mut serialized =
-        Vec::with_capacity(fields.encoded_len() + 3 + message.serialized.len());
+    let mut serialized = Vec::with_capacity(fields.encoded_len() + 3 + message.serialized.len());
     fields.encode_raw(&mut serialized);
     put_field(&mut serialized, FIELD_5_BYTES, message.serialized.len());
     serialized.extend_from_slice(&message.serialized);
-    Ok(KeyExchange {
-        version: VERSION,
-        registration_id: None,
-        pre_key_id: Some(header.pre_key_id),
-        signed_pre_key_id: header.signed_pre_key_id,
-        base_key: header.base_key,
-        identity_key: header.identity_key,
-        message,
-        serialized,
-    })
+    Ok(serialized)
 }
 
 pub(super) fn decode_key_exchange(bytes: &[u8]) -> Result<KeyExchange, DecodeError> {

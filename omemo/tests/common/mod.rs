@@ -5,3 +5,4 @@
 pub mod interop;
 pub mod pep;
 pub mod python_peer;
+pub mod sessions;
