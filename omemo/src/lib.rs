@@ -96,8 +96,8 @@ pub use jid::BareJid;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-/// The version of this crate.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The version of this crate (the protocol versions are [`Version`]).
+pub const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The operating system's random number generator, for every `rng` parameter.
 pub fn os_rng() -> impl rand_core::CryptoRng {

@@ -364,3 +364,170 @@ fn identity_field(
 fn protobuf(error: prost::DecodeError) -> DecodeError {
     DecodeError::Protobuf(error.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+    use crate::keys::{IdentityKeyPair, SecretKey};
+    use crate::os_rng;
+
+    fn key() -> PublicKey {
+        SecretKey::generate(&mut os_rng()).public_key()
+    }
+
+    /// A message of `version` with a MAC under an arbitrary key.
+    fn authenticated(version: Version, ciphertext: Vec<u8>) -> AuthenticatedMessage {
+        let identity = IdentityKeyPair::generate(&mut os_rng()).identity_key();
+        let wire = identity.to_wire(version).unwrap();
+        let associated_data = AssociatedData {
+            first: wire,
+            second: wire,
+        };
+        AuthenticatedMessage::new(version, &[3; 32], &associated_data, header(), ciphertext)
+    }
+
+    fn header() -> Header {
+        Header {
+            ratchet_key: key(),
+            counter: 0,
+            previous_counter: 0,
+        }
+    }
+
+    fn key_exchange(version: Version) -> KeyExchange {
+        let identity = IdentityKeyPair::generate(&mut os_rng()).identity_key();
+        let message = authenticated(version, vec![7; 48]);
+        let kex_header = KeyExchangeHeader {
+            pre_key_id: 9,
+            signed_pre_key_id: 1,
+            base_key: key(),
+            identity_key: identity,
+        };
+        KeyExchange::new(kex_header, message).unwrap()
+    }
+
+    /// An `OMEMOKeyExchange` of `message`'s fields with `edit` applied, encoded.
+    fn edited_omemo2(edit: impl FnOnce(&mut omemo2_proto::OmemoKeyExchange)) -> Vec<u8> {
+        let mut fields =
+            omemo2_proto::OmemoKeyExchange::decode(key_exchange(Version::Omemo2).as_bytes())
+                .unwrap();
+        edit(&mut fields);
+        fields.encode_to_vec()
+    }
+
+    #[test]
+    fn messages_decode_to_what_was_encoded_in_both_versions() {
+        for version in Version::ALL {
+            let kex = key_exchange(version);
+            let parsed = KeyExchange::from_bytes(version, kex.as_bytes()).unwrap();
+            assert_eq!(parsed.as_bytes(), kex.as_bytes(), "{version}");
+            assert_eq!(parsed.pre_key_id(), Some(9));
+            assert_eq!(parsed.signed_pre_key_id(), 1);
+            assert_eq!(parsed.base_key(), kex.base_key());
+            assert_eq!(parsed.identity_key(), kex.identity_key());
+            assert_eq!(parsed.message().as_bytes(), kex.message().as_bytes());
+            assert_eq!(parsed.message().ciphertext(), &[7; 48]);
+            let message = RatchetMessage::from_bytes(version, kex.message().as_bytes(), false);
+            assert!(!message.unwrap().is_key_exchange());
+            // The other version's parser does not accept it.
+            let other = match version {
+                Version::Legacy => Version::Omemo2,
+                Version::Omemo2 => Version::Legacy,
+            };
+            assert!(KeyExchange::from_bytes(other, kex.as_bytes()).is_err());
+        }
+    }
+
+    #[test]
+    fn omemo2_zero_counters_are_on_the_wire() {
+        let message = authenticated(Version::Omemo2, vec![1; 16]);
+        let bytes = message.as_bytes();
+        // 0a 10 <mac> 12 <len> 08 00 10 00 1a 20 <dh_pub> 22 10 <ciphertext>
+        assert_eq!(&bytes[..2], &[0x0a, 0x10]);
+        assert_eq!(&bytes[20..26], &[0x08, 0x00, 0x10, 0x00, 0x1a, 0x20]);
+    }
+
+    #[test]
+    fn omemo2_fields_of_the_wrong_size_or_missing_are_typed_errors() {
+        let outer = |mac: Option<Vec<u8>>, message: Option<Vec<u8>>| {
+            omemo2_proto::OmemoAuthenticatedMessage { mac, message }.encode_to_vec()
+        };
+        let inner = authenticated(Version::Omemo2, vec![1; 16]);
+        let body = inner.as_bytes()[20..].to_vec();
+        assert_eq!(
+            AuthenticatedMessage::from_bytes(
+                Version::Omemo2,
+                &outer(Some(vec![0; 15]), Some(body.clone()))
+            )
+            .map(drop),
+            Err(DecodeError::FieldLength {
+                field: "mac",
+                expected: 16,
+                actual: 15
+            })
+        );
+        assert_eq!(
+            AuthenticatedMessage::from_bytes(Version::Omemo2, &outer(Some(vec![0; 16]), None))
+                .map(drop),
+            Err(DecodeError::MissingField("message"))
+        );
+        // A legacy-shaped ratchet key (0x05 and 32 bytes) in an OMEMO 2 message.
+        let mut message = omemo2_proto::OmemoMessage::decode(body.as_slice()).unwrap();
+        let mut legacy_key = vec![0x05];
+        legacy_key.extend_from_slice(message.dh_pub.as_deref().unwrap());
+        message.dh_pub = Some(legacy_key);
+        assert!(matches!(
+            AuthenticatedMessage::from_bytes(
+                Version::Omemo2,
+                &outer(Some(vec![0; 16]), Some(message.encode_to_vec()))
+            ),
+            Err(DecodeError::Key {
+                field: "dh_pub",
+                source: KeyError::InvalidLength { actual: 33, .. }
+            })
+        ));
+
+        assert_eq!(
+            KeyExchange::from_bytes(Version::Omemo2, &edited_omemo2(|f| f.ik = None)).map(drop),
+            Err(DecodeError::MissingField("ik"))
+        );
+        assert_eq!(
+            KeyExchange::from_bytes(Version::Omemo2, &edited_omemo2(|f| f.pk_id = None)).map(drop),
+            Err(DecodeError::MissingField("pk_id"))
+        );
+        // The Ed25519 identity point (order 1) and a non-canonical encoding of it.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        for ik in [identity, [0xff; 32]] {
+            assert!(
+                matches!(
+                    KeyExchange::from_bytes(
+                        Version::Omemo2,
+                        &edited_omemo2(|f| f.ik = Some(ik.to_vec()))
+                    ),
+                    Err(DecodeError::Key { field: "ik", .. })
+                ),
+                "{ik:02x?}"
+            );
+        }
+    }
+
+    #[test]
+    fn legacy_keys_in_the_omemo2_form_are_refused() {
+        let kex = key_exchange(Version::Legacy);
+        let mut fields = legacy_proto::PreKeySignalMessage::decode(&kex.as_bytes()[1..]).unwrap();
+        let identity = fields.identity_key.take().unwrap();
+        fields.identity_key = Some(identity[1..].to_vec());
+        let mut bytes = vec![0x33];
+        fields.encode(&mut bytes).unwrap();
+        assert!(matches!(
+            KeyExchange::from_bytes(Version::Legacy, &bytes),
+            Err(DecodeError::Key {
+                field: "identityKey",
+                source: KeyError::InvalidLength { actual: 32, .. }
+            })
+        ));
+    }
+}
