@@ -28,6 +28,10 @@ pub enum KeyError {
     /// A key was not a point on Curve25519 or could not be converted to Edwards form.
     #[error("public key is not a valid curve point")]
     InvalidPoint,
+    /// An identity key known only in its Curve25519 form (from the legacy wire) was used
+    /// where OMEMO 2 needs its Ed25519 form, which the Curve25519 form does not determine.
+    #[error("the Ed25519 form of this identity key is unknown (it came from the legacy wire)")]
+    UnknownEd25519Form,
 }
 
 /// A wire message could not be decoded.
@@ -234,6 +238,16 @@ pub enum StanzaError {
         size: usize,
         /// The limit.
         limit: usize,
+    },
+    /// A value of one protocol version was given to the XML of the other.
+    #[error("{what} is for {found}, this XML is {expected}")]
+    WrongVersion {
+        /// What was given.
+        what: &'static str,
+        /// The version of the XML.
+        expected: crate::Version,
+        /// The version of the value.
+        found: crate::Version,
     },
     /// The server answered an IQ with `type='error'`.
     #[error("IQ error: {condition}{}", text.as_deref().map(|t| format!(" ({t})")).unwrap_or_default())]

@@ -266,6 +266,18 @@ fn bundle_with_bad_signature_is_refused() {
             Err(Error::Key(KeyError::BadSignature)),
             "{version}"
         );
+        // An OMEMO 2 bundle whose identity is known only from the legacy wire cannot be
+        // used: its Ed25519 form (the signer, and half of the associated data) is unknown.
+        if version == Version::Omemo2 {
+            let mut legacy_identity = bundle.clone();
+            legacy_identity.signed_pre_key_signature[5] ^= 1;
+            legacy_identity.identity_key =
+                IdentityKey::from_curve25519(*bundle.identity_key.curve25519());
+            assert_eq!(
+                Session::initiate(&mut rng, &alice.identity, &legacy_identity).map(|_| ()),
+                Err(Error::Key(KeyError::UnknownEd25519Form))
+            );
+        }
         // A bundle of one version does not verify as the other.
         bundle.signed_pre_key_signature[5] ^= 1;
         bundle.version = match version {
@@ -866,7 +878,6 @@ fn empty_messages_carry_the_versions_key_material() {
         empty.as_bytes(),
         hex(&v["empty_message"]["ratchet_plaintext"]).as_slice()
     );
-    assert!(v["empty_message"]["payload"].is_null());
     let key = [7u8; 16];
     let legacy = KeyMaterial::empty_message(Version::Legacy, &mut QueueRng::new([key.to_vec()]));
     assert_eq!(legacy.as_bytes(), key.as_slice());

@@ -6,8 +6,9 @@
 //! time go in; stanzas and IQ requests to send come out. It keeps identity, devices,
 //! sessions and trust in a [`Store`] ([`SqliteStore`] on disk, [`MemoryStore`] for
 //! tests). The XML it speaks lives in version-named modules ([`stanza::legacy`]).
-//! The low-level layers (keys, X3DH, the Double Ratchet, wire messages, the payload
-//! cipher) are in `omemo::hazmat`, behind the `hazmat` feature.
+//! What devices publish ([`PreKeyBundle`], [`IdentityKey`], [`PublicKey`]) is at the
+//! root too. The low-level layers (key pairs and secrets, X3DH, the Double Ratchet, wire
+//! messages, the payload cipher) are in `omemo::hazmat`, behind the `hazmat` feature.
 //!
 //! # Opening a manager
 //!
@@ -66,7 +67,11 @@ pub use consts::{DEFAULT_MAX_SKIP_PER_MESSAGE, DEFAULT_MAX_STORED_SKIPPED_KEYS};
 pub use error::{
     DecodeError, DecryptError, Error, KeyError, ManagerError, SessionError, StanzaError,
 };
-pub use keys::Fingerprint;
+// What devices publish (bundles and their public keys) is no secret and is what the
+// stanza layer hands out; everything that holds secrets or runs the protocol is in
+// `hazmat`.
+pub use bundle::PreKeyBundle;
+pub use keys::{Fingerprint, IdentityKey, PublicKey};
 pub use manager::{
     Decrypted, DeviceInfo, Encrypted, Manager, ManagerConfig, Request, SkipReason, SkippedDevice,
     TrustPolicy,
@@ -83,7 +88,7 @@ pub use version::Version;
 
 // The crate's own code names the low-level types from the root, as the `hazmat` module
 // exports them.
-use bundle::{PreKey, PreKeyBundle, SignedPreKey};
+use bundle::{PreKey, SignedPreKey};
 use keys::{IdentityKeyPair, KeyPair, SecretKey};
 use payload::{KeyMaterial, decrypt_payload, encrypt_payload};
 use ratchet::Session;

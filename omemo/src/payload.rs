@@ -27,7 +27,7 @@ use crate::consts::{
 };
 use crate::error::DecryptError;
 use crate::keys::aead::{cbc_decrypt, cbc_encrypt, gcm_decrypt, gcm_encrypt};
-use crate::keys::kdf::{hkdf, hmac_sha256};
+use crate::keys::kdf::{cipher_keys, hmac_sha256};
 use crate::version::Version;
 
 /// The key material the ratchet carries for one message: `key ‖ tag` for a payload, or
@@ -176,26 +176,6 @@ fn decrypt_gcm(
     }
 }
 
-/// The AES-256 key, HMAC key and IV of an OMEMO 2 payload key.
-struct PayloadKeys {
-    cipher_key: Zeroizing<[u8; 32]>,
-    mac_key: Zeroizing<[u8; 32]>,
-    iv: [u8; 16],
-}
-
-fn payload_keys(key: &[u8]) -> Result<PayloadKeys, DecryptError> {
-    let out: Zeroizing<[u8; 80]> = hkdf(None, key, OMEMO2_PAYLOAD_INFO)?;
-    let mut keys = PayloadKeys {
-        cipher_key: Zeroizing::new([0; 32]),
-        mac_key: Zeroizing::new([0; 32]),
-        iv: [0; 16],
-    };
-    keys.cipher_key.copy_from_slice(&out[..32]);
-    keys.mac_key.copy_from_slice(&out[32..64]);
-    keys.iv.copy_from_slice(&out[64..]);
-    Ok(keys)
-}
-
 fn encrypt_cbc_hmac(rng: &mut impl CryptoRng, plaintext: &[u8]) -> (KeyMaterial, EncryptedPayload) {
     let mut key = Zeroizing::new([0u8; OMEMO2_PAYLOAD_KEY_LENGTH]);
     rng.fill_bytes(key.as_mut());
@@ -203,7 +183,7 @@ fn encrypt_cbc_hmac(rng: &mut impl CryptoRng, plaintext: &[u8]) -> (KeyMaterial,
     material.extend_from_slice(key.as_ref());
     // HKDF to 80 bytes cannot fail (the limit is 255 × 32); an error would leave the key
     // material without a tag, which every receiver refuses.
-    let ciphertext = match payload_keys(key.as_ref()) {
+    let ciphertext = match cipher_keys(key.as_ref(), OMEMO2_PAYLOAD_INFO) {
         Ok(keys) => {
             let ciphertext = cbc_encrypt(&keys.cipher_key, &keys.iv, plaintext);
             let mut mac = hmac_sha256(&keys.mac_key);
@@ -230,7 +210,7 @@ fn decrypt_cbc_hmac(key: &KeyMaterial, payload: &[u8]) -> Result<Zeroizing<Vec<u
         ));
     }
     let (key, tag) = material.split_at(OMEMO2_PAYLOAD_KEY_LENGTH);
-    let keys = payload_keys(key)?;
+    let keys = cipher_keys(key, OMEMO2_PAYLOAD_INFO)?;
     let mut mac = hmac_sha256(&keys.mac_key);
     mac.update(payload);
     mac.verify_truncated_left(tag)

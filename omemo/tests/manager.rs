@@ -380,7 +380,7 @@ fn bundle_with_a_bad_signature_makes_the_device_inactive() {
         key,
         vec![(
             "current".to_owned(),
-            omemo::stanza::legacy::bundle_element(&bundle),
+            omemo::stanza::legacy::bundle_element(&bundle).unwrap(),
         )],
     );
     world.prepare(&mut alice, "bob@example.org");
@@ -927,7 +927,7 @@ fn a_burst_of_new_senders_queues_one_bundle_publication() {
         bob.manager.decrypt(&stanza, &mut rng, world.now).unwrap();
         // Bob's own publications stay queued; the server shows his current bundle so that
         // the next sender does not pick a prekey that is already used.
-        let current = omemo::stanza::legacy::bundle_element(&bob.manager.own_bundle());
+        let current = omemo::stanza::legacy::bundle_element(&bob.manager.own_bundle()).unwrap();
         world.pep.nodes.insert(
             ("bob@example.org".to_owned(), bundle_node.clone()),
             vec![("current".to_owned(), current)],

@@ -37,10 +37,16 @@ fn devices() -> Value {
     serde_json::from_str(&std::fs::read_to_string(fixture("devices.json")).unwrap()).unwrap()
 }
 
-/// A copy of a fixture store in `dir`, so the checked-in file is never migrated.
+/// A copy of a fixture store in `dir`, so the checked-in file is never migrated. The copy
+/// is checked to be of schema version 1, the one release 0.1 wrote.
 fn copy_store(dir: &Path, name: &str) -> PathBuf {
     let to = dir.join(name);
     std::fs::copy(fixture(name), &to).unwrap();
+    let schema: i64 = rusqlite::Connection::open(&to)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(schema, 1, "{name} must be as release 0.1 wrote it");
     to
 }
 

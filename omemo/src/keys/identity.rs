@@ -26,7 +26,8 @@ pub struct IdentityKey {
 }
 
 impl IdentityKey {
-    /// The key whose Curve25519 form is `key` (its Ed25519 form has sign bit 0).
+    /// The key whose Curve25519 form is `key`. Its Ed25519 form is unknown (`u` fixes it
+    /// up to its sign), so it serves legacy OMEMO only.
     pub const fn from_curve25519(key: PublicKey) -> Self {
         Self {
             curve: key,
@@ -68,8 +69,7 @@ impl IdentityKey {
         }
     }
 
-    /// The wire form of `version`. A key known only in its Curve25519 form gets the
-    /// Ed25519 form with sign bit 0; that fails for a point of low order.
+    /// The wire form of `version`; for OMEMO 2 the Ed25519 form must be known.
     pub fn to_wire(self, version: Version) -> Result<WireKey, KeyError> {
         match version {
             Version::Legacy => Ok(self.curve.to_wire(version)),
@@ -82,13 +82,11 @@ impl IdentityKey {
         &self.curve
     }
 
-    /// The Ed25519 form: as received or derived from the secret key, else the one with
-    /// sign bit 0.
+    /// The Ed25519 form: as received over the OMEMO 2 wire or derived from the secret
+    /// key. A key from the legacy wire has none: guessing the sign would name another key
+    /// for half of all identities made from an Ed25519 seed.
     pub fn ed25519(&self) -> Result<[u8; 32], KeyError> {
-        match self.ed25519 {
-            Some(bytes) => Ok(bytes),
-            None => ed25519::ed25519_from_montgomery(self.curve.as_bytes()),
-        }
+        self.ed25519.ok_or(KeyError::UnknownEd25519Form)
     }
 
     /// The fingerprint users compare to verify this device, the same in both versions.
@@ -313,16 +311,26 @@ mod tests {
     }
 
     #[test]
-    fn a_curve25519_only_identity_converts_with_sign_zero() {
+    fn a_key_from_the_legacy_wire_is_refused_where_omemo2_needs_its_ed25519_form() {
         let pair = IdentityKeyPair::from_secret(SecretKey::from_bytes([7; 32]));
-        let from_legacy = IdentityKey::from_curve25519(*pair.identity_key().curve25519());
-        assert_eq!(from_legacy.ed25519(), pair.identity_key().ed25519());
+        // A Curve25519 secret publishes its sign-0 Ed25519 form ...
+        let own = pair.identity_key();
+        assert_eq!(own.ed25519().map(|key| key[31] >> 7), Ok(0));
+        // ... but the Curve25519 form alone does not say which sign the key has.
+        let from_legacy = IdentityKey::from_curve25519(*own.curve25519());
+        assert_eq!(from_legacy, own, "one identity, one fingerprint");
+        assert_eq!(from_legacy.ed25519(), Err(KeyError::UnknownEd25519Form));
+        assert_eq!(
+            from_legacy.to_wire(Version::Omemo2).map(|_| ()),
+            Err(KeyError::UnknownEd25519Form)
+        );
         let mut rng = crate::os_rng();
         let signature = pair.sign(Version::Omemo2, &mut rng, b"m");
         assert_eq!(
             from_legacy.verify(Version::Omemo2, b"m", &signature),
-            Ok(())
+            Err(KeyError::UnknownEd25519Form)
         );
+        assert_eq!(own.verify(Version::Omemo2, b"m", &signature), Ok(()));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::KeyError;
 
@@ -25,6 +25,30 @@ pub(crate) fn hmac(key: &[u8; 32], data: &[u8]) -> Zeroizing<[u8; 32]> {
     let mut mac = hmac_sha256(key);
     mac.update(data);
     Zeroizing::new(mac.finalize().into_bytes().into())
+}
+
+/// An AES-256-CBC key, an HMAC-SHA-256 key and a CBC IV, as both the ratchet (per
+/// message) and the OMEMO 2 payload cipher derive them.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub(crate) struct CipherKeys {
+    pub(crate) cipher_key: [u8; 32],
+    pub(crate) mac_key: [u8; 32],
+    pub(crate) iv: [u8; 16],
+}
+
+/// `HKDF(salt = 32 zero bytes, ikm, info, L = 80)` split into the AES-256 key, the HMAC
+/// key and the IV.
+pub(crate) fn cipher_keys(ikm: &[u8], info: &[u8]) -> Result<CipherKeys, KeyError> {
+    let out: Zeroizing<[u8; 80]> = hkdf(None, ikm, info)?;
+    let mut keys = CipherKeys {
+        cipher_key: [0; 32],
+        mac_key: [0; 32],
+        iv: [0; 16],
+    };
+    keys.cipher_key.copy_from_slice(&out[..32]);
+    keys.mac_key.copy_from_slice(&out[32..64]);
+    keys.iv.copy_from_slice(&out[64..]);
+    Ok(keys)
 }
 
 /// `HKDF-SHA-256(salt, ikm, info)` with `N` bytes of output; `salt = None` means 32 zero

@@ -192,7 +192,14 @@ impl<S: Store> Manager<S> {
         let node = self.node_of(&publication);
         let payload = match &publication {
             Publication::DeviceList(ids) => stanza::legacy::device_list_element(ids),
-            Publication::Bundle => stanza::legacy::bundle_element(&self.own_bundle()),
+            Publication::Bundle => match stanza::legacy::bundle_element(&self.own_bundle()) {
+                Ok(element) => element,
+                // Not reached: the manager's signed prekeys are all of its one version.
+                Err(error) => {
+                    tracing::error!(%error, "own bundle not published");
+                    return;
+                }
+            },
         };
         // A publication of the same node that is queued and not sent yet is brought up
         // to date instead of queueing another one (a burst of new senders refills the

@@ -1,10 +1,10 @@
 //! The symmetric KDF chain: chain keys, message keys and their expansion.
 
-use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::consts::{CHAIN_KEY_SEED, MESSAGE_KEY_SEED};
 use crate::error::KeyError;
-use crate::keys::kdf::{hkdf, hmac};
+use crate::keys::kdf::{CipherKeys, cipher_keys, hmac};
 use crate::version::Version;
 
 /// A chain key with the index of the next message key it yields.
@@ -58,24 +58,7 @@ impl MessageKey {
 
     /// `HKDF(salt = 0*32, ikm = mk, info = <message key info of version>, L = 80)` split
     /// into the AES-256 key, the HMAC key and the CBC IV. Consumes the key.
-    pub(crate) fn expand(self, version: Version) -> Result<MessageKeys, KeyError> {
-        let out: Zeroizing<[u8; 80]> = hkdf(None, &self.0, version.message_key_info())?;
-        let mut keys = MessageKeys {
-            cipher_key: [0; 32],
-            mac_key: [0; 32],
-            iv: [0; 16],
-        };
-        keys.cipher_key.copy_from_slice(&out[..32]);
-        keys.mac_key.copy_from_slice(&out[32..64]);
-        keys.iv.copy_from_slice(&out[64..]);
-        Ok(keys)
+    pub(crate) fn expand(self, version: Version) -> Result<CipherKeys, KeyError> {
+        cipher_keys(&self.0, version.message_key_info())
     }
-}
-
-/// The keys one message is encrypted and authenticated with.
-#[derive(Zeroize, ZeroizeOnDrop)]
-pub(crate) struct MessageKeys {
-    pub(crate) cipher_key: [u8; 32],
-    pub(crate) mac_key: [u8; 32],
-    pub(crate) iv: [u8; 16],
 }

@@ -51,19 +51,25 @@ fn wipe(record: &mut state::Session) {
 impl Session {
     /// Serializes the whole session state (secret: store it as such).
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
-        let Identities { local, remote, .. } = self.identities;
-        // OMEMO 2 sessions keep the Ed25519 forms the associated data is made of.
-        let ed25519 = |key: IdentityKey| match self.version {
+        let Identities {
+            local,
+            remote,
+            local_wire,
+            remote_wire,
+        } = self.identities;
+        // OMEMO 2 sessions keep the Ed25519 forms the associated data is made of (their
+        // wire forms, checked when the session was made).
+        let ed25519 = |wire: &[u8]| match self.version {
             Version::Legacy => Vec::new(),
-            Version::Omemo2 => key.ed25519().map(|k| k.to_vec()).unwrap_or_default(),
+            Version::Omemo2 => wire.to_vec(),
         };
         let mut record = state::Session {
             format_version: SESSION_FORMAT_VERSION,
             protocol: u32::from(self.version.to_code()),
             local_identity: local.curve25519().as_bytes().to_vec(),
             remote_identity: remote.curve25519().as_bytes().to_vec(),
-            local_identity_ed25519: ed25519(local),
-            remote_identity_ed25519: ed25519(remote),
+            local_identity_ed25519: ed25519(&local_wire),
+            remote_identity_ed25519: ed25519(&remote_wire),
             root_key: self.root_key.as_bytes().to_vec(),
             own_ratchet_private: self.own_ratchet.secret_key().to_bytes().to_vec(),
             sending: Some(chain_to_proto(&self.sending)),

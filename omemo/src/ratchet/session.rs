@@ -53,12 +53,13 @@ pub(crate) struct Origin {
 pub(crate) struct Identities {
     pub(crate) local: IdentityKey,
     pub(crate) remote: IdentityKey,
-    local_wire: WireKey,
-    remote_wire: WireKey,
+    pub(crate) local_wire: WireKey,
+    pub(crate) remote_wire: WireKey,
 }
 
 impl Identities {
-    /// Fails for a key that has no form in `version` (an OMEMO 2 key of low order).
+    /// Fails for a key that has no form in `version` (for OMEMO 2, a key whose Ed25519
+    /// form is unknown).
     pub(crate) fn new(
         version: Version,
         local: IdentityKey,

@@ -318,8 +318,16 @@ fn parse_key_element(what: &'static str, element: &Element) -> Result<PublicKey,
 
 /// The `<bundle xmlns='eu.siacs.conversations.axolotl'>` of a legacy `bundle`, children in
 /// the order Conversations writes them. Publish it on [`bundle_node`] with item id
-/// `current`.
-pub fn bundle_element(bundle: &PreKeyBundle) -> Element {
+/// `current`. A bundle of OMEMO 2 is refused: its signature is over the raw signed
+/// prekey, which no legacy client verifies.
+pub fn bundle_element(bundle: &PreKeyBundle) -> Result<Element, StanzaError> {
+    if bundle.version != Version::Legacy {
+        return Err(StanzaError::WrongVersion {
+            what: "bundle",
+            expected: Version::Legacy,
+            found: bundle.version,
+        });
+    }
     let mut out = element("bundle", LEGACY_NAMESPACE);
     let mut signed = text_element(
         "signedPreKeyPublic",
@@ -353,7 +361,7 @@ pub fn bundle_element(bundle: &PreKeyBundle) -> Element {
         prekeys.append_child(pre_key);
     }
     out.append_child(prekeys);
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -933,18 +941,31 @@ mod tests {
     #[test]
     fn bundle_round_trips() {
         let bundle = generated_bundle(1, 1..101);
-        let element = bundle_element(&bundle);
+        let element = bundle_element(&bundle).unwrap();
         assert_eq!(parse_bundle(&element), Ok(bundle.clone()));
         let parsed = parse_bundle(&reparse(&element)).unwrap();
         assert_eq!(parsed, bundle);
         assert_eq!(parsed.verify(), Ok(()));
         let zero_ids = generated_bundle(0, 0..1);
-        assert_eq!(parse_bundle(&bundle_element(&zero_ids)), Ok(zero_ids));
+        assert_eq!(
+            parse_bundle(&bundle_element(&zero_ids).unwrap()),
+            Ok(zero_ids)
+        );
+        let mut omemo2 = bundle;
+        omemo2.version = Version::Omemo2;
+        assert_eq!(
+            bundle_element(&omemo2),
+            Err(StanzaError::WrongVersion {
+                what: "bundle",
+                expected: Version::Legacy,
+                found: Version::Omemo2
+            })
+        );
     }
 
     #[test]
     fn bundle_element_writes_children_in_conversations_order() {
-        let element = bundle_element(&generated_bundle(7, 1..3));
+        let element = bundle_element(&generated_bundle(7, 1..3)).unwrap();
         let names: Vec<_> = element.children().map(|c| c.name().to_owned()).collect();
         assert_eq!(
             names,

@@ -1,7 +1,8 @@
 -- Schema version 2: every signed prekey, one-time prekey and session belongs to one
 -- protocol version (1 legacy OMEMO, 2 OMEMO 2; `Version::to_code`). A device may hold a
--- session of each version with another device, and prekey and signed prekey ids are
--- counted per version, so the version joins each primary key. Everything a version-1
+-- session of each version with another device, and a prekey or signed prekey id is unique
+-- within its version only (the manager draws one-time prekey ids from one counter for both
+-- versions, `AccountRecord::next_pre_key_id`), so the version joins each primary key. Everything a version-1
 -- store holds is legacy OMEMO.
 --
 -- SQLite cannot change a primary key in place: each table is rebuilt and its rows copied.
