@@ -407,7 +407,7 @@ fn first_contact_case(world: &Rc<RefCell<World<SqliteStore>>>) -> Case {
             counter += 1;
             // The sender's side, untimed.
             let sender = IdentityKeyPair::generate(&mut rng);
-            let bundle = w.alice.own_bundle();
+            let bundle = w.alice.own_bundle(Version::Legacy).unwrap();
             let mut session = Session::initiate(&mut rng, &sender, &bundle).unwrap();
             let (key, payload) = encrypt_payload(Version::Legacy, &mut rng, BODY.as_bytes());
             let message = session.encrypt(key.as_bytes()).unwrap();
@@ -778,7 +778,7 @@ fn first_contact_parts<S: Store>(alice: &Manager<S>, quick: bool) -> FirstContac
     });
     let bundle_xml = median_of(rounds, || {
         let start = Instant::now();
-        let bundle = alice.own_bundle();
+        let bundle = alice.own_bundle(Version::Legacy).unwrap();
         black_box(omemo::stanza::legacy::bundle_element(&bundle).unwrap());
         start.elapsed()
     });

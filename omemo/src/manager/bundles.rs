@@ -9,7 +9,7 @@ use crate::consts::{BUNDLE_RETRY_SECS, MAX_DEVICE_ID};
 use crate::error::ManagerError;
 use crate::stanza::{self, StanzaError};
 use crate::store::{AccountRecord, Batch, Op, Store};
-use crate::{PreKey, PreKeyBundle, Session, SignedPreKey};
+use crate::{PreKey, PreKeyBundle, Session, SignedPreKey, Version};
 
 /// A used one-time prekey and the fresh ones that replace it.
 pub(super) struct Refill {
@@ -19,8 +19,14 @@ pub(super) struct Refill {
 }
 
 impl<S: Store> Manager<S> {
-    /// The bundle this device publishes.
-    pub fn own_bundle(&self) -> PreKeyBundle {
+    /// The bundle this device publishes in `version`; `None` for a version the manager
+    /// does not speak (so far it speaks legacy OMEMO only).
+    pub fn own_bundle(&self, version: Version) -> Option<PreKeyBundle> {
+        (version == VERSION).then(|| self.published_bundle())
+    }
+
+    /// The bundle of the manager's version.
+    pub(super) fn published_bundle(&self) -> PreKeyBundle {
         let pre_keys: Vec<PreKey> = self.pre_keys.values().cloned().collect();
         PreKeyBundle::new(
             &self.identity,

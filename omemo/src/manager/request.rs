@@ -192,7 +192,7 @@ impl<S: Store> Manager<S> {
         let node = self.node_of(&publication);
         let payload = match &publication {
             Publication::DeviceList(ids) => stanza::legacy::device_list_element(ids),
-            Publication::Bundle => match stanza::legacy::bundle_element(&self.own_bundle()) {
+            Publication::Bundle => match stanza::legacy::bundle_element(&self.published_bundle()) {
                 Ok(element) => element,
                 // Not reached: the manager's signed prekeys are all of its one version.
                 Err(error) => {
