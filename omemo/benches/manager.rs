@@ -416,7 +416,7 @@ fn first_contact_case(world: &Rc<RefCell<World<SqliteStore>>>) -> Case {
                 sender_device: counter,
                 keys: vec![EncryptedKey {
                     recipient_device: w.alice.device_id(),
-                    pre_key: true,
+                    key_exchange: true,
                     data: message.as_bytes().to_vec(),
                 }],
                 iv: payload.iv,

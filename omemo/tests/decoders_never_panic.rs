@@ -12,7 +12,7 @@ use omemo::Version;
 use omemo::hazmat::{
     AuthenticatedMessage, IdentityKey, KeyExchange, PublicKey, RatchetMessage, Session,
 };
-use omemo::stanza::{self, legacy::EncryptedMessage};
+use omemo::stanza::{self, legacy::EncryptedMessage, omemo2};
 use proptest::prelude::*;
 
 /// Real wire messages of both versions (a key exchange, and a message after a DH step),
@@ -112,12 +112,12 @@ proptest! {
         let xml = format!(
             "<encrypted xmlns='eu.siacs.conversations.axolotl'><header sid='{sid}'>\
              <key rid='{rid}' prekey='{prekey}'>{key}</key><iv>{iv}</iv></header>{}</encrypted>",
-            payload.map(|p| format!("<payload>{p}</payload>")).unwrap_or_default()
+            payload.as_ref().map(|p| format!("<payload>{p}</payload>")).unwrap_or_default()
         );
         let element: Element = xml.parse().unwrap();
         if let Ok(message) = EncryptedMessage::from_element(&element) {
             for key in &message.keys {
-                let _ = RatchetMessage::from_bytes(Version::Legacy, &key.data, key.pre_key);
+                let _ = RatchetMessage::from_bytes(Version::Legacy, &key.data, key.key_exchange);
             }
         }
         let list: Element = format!("<list xmlns='eu.siacs.conversations.axolotl'><device id='{id}'/><device id='{rid}'/></list>").parse().unwrap();
@@ -128,6 +128,33 @@ proptest! {
              <prekeys><preKeyPublic preKeyId='{rid}'>{key}</preKeyPublic></prekeys></bundle>"
         ).parse().unwrap();
         if let Ok(bundle) = stanza::legacy::parse_bundle(&bundle) {
+            let _ = bundle.verify();
+        }
+        let xml = format!(
+            "<encrypted xmlns='urn:xmpp:omemo:2'><header sid='{sid}'><keys jid='{id}'>\
+             <key rid='{rid}' kex='{prekey}'>{key}</key></keys></header>{}</encrypted>",
+            payload.as_ref().map(|p| format!("<payload>{p}</payload>")).unwrap_or_default()
+        );
+        let element: Element = xml.parse().unwrap();
+        if let Ok(message) = omemo2::EncryptedMessage::from_element(&element) {
+            for key in message.recipients.iter().flat_map(|r| &r.keys) {
+                let _ = RatchetMessage::from_bytes(Version::Omemo2, &key.data, key.key_exchange);
+            }
+        }
+        let list: Element = format!(
+            "<devices xmlns='urn:xmpp:omemo:2'><device id='{id}' label='{sid}' labelsig='{iv}'/><device id='{rid}'/></devices>"
+        ).parse().unwrap();
+        if let Ok(devices) = omemo2::parse_device_list(&list, 10) {
+            let identity = omemo::hazmat::IdentityKeyPair::generate(&mut omemo::os_rng()).identity_key();
+            for device in devices {
+                let _ = device.verified_label(&identity);
+            }
+        }
+        let bundle: Element = format!(
+            "<bundle xmlns='urn:xmpp:omemo:2'><spk id='{id}'>{key}</spk><spks>{iv}</spks><ik>{key}</ik>\
+             <prekeys><pk id='{rid}'>{key}</pk></prekeys></bundle>"
+        ).parse().unwrap();
+        if let Ok(bundle) = omemo2::parse_bundle(&bundle) {
             let _ = bundle.verify();
         }
         let iq: Element = format!("<iq xmlns='jabber:client' type='{prekey}' id='{id}'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='{rid}'><item>{}</item></items></pubsub></iq>", "<x xmlns='y'/>").parse().unwrap();

@@ -154,7 +154,7 @@ fn the_manager_builds_a_session_from_oldmemo_bundle_xml() {
     assert_eq!(body(world.receive(&mut rust, &answer)), "hello rust");
     let third = world.send(&mut rust, PY_JID, "third");
     let parsed = EncryptedMessage::from_element(EncryptedMessage::find(&third).unwrap()).unwrap();
-    assert!(parsed.keys.iter().all(|k| !k.pre_key));
+    assert!(parsed.keys.iter().all(|k| !k.key_exchange));
     assert_eq!(py_decrypt(&mut peer, rust_device, &third), json!("third"));
 }
 

@@ -212,7 +212,7 @@ impl<S: Store> Manager<S> {
                 });
                 out.keys.push(EncryptedKey {
                     recipient_device: record.device_id,
-                    pre_key: message.is_key_exchange(),
+                    key_exchange: message.is_key_exchange(),
                     data: message.as_bytes().to_vec(),
                 });
                 out.done.push((jid.clone(), record.device_id));
@@ -263,7 +263,7 @@ impl<S: Store> Manager<S> {
             sender_device: self.device_id,
             keys: vec![EncryptedKey {
                 recipient_device: device_id,
-                pre_key: message.is_key_exchange(),
+                key_exchange: message.is_key_exchange(),
                 data: message.as_bytes().to_vec(),
             }],
             iv,

@@ -75,7 +75,7 @@ impl<S: Store> Manager<S> {
         // Several keys may carry this device's id; try each (as Conversations does), but
         // only a few: each attempt can cost Diffie-Hellman operations.
         for key in encrypted.keys_for(self.device_id).take(MAX_KEY_ATTEMPTS) {
-            let opened = RatchetMessage::from_bytes(VERSION, &key.data, key.pre_key)
+            let opened = RatchetMessage::from_bytes(VERSION, &key.data, key.key_exchange)
                 .map_err(ManagerError::from)
                 .and_then(|parsed| self.open_key(&sender, device_id, &parsed, rng));
             match opened {

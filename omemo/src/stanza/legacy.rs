@@ -9,9 +9,11 @@ use std::collections::HashSet;
 
 use minidom::Element;
 
+pub use super::EncryptedKey;
+use super::encrypted::message_with;
 use super::xml::{
-    NS_CLIENT, NS_EME, NS_HINTS, check_count, children_named, decode_base64, element, element_with,
-    encode_base64, expect_element, parse_u32, required_child, set_attr, text_element, u32_attr,
+    check_count, children_named, decode_base64, element, encode_base64, expect_element, parse_u32,
+    required_child, set_attr, text_element, u32_attr,
 };
 use crate::bundle::PreKeyBundle;
 use crate::consts::{
@@ -40,18 +42,6 @@ pub fn bundle_node(device_id: u32) -> String {
     format!("{BUNDLE_NODE_PREFIX}{device_id}")
 }
 
-/// One `<key>` of a header: the ratchet message for one recipient device.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EncryptedKey {
-    /// The recipient device (`rid`).
-    pub recipient_device: u32,
-    /// Whether `data` is a `PreKeySignalMessage` (`prekey='true'` or `'1'`) rather than a
-    /// `SignalMessage`.
-    pub pre_key: bool,
-    /// The serialized ratchet message, decoded from base64.
-    pub data: Vec<u8>,
-}
-
 /// A legacy `<encrypted xmlns='eu.siacs.conversations.axolotl'>` element.
 ///
 /// ```text
@@ -70,7 +60,7 @@ pub struct EncryptedKey {
 ///
 /// let message = EncryptedMessage {
 ///     sender_device: 1,
-///     keys: vec![EncryptedKey { recipient_device: 2, pre_key: true, data: vec![0x33, 1] }],
+///     keys: vec![EncryptedKey { recipient_device: 2, key_exchange: true, data: vec![0x33, 1] }],
 ///     iv: vec![0; 12],
 ///     payload: Some(b"ciphertext".to_vec()),
 /// };
@@ -104,7 +94,7 @@ impl EncryptedMessage {
         let sender_device = u32_attr(header, "header", "sid")?;
         check_count(header, "key", LEGACY_NAMESPACE, MAX_KEYS_PER_MESSAGE)?;
         let keys = children_named(header, "key", LEGACY_NAMESPACE)
-            .map(parse_key)
+            .map(|key| EncryptedKey::from_element(key, "prekey"))
             .collect::<Result<Vec<_>, _>>()?;
         let iv = decode_base64(
             "iv",
@@ -132,12 +122,7 @@ impl EncryptedMessage {
         let mut header = element("header", LEGACY_NAMESPACE);
         set_attr(&mut header, "sid", self.sender_device.to_string());
         for key in &self.keys {
-            let mut k = text_element("key", LEGACY_NAMESPACE, encode_base64(&key.data));
-            set_attr(&mut k, "rid", key.recipient_device.to_string());
-            if key.pre_key {
-                set_attr(&mut k, "prekey", "true");
-            }
-            header.append_child(k);
+            header.append_child(key.to_element(LEGACY_NAMESPACE, "prekey"));
         }
         header.append_child(text_element(
             "iv",
@@ -170,26 +155,6 @@ impl EncryptedMessage {
     }
 }
 
-fn parse_key(key: &Element) -> Result<EncryptedKey, StanzaError> {
-    let recipient_device = u32_attr(key, "key", "rid")?;
-    let data = decode_base64("key", key, MAX_FIELD_TEXT_LENGTH)?;
-    if data.is_empty() {
-        return Err(StanzaError::EmptyElement("key"));
-    }
-    Ok(EncryptedKey {
-        recipient_device,
-        pre_key: key.attr("prekey").is_some_and(is_true),
-        data,
-    })
-}
-
-/// `true` and `1`, case-insensitively and around whitespace, as Conversations and
-/// python-omemo read them. Any other value, including garbage, counts as false.
-fn is_true(value: &str) -> bool {
-    let value = value.trim_ascii();
-    value.eq_ignore_ascii_case("true") || value == "1"
-}
-
 /// A `<message>` carrying `encrypted`.
 ///
 /// Children, in order: `<body>` with `fallback_body` when given, the `<encrypted>`,
@@ -206,24 +171,14 @@ pub fn message_element(
     encrypted: &EncryptedMessage,
     fallback_body: Option<&str>,
 ) -> Element {
-    let mut message = element_with(
-        "message",
-        NS_CLIENT,
-        &[("type", message_type), ("to", to), ("id", id)],
-    );
-    if let Some(body) = fallback_body {
-        message.append_child(text_element("body", NS_CLIENT, body));
-    }
-    message.append_child(encrypted.to_element());
-    if encrypted.payload.is_some() {
-        message.append_child(element_with(
-            "encryption",
-            NS_EME,
-            &[("namespace", LEGACY_NAMESPACE), ("name", "OMEMO")],
-        ));
-    }
-    message.append_child(element("store", NS_HINTS));
-    message
+    message_with(
+        to,
+        id,
+        message_type,
+        [encrypted.to_element()],
+        encrypted.payload.is_some().then_some(LEGACY_NAMESPACE),
+        fallback_body,
+    )
 }
 
 /// The device ids of a `<list xmlns='eu.siacs.conversations.axolotl'>`, in document
@@ -393,17 +348,17 @@ mod tests {
             keys: vec![
                 EncryptedKey {
                     recipient_device: 1236,
-                    pre_key: true,
+                    key_exchange: true,
                     data: vec![0x33, 1, 2, 3],
                 },
                 EncryptedKey {
                     recipient_device: 1236,
-                    pre_key: false,
+                    key_exchange: false,
                     data: vec![0x33, 4, 5],
                 },
                 EncryptedKey {
                     recipient_device: u32::MAX,
-                    pre_key: false,
+                    key_exchange: false,
                     data: vec![0x33; 200],
                 },
             ],
@@ -432,7 +387,7 @@ mod tests {
         assert_eq!(parsed.sender_device, 564_866_972);
         let rids: Vec<_> = parsed.keys.iter().map(|k| k.recipient_device).collect();
         assert_eq!(rids, [1236, 26_052_318, 1_164_059_891]);
-        let pre_keys: Vec<_> = parsed.keys.iter().map(|k| k.pre_key).collect();
+        let pre_keys: Vec<_> = parsed.keys.iter().map(|k| k.key_exchange).collect();
         assert_eq!(pre_keys, [true, false, false]);
         assert_eq!(parsed.keys[0].data.len(), 183);
         assert_eq!(parsed.keys[0].data[..4], [51, 8, 233, 244]);
@@ -451,7 +406,7 @@ mod tests {
             EncryptedMessage::from_element(EncryptedMessage::find(&message).unwrap()).unwrap();
         let key = parsed.keys_for(1236).next().unwrap();
         let RatchetMessage::KeyExchange(exchange) =
-            RatchetMessage::from_bytes(Version::Legacy, &key.data, key.pre_key)
+            RatchetMessage::from_bytes(Version::Legacy, &key.data, key.key_exchange)
                 .expect("the wrapped key is a valid PreKeySignalMessage")
         else {
             panic!("prekey='true' parses as a key exchange");
@@ -460,7 +415,7 @@ mod tests {
         assert_eq!(*exchange.identity_key(), bundle.identity_key);
         for plain in &parsed.keys[1..] {
             assert!(matches!(
-                RatchetMessage::from_bytes(Version::Legacy, &plain.data, plain.pre_key),
+                RatchetMessage::from_bytes(Version::Legacy, &plain.data, plain.key_exchange),
                 Ok(RatchetMessage::Authenticated(_))
             ));
         }
@@ -472,8 +427,8 @@ mod tests {
         let parsed =
             EncryptedMessage::from_element(EncryptedMessage::find(&message).unwrap()).unwrap();
         assert_eq!(parsed.sender_device, 1_164_059_891);
-        assert!(parsed.keys_for(1236).all(|k| k.pre_key));
-        assert!(parsed.keys_for(564_866_972).all(|k| !k.pre_key));
+        assert!(parsed.keys_for(1236).all(|k| k.key_exchange));
+        assert!(parsed.keys_for(564_866_972).all(|k| !k.key_exchange));
     }
 
     #[test]
@@ -513,10 +468,10 @@ mod tests {
                 "",
             )
             .unwrap();
-            assert_eq!(parsed.keys[0].pre_key, expected, "prekey='{value}'");
+            assert_eq!(parsed.keys[0].key_exchange, expected, "prekey='{value}'");
         }
         let absent = encrypted(&header(&format!("{KEY}{IV}")), "").unwrap();
-        assert!(!absent.keys[0].pre_key);
+        assert!(!absent.keys[0].key_exchange);
     }
 
     #[test]

@@ -42,11 +42,14 @@ macro_rules! fixture {
     };
 }
 
+mod encrypted;
 pub mod legacy;
+pub mod omemo2;
 pub mod pubsub;
 mod xml;
 
 pub use crate::error::StanzaError;
+pub use encrypted::EncryptedKey;
 /// The element type of every builder and parser here (minidom 0.19), re-exported so
 /// callers need not depend on minidom themselves.
 pub use minidom::Element;

@@ -85,12 +85,29 @@ pub(crate) fn decode_base64(
     element: &Element,
     limit: usize,
 ) -> Result<Vec<u8>, StanzaError> {
-    let size: usize = element.texts().map(str::len).sum();
+    decode_base64_texts(what, || element.texts(), limit)
+}
+
+/// [`decode_base64`] of an attribute value.
+pub(crate) fn decode_base64_attr(
+    what: &'static str,
+    value: &str,
+    limit: usize,
+) -> Result<Vec<u8>, StanzaError> {
+    decode_base64_texts(what, || std::iter::once(value), limit)
+}
+
+/// The text pieces `texts()` yields (twice: to measure, then to decode) as base64.
+fn decode_base64_texts<'a, I: Iterator<Item = &'a str>>(
+    what: &'static str,
+    texts: impl Fn() -> I,
+    limit: usize,
+) -> Result<Vec<u8>, StanzaError> {
+    let size: usize = texts().map(str::len).sum();
     if size > limit {
         return Err(StanzaError::TooLarge { what, size, limit });
     }
-    let compact: Vec<u8> = element
-        .texts()
+    let compact: Vec<u8> = texts()
         .flat_map(str::bytes)
         .filter(|b| !b.is_ascii_whitespace())
         .collect();
