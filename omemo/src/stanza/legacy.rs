@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use minidom::Element;
 
 pub use super::EncryptedKey;
+use super::bundle::BundleLayout;
 use super::encrypted::message_with;
 use super::xml::{
     check_count, children_named, decode_base64, element, encode_base64, expect_element, parse_u32,
@@ -17,11 +18,9 @@ use super::xml::{
 };
 use crate::bundle::PreKeyBundle;
 use crate::consts::{
-    LEGACY_NAMESPACE, MAX_BUNDLE_PRE_KEYS, MAX_FIELD_TEXT_LENGTH, MAX_KEYS_PER_MESSAGE,
-    MAX_PAYLOAD_TEXT_LENGTH,
+    LEGACY_NAMESPACE, MAX_FIELD_TEXT_LENGTH, MAX_KEYS_PER_MESSAGE, MAX_PAYLOAD_TEXT_LENGTH,
 };
 use crate::error::StanzaError;
-use crate::keys::{IdentityKey, PublicKey};
 use crate::version::Version;
 
 /// The namespace of legacy OMEMO elements.
@@ -29,6 +28,16 @@ pub const NAMESPACE: &str = LEGACY_NAMESPACE;
 
 /// The pubsub node of the legacy device list. Publish it with item id `current`.
 pub const DEVICE_LIST_NODE: &str = "eu.siacs.conversations.axolotl.devicelist";
+
+/// The names of the legacy `<bundle>`.
+const BUNDLE: BundleLayout = BundleLayout {
+    version: Version::Legacy,
+    namespace: LEGACY_NAMESPACE,
+    signed_pre_key: ("signedPreKeyPublic", "signedPreKeyId"),
+    signature: "signedPreKeySignature",
+    identity_key: "identityKey",
+    pre_key: ("preKeyPublic", "preKeyId"),
+};
 
 /// Prefix of the per-device legacy bundle nodes; see [`bundle_node`].
 const BUNDLE_NODE_PREFIX: &str = "eu.siacs.conversations.axolotl.bundles:";
@@ -225,50 +234,7 @@ pub fn device_list_element(device_ids: &[u32]) -> Element {
 /// caller must run). Ids of 0 are accepted (converse.js publishes them). One-time prekeys
 /// with a bad id or key are skipped; more than 1000 `<preKeyPublic>` elements fail.
 pub fn parse_bundle(bundle: &Element) -> Result<PreKeyBundle, StanzaError> {
-    expect_element(bundle, "bundle", LEGACY_NAMESPACE)?;
-    let signed = required_child(bundle, "signedPreKeyPublic", LEGACY_NAMESPACE)?;
-    let signed_pre_key_id = u32_attr(signed, "signedPreKeyPublic", "signedPreKeyId")?;
-    let signed_pre_key = parse_key_element("signedPreKeyPublic", signed)?;
-    let signed_pre_key_signature = decode_base64(
-        "signedPreKeySignature",
-        required_child(bundle, "signedPreKeySignature", LEGACY_NAMESPACE)?,
-        MAX_FIELD_TEXT_LENGTH,
-    )?;
-    if signed_pre_key_signature.is_empty() {
-        return Err(StanzaError::EmptyElement("signedPreKeySignature"));
-    }
-    let identity_key = IdentityKey::from_curve25519(parse_key_element(
-        "identityKey",
-        required_child(bundle, "identityKey", LEGACY_NAMESPACE)?,
-    )?);
-    let prekeys = required_child(bundle, "prekeys", LEGACY_NAMESPACE)?;
-    check_count(
-        prekeys,
-        "preKeyPublic",
-        LEGACY_NAMESPACE,
-        MAX_BUNDLE_PRE_KEYS,
-    )?;
-    let pre_keys = children_named(prekeys, "preKeyPublic", LEGACY_NAMESPACE)
-        .filter_map(|p| {
-            let id = u32_attr(p, "preKeyPublic", "preKeyId").ok()?;
-            let key = parse_key_element("preKeyPublic", p).ok()?;
-            Some((id, key))
-        })
-        .collect();
-    Ok(PreKeyBundle {
-        version: Version::Legacy,
-        identity_key,
-        signed_pre_key_id,
-        signed_pre_key,
-        signed_pre_key_signature,
-        pre_keys,
-    })
-}
-
-fn parse_key_element(what: &'static str, element: &Element) -> Result<PublicKey, StanzaError> {
-    let bytes = decode_base64(what, element, MAX_FIELD_TEXT_LENGTH)?;
-    PublicKey::from_wire(Version::Legacy, &bytes)
-        .map_err(|source| StanzaError::InvalidKey { what, source })
+    BUNDLE.parse(bundle)
 }
 
 /// The `<bundle xmlns='eu.siacs.conversations.axolotl'>` of a legacy `bundle`, children in
@@ -276,53 +242,14 @@ fn parse_key_element(what: &'static str, element: &Element) -> Result<PublicKey,
 /// `current`. A bundle of OMEMO 2 is refused: its signature is over the raw signed
 /// prekey, which no legacy client verifies.
 pub fn bundle_element(bundle: &PreKeyBundle) -> Result<Element, StanzaError> {
-    if bundle.version != Version::Legacy {
-        return Err(StanzaError::WrongVersion {
-            what: "bundle",
-            expected: Version::Legacy,
-            found: bundle.version,
-        });
-    }
-    let mut out = element("bundle", LEGACY_NAMESPACE);
-    let mut signed = text_element(
-        "signedPreKeyPublic",
-        LEGACY_NAMESPACE,
-        encode_base64(&bundle.signed_pre_key.to_wire(Version::Legacy)),
-    );
-    set_attr(
-        &mut signed,
-        "signedPreKeyId",
-        bundle.signed_pre_key_id.to_string(),
-    );
-    out.append_child(signed);
-    out.append_child(text_element(
-        "signedPreKeySignature",
-        LEGACY_NAMESPACE,
-        encode_base64(&bundle.signed_pre_key_signature),
-    ));
-    out.append_child(text_element(
-        "identityKey",
-        LEGACY_NAMESPACE,
-        encode_base64(&bundle.identity_key.curve25519().to_wire(Version::Legacy)),
-    ));
-    let mut prekeys = element("prekeys", LEGACY_NAMESPACE);
-    for (id, key) in &bundle.pre_keys {
-        let mut pre_key = text_element(
-            "preKeyPublic",
-            LEGACY_NAMESPACE,
-            encode_base64(&key.to_wire(Version::Legacy)),
-        );
-        set_attr(&mut pre_key, "preKeyId", id.to_string());
-        prekeys.append_child(pre_key);
-    }
-    out.append_child(prekeys);
-    Ok(out)
+    BUNDLE.build(bundle)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::bundle::{PreKey, SignedPreKey};
+    use crate::consts::MAX_BUNDLE_PRE_KEYS;
     use crate::error::KeyError;
     use crate::keys::IdentityKeyPair;
     use crate::stanza::test_support::{parse, reparse};

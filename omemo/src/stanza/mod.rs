@@ -42,6 +42,7 @@ macro_rules! fixture {
     };
 }
 
+mod bundle;
 mod encrypted;
 pub mod legacy;
 pub mod omemo2;

@@ -11,18 +11,18 @@ use std::collections::HashSet;
 use minidom::Element;
 
 pub use super::EncryptedKey;
+use super::bundle::BundleLayout;
 use super::encrypted::message_with;
 use super::xml::{
-    check_count, children_named, decode_base64, decode_base64_attr, element, encode_base64,
-    expect_element, parse_u32, required_child, set_attr, text_element, u32_attr,
+    children_named, decode_base64, decode_base64_attr, element, encode_base64, expect_element,
+    parse_u32, required_child, set_attr, text_element, u32_attr,
 };
 use crate::bundle::PreKeyBundle;
 use crate::consts::{
-    MAX_BUNDLE_PRE_KEYS, MAX_FIELD_TEXT_LENGTH, MAX_KEYS_PER_MESSAGE, MAX_PAYLOAD_TEXT_LENGTH,
-    OMEMO2_NAMESPACE,
+    MAX_FIELD_TEXT_LENGTH, MAX_KEYS_PER_MESSAGE, MAX_PAYLOAD_TEXT_LENGTH, OMEMO2_NAMESPACE,
 };
 use crate::error::StanzaError;
-use crate::keys::{IdentityKey, PublicKey};
+use crate::keys::IdentityKey;
 use crate::version::Version;
 
 /// The namespace of OMEMO 2 elements.
@@ -34,6 +34,16 @@ pub const DEVICE_LIST_NODE: &str = "urn:xmpp:omemo:2:devices";
 /// The one pubsub node that holds the bundles of all devices of an account, one item per
 /// device, named by [`bundle_item_id`]. Publish with `pubsub#max_items=max`.
 pub const BUNDLES_NODE: &str = "urn:xmpp:omemo:2:bundles";
+
+/// The names of the OMEMO 2 `<bundle>`.
+const BUNDLE: BundleLayout = BundleLayout {
+    version: Version::Omemo2,
+    namespace: OMEMO2_NAMESPACE,
+    signed_pre_key: ("spk", "id"),
+    signature: "spks",
+    identity_key: "ik",
+    pre_key: ("pk", "id"),
+};
 
 /// Longest device label accepted, in bytes (XEP-0384 asks for labels under 53 code points;
 /// deployed clients are not held to it, but a label is no place for a kilobyte).
@@ -308,92 +318,15 @@ pub fn device_list_element(devices: &[ListedDevice]) -> Element {
 /// Children may come in any order. One-time prekeys with a bad id or key are skipped;
 /// more than 1000 `<pk>` elements fail.
 pub fn parse_bundle(bundle: &Element) -> Result<PreKeyBundle, StanzaError> {
-    expect_element(bundle, "bundle", NAMESPACE)?;
-    let signed = required_child(bundle, "spk", NAMESPACE)?;
-    let signed_pre_key_id = u32_attr(signed, "spk", "id")?;
-    let signed_pre_key = parse_key_element("spk", signed)?;
-    let signed_pre_key_signature = decode_base64(
-        "spks",
-        required_child(bundle, "spks", NAMESPACE)?,
-        MAX_FIELD_TEXT_LENGTH,
-    )?;
-    if signed_pre_key_signature.is_empty() {
-        return Err(StanzaError::EmptyElement("spks"));
-    }
-    let ik = decode_base64(
-        "ik",
-        required_child(bundle, "ik", NAMESPACE)?,
-        MAX_FIELD_TEXT_LENGTH,
-    )?;
-    let identity_key = IdentityKey::from_wire(Version::Omemo2, &ik)
-        .map_err(|source| StanzaError::InvalidKey { what: "ik", source })?;
-    let prekeys = required_child(bundle, "prekeys", NAMESPACE)?;
-    check_count(prekeys, "pk", NAMESPACE, MAX_BUNDLE_PRE_KEYS)?;
-    let pre_keys = children_named(prekeys, "pk", NAMESPACE)
-        .filter_map(|p| {
-            let id = u32_attr(p, "pk", "id").ok()?;
-            let key = parse_key_element("pk", p).ok()?;
-            Some((id, key))
-        })
-        .collect();
-    Ok(PreKeyBundle {
-        version: Version::Omemo2,
-        identity_key,
-        signed_pre_key_id,
-        signed_pre_key,
-        signed_pre_key_signature,
-        pre_keys,
-    })
-}
-
-fn parse_key_element(what: &'static str, element: &Element) -> Result<PublicKey, StanzaError> {
-    let bytes = decode_base64(what, element, MAX_FIELD_TEXT_LENGTH)?;
-    PublicKey::from_wire(Version::Omemo2, &bytes)
-        .map_err(|source| StanzaError::InvalidKey { what, source })
+    BUNDLE.parse(bundle)
 }
 
 /// The `<bundle xmlns='urn:xmpp:omemo:2'>` of an OMEMO 2 `bundle`, children in the order
-/// twomemo writes them. Publish it on [`BUNDLES_NODE`] with item id
-/// [`bundle_item_id`]. A legacy bundle is refused: its signature is over the `0x05`-prefixed
-/// key, which no OMEMO 2 client verifies.
+/// twomemo writes them. Publish it on [`BUNDLES_NODE`] with item id [`bundle_item_id`].
+/// A legacy bundle is refused: its signature is over the `0x05`-prefixed key, which no
+/// OMEMO 2 client verifies.
 pub fn bundle_element(bundle: &PreKeyBundle) -> Result<Element, StanzaError> {
-    if bundle.version != Version::Omemo2 {
-        return Err(StanzaError::WrongVersion {
-            what: "bundle",
-            expected: Version::Omemo2,
-            found: bundle.version,
-        });
-    }
-    let identity = bundle
-        .identity_key
-        .to_wire(Version::Omemo2)
-        .map_err(|source| StanzaError::InvalidKey { what: "ik", source })?;
-    let mut out = element("bundle", NAMESPACE);
-    let mut signed = text_element(
-        "spk",
-        NAMESPACE,
-        encode_base64(&bundle.signed_pre_key.to_wire(Version::Omemo2)),
-    );
-    set_attr(&mut signed, "id", bundle.signed_pre_key_id.to_string());
-    out.append_child(signed);
-    out.append_child(text_element(
-        "spks",
-        NAMESPACE,
-        encode_base64(&bundle.signed_pre_key_signature),
-    ));
-    out.append_child(text_element("ik", NAMESPACE, encode_base64(&identity)));
-    let mut prekeys = element("prekeys", NAMESPACE);
-    for (id, key) in &bundle.pre_keys {
-        let mut pre_key = text_element(
-            "pk",
-            NAMESPACE,
-            encode_base64(&key.to_wire(Version::Omemo2)),
-        );
-        set_attr(&mut pre_key, "id", id.to_string());
-        prekeys.append_child(pre_key);
-    }
-    out.append_child(prekeys);
-    Ok(out)
+    BUNDLE.build(bundle)
 }
 
 #[cfg(test)]
