@@ -239,6 +239,14 @@ pub enum StanzaError {
         /// The limit.
         limit: usize,
     },
+    /// Bytes that should hold an XML document did not.
+    #[error("<{what}> is not well-formed XML: {reason}")]
+    InvalidXml {
+        /// What the document should have been.
+        what: &'static str,
+        /// What the parser said, shortened.
+        reason: String,
+    },
     /// A value of one protocol version was given to the XML of the other.
     #[error("{what} is for {found}, this XML is {expected}")]
     WrongVersion {

@@ -83,6 +83,21 @@ proptest! {
             let _ = PublicKey::from_wire(version, &bytes);
         }
         let _ = Session::from_bytes(&bytes);
+        let _ = stanza::sce::open(&bytes);
+    }
+
+    #[test]
+    fn envelope_parser_never_panics(
+        from in "[a-z@. /]{0,20}", to in "[a-z@.]{0,20}", inner in "[<>a-z/ ='\"]{0,40}",
+    ) {
+        let xml = format!(
+            "<envelope xmlns='urn:xmpp:sce:1'><content>{inner}</content><from jid='{from}'/><to jid='{to}'/></envelope>"
+        );
+        if let Ok(envelope) = stanza::sce::open(xml.as_bytes()) {
+            let _ = envelope.check("romeo@montague.lit", "juliet@capulet.lit");
+            let _ = envelope.body();
+            let _ = envelope.opt_out();
+        }
     }
 
     /// Mutated messages decode to the same bytes they came from, or fail cleanly.

@@ -47,6 +47,7 @@ mod encrypted;
 pub mod legacy;
 pub mod omemo2;
 pub mod pubsub;
+pub mod sce;
 mod xml;
 
 pub use crate::error::StanzaError;
