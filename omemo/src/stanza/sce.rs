@@ -176,14 +176,15 @@ fn same_bare_jid(claimed: &str, actual: &str) -> bool {
 }
 
 /// The serialized envelope of `content` from `from` to `to` (bare JIDs; `to` is the room
-/// in a group chat), with `<time stamp>` when given and a `<rpad>` of random length.
+/// in a group chat), with `<time stamp>` when `now` (Unix seconds) is given and a
+/// `<rpad>` of random length.
 /// Elements that must stay outside an envelope (hints, stanza ids, addresses, EME) are
 /// left out of `content`; put them on the stanza.
 pub fn seal(
     content: Vec<Element>,
     from: &str,
     to: &str,
-    time: Option<&str>,
+    now: Option<u64>,
     rng: &mut impl CryptoRng,
 ) -> Vec<u8> {
     let mut wrapped = element("content", NAMESPACE);
@@ -201,8 +202,8 @@ pub fn seal(
     let mut pad = vec![0u8; usize::from(length[0]) * (MAX_PAD_BYTES + 1) / 256];
     rng.fill_bytes(&mut pad);
     envelope.append_child(text_element("rpad", NAMESPACE, encode_base64(&pad)));
-    if let Some(stamp) = time {
-        envelope.append_child(element_with("time", NAMESPACE, &[("stamp", stamp)]));
+    if let Some(stamp) = now.and_then(date_time) {
+        envelope.append_child(element_with("time", NAMESPACE, &[("stamp", &stamp)]));
     }
     envelope.append_child(element_with("from", NAMESPACE, &[("jid", from)]));
     envelope.append_child(element_with("to", NAMESPACE, &[("jid", to)]));
@@ -210,6 +211,14 @@ pub fn seal(
     // Writing to a Vec cannot fail.
     let _ = envelope.write_to(&mut out);
     out
+}
+
+/// The XEP-0082 DateTime of `unix_seconds` in UTC (`2026-11-30T12:00:00Z`); `None`
+/// beyond what it can name.
+fn date_time(unix_seconds: u64) -> Option<String> {
+    let seconds = i64::try_from(unix_seconds).ok()?;
+    let time = chrono::DateTime::from_timestamp(seconds, 0)?;
+    Some(time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
 /// Parses a decrypted envelope. Fails when the bytes are not UTF-8 XML, the root is not
@@ -278,7 +287,7 @@ mod tests {
             content,
             ROMEO,
             JULIET,
-            Some("2026-11-30T12:00:00Z"),
+            Some(1_796_040_000),
             &mut crate::os_rng(),
         ))
         .unwrap()
@@ -297,6 +306,15 @@ mod tests {
         assert!(envelope.dropped.is_empty());
         assert_eq!(envelope.check(ROMEO, JULIET), []);
         assert_eq!(envelope.opt_out(), None);
+        // A time beyond what XEP-0082 can name is left out, not made up.
+        let far = seal(
+            vec![body("x")],
+            ROMEO,
+            JULIET,
+            Some(u64::MAX),
+            &mut crate::os_rng(),
+        );
+        assert_eq!(open(&far).unwrap().time, None);
     }
 
     #[test]
