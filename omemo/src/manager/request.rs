@@ -163,7 +163,7 @@ impl<S: Store> Manager<S> {
                         tracing::info!(%condition, "publish refused, configuring the node");
                         let node = self.node_of(&publication);
                         self.queue(Pending::Configure { publication }, |id| {
-                            stanza::configure_node_iq(id, &node)
+                            stanza::configure_node_iq(id, &node, stanza::OPEN_ACCESS_OPTIONS)
                         });
                     } else {
                         tracing::warn!(%condition, "publish failed");

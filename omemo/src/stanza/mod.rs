@@ -57,7 +57,7 @@ pub use encrypted::EncryptedKey;
 pub use minidom::Element;
 pub use pubsub::{
     OPEN_ACCESS_OPTIONS, PubsubEvent, configure_node_iq, fetch_items_iq, iq_error_condition,
-    parse_event, parse_items_result, publish_iq, publish_iq_with_options,
+    parse_event, parse_items_result, publish_iq, publish_iq_with_options, retract_iq,
 };
 
 /// Helpers shared by the tests of this module's files.

@@ -32,8 +32,27 @@ pub const NAMESPACE: &str = OMEMO2_NAMESPACE;
 pub const DEVICE_LIST_NODE: &str = "urn:xmpp:omemo:2:devices";
 
 /// The one pubsub node that holds the bundles of all devices of an account, one item per
-/// device, named by [`bundle_item_id`]. Publish with `pubsub#max_items=max`.
+/// device, named by [`bundle_item_id`]. Publish with [`BUNDLES_NODE_OPTIONS`]; take a
+/// removed device's bundle off with [`retract_iq`](super::retract_iq).
 pub const BUNDLES_NODE: &str = "urn:xmpp:omemo:2:bundles";
+
+/// The publish options of [`BUNDLES_NODE`] (XEP-0384: open access and as many items as
+/// the server allows), for [`publish_iq_with_options`](super::publish_iq_with_options)
+/// and [`configure_node_iq`](super::configure_node_iq). A server that refuses `max`
+/// gets [`BUNDLES_NODE_FALLBACK_OPTIONS`].
+pub const BUNDLES_NODE_OPTIONS: &[(&str, &str)] = &[
+    ("pubsub#access_model", "open"),
+    ("pubsub#persist_items", "true"),
+    ("pubsub#max_items", "max"),
+];
+
+/// [`BUNDLES_NODE_OPTIONS`] with a number instead of `max`, for servers that do not know
+/// `max` (QXmpp falls back the same way).
+pub const BUNDLES_NODE_FALLBACK_OPTIONS: &[(&str, &str)] = &[
+    ("pubsub#access_model", "open"),
+    ("pubsub#persist_items", "true"),
+    ("pubsub#max_items", "1000"),
+];
 
 /// The names of the OMEMO 2 `<bundle>`.
 const BUNDLE: BundleLayout = BundleLayout {

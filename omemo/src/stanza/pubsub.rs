@@ -93,14 +93,34 @@ pub fn publish_iq_with_options(
     iq("set", id, None, pubsub)
 }
 
-/// `<iq type='set'>` configuring the own PEP `node` with [`OPEN_ACCESS_OPTIONS`]
-/// (`pubsub#owner` `<configure>` with a `pubsub#node_config` form). Send it after a
-/// publish failed with `precondition-not-met`, then publish again.
-pub fn configure_node_iq(id: &str, node: &str) -> Element {
+/// `<iq type='set'>` configuring the own PEP `node` with `options` as `(var, value)`
+/// pairs, such as [`OPEN_ACCESS_OPTIONS`] (`pubsub#owner` `<configure>` with a
+/// `pubsub#node_config` form). Send it after a publish with the same options failed with
+/// `precondition-not-met`, then publish again.
+pub fn configure_node_iq(id: &str, node: &str, options: &[(&str, &str)]) -> Element {
     let mut configure = element_with("configure", NS_PUBSUB_OWNER, &[("node", node)]);
-    configure.append_child(submit_form(FORM_NODE_CONFIG, OPEN_ACCESS_OPTIONS));
+    configure.append_child(submit_form(FORM_NODE_CONFIG, options));
     let mut pubsub = element("pubsub", NS_PUBSUB_OWNER);
     pubsub.append_child(configure);
+    iq("set", id, None, pubsub)
+}
+
+/// `<iq type='set'>` retracting item `item_id` from the own PEP `node`, with
+/// `notify='true'` so subscribers learn of it (how an OMEMO 2 device takes the bundle of a
+/// removed device off the shared bundles node).
+///
+/// ```text
+/// <iq xmlns='jabber:client' type='set' id='ID'>
+///   <pubsub xmlns='http://jabber.org/protocol/pubsub'>
+///     <retract node='NODE' notify='true'><item id='ITEM'/></retract>
+///   </pubsub>
+/// </iq>
+/// ```
+pub fn retract_iq(id: &str, node: &str, item_id: &str) -> Element {
+    let mut retract = element_with("retract", NS_PUBSUB, &[("node", node), ("notify", "true")]);
+    retract.append_child(element_with("item", NS_PUBSUB, &[("id", item_id)]));
+    let mut pubsub = element("pubsub", NS_PUBSUB);
+    pubsub.append_child(retract);
     iq("set", id, None, pubsub)
 }
 
@@ -377,8 +397,51 @@ mod tests {
     }
 
     #[test]
+    fn retract_names_the_item_and_notifies() {
+        let iq = reparse(&retract_iq("r1", "urn:xmpp:omemo:2:bundles", "1234"));
+        assert_eq!(iq.attr("type"), Some("set"));
+        assert_eq!(iq.attr("to"), None);
+        let retract = iq
+            .get_child("pubsub", NS_PUBSUB)
+            .and_then(|p| p.get_child("retract", NS_PUBSUB))
+            .unwrap();
+        assert_eq!(retract.attr("node"), Some("urn:xmpp:omemo:2:bundles"));
+        assert_eq!(retract.attr("notify"), Some("true"));
+        let items: Vec<_> = retract.children().map(|i| i.attr("id")).collect();
+        assert_eq!(items, [Some("1234")]);
+    }
+
+    #[test]
+    fn omemo2_bundles_node_is_configured_with_max_items() {
+        use crate::stanza::omemo2::{BUNDLES_NODE, BUNDLES_NODE_OPTIONS};
+        let iq = reparse(&configure_node_iq(
+            "cfg2",
+            BUNDLES_NODE,
+            BUNDLES_NODE_OPTIONS,
+        ));
+        let form = iq
+            .get_child("pubsub", NS_PUBSUB_OWNER)
+            .and_then(|p| p.get_child("configure", NS_PUBSUB_OWNER))
+            .and_then(|c| c.get_child("x", NS_DATA_FORMS))
+            .unwrap();
+        assert_eq!(
+            form_fields(form),
+            [
+                field("FORM_TYPE", Some("hidden"), FORM_NODE_CONFIG),
+                field("pubsub#access_model", None, "open"),
+                field("pubsub#persist_items", None, "true"),
+                field("pubsub#max_items", None, "max"),
+            ]
+        );
+    }
+
+    #[test]
     fn configure_node_sets_open_access_with_a_node_config_form() {
-        let iq = reparse(&configure_node_iq("cfg1", DEVICE_LIST_NODE));
+        let iq = reparse(&configure_node_iq(
+            "cfg1",
+            DEVICE_LIST_NODE,
+            OPEN_ACCESS_OPTIONS,
+        ));
         assert!(iq.is("iq", NS_CLIENT));
         assert_eq!(iq.attr("type"), Some("set"));
         assert_eq!(iq.attr("id"), Some("cfg1"));
