@@ -30,8 +30,9 @@ use crate::keys::aead::{cbc_decrypt, cbc_encrypt, gcm_decrypt, gcm_encrypt};
 use crate::keys::kdf::{cipher_keys, hmac_sha256};
 use crate::version::Version;
 
-/// The key material the ratchet carries for one message: `key ‖ tag` for a payload, or
-/// the key material of an empty message (see the [module docs](self)).
+/// The key material the ratchet carries for one message: `key ‖ tag` for a payload (32
+/// bytes in legacy OMEMO, 48 in OMEMO 2), or that of an empty message (16 random bytes in
+/// legacy OMEMO, 32 zero bytes in OMEMO 2).
 #[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
 pub struct KeyMaterial(Vec<u8>);
 
