@@ -13,8 +13,9 @@ are shared with twomemo_peer.py in peer_common.py. This file adds the legacy wir
 33-byte `05 || u` public keys, XEdDSA sign bits, `0x33`-versioned Signal messages, the
 AES-128-GCM payload with its IV.
 
-The *_xml requests do the same with XEP-0384 v0.3 XML instead of JSON shapes, serialized
-and parsed by oldmemo's own `oldmemo.etree` (which validates against its XML schema).
+The *_xml requests (in peer_common.py) do the same with XEP-0384 v0.3 XML instead of JSON
+shapes, serialized and parsed by oldmemo's own `oldmemo.etree` (which validates against its
+XML schema).
 
 stdout carries only protocol lines (flushed after each one); all logging goes to stderr.
 Set OLDMEMO_PEER_LOG=debug (or info, warning...) to change the log level (default:
@@ -30,7 +31,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import xeddsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from omemo import DeviceListDownloadFailed, Message, Storage
+from omemo import DeviceList, DeviceListDownloadFailed, Message, Storage
 from oldmemo import etree as oldmemo_etree
 from oldmemo.oldmemo import (
     NAMESPACE,
@@ -44,7 +45,7 @@ from oldmemo.oldmemo import (
 )
 
 import peer_common
-from peer_common import BasePeer, ProtocolError, field, hex_field, peer_of
+from peer_common import BasePeer, ProtocolError, hex_field
 
 # ---------------------------------------------------------------------------------------
 # JSON <-> python-omemo objects
@@ -101,35 +102,6 @@ def bundle_from_json(obj: Any, jid: str, device_id: int) -> BundleImpl:
 # ---------------------------------------------------------------------------------------
 
 
-# Write the OMEMO namespace as the default namespace (xmlns='...'), as XMPP clients do;
-# ElementTree would otherwise invent an `ns0:` prefix. (tostring's default_namespace
-# option cannot be used: it rejects the unqualified attributes.)
-ET.register_namespace("", NAMESPACE)
-
-
-def xml_to_string(element: ET.Element) -> str:
-    """An oldmemo.etree element as a string."""
-    return ET.tostring(element, encoding="unicode")
-
-
-def xml_field(obj: Any, name: str) -> ET.Element:
-    """Fetch a member holding one XML element as a string and parse it."""
-    text = field(obj, name, str)
-    try:
-        return ET.fromstring(text)
-    except ET.ParseError as e:
-        raise ProtocolError(f"field {name!r} is not well-formed XML: {e}") from e
-
-
-def oldmemo_xml_hint() -> ProtocolError:
-    """oldmemo.etree reads some things the schema lets through with int(None) or
-    b64decode(None); say what that usually means."""
-    return ProtocolError(
-        "oldmemo.etree failed on schema-valid XML: a missing sid or signedPreKeyId "
-        "attribute, or an empty element such as <payload/>?"
-    )
-
-
 class SenderLookup:
     """The one thing oldmemo.etree.parse_message asks of a SessionManager: the sending
     device's identity key, for the Ed25519 sign bit that the legacy key exchange lacks.
@@ -159,15 +131,12 @@ class SenderLookup:
 
 class Peer(BasePeer):
     NAME = "oldmemo_peer"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops.update({
-            "bundle_xml": self.op_bundle_xml,
-            "encrypt_xml": self.op_encrypt_xml,
-            "decrypt_xml": self.op_decrypt_xml,
-            "device_list_xml": self.op_device_list_xml,
-        })
+    NAMESPACE = NAMESPACE
+    # serialize_message (encrypt_xml) writes <key rid prekey='true'> for a key exchange,
+    # and leaves out <payload> when the content is empty, which includes a zero-length
+    # ciphertext (plaintext ""): oldmemo's XML cannot tell that from an empty message.
+    ETREE = oldmemo_etree
+    XML_GAPS = "a missing sid or signedPreKeyId attribute, or an empty element such as <payload/>?"
 
     # --- the legacy wire forms ---------------------------------------------------------
 
@@ -215,68 +184,19 @@ class Peer(BasePeer):
             return AESGCM(key_material.key).decrypt(content.initialization_vector, key_material.auth_tag, None)
         return await super().decrypt_content(content, key_material)
 
-    # --- XML requests --------------------------------------------------------------------
+    # --- XML --------------------------------------------------------------------------
 
-    async def op_bundle_xml(self, req: Dict[str, Any]) -> Dict[str, Any]:
-        return {"xml": xml_to_string(oldmemo_etree.serialize_bundle(await self.own_bundle()))}
+    async def parse_message_xml(self, element: ET.Element, jid: str, device_id: int) -> Message:
+        # prekey='true' or '1' marks a key exchange, parsed with the sign bit SenderLookup
+        # gives: 0, as in parse_key_exchange. oldmemo's <key> has no JID: each key's
+        # material is labelled with our own bare JID and its rid.
+        return await oldmemo_etree.parse_message(
+            element, jid, self.jid, SenderLookup(jid, device_id)  # type: ignore[arg-type]
+        )
 
-    async def op_encrypt_xml(self, req: Dict[str, Any]) -> Dict[str, Any]:
-        jid, device_id = peer_of(req)
-        plaintext = field(req, "plaintext", str, nullable=True)
-
-        def peer_bundle() -> Optional[BundleImpl]:
-            if req.get("bundle_xml") is None:
-                return None
-            try:
-                return oldmemo_etree.parse_bundle(xml_field(req, "bundle_xml"), jid, device_id)
-            except TypeError as e:
-                raise oldmemo_xml_hint() from e
-
-        content, encrypted, key_exchange = await self.encrypt(jid, device_id, plaintext, peer_bundle)
-        # serialize_message writes <key rid prekey='true'> for a key exchange, and leaves
-        # out <payload> when the content is empty, which includes a zero-length ciphertext
-        # (plaintext ""): oldmemo's XML cannot tell that from an empty message.
-        message = Message(NAMESPACE, self.jid, self.device_id, content,
-                          frozenset([(encrypted, key_exchange)]))
-        return {"xml": xml_to_string(oldmemo_etree.serialize_message(message))}
-
-    async def op_decrypt_xml(self, req: Dict[str, Any]) -> Dict[str, Any]:
-        self.require_init()
-        jid, device_id = peer_of(req)
-        element = xml_field(req, "xml")
-        # Validates against oldmemo's XML schema, then parses every <key> (prekey='true'
-        # or '1' marks a key exchange, parsed with the sign bit SenderLookup gives: 0,
-        # as in parse_key_exchange). Each key's material is labelled with our own bare
-        # JID and its rid.
-        try:
-            message = await oldmemo_etree.parse_message(
-                element, jid, self.jid, SenderLookup(jid, device_id)  # type: ignore[arg-type]
-            )
-        except TypeError as e:
-            raise oldmemo_xml_hint() from e
-        if message.device_id != device_id:
-            raise ProtocolError(f"message sid {message.device_id} is not the peer's device id {device_id}")
-        ours = [
-            (encrypted, key_exchange)
-            for encrypted, key_exchange in message.keys
-            if encrypted.device_id == self.device_id
-        ]
-        if len(ours) != 1:
-            raise ProtocolError(f"message has {len(ours)} keys for our device id {self.device_id}")
-        encrypted, key_exchange = ours[0]
-        assert isinstance(encrypted, EncryptedKeyMaterialImpl)
-        assert key_exchange is None or isinstance(key_exchange, KeyExchangeImpl)
-        content = message.content
-        assert isinstance(content, ContentImpl)
-        # parse_message makes the content empty when <payload> is absent.
-        plaintext = await self.decrypt(jid, device_id, key_exchange, encrypted,
-                                       None if content.empty else content)
-        return {"plaintext": plaintext}
-
-    async def op_device_list_xml(self, req: Dict[str, Any]) -> Dict[str, Any]:
-        # Schema-validated; ids in document order, a repeated id once.
-        device_list = oldmemo_etree.parse_device_list(xml_field(req, "xml"))
-        return {"devices": list(device_list)}
+    async def describe_devices(self, device_list: DeviceList, req: Dict[str, Any]) -> List[Any]:
+        # The legacy <device> has only an id.
+        return list(device_list)
 
 
 if __name__ == "__main__":

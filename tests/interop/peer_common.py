@@ -18,23 +18,31 @@ protocol asks for, without any XMPP (device lists, trust, bundles on PEP):
 * The session is stored only after the whole message decrypted successfully, so a failed
   request leaves the state as it was.
 
+It also holds the *_xml requests both peers have (bundle_xml, encrypt_xml, decrypt_xml,
+device_list_xml): the same requests with the version's XML elements as strings, written
+and read by the backend's own `etree` module (oldmemo.etree or twomemo.etree, which
+validate against their XML schemas with `xmlschema`).
+
 A peer script subclasses BasePeer with the version's wire forms (bundle keys, the bytes of
-the <key> element, the payload and its IV) and calls main().
+the <key> element, the payload and its IV, its XML namespace and etree module) and calls
+main().
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import logging
 import os
 import sys
 import traceback
-from typing import Any, Awaitable, Callable, Dict, Optional, Tuple, Type
+import xml.etree.ElementTree as ET
+from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, Tuple, Type
 
 import x3dh
-from omemo import Just, Maybe, Nothing, Storage
+from omemo import DeviceList, Just, Maybe, Message, Nothing, Storage
 from omemo.session import Initiation
 from omemo.types import JSONType
 
@@ -158,6 +166,31 @@ def bundle_from_json(
     )
 
 
+# ---------------------------------------------------------------------------------------
+# XML strings
+# ---------------------------------------------------------------------------------------
+
+
+def xml_to_string(element: ET.Element) -> str:
+    """An element made by a backend's etree module, as a string.
+
+    The peer registers its namespace as the default one (BasePeer.__init__), so the
+    element is written with xmlns='...' as XMPP clients do, not with the `ns0:` prefix
+    ElementTree would invent. (tostring's default_namespace option cannot be used: it
+    rejects the unqualified attributes.)
+    """
+    return ET.tostring(element, encoding="unicode")
+
+
+def xml_field(obj: Any, name: str) -> ET.Element:
+    """Fetch a member holding one XML element as a string and parse it."""
+    text = field(obj, name, str)
+    try:
+        return ET.fromstring(text)
+    except ET.ParseError as e:
+        raise ProtocolError(f"field {name!r} is not well-formed XML: {e}") from e
+
+
 def describe(exc: BaseException) -> str:
     """One line naming an exception and its explicit causes (`raise ... from`): the
     backends wrap the interesting error, e.g. DecryptionFailed <- AuthenticationFailedException."""
@@ -189,11 +222,16 @@ class BasePeer:
     """One device with the JSON requests init, bundle, encrypt and decrypt.
 
     A subclass sets NAME (the script's name: logger, log prefix and the <NAME>_LOG
-    environment variable) and implements the hooks below; it can add requests to
-    self.ops.
+    environment variable), NAMESPACE, ETREE and XML_GAPS, and implements the hooks below;
+    it can add requests to self.ops.
     """
 
     NAME = "peer"
+    NAMESPACE = ""  # the version's XML namespace
+    ETREE: Any = None  # the backend's etree module (oldmemo.etree or twomemo.etree)
+    # The etree parsers read some things their schema lets through with int(None) or
+    # b64decode(None), which raises TypeError: what that usually means.
+    XML_GAPS = ""
 
     def __init__(self) -> None:
         self.backend: Any = None  # the version's omemo.backend.Backend once initialised
@@ -205,7 +243,13 @@ class BasePeer:
             "bundle": self.op_bundle,
             "encrypt": self.op_encrypt,
             "decrypt": self.op_decrypt,
+            "bundle_xml": self.op_bundle_xml,
+            "encrypt_xml": self.op_encrypt_xml,
+            "decrypt_xml": self.op_decrypt_xml,
+            "device_list_xml": self.op_device_list_xml,
         }
+        # Only one peer lives in a process: its namespace becomes the default one.
+        ET.register_namespace("", self.NAMESPACE)
 
     # --- what a protocol version provides -------------------------------------------
 
@@ -248,6 +292,15 @@ class BasePeer:
 
     def check_empty(self, key_material: Any) -> None:
         """Check the key material the ratchet gave for an empty message (no payload)."""
+
+    async def parse_message_xml(self, element: ET.Element, jid: str, device_id: int) -> Message:
+        """The <encrypted> element from jid/device_id, parsed by ETREE.parse_message."""
+        raise NotImplementedError
+
+    async def describe_devices(self, device_list: DeviceList, req: Dict[str, Any]) -> List[Any]:
+        """The `devices` member of a device_list_xml response, for the device list
+        ETREE.parse_device_list made (ids in document order, each once)."""
+        raise NotImplementedError
 
     # --- requests ----------------------------------------------------------------------
 
@@ -415,6 +468,68 @@ class BasePeer:
             key_exchange, authenticated = self.parse_key_exchange(key)
         encrypted = self.parse_authenticated(authenticated, jid, device_id)
         return {"plaintext": await self.decrypt(jid, device_id, key_exchange, encrypted, content)}
+
+    # --- XML requests ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def etree_gaps(self) -> Iterator[None]:
+        """Report the TypeError an etree parser raises on schema-valid XML it cannot read."""
+        try:
+            yield
+        except TypeError as e:
+            raise ProtocolError(f"{self.ETREE.__name__} failed on schema-valid XML: {self.XML_GAPS}") from e
+
+    async def op_bundle_xml(self, req: Dict[str, Any]) -> Dict[str, Any]:
+        return {"xml": xml_to_string(self.ETREE.serialize_bundle(await self.own_bundle()))}
+
+    async def op_encrypt_xml(self, req: Dict[str, Any]) -> Dict[str, Any]:
+        jid, device_id = peer_of(req)
+        plaintext = field(req, "plaintext", str, nullable=True)
+
+        def peer_bundle() -> Any:
+            if req.get("bundle_xml") is None:
+                return None
+            element = xml_field(req, "bundle_xml")
+            with self.etree_gaps():
+                return self.ETREE.parse_bundle(element, jid, device_id)
+
+        content, encrypted, key_exchange = await self.encrypt(jid, device_id, plaintext, peer_bundle)
+        # serialize_message marks a key exchange (prekey='true' / kex='true') and leaves
+        # out <payload> when the content is empty.
+        message = Message(self.NAMESPACE, self.jid, self.device_id, content,
+                          frozenset([(encrypted, key_exchange)]))
+        return {"xml": xml_to_string(self.ETREE.serialize_message(message))}
+
+    async def op_decrypt_xml(self, req: Dict[str, Any]) -> Dict[str, Any]:
+        self.require_init()
+        jid, device_id = peer_of(req)
+        element = xml_field(req, "xml")
+        # Validates against the schema, then parses every <key>, also those for other
+        # devices, labelled with its recipient's bare JID and device id.
+        with self.etree_gaps():
+            message = await self.parse_message_xml(element, jid, device_id)
+        if message.device_id != device_id:
+            raise ProtocolError(f"message sid {message.device_id} is not the peer's device id {device_id}")
+        ours = [
+            (encrypted, key_exchange)
+            for encrypted, key_exchange in message.keys
+            if encrypted.bare_jid == self.jid and encrypted.device_id == self.device_id
+        ]
+        if len(ours) != 1:
+            raise ProtocolError(f"message has {len(ours)} keys for us ({self.jid}/{self.device_id})")
+        encrypted, key_exchange = ours[0]
+        content = message.content
+        # parse_message makes the content empty when <payload> is absent (and when its
+        # base64 is only whitespace): an empty message, whose key material check_empty
+        # checks.
+        plaintext = await self.decrypt(jid, device_id, key_exchange, encrypted,
+                                       None if content.empty else content)
+        return {"plaintext": plaintext}
+
+    async def op_device_list_xml(self, req: Dict[str, Any]) -> Dict[str, Any]:
+        # Schema-validated; parse_device_list keeps each id once, at its first place.
+        device_list = self.ETREE.parse_device_list(xml_field(req, "xml"))
+        return {"devices": await self.describe_devices(device_list, req)}
 
 
 # ---------------------------------------------------------------------------------------

@@ -14,14 +14,18 @@ version (legacy: A, B, C; OMEMO 2: A2, B2, C2), the same JSON scenario:
 * error cases (replay, tampering, missing session or bundle, the prekey flag wrong) answer
   {"ok": false}, leave the peer running and its session intact.
 
-Legacy only: the XML requests between two more peers (D and E): bundle_xml, first contact
-with encrypt_xml / decrypt_xml, messages both ways (also mixed with the JSON requests and
-written by hand with a namespace prefix), empty messages, XML the schema rejects, and
-device_list_xml. The XML is also read here with plain ElementTree and compared with the
-JSON shapes.
+Then, for each version, the XML requests between two more peers (legacy: D, E; OMEMO 2: D2,
+E2): bundle_xml, first contact with encrypt_xml / decrypt_xml, messages both ways (also
+mixed with the JSON requests and written by hand with a namespace prefix), empty messages
+and zero-length bodies, tampering (refused, session intact), XML the schema rejects or
+the parser cannot read. The XML is also read here with plain ElementTree and compared with
+the JSON shapes. Then device_list_xml (legacy <list>; OMEMO 2 <devices> with labels).
 
 OMEMO 2 only: a non-null iv, a zero-length payload, a stripped payload and a legacy-shaped
-bundle are refused, with the session intact.
+bundle are refused, with the session intact; in XML, keys under another JID's <keys> and a
+whitespace or missing <payload> are refused; own_device_list_xml signs the label (checked
+here as plain Ed25519 over its UTF-8 with `cryptography`), and device_list_xml finds it
+valid with the right identity key, invalid with another one or a corrupted labelsig.
 
 It also checks the wire bytes independently of python-omemo, with a minimal protobuf
 reader (see LegacyWire and Omemo2Wire): for legacy 0x33 || PreKeySignalMessage (with the
@@ -56,7 +60,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESPONSE_TIMEOUT = 60.0  # seconds for one response; generous for a slow CI machine
-NS = "eu.siacs.conversations.axolotl"
 
 
 class Failure(Exception):
@@ -234,6 +237,26 @@ class Wire:
     key_form = ""  # how a public key looks, for failure messages
     # The payload length of plaintext "": AES-GCM has none, AES-CBC one padding block.
     zero_length_payload = 0
+    # The XML: namespace; the bundle's element and attribute names (signed prekey and its
+    # id attribute, signature, identity key, prekey and its id attribute); the attribute
+    # marking a key exchange on <key>.
+    xml_ns = ""
+    xml_bundle: Tuple[str, str, str, str, str, str] = ("", "", "", "", "", "")
+    xml_kex = ""
+
+    def q(self, name: str) -> str:
+        """An element name in the version's namespace, as ElementTree spells it."""
+        return f"{{{self.xml_ns}}}{name}"
+
+    def xml_key(self, header: ET.Element, recipient: "PeerProcess") -> Tuple[ET.Element, Optional[str]]:
+        """Check the children of the <header> of a message for one recipient device;
+        returns its <key> element and the hex IV (None where there is none)."""
+        raise NotImplementedError
+
+    def xml_header_body(self, key: str, msg: Dict[str, Any], recipient: "PeerProcess", p: str) -> str:
+        """What goes around a hand-written <key> element (the string `key`) inside
+        <header>; `p` is the namespace prefix with its colon, or ""."""
+        raise NotImplementedError
 
     def public_key_ok(self, key: bytes) -> bool:
         raise NotImplementedError
@@ -291,6 +314,17 @@ class LegacyWire(Wire):
     label = "legacy"
     script = "oldmemo_peer.py"
     key_form = "05 || u"
+    xml_ns = "eu.siacs.conversations.axolotl"
+    xml_bundle = ("signedPreKeyPublic", "signedPreKeyId", "signedPreKeySignature", "identityKey",
+                  "preKeyPublic", "preKeyId")
+    xml_kex = "prekey"
+
+    def xml_key(self, header: ET.Element, recipient: "PeerProcess") -> Tuple[ET.Element, Optional[str]]:
+        check([c.tag for c in header] == [self.q("key"), self.q("iv")], "header holds one key, then iv")
+        return header[0], b64(header[1].text).hex()
+
+    def xml_header_body(self, key: str, msg: Dict[str, Any], recipient: "PeerProcess", p: str) -> str:
+        return f"{key}<{p}iv>{b64_of_hex(msg['iv'])}</{p}iv>"
 
     def public_key_ok(self, key: bytes) -> bool:
         return len(key) == 33 and key[0] == 5
@@ -340,6 +374,19 @@ class Omemo2Wire(Wire):
     script = "twomemo_peer.py"
     key_form = "32 raw bytes"
     zero_length_payload = 16
+    xml_ns = "urn:xmpp:omemo:2"
+    xml_bundle = ("spk", "id", "spks", "ik", "pk", "id")
+    xml_kex = "kex"
+
+    def xml_key(self, header: ET.Element, recipient: "PeerProcess") -> Tuple[ET.Element, Optional[str]]:
+        check([c.tag for c in header] == [self.q("keys")], "header holds one keys")
+        keys = header[0]
+        check(keys.attrib == {"jid": recipient.jid}, "keys has the recipient's bare jid")
+        check([c.tag for c in keys] == [self.q("key")], "keys holds one key")
+        return keys[0], None
+
+    def xml_header_body(self, key: str, msg: Dict[str, Any], recipient: "PeerProcess", p: str) -> str:
+        return f"<{p}keys jid='{recipient.jid}'>{key}</{p}keys>"
 
     def public_key_ok(self, key: bytes) -> bool:
         return len(key) == 32
@@ -437,12 +484,8 @@ def flip_hex(h: str, index: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# XML (XEP-0384 v0.3), read and written here with plain ElementTree, not oldmemo
+# XML, read and written here with plain ElementTree, not oldmemo / twomemo
 # ---------------------------------------------------------------------------------------
-
-
-def q(name: str) -> str:
-    return f"{{{NS}}}{name}"
 
 
 def b64(text: Optional[str]) -> bytes:
@@ -450,63 +493,65 @@ def b64(text: Optional[str]) -> bytes:
     return base64.b64decode(text, validate=True)
 
 
-def xml_bundle_to_json(xml: str) -> Dict[str, Any]:
+def b64_of_hex(h: str) -> str:
+    return base64.b64encode(bytes.fromhex(h)).decode("ascii")
+
+
+def xml_bundle_to_json(wire: Wire, xml: str) -> Dict[str, Any]:
     """The JSON shape of a bundle_xml answer, for comparing it with the bundle op's."""
-    check(xml.startswith(f'<bundle xmlns="{NS}">'), "bundle_xml writes the namespace as the default one")
+    spk, spk_id, spks, ik, pk, pk_id = wire.xml_bundle
+    check(xml.startswith(f'<bundle xmlns="{wire.xml_ns}">'), "bundle_xml writes the namespace as the default one")
     root = ET.fromstring(xml)
-    check([c.tag for c in root] == [q("signedPreKeyPublic"), q("signedPreKeySignature"),
-                                    q("identityKey"), q("prekeys")], "bundle_xml children")
-    spk = root[0]
-    check(set(spk.attrib) == {"signedPreKeyId"}, "signedPreKeyPublic has signedPreKeyId")
+    check([c.tag for c in root] == [wire.q(spk), wire.q(spks), wire.q(ik), wire.q("prekeys")],
+          "bundle_xml children")
+    check(set(root[0].attrib) == {spk_id}, f"{spk} has {spk_id}")
     pre_keys = []
     for e in root[3]:
-        check(e.tag == q("preKeyPublic") and set(e.attrib) == {"preKeyId"}, "prekeys holds preKeyPublic preKeyId")
-        pre_keys.append({"id": int(e.attrib["preKeyId"]), "key": b64(e.text).hex()})
+        check(e.tag == wire.q(pk) and set(e.attrib) == {pk_id}, f"prekeys holds {pk} {pk_id}")
+        pre_keys.append({"id": int(e.attrib[pk_id]), "key": b64(e.text).hex()})
     return {
         "identity_key": b64(root[2].text).hex(),
-        "signed_pre_key_id": int(spk.attrib["signedPreKeyId"]),
-        "signed_pre_key": b64(spk.text).hex(),
+        "signed_pre_key_id": int(root[0].attrib[spk_id]),
+        "signed_pre_key": b64(root[0].text).hex(),
         "signed_pre_key_signature": b64(root[1].text).hex(),
         "pre_keys": sorted(pre_keys, key=lambda p: p["id"]),
     }
 
 
-def xml_message_to_json(xml: str, rid: int) -> Dict[str, Any]:
-    """The JSON shape (see PROTOCOL.md) of an encrypt_xml answer for device rid."""
-    check(xml.startswith(f'<encrypted xmlns="{NS}">'), "encrypt_xml writes the namespace as the default one")
+def xml_message_to_json(wire: Wire, xml: str, recipient: PeerProcess) -> Dict[str, Any]:
+    """The JSON shape (see PROTOCOL.md) of an encrypt_xml answer for one recipient."""
+    check(xml.startswith(f'<encrypted xmlns="{wire.xml_ns}">'), "encrypt_xml writes the namespace as the default one")
     root = ET.fromstring(xml)
-    check([c.tag for c in root] in ([q("header")], [q("header"), q("payload")]), "encrypted children")
+    check([c.tag for c in root] in ([wire.q("header")], [wire.q("header"), wire.q("payload")]),
+          "encrypted children")
     header = root[0]
     check(set(header.attrib) == {"sid"}, "header has sid")
-    check([c.tag for c in header] == [q("key"), q("iv")], "header holds one key, then iv")
-    key, iv = header[0], header[1]
-    check(key.attrib.get("rid") == str(rid), f"key rid is {rid}")
-    check(key.attrib.get("prekey", "true") == "true" and set(key.attrib) <= {"rid", "prekey"},
-          "key has rid and maybe prekey='true'")
-    payload = root.find(q("payload"))
+    key, iv = wire.xml_key(header, recipient)
+    check(key.attrib.get("rid") == str(recipient.device_id), f"key rid is {recipient.device_id}")
+    check(key.attrib.get(wire.xml_kex, "true") == "true" and set(key.attrib) <= {"rid", wire.xml_kex},
+          f"key has rid and maybe {wire.xml_kex}='true'")
+    payload = root.find(wire.q("payload"))
     return {
         "sid": int(header.attrib["sid"]),
-        "rid": rid,
-        "prekey": "prekey" in key.attrib,
+        "rid": recipient.device_id,
+        "prekey": wire.xml_kex in key.attrib,
         "key": b64(key.text).hex(),
-        "iv": b64(iv.text).hex(),
+        "iv": iv,
         "payload": None if payload is None else b64(payload.text).hex(),
     }
 
 
-def json_message_to_xml(msg: Dict[str, Any], prefix: str = "", payload_first: bool = False) -> str:
+def json_message_to_xml(wire: Wire, msg: Dict[str, Any], recipient: PeerProcess, prefix: str = "",
+                        payload_first: bool = False, true: str = "true") -> str:
     """An <encrypted> element written by hand, the way another client might: single
-    quotes, optionally a namespace prefix and the payload before the header."""
+    quotes, optionally a namespace prefix, the payload before the header, and `true` (or
+    "1") for a key exchange."""
     p = f"{prefix}:" if prefix else ""
-    xmlns = f"xmlns:{prefix}='{NS}'" if prefix else f"xmlns='{NS}'"
-
-    def enc(h: str) -> str:
-        return base64.b64encode(bytes.fromhex(h)).decode("ascii")
-
-    prekey = " prekey='true'" if msg["prekey"] else ""
-    header = (f"<{p}header sid='{msg['sid']}'><{p}key rid='{msg['rid']}'{prekey}>{enc(msg['key'])}"
-              f"</{p}key><{p}iv>{enc(msg['iv'])}</{p}iv></{p}header>")
-    payload = "" if msg["payload"] is None else f"<{p}payload>{enc(msg['payload'])}</{p}payload>"
+    xmlns = f"xmlns:{prefix}='{wire.xml_ns}'" if prefix else f"xmlns='{wire.xml_ns}'"
+    kex = f" {wire.xml_kex}='{true}'" if msg["prekey"] else ""
+    key = f"<{p}key rid='{msg['rid']}'{kex}>{b64_of_hex(msg['key'])}</{p}key>"
+    header = f"<{p}header sid='{msg['sid']}'>{wire.xml_header_body(key, msg, recipient, p)}</{p}header>"
+    payload = "" if msg["payload"] is None else f"<{p}payload>{b64_of_hex(msg['payload'])}</{p}payload>"
     body = payload + header if payload_first else header + payload
     return f"<{p}encrypted {xmlns}>{body}</{p}encrypted>"
 
@@ -528,115 +573,133 @@ def text_for(rng: random.Random, i: int, direction: str) -> str:
     return f"{direction} #{i} " + "".join(chr(rng.randrange(0x20, 0x7F)) for _ in range(rng.randrange(64)))
 
 
-def run_xml(rng: random.Random, peers: List[PeerProcess]) -> None:
-    """The XML requests, between two fresh peers D and E."""
-    d = PeerProcess("D", "dave@example.org", 4444, LEGACY.script)
-    e = PeerProcess("E", "erin@example.org", 5555, LEGACY.script)
+def run_xml(rng: random.Random, wire: Wire, peers: List[PeerProcess]) -> Dict[str, PeerProcess]:
+    """The XML requests between two fresh peers D and E of one protocol version (names
+    suffixed with "2" for OMEMO 2); returns them by their letter."""
+    suffix = "" if wire is LEGACY else "2"
+    d = PeerProcess("D" + suffix, "dave@example.org", 4444, wire.script)
+    e = PeerProcess("E" + suffix, "erin@example.org", 5555, wire.script)
     peers += [d, e]
     d.fails({"op": "bundle_xml"}, "bundle_xml before init")
     bundle_d, bundle_e = d.init(), e.init()
+    ns, kex = wire.xml_ns, wire.xml_kex
 
     # --- bundles ---------------------------------------------------------------------
     xd = d.bundle_xml()
-    check(xml_bundle_to_json(xd) == bundle_d, "D's bundle_xml holds the bundle op's bundle")
-    check(xml_bundle_to_json(e.bundle_xml()) == bundle_e, "E's bundle_xml holds the bundle op's bundle")
+    check(xml_bundle_to_json(wire, xd) == bundle_d, f"{d.name}'s bundle_xml holds the bundle op's bundle")
+    check(xml_bundle_to_json(wire, e.bundle_xml()) == bundle_e, f"{e.name}'s bundle_xml holds the bundle op's bundle")
     e.fails(e.encrypt_xml_req(d, "x"), "encrypt_xml without session or bundle")
     e.fails(e.encrypt_xml_req(d, "x", "<bundle"), "a bundle that is not XML")
-    e.fails(e.encrypt_xml_req(d, "x", xd.replace(f' xmlns="{NS}"', "")), "a bundle outside the namespace")
+    e.fails(e.encrypt_xml_req(d, "x", xd.replace(f' xmlns="{ns}"', "")), "a bundle outside the namespace")
     e.fails(e.encrypt_xml_req(d, "x", xd.replace("<prekeys>", "<prekeys><foo/>")), "a schema-invalid bundle")
+    sig = wire.xml_bundle[2]
     zero_sig = base64.b64encode(bytes(64)).decode("ascii")
-    e.fails(e.encrypt_xml_req(d, "x", re.sub(r"<signedPreKeySignature>[^<]*<",
-                                             f"<signedPreKeySignature>{zero_sig}<", xd)),
+    e.fails(e.encrypt_xml_req(d, "x", re.sub(f"<{sig}>[^<]*<", f"<{sig}>{zero_sig}<", xd)),
             "a bundle_xml with a bad signature")
 
-    sent_e, sent_d = ChainTracker(LEGACY), ChainTracker(LEGACY)
+    sent_e, sent_d = ChainTracker(wire), ChainTracker(wire)
 
     # --- first contact through XML ----------------------------------------------------
     x1 = e.encrypt_xml(d, "hello dave", xd)
-    m1 = xml_message_to_json(x1, d.device_id)
-    check(m1["prekey"] is True, "E's first XML message is a key exchange (prekey='true')")
-    LEGACY.check_message(m1, e, d, empty=False)
-    pk_id, inner = LEGACY.check_key_exchange(bytes.fromhex(m1["key"]), bundle_e, bundle_d)
-    sent_e.feed(inner, "E")
+    m1 = xml_message_to_json(wire, x1, d)
+    check(m1["prekey"] is True, f"{e.name}'s first XML message is a key exchange ({kex}='true')")
+    wire.check_message(m1, e, d, empty=False)
+    pk_id, inner = wire.check_key_exchange(bytes.fromhex(m1["key"]), bundle_e, bundle_d)
+    sent_e.feed(inner, e.name)
     d.fails({"op": "decrypt_xml", "peer": {"jid": e.jid, "device_id": 9999}, "xml": x1},
             "a message whose sid is not the peer's")
+    d.fails(d.decrypt_xml_req(e, x1.replace(f'sid="{e.device_id}"', "")), "a message without sid")
     d.fails(d.decrypt_xml_req(e, x1.replace(f'rid="{d.device_id}"', 'rid="9999"')),
             "a message without a key for us")
-    d.fails(d.decrypt_xml_req(e, x1.replace(' prekey="true"', "")), "a key exchange without prekey='true'")
+    d.fails(d.decrypt_xml_req(e, x1.replace(f' {kex}="true"', "")), f"a key exchange without {kex}='true'")
+    d.fails(d.decrypt_xml_req(e, x1.replace(f' {kex}="true"', f' {kex}=" true"')),
+            f"a key exchange with {kex}=' true' (schema-valid, but not read as true)")
+    d.fails(d.decrypt_xml_req(e, re.sub(r"(<key [^>]*>[^<]*</key>)", r"\1\1", x1)),
+            "a message with its key for us twice")
     d.fails(d.decrypt_xml_req(e, re.sub(r"<payload>[^<]*</payload>", "<payload/>", x1)),
-            "an empty <payload/> (oldmemo cannot parse it)")
+            "an empty <payload/> (the parser fails on it)")
     d.fails(d.decrypt_xml_req(e, x1.replace("</encrypted>", "<store xmlns='urn:xmpp:hints'/></encrypted>")),
             "a foreign element inside <encrypted>")
-    check(d.decrypt_xml(e, x1) == "hello dave", "D decrypts E's first XML message")
+    check(d.decrypt_xml(e, x1) == "hello dave", f"{d.name} decrypts {e.name}'s first XML message")
     bundle_d_now = d.bundle()
-    LEGACY.check_bundle(bundle_d_now, 99)
-    check(pk_id not in {p["id"] for p in bundle_d_now["pre_keys"]}, "D deleted the prekey E used")
-    check(xml_bundle_to_json(d.bundle_xml()) == bundle_d_now, "bundle_xml follows the prekey deletion")
+    wire.check_bundle(bundle_d_now, 99)
+    check(pk_id not in {p["id"] for p in bundle_d_now["pre_keys"]}, f"{d.name} deleted the prekey {e.name} used")
+    check(xml_bundle_to_json(wire, d.bundle_xml()) == bundle_d_now, "bundle_xml follows the prekey deletion")
     d.fails(d.decrypt_xml_req(e, x1), "a replayed XML prekey message")
 
     x2 = e.encrypt_xml(d, "still unanswered", xd)  # the bundle is ignored now
-    m2 = xml_message_to_json(x2, d.device_id)
-    check(m2["prekey"] is True, "E repeats the key exchange until it hears from D")
-    pk_id2, inner = LEGACY.check_key_exchange(bytes.fromhex(m2["key"]), bundle_e, bundle_d)
+    m2 = xml_message_to_json(wire, x2, d)
+    check(m2["prekey"] is True, f"{e.name} repeats the key exchange until it hears from {d.name}")
+    pk_id2, inner = wire.check_key_exchange(bytes.fromhex(m2["key"]), bundle_e, bundle_d)
     check(pk_id2 == pk_id, "the repeated key exchange names the same prekey")
-    sent_e.feed(inner, "E")
+    sent_e.feed(inner, e.name)
     # The same message as another client might write it.
-    check(d.decrypt_xml(e, json_message_to_xml(m2, prefix="o", payload_first=True)) == "still unanswered",
-          "D decrypts a hand-written, prefixed <encrypted> element")
+    x2_by_hand = json_message_to_xml(wire, m2, d, prefix="o", payload_first=True, true=rng.choice(["true", "1"]))
+    check(d.decrypt_xml(e, x2_by_hand) == "still unanswered",
+          f"{d.name} decrypts a hand-written, prefixed <encrypted> element")
 
     r1 = d.encrypt_xml(e, "hi erin")
-    check("prekey" not in r1, "D's answer has no prekey attribute")
-    m = xml_message_to_json(r1, e.device_id)
-    LEGACY.check_message(m, d, e, empty=False)
-    sent_d.feed(bytes.fromhex(m["key"]), "D")
-    check(e.decrypt_xml(d, r1) == "hi erin", "E decrypts D's XML answer")
+    check(f" {kex}=" not in r1, f"{d.name}'s answer has no {kex} attribute")
+    m = xml_message_to_json(wire, r1, e)
+    wire.check_message(m, d, e, empty=False)
+    sent_d.feed(bytes.fromhex(m["key"]), d.name)
+    check(e.decrypt_xml(d, r1) == "hi erin", f"{e.name} decrypts {d.name}'s XML answer")
     x3 = e.encrypt_xml(d, "confirmed")
-    m = xml_message_to_json(x3, d.device_id)
-    check(m["prekey"] is False, "E stops sending the key exchange once it heard from D")
-    sent_e.feed(bytes.fromhex(m["key"]), "E")
-    check(d.decrypt_xml(e, x3) == "confirmed", "D decrypts E's first normal XML message")
+    m = xml_message_to_json(wire, x3, d)
+    check(m["prekey"] is False, f"{e.name} stops sending the key exchange once it heard from {d.name}")
+    sent_e.feed(bytes.fromhex(m["key"]), e.name)
+    check(d.decrypt_xml(e, x3) == "confirmed", f"{d.name} decrypts {e.name}'s first normal XML message")
 
     # --- the JSON and XML requests share the sessions ------------------------------------
     x4 = e.encrypt_xml(d, "xml to json")
-    m4 = xml_message_to_json(x4, d.device_id)
-    sent_e.feed(bytes.fromhex(m4["key"]), "E")
+    m4 = xml_message_to_json(wire, x4, d)
+    sent_e.feed(bytes.fromhex(m4["key"]), e.name)
     check(d.decrypt(e, m4) == "xml to json", "an encrypt_xml message decrypts with decrypt")
     j5 = d.encrypt(e, "json to xml")
-    sent_d.feed(bytes.fromhex(j5["key"]), "D")
-    check(e.decrypt_xml(d, json_message_to_xml(j5)) == "json to xml",
+    sent_d.feed(bytes.fromhex(j5["key"]), d.name)
+    check(e.decrypt_xml(d, json_message_to_xml(wire, j5, e)) == "json to xml",
           "an encrypt message, written as XML by hand, decrypts with decrypt_xml")
 
-    # --- tampering and replay ----------------------------------------------------------
+    # --- tampering and replay leave the session intact ------------------------------------
     x6 = e.encrypt_xml(d, "tamper target")
-    m6 = xml_message_to_json(x6, d.device_id)
-    sent_e.feed(bytes.fromhex(m6["key"]), "E")
-    d.fails(d.decrypt_xml_req(e, json_message_to_xml(dict(m6, key=LEGACY.flip_mac(m6["key"])))),
+    m6 = xml_message_to_json(wire, x6, d)
+    sent_e.feed(bytes.fromhex(m6["key"]), e.name)
+    d.fails(d.decrypt_xml_req(e, json_message_to_xml(wire, dict(m6, key=wire.flip_mac(m6["key"])), d)),
             "an XML message with a bad MAC")
-    d.fails(d.decrypt_xml_req(e, json_message_to_xml(dict(m6, payload=flip_hex(m6["payload"], 0)))),
+    d.fails(d.decrypt_xml_req(e, json_message_to_xml(wire, dict(m6, key=flip_hex(m6["key"], len(m6["key"]) // 4)),
+                                                     d)),
+            "an XML message with a flipped bit in the middle of its key")
+    d.fails(d.decrypt_xml_req(e, json_message_to_xml(wire, dict(m6, payload=flip_hex(m6["payload"], 0)), d)),
             "an XML message with a bad payload")
     d.fails(d.decrypt_xml_req(e, x6.replace('<header sid', '<header x="1" sid')),
             "an XML message with an attribute the schema does not know")
-    d.fails(d.decrypt_xml_req(e, x6.replace(f' xmlns="{NS}"', "")), "an XML message outside the namespace")
+    d.fails(d.decrypt_xml_req(e, x6.replace(f' xmlns="{ns}"', "")), "an XML message outside the namespace")
     check(d.decrypt_xml(e, x6) == "tamper target", "the untampered XML message still decrypts")
     d.fails(d.decrypt_xml_req(e, x6), "a replayed XML message")
 
     # --- empty messages and zero-length bodies -----------------------------------------
     for sender, recipient, tracker in ((e, d, sent_e), (d, e, sent_d)):
         x = sender.encrypt_xml(recipient, None)
-        m = xml_message_to_json(x, recipient.device_id)
-        LEGACY.check_message(m, sender, recipient, empty=True)
+        m = xml_message_to_json(wire, x, recipient)
+        wire.check_message(m, sender, recipient, empty=True)
         tracker.feed(bytes.fromhex(m["key"]), sender.name)
-        check(recipient.decrypt_xml(sender, x) is None, f"{recipient.name} decrypts an empty XML message as null")
+        check(recipient.decrypt_xml(sender, x) is None,
+              f"{recipient.name} decrypts an empty XML message as null")
     xz = e.encrypt_xml(d, "")
-    mz = xml_message_to_json(xz, d.device_id)
-    check(mz["payload"] is None, "oldmemo's XML leaves out a zero-length payload")
-    sent_e.feed(bytes.fromhex(mz["key"]), "E")
-    check(d.decrypt_xml(e, xz) is None, "so a zero-length body arrives as an empty message")
+    mz = xml_message_to_json(wire, xz, d)
+    sent_e.feed(bytes.fromhex(mz["key"]), e.name)
+    if wire.zero_length_payload == 0:
+        check(mz["payload"] is None, "oldmemo's XML leaves out a zero-length payload")
+        check(d.decrypt_xml(e, xz) is None, "so a zero-length body arrives as an empty message")
+    else:
+        check(mz["payload"] is not None and len(bytes.fromhex(mz["payload"])) == wire.zero_length_payload,
+              f"an empty string is a {wire.zero_length_payload}-byte <payload>")
+        check(d.decrypt_xml(e, xz) == "", "and arrives as an empty string")
 
     # --- a few batches both ways, shuffled, some lost ------------------------------------
     target = 40
-    counts = {"D": 0, "E": 0}
-    trackers = {"D": sent_d, "E": sent_e}
+    counts = {d.name: 0, e.name: 0}
+    trackers = {d.name: sent_d, e.name: sent_e}
     turn = 0
     while min(counts.values()) < target:
         sender, recipient = (d, e) if turn % 2 == 0 else (e, d)
@@ -647,34 +710,120 @@ def run_xml(rng: random.Random, peers: List[PeerProcess]) -> None:
             counts[sender.name] += 1
             plaintext = None if rng.random() < 0.05 else text_for(rng, i, sender.name)
             x = sender.encrypt_xml(recipient, plaintext)
-            m = xml_message_to_json(x, recipient.device_id)
+            m = xml_message_to_json(wire, x, recipient)
             check(m["prekey"] is False, "no key exchange on a confirmed session")
-            LEGACY.check_message(m, sender, recipient, empty=plaintext is None)
+            wire.check_message(m, sender, recipient, empty=plaintext is None)
             trackers[sender.name].feed(bytes.fromhex(m["key"]), sender.name)
             if rng.random() < 0.05:
                 continue  # lost
             if rng.random() < 0.3:
-                x = json_message_to_xml(m, prefix=rng.choice(["", "omemo"]), payload_first=rng.random() < 0.5)
+                x = json_message_to_xml(wire, m, recipient, prefix=rng.choice(["", "omemo"]),
+                                        payload_first=rng.random() < 0.5)
             batch.append((x, plaintext))
         rng.shuffle(batch)
         for x, plaintext in batch:
             got = recipient.decrypt_xml(sender, x)
             check(got == plaintext, f"{recipient.name} got {got!r} from XML, expected {plaintext!r}")
-    print(f"xml: sent {counts} in {turn} batches", file=sys.stderr)
+    print(f"{wire.label} xml: sent {counts} in {turn} batches", file=sys.stderr)
+    return {"D": d, "E": e}
 
-    # --- device lists --------------------------------------------------------------------
-    check(d.device_list_xml(f"<list xmlns='{NS}'><device id='{d.device_id}'/><device id='{e.device_id}'/></list>")
+
+def run_legacy_device_lists(p: Dict[str, PeerProcess]) -> None:
+    """device_list_xml of the legacy peer: <list> of <device id>."""
+    d, e = p["D"], p["E"]
+    ns = LEGACY.xml_ns
+    check(d.device_list_xml(f"<list xmlns='{ns}'><device id='{d.device_id}'/><device id='{e.device_id}'/></list>")
           == [d.device_id, e.device_id], "device_list_xml gives the ids in order")
-    check(d.device_list_xml(f"<list xmlns='{NS}'/>") == [], "an empty device list")
-    check(d.device_list_xml(f"<o:list xmlns:o='{NS}'>\n  <o:device id='4294967295'/>\n"
+    check(d.device_list_xml(f"<list xmlns='{ns}'/>") == [], "an empty device list")
+    check(d.device_list_xml(f"<o:list xmlns:o='{ns}'>\n  <o:device id='4294967295'/>\n"
                             f"  <o:device id='0'/>\n  <o:device id='0'/>\n</o:list>") == [4294967295, 0],
           "a prefixed, indented device list with extreme and repeated ids")
-    d.fails({"op": "device_list_xml", "xml": f"<list xmlns='{NS}'><device id='1' label='x'/></list>"},
+    d.fails({"op": "device_list_xml", "xml": f"<list xmlns='{ns}'><device id='1' label='x'/></list>"},
             "a device with a label attribute")
-    d.fails({"op": "device_list_xml", "xml": f"<list xmlns='{NS}'><device id='4294967296'/></list>"},
+    d.fails({"op": "device_list_xml", "xml": f"<list xmlns='{ns}'><device id='4294967296'/></list>"},
             "a device id beyond 32 bits")
     d.fails({"op": "device_list_xml", "xml": "<list><device id='1'/></list>"}, "a device list outside the namespace")
     d.fails({"op": "device_list_xml", "xml": "<list"}, "a device list that is not XML")
+
+
+def run_omemo2_xml_only(p: Dict[str, PeerProcess]) -> None:
+    """What only twomemo's XML has: <keys jid>, a payload that cannot be stripped, and
+    device lists with signed labels."""
+    d, e = p["D"], p["E"]
+    ns = OMEMO2.xml_ns
+    bundle_d, bundle_e = d.bundle(), e.bundle()
+
+    # --- messages ----------------------------------------------------------------------
+    x = e.encrypt_xml(d, "keys for someone else")
+    d.fails(d.decrypt_xml_req(e, x.replace(f'jid="{d.jid}"', 'jid="eve@example.org"')),
+            "a message whose key for our device id is in another JID's <keys>")
+    d.fails(d.decrypt_xml_req(e, re.sub(r"<payload>[^<]*</payload>", "<payload> </payload>", x)),
+            "a payload of only whitespace (parsed as no payload: the 48-byte key material gives it away)")
+    d.fails(d.decrypt_xml_req(e, re.sub(r"<payload>[^<]*</payload>", "", x)), "a message with its payload removed")
+    check(d.decrypt_xml(e, x) == "keys for someone else", "the untouched message still decrypts")
+
+    # --- own device lists with labels ----------------------------------------------------
+    def devices(xml: str, identity_key: Optional[str]) -> List[Dict[str, Any]]:
+        req = {"op": "device_list_xml", "xml": xml, "identity_key": identity_key}
+        return e.ok(req)["devices"]
+
+    label = "Dave's phone \"ü\" <&> ✓"
+    xl = d.ok({"op": "own_device_list_xml", "label": label})["xml"]
+    check(xl.startswith(f'<devices xmlns="{ns}"><device id="{d.device_id}" label="'), "own_device_list_xml form")
+    root = ET.fromstring(xl)
+    check(root.tag == OMEMO2.q("devices") and [c.tag for c in root] == [OMEMO2.q("device")]
+          and set(root[0].attrib) == {"id", "label", "labelsig"}, "one <device id label labelsig>")
+    check(root[0].attrib["label"] == label, "the label round-trips through the XML escaping")
+    signature = b64(root[0].attrib["labelsig"])
+    check(len(signature) == 64, "labelsig is 64 bytes")
+    try:
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(bundle_d["identity_key"])).verify(
+            signature, label.encode("utf-8"))
+        check(True, "labelsig is plain Ed25519 of the label's UTF-8 by the identity key")
+    except InvalidSignature:
+        check(False, "labelsig is plain Ed25519 of the label's UTF-8 by the identity key")
+    check(devices(xl, bundle_d["identity_key"]) == [{"id": d.device_id, "label": label, "label_valid": True}],
+          "the label verifies with D's identity key")
+    check(devices(xl, bundle_e["identity_key"]) == [{"id": d.device_id, "label": label, "label_valid": False}],
+          "the label does not verify with E's identity key")
+    check(devices(xl, None) == [{"id": d.device_id, "label": label, "label_valid": None}],
+          "no identity key: label_valid null")
+    bad_sig = base64.b64encode(bytes([signature[0] ^ 1]) + signature[1:]).decode("ascii")
+    check(devices(xl.replace(root[0].attrib["labelsig"], bad_sig), bundle_d["identity_key"])[0]["label_valid"]
+          is False, "a corrupted labelsig is invalid")
+    check(devices(xl.replace(label.replace("<", "&lt;")[:5], "Eve's"), bundle_d["identity_key"])[0]["label_valid"]
+          is False, "a changed label is invalid")
+    check(devices(xl.replace(root[0].attrib["labelsig"], "AAAA"), bundle_d["identity_key"])[0]["label_valid"]
+          is False, "a 3-byte labelsig is invalid")
+    xn = d.ok({"op": "own_device_list_xml", "label": None})["xml"]
+    check(xn == f'<devices xmlns="{ns}"><device id="{d.device_id}" /></devices>', "own_device_list_xml without label")
+    check(devices(xn, bundle_d["identity_key"]) == [{"id": d.device_id, "label": None, "label_valid": None}],
+          "no label: label and label_valid null")
+    xe = d.ok({"op": "own_device_list_xml", "label": ""})["xml"]
+    check(devices(xe, bundle_d["identity_key"]) == [{"id": d.device_id, "label": "", "label_valid": True}],
+          "an empty label is signed and verifies")
+
+    # --- device lists written by hand ----------------------------------------------------
+    sig64 = base64.b64encode(bytes(64)).decode("ascii")
+    check(devices(f"<o:devices xmlns:o='{ns}'>\n  <o:device id='4294967295'/>\n  <o:device id='0' label='a'/>\n"
+                  f"  <o:device id='7' labelsig='{sig64}'/>\n  <o:device id='0' label='b' labelsig='{sig64}'/>\n"
+                  f"</o:devices>", bundle_d["identity_key"])
+          == [{"id": 4294967295, "label": None, "label_valid": None},
+              {"id": 0, "label": "b", "label_valid": False},
+              {"id": 7, "label": None, "label_valid": None}],
+          "a prefixed device list: a label needs its labelsig and vice versa; a repeated id keeps "
+          "its first place and its last attributes")
+    check(devices(f"<devices xmlns='{ns}'/>", None) == [], "an empty device list")
+    for bad, what in ((f"<devices xmlns='{ns}'><device id='1' x='1'/></devices>", "a device with a foreign attribute"),
+                      (f"<devices xmlns='{ns}'><device id='4294967296'/></devices>", "a device id beyond 32 bits"),
+                      (f"<devices xmlns='{ns}'><device/></devices>", "a device without id"),
+                      (f"<devices xmlns='{ns}'><device id='1' label='a' labelsig='AAA'/></devices>",
+                       "an unpadded labelsig"),
+                      (f"<list xmlns='{ns}'><device id='1'/></list>", "a legacy-shaped <list>"),
+                      ("<devices><device id='1'/></devices>", "a device list outside the namespace")):
+        e.fails({"op": "device_list_xml", "xml": bad, "identity_key": None}, what)
+    e.fails({"op": "device_list_xml", "xml": xn, "identity_key": "05" + bundle_d["identity_key"]},
+            "a 33-byte identity key")
 
 
 def run_json(rng: random.Random, wire: Wire, peers: List[PeerProcess]) -> Dict[str, PeerProcess]:
@@ -860,7 +1009,6 @@ def run_omemo2_only(p: Dict[str, PeerProcess]) -> None:
                   pre_keys=[{"id": k["id"], "key": "05" + k["key"]} for k in bundle_c["pre_keys"]])
     b.fails({"op": "encrypt", "peer": c.address, "plaintext": "x", "bundle": legacy},
             "a bundle with 33-byte 05 || u keys")
-    b.fails({"op": "bundle_xml"}, "an XML request (the twomemo peer has none)")
 
 
 def run(seed: int) -> None:
@@ -869,8 +1017,9 @@ def run(seed: int) -> None:
     try:
         run_json(rng, LEGACY, peers)
         # --- the XML requests (D and E) -----------------------------------------------
-        run_xml(rng, peers)
+        run_legacy_device_lists(run_xml(rng, LEGACY, peers))
         run_omemo2_only(run_json(rng, OMEMO2, peers))
+        run_omemo2_xml_only(run_xml(rng, OMEMO2, peers))
 
         for p in peers:
             check(p.quit() == 0, f"{p.name} exits 0 on quit")

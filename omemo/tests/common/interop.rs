@@ -14,10 +14,10 @@ use serde_json::{Value, json};
 
 use super::python_peer::{Peer, hex, unhex};
 
-const PY_JID: &str = "python@example.org";
-const PY_DEVICE: u32 = 31_337;
-const RUST_JID: &str = "rust@example.org";
-const RUST_DEVICE: u32 = 4_242;
+pub const PY_JID: &str = "python@example.org";
+pub const PY_DEVICE: u32 = 31_337;
+pub const RUST_JID: &str = "rust@example.org";
+pub const RUST_DEVICE: u32 = 4_242;
 
 pub fn bundle_to_json(bundle: &PreKeyBundle) -> Value {
     let version = bundle.version;
