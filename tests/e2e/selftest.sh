@@ -8,6 +8,9 @@
 # Phase 2: alice's two devices restart with the same stores (JSON storage persistence, existing
 #          sessions) and send 5 more messages, one at a time (--sequential).
 # Phase 3: the echo peer restarts with its store (same device, existing sessions); 3 more.
+# Phase 4: OMEMO 2 (urn:xmpp:omemo:2 with SCE envelopes): --omemo-version omemo2 echo peer
+#          (dave) and client (carol, two devices), fresh accounts; 10 messages, both devices
+#          must decrypt all 10 echoes; neither account may have published a legacy node.
 #
 # Needs root only when Prosody is not installed yet (scripts/prosody install). Network use is
 # loopback only (apt-get/pip aside, which only run when something is missing).
@@ -94,18 +97,29 @@ say "Prosody on $SERVER"
 
 ALICE=alice@localhost
 BOB=bob@localhost
+CAROL=carol@localhost # phase 4 (OMEMO 2)
+DAVE=dave@localhost   # phase 4 (OMEMO 2)
 PW_A="a-$RANDOM$RANDOM"
 PW_B="b-$RANDOM$RANDOM"
+PW_C="c-$RANDOM$RANDOM"
+PW_D="d-$RANDOM$RANDOM"
 "$PROSODY" adduser "$WORK/server" "$ALICE" "$PW_A"
 "$PROSODY" adduser "$WORK/server" "$BOB" "$PW_B"
+"$PROSODY" adduser "$WORK/server" "$CAROL" "$PW_C"
+"$PROSODY" adduser "$WORK/server" "$DAVE" "$PW_D"
 
-# --- the echo peer (bob) ---
-# start_echo NAME: starts it with output in $WORK/NAME.out and .log, waits for READY and sets
-# ECHO_DEVICE to its device id. (Not called in $(...): ECHO_PID must be set in this shell.)
-start_echo() {
-    local name="$1"
-    "$PY" "$PEER" echo --jid "$BOB" --password "$PW_B" --server "$SERVER" --store "$WORK/bob" \
-        </dev/null >"$WORK/$name.out" 2>"$WORK/$name.log" &
+# --- the echo peer (bob; dave in phase 4) ---
+# start_echo NAME: bob's echo peer (legacy OMEMO), see start_echo_as.
+start_echo() { start_echo_as "$BOB" "$PW_B" "$WORK/bob" "$1"; }
+
+# start_echo_as JID PASSWORD STORE NAME EXTRA-ARGS...: starts it with output in
+# $WORK/NAME.out and .log, waits for READY and sets ECHO_DEVICE to its device id. (Not called
+# in $(...): ECHO_PID must be set in this shell.)
+start_echo_as() {
+    local jid="$1" password="$2" store="$3" name="$4"
+    shift 4
+    "$PY" "$PEER" echo --jid "$jid" --password "$password" --server "$SERVER" --store "$store" \
+        "$@" </dev/null >"$WORK/$name.out" 2>"$WORK/$name.log" &
     ECHO_PID=$!
     for _ in $(seq 1 300); do
         grep -qx READY "$WORK/$name.out" 2>/dev/null && break
@@ -161,15 +175,21 @@ print(f"{s['device_id']} {second['device_id']}")
 EOF
 }
 
-run_client() { # NAME COUNT EXTRA-ARGS...
-    local name="$1" count="$2"
-    shift 2
+run_client() { # NAME COUNT EXTRA-ARGS...: alice (legacy OMEMO) to bob
+    run_client_as "$ALICE" "$PW_A" "$WORK/alice" "$BOB" "$@"
+}
+
+# JID PASSWORD STORE-PREFIX TO NAME COUNT EXTRA-ARGS...: a client with two devices (stores
+# STORE-PREFIX-1 and -2) sends COUNT messages to TO; every echo must arrive on both.
+run_client_as() {
+    local jid="$1" password="$2" stores="$3" to="$4" name="$5" count="$6"
+    shift 6
     local rc=0
     # In the background + wait, so that a signal to this script is handled at once (bash
     # runs traps only after a foreground child has finished).
-    timeout 150 "$PY" "$PEER" client --jid "$ALICE" --password "$PW_A" --server "$SERVER" \
-        --store "$WORK/alice-1" --second-device-store "$WORK/alice-2" --second-resource phone \
-        --to "$BOB" --count "$count" --timeout 90 "$@" \
+    timeout 150 "$PY" "$PEER" client --jid "$jid" --password "$password" --server "$SERVER" \
+        --store "$stores-1" --second-device-store "$stores-2" --second-resource phone \
+        --to "$to" --count "$count" --timeout 90 "$@" \
         </dev/null >"$WORK/$name.json" 2>"$WORK/$name.log" &
     CLIENT_PID=$!
     wait "$CLIENT_PID" || rc=$?
@@ -199,6 +219,20 @@ start_echo echo2
 run_client client3 3
 stop_echo echo2 3
 say "phase 3 ok in $((SECONDS - t))s: echo peer restarted with device $BOB_DEVICE, 3/3 echoes"
+
+# --- phase 4: OMEMO 2 (carol's two devices and dave's echo peer, all --omemo-version omemo2) ---
+t=$SECONDS
+start_echo_as "$DAVE" "$PW_D" "$WORK/dave" echo4 --omemo-version omemo2
+DAVE_DEVICE="$ECHO_DEVICE"
+run_client_as "$CAROL" "$PW_C" "$WORK/carol" "$DAVE" client4 10 --subscribe --omemo-version omemo2
+stop_echo echo4 10
+# Only OMEMO 2 nodes on the server: Prosody's internal storage keeps the items of each PEP
+# node in data/localhost/pep_<node, with . and : percent-encoded>/<user>.list.
+legacy_nodes="$(find "$WORK/server/data" -path '*axolotl*' \( -name 'carol.*' -o -name 'dave.*' \) -print)"
+[ -z "$legacy_nodes" ] || fail "phase 4: omemo2 peers published legacy OMEMO nodes: $legacy_nodes"
+two_nodes="$(find "$WORK/server/data" -path '*omemo%3a2*' \( -name 'carol.*' -o -name 'dave.*' \) -print | wc -l)"
+[ "$two_nodes" -eq 4 ] || fail "phase 4: want 4 OMEMO 2 item stores (device list and bundles of carol and dave) in $WORK/server/data, found $two_nodes"
+say "phase 4 ok in $((SECONDS - t))s: OMEMO 2, 10/10 echoes on both devices (devices $(cat "$WORK/client4.devices"), echo peer $DAVE_DEVICE)"
 
 "$PROSODY" stop "$WORK/server" >/dev/null 2>&1 || fail "could not stop Prosody"
 STARTED_SERVER=0

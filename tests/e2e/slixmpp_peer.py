@@ -1,14 +1,21 @@
 #!/usr/bin/env python3
-"""Legacy-OMEMO XMPP test peer for the end-to-end tests (slixmpp + slixmpp-omemo).
+"""OMEMO XMPP test peer for the end-to-end tests (slixmpp + slixmpp-omemo), legacy or OMEMO 2.
 
-Speaks only legacy OMEMO (XEP-0384 0.3.0, namespace eu.siacs.conversations.axolotl). The
-OMEMO work is done by slixmpp-omemo 2.2.0 and the python-omemo stack (oldmemo backend) from
-the project's venv (scripts/setup-test-env); only their public API (plus slixmpp-omemo's
-session-manager factory) is called here, none of their code is copied.
+Speaks one OMEMO version per run, chosen with --omemo-version:
+  legacy  (default) XEP-0384 0.3.0, namespace eu.siacs.conversations.axolotl;
+  omemo2  XEP-0384 0.8+, namespace urn:xmpp:omemo:2, with XEP-0420 SCE envelopes.
+The OMEMO work is done by slixmpp-omemo 2.2.0 and the python-omemo stack (oldmemo or twomemo
+backend) from the project's venv (scripts/setup-test-env); only their public API (plus
+slixmpp-omemo's session-manager factory) is called here, none of their code is copied.
+slixmpp-omemo cannot encrypt or decrypt OMEMO 2 content (it has no SCE), so in omemo2 mode the
+peer uses only its python-omemo SessionManager (pubsub, trust, empty messages) and does the rest
+itself: SessionManager.encrypt/decrypt, twomemo.etree.serialize_message/parse_message, and the
+SCE envelope built and parsed here.
 
 Subcommands (run with the venv's python):
 
   echo   --jid J --password P --server HOST:PORT --store DIR [--resource R]
+         [--omemo-version legacy|omemo2]
       Echo bot. Decrypts every OMEMO message and answers the sender's bare JID with the same
       text, OMEMO-encrypted (type chat). Runs until SIGTERM/SIGINT (exit 0) or until the
       connection is lost (exit 1). stdout, one line each, flushed:
@@ -18,45 +25,80 @@ Subcommands (run with the venv's python):
         EMPTY {"from": ..., "device_id": N}        an empty OMEMO (key transport) message
         PLAINTEXT {"from": ..., "text": ...}       an unencrypted message (not answered)
         ERROR {"from": ..., "error": ...}          a message that could not be decrypted
-                                                   or answered
+                                                   or answered (omemo2: also a bad SCE
+                                                   envelope, "error": "SCE ...")
+      (ECHO, EMPTY, PLAINTEXT and ERROR also carry "via": direct, carbon_received or
+      carbon_sent.)
 
   client --jid J --password P --server HOST:PORT --store DIR --to JID --count N
          [--timeout S] [--resource R] [--subscribe] [--sequential]
-         [--second-device-store DIR2 [--second-resource R2]]
+         [--second-device-store DIR2 [--second-resource R2]] [--omemo-version legacy|omemo2]
       Sends N OMEMO messages with distinct texts to JID and waits for the N echoes. With
       --second-device-store, a second device of the same account (own resource, own store,
       own device id) is online too and must also receive and decrypt every echo (directly or
-      as a carbon). Prints one JSON summary line on stdout:
+      as a carbon). Both devices use the same --omemo-version. Prints one JSON summary line on
+      stdout:
         {"ok": bool, "sent": N, "echoed": k, "mismatches": [...], "missing": [...], ...}
       and exits 0 iff every echo decrypted to the right text on every device in time.
 
-Common options: --log-level (ours, default info), --lib-log-level (slixmpp/omemo, default
-warning; "debug" logs every stanza). Logs go to stderr.
+Common options: --omemo-version (default legacy; the output is the same in both modes),
+--log-level (ours, default info), --lib-log-level (slixmpp/omemo, default warning; "debug" logs
+every stanza). Logs go to stderr.
 
-Behaviour worth knowing when writing the other side:
+Behaviour worth knowing when writing the other side (both modes unless stated):
 * Connects in plaintext (no STARTTLS) with SASL PLAIN/SCRAM: meant for loopback servers.
-* Publishes only the legacy device list and bundle (no urn:xmpp:omemo:2 nodes), with
-  pubsub#access_model=open, and checks on the server that both are there and open before READY.
-* Fetches the recipient's and its own device list from the server before *every* encryption
-  and the sender's device list when a message comes from an unknown device, so it never
-  depends on PEP notifications.
+* Publishes only the device list and bundle of its version, with pubsub#access_model=open,
+  and checks on the server that both are there and open before READY:
+  - legacy: list eu.siacs.conversations.axolotl.devicelist (item current), bundle on
+    eu.siacs.conversations.axolotl.bundles:<device id>; no urn:xmpp:omemo:2 node.
+  - omemo2: list urn:xmpp:omemo:2:devices, item current,
+    <devices xmlns='urn:xmpp:omemo:2'><device id='N'/></devices> (publish-options
+    access_model=open, persist_items=true, max_items=1); bundle as item <device id> of the
+    shared node urn:xmpp:omemo:2:bundles (publish-options access_model=open,
+    persist_items=true, max_items=max). slixmpp-omemo's publishing, for both nodes: on
+    precondition-not-met (an existing node configured otherwise) the node is reconfigured
+    with the same options and the item published again; if all that fails, it is retried
+    without max_items. Prosody 0.12 accepts max (stored as "max", 256 items with the default
+    pep_max_items). The check also refuses a bundles node that keeps only one item. No
+    legacy node.
+* Fetches the recipient's and its own device list (of its version) from the server before
+  *every* encryption and the sender's device list when a message comes from an unknown
+  device, so it never depends on PEP notifications.
 * Trust: everything is trusted (blind trust).
 * Incoming messages are recognised by their <encrypted> element; no <body> is needed (stock
   slixmpp only dispatches messages that have a <body>; this peer has its own handler). Direct
-  messages and carbons (received and sent) are decrypted; type chat and normal only.
-* The sender's device must already be in the sender's published legacy device list, with a
-  fetchable bundle, when its first message arrives: python-omemo refetches the list once and
-  otherwise refuses the message (SenderNotFound, reported as ERROR).
-* Outgoing messages: type chat, to the bare JID, fallback <body>This message is OMEMO
-  encrypted.</body>, <store xmlns='urn:xmpp:hints'/>, no EME element. They are encrypted for
-  every device of the recipient and every other device of our own account; each carries
-  prekey='true' key exchanges until the other device has sent something back on the session.
+  messages and carbons (received and sent) are decrypted; type chat and normal only. A
+  message with only the other version's <encrypted> is reported as ERROR; one with both is
+  handled with our version's element.
+* The sender's device must already be in the sender's published device list (of our
+  version), with a fetchable bundle, when its first message arrives: python-omemo refetches
+  the list once and otherwise refuses the message (SenderNotFound, reported as ERROR).
+* Outgoing messages: type chat, to the bare JID, <store xmlns='urn:xmpp:hints'/>. They are
+  encrypted for every device of the recipient and every other device of our own account;
+  each carries key exchanges (legacy prekey='true', omemo2 kex='true') until the other device
+  has sent something back on the session.
+  - legacy: fallback <body>This message is OMEMO encrypted.</body>, no EME element.
+  - omemo2: no <body> at all, and <encryption xmlns='urn:xmpp:eme:0'
+    namespace='urn:xmpp:omemo:2' name='OMEMO'/> after <encrypted xmlns='urn:xmpp:omemo:2'>
+    (<header sid><keys jid><key rid [kex='true']>...</key></keys>...</header><payload>).
+* omemo2, SCE: the payload decrypts to
+    <envelope xmlns='urn:xmpp:sce:1'><content><body xmlns='jabber:client'>TEXT</body>
+    </content><rpad>0-200 random letters/digits</rpad><time stamp='YYYY-MM-DDThh:mm:ssZ'/>
+    <from jid='sender bare JID'/><to jid='recipient bare JID'/></envelope>
+  (one line, no whitespace between elements, the <rpad> may be empty). On receipt the
+  envelope must parse, <from jid> must be the stanza sender's bare JID and <to jid> our
+  bare JID (for a sent carbon: the bare JID the stanza was sent to), compared as JIDs
+  (normalised, a resource does not match), and <content> must hold a
+  <body xmlns='jabber:client'>; otherwise the message is not echoed and is reported as
+  ERROR {"from": ..., "error": "SCE ..."}. <time> is not checked; other <content> children
+  are ignored.
 * Storage: DIR/omemo-storage.json (device id, keys, sessions, trust); reusing DIR keeps the
-  device. Written at most once per event-loop iteration and at exit.
-* python-omemo answers every received key exchange (PreKey message) with an empty OMEMO
-  message (no <payload>, no <body>, type normal) sent to the sender's bare JID, and sends one
-  after 53 received messages without an answer. They must be accepted silently and must not
-  be answered.
+  device. Written at most once per event-loop iteration and at exit. A store made in the
+  other mode is refused (python-omemo would purge the other backend's data).
+* python-omemo answers every received key exchange with an empty OMEMO message (no
+  <payload>, no <body>, type normal) sent to the sender's bare JID, and sends one after 53
+  received messages without an answer. They must be accepted silently and must not be
+  answered.
 * All OMEMO operations of one device are serialised with an asyncio.Lock (python-omemo has no
   locking; slixmpp runs handlers concurrently).
 """
@@ -70,18 +112,27 @@ import copy
 import json
 import logging
 import os
+import secrets
 import signal
+import string
 import sys
 import tempfile
 import time
 import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
+from xml.sax.saxutils import escape, quoteattr
 
 import omemo
 import oldmemo
+import twomemo
+import twomemo.etree
 from omemo.storage import Just, Maybe, Nothing, Storage
 from omemo.types import DeviceInformation, JSONType
-from slixmpp import JID, ClientXMPP
+from slixmpp import JID, ClientXMPP, InvalidJID
+from slixmpp.exceptions import IqError
 from slixmpp.plugins import register_plugin
 from slixmpp.stanza import Message
 from slixmpp.xmlstream.handler import CoroutineCallback
@@ -92,13 +143,33 @@ from slixmpp_omemo.xep_0384 import _make_session_manager
 LOG = logging.getLogger("slixmpp_peer")
 
 OLD_NS = oldmemo.oldmemo.NAMESPACE  # eu.siacs.conversations.axolotl
-TWO_NS = "urn:xmpp:omemo:2"
+TWO_NS = twomemo.twomemo.NAMESPACE  # urn:xmpp:omemo:2
 OLD_DEVICE_LIST_NODE = "eu.siacs.conversations.axolotl.devicelist"
 TWO_DEVICE_LIST_NODE = "urn:xmpp:omemo:2:devices"
+TWO_BUNDLES_NODE = "urn:xmpp:omemo:2:bundles"  # one node, item id = device id
+SCE_NS = "urn:xmpp:sce:1"
+EME_NS = "urn:xmpp:eme:0"
+CLIENT_NS = "jabber:client"
 
 
 def old_bundle_node(device_id: int) -> str:
     return f"eu.siacs.conversations.axolotl.bundles:{device_id}"
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """The OMEMO version one device speaks (--omemo-version)."""
+
+    name: str  # "legacy" or "omemo2"
+    ns: str  # the backend's namespace
+    device_list_node: str
+    other_device_list_node: str  # the other version's list: no interest, never touched
+    description: str  # for messages
+
+
+LEGACY = Flavour("legacy", OLD_NS, OLD_DEVICE_LIST_NODE, TWO_DEVICE_LIST_NODE, "legacy OMEMO")
+OMEMO2 = Flavour("omemo2", TWO_NS, TWO_DEVICE_LIST_NODE, OLD_DEVICE_LIST_NODE, "OMEMO 2")
+FLAVOURS = {f.name: f for f in (LEGACY, OMEMO2)}
 
 
 def out(line: str) -> None:
@@ -191,29 +262,109 @@ class JsonFileStorage(Storage):
 
 
 # ---------------------------------------------------------------------------------------------
-# The slixmpp-omemo plugin, restricted to legacy OMEMO
+# SCE envelopes (XEP-0420) for OMEMO 2: built and parsed here (slixmpp-omemo has no SCE)
+
+# Padding alphabet: letters and digits (no XML escaping needed, one byte per character).
+_RPAD_CHARS = string.ascii_letters + string.digits
 
 
-class LegacyOmemo(XEP_0384):  # pylint: disable=invalid-name
-    """slixmpp-omemo's XEP_0384 with only the oldmemo backend, blind trust and a lock.
+class SceViolation(Exception):
+    """An envelope that is malformed or whose affixes do not fit the stanza."""
 
-    Config (plugin_config["xep_0384"]): store_path (JSON file), owner (bare JID).
+
+def sce_seal(text: str, sender_bare: str, recipient_bare: str) -> bytes:
+    """The envelope OMEMO 2 encrypts for a chat message with body `text`:
+    <envelope xmlns='urn:xmpp:sce:1'><content><body xmlns='jabber:client'>TEXT</body></content>
+    <rpad>0-200 random chars</rpad><time stamp='XEP-0082'/><from jid/><to jid/></envelope>
+    (one line, no whitespace between elements)."""
+    rpad = "".join(secrets.choice(_RPAD_CHARS) for _ in range(secrets.randbelow(201)))
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (
+        f"<envelope xmlns='{SCE_NS}'>"
+        f"<content><body xmlns='{CLIENT_NS}'>{escape(text)}</body></content>"
+        f"<rpad>{rpad}</rpad>"
+        f"<time stamp='{stamp}'/>"
+        f"<from jid={quoteattr(sender_bare)}/>"
+        f"<to jid={quoteattr(recipient_bare)}/>"
+        "</envelope>"
+    ).encode("utf-8")
+
+
+def _is_bare_jid(claimed: Optional[str], want_bare: str) -> bool:
+    """`claimed` names the bare JID `want_bare` (normalised; a resource makes it differ)."""
+    if claimed is None:
+        return False
+    try:
+        j = JID(claimed.strip())
+    except InvalidJID:
+        return False
+    return not j.resource and j.bare == JID(want_bare).bare
+
+
+def sce_open(data: bytes, sender_bare: str, recipient_bare: str) -> str:
+    """Parses an envelope, checks <from> against the sender's and <to> against the
+    recipient's bare JID, and returns the text of <content>'s <body xmlns='jabber:client'>.
+    Raises SceViolation (message starting with "SCE") for anything else."""
+    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+        raise SceViolation("SCE: envelope with a DTD refused")
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as e:
+        raise SceViolation(f"SCE: malformed envelope: {e}") from e
+    if root.tag != f"{{{SCE_NS}}}envelope":
+        raise SceViolation(f"SCE: root element is {root.tag}, not {{{SCE_NS}}}envelope")
+    problems = []
+    frm = root.find(f"{{{SCE_NS}}}from")
+    to = root.find(f"{{{SCE_NS}}}to")
+    if frm is None:
+        problems.append("no <from>")
+    elif not _is_bare_jid(frm.get("jid"), sender_bare):
+        problems.append(f"<from jid={frm.get('jid')!r}> is not the sender {sender_bare}")
+    if to is None:
+        problems.append("no <to>")
+    elif not _is_bare_jid(to.get("jid"), recipient_bare):
+        problems.append(f"<to jid={to.get('jid')!r}> is not the recipient {recipient_bare}")
+    if problems:
+        raise SceViolation("SCE affix violation: " + "; ".join(problems))
+    content = root.find(f"{{{SCE_NS}}}content")
+    if content is None:
+        raise SceViolation("SCE: envelope without <content>")
+    body = content.find(f"{{{CLIENT_NS}}}body")
+    if body is None:
+        raise SceViolation(f"SCE: no <body xmlns='{CLIENT_NS}'> in <content>")
+    return body.text or ""
+
+
+# ---------------------------------------------------------------------------------------------
+# The slixmpp-omemo plugin, restricted to one OMEMO version
+
+
+class PeerOmemo(XEP_0384):  # pylint: disable=invalid-name
+    """slixmpp-omemo's XEP_0384 with one backend only (oldmemo or twomemo), blind trust and a
+    lock. Legacy mode uses the plugin's encrypt_message/decrypt_message; OMEMO 2 mode only its
+    session manager (pubsub, trust and message hooks) and does the stanza work in Peer, since
+    the plugin cannot encrypt or decrypt OMEMO 2 content (no SCE).
+
+    Config (plugin_config["xep_0384"]): store_path (JSON file), owner (bare JID), version
+    ("legacy" or "omemo2").
     """
 
     name = "xep_0384"
-    description = "OMEMO Encryption (legacy only, test peer)"
+    description = "OMEMO Encryption (one version only, test peer)"
     dependencies = XEP_0384.dependencies
     default_config = {
         "fallback_message": "This message is OMEMO encrypted.",
         "store_path": None,
         "owner": None,
+        "version": "legacy",
     }
 
     def plugin_init(self) -> None:
         super().plugin_init()
-        # The base plugin asks for OMEMO 2 device-list notifications too; we have no OMEMO 2
-        # backend (slixmpp-omemo cannot decrypt OMEMO 2 anyway: SCE is not implemented).
-        self.xmpp.plugin["xep_0163"].remove_interest(TWO_DEVICE_LIST_NODE)
+        self.flavour: Flavour = FLAVOURS[self.version]
+        # The base plugin asks for notifications of both device lists; we have one backend
+        # (and in legacy mode slixmpp-omemo could not decrypt OMEMO 2 anyway: no SCE).
+        self.xmpp.plugin["xep_0163"].remove_interest(self.flavour.other_device_list_node)
         self.lock = asyncio.Lock()
         self._storage = JsonFileStorage(self.store_path, self.owner)
         self._sm: Optional[omemo.SessionManager] = None
@@ -244,7 +395,7 @@ class LegacyOmemo(XEP_0384):  # pylint: disable=invalid-name
             LOG.info("trusting %s device %d", dev.bare_jid, dev.device_id)
             await sm.set_trust(dev.bare_jid, dev.identity_key, TrustLevel.TRUSTED.value)
 
-    # --- session manager with the oldmemo backend only ---
+    # --- session manager with one backend ---
 
     async def get_session_manager(self) -> omemo.SessionManager:
         if self._sm is not None:
@@ -253,11 +404,34 @@ class LegacyOmemo(XEP_0384):  # pylint: disable=invalid-name
             self._sm_task = asyncio.ensure_future(self._build_session_manager())
         return await asyncio.shield(self._sm_task)
 
+    async def _check_store_version(self) -> None:
+        """Refuse a store made in the other mode: python-omemo would purge the other backend's
+        data (and its published device list entry and bundle) on a mismatch."""
+        own_id = (await self._storage.load_primitive("/own_device_id", int)).maybe(None)
+        if own_id is None:
+            return
+        stored = (await self._storage.load_list(
+            f"/devices/{self.xmpp.boundjid.bare}/{own_id}/namespaces", str)).maybe(None)
+        if stored is not None and set(stored) != {self.flavour.ns}:
+            raise PeerFailure(
+                f"store {self.store_path} was made for {sorted(stored)}, not"
+                f" --omemo-version {self.flavour.name}: use another --store"
+            )
+
     async def _build_session_manager(self) -> omemo.SessionManager:
         try:
+            await self._check_store_version()
+            backend: omemo.Backend
+            if self.flavour is OMEMO2:
+                backend = twomemo.Twomemo(self._storage, 1000, None)
+            else:
+                backend = oldmemo.Oldmemo(self._storage, 1000, None)
+            # slixmpp-omemo's SessionManager implementation: bundles, device lists and empty
+            # messages go through its pubsub/stanza code (OMEMO 2 bundles on the shared node
+            # with publish-options access_model=open, persist_items=true, max_items=max).
             impl = _make_session_manager(self.xmpp, self)
             sm = await impl.create(
-                [oldmemo.Oldmemo(self._storage, 1000, None)],
+                [backend],
                 self._storage,
                 self.xmpp.boundjid.bare,
                 initial_own_label=None,
@@ -278,8 +452,8 @@ class LegacyOmemo(XEP_0384):  # pylint: disable=invalid-name
     # --- device lists: always fetched from the server, never via the base class logic ---
 
     async def refresh_device_lists(self, jids: Set[JID], force_download: bool = False) -> None:
-        """Called by encrypt_message (with the lock held): fetch every recipient's device list
-        and our own from the server.
+        """Called by encrypt_message / Peer.send_encrypted (with the lock held): fetch every
+        recipient's device list and our own from the server.
 
         Reason: python-omemo encrypts for what it has stored; relying on PEP notifications
         fails whenever the +notify caps, the presence subscription or the timing is off (a
@@ -290,20 +464,20 @@ class LegacyOmemo(XEP_0384):  # pylint: disable=invalid-name
         bare_jids = {JID(j).bare for j in jids} | {self.xmpp.boundjid.bare}
         for bare in sorted(bare_jids):
             try:
-                await sm.refresh_device_list(OLD_NS, bare)
+                await sm.refresh_device_list(self.flavour.ns, bare)
             except omemo.DeviceListDownloadFailed as e:
                 LOG.warning("could not fetch the device list of %s: %r", bare, e)
 
     async def _on_device_list_update(self, msg: Message) -> None:
-        # PEP notification: only legacy device lists, and under the lock.
+        # PEP notification: only our version's device lists, and under the lock.
         items = msg["pubsub_event"]["items"]
-        if items["node"] != OLD_DEVICE_LIST_NODE:
+        if items["node"] != self.flavour.device_list_node:
             return
         async with self.lock:
             await super()._on_device_list_update(msg)
 
 
-register_plugin(LegacyOmemo)
+register_plugin(PeerOmemo)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,7 +509,8 @@ class Incoming:
 
 
 class Peer(ClientXMPP):
-    """slixmpp client + legacy OMEMO device. `on_incoming` gets every processed message."""
+    """slixmpp client + one OMEMO device (legacy or OMEMO 2). `on_incoming` gets every
+    processed message."""
 
     def __init__(
         self,
@@ -345,6 +520,7 @@ class Peer(ClientXMPP):
         label: str,
         on_incoming: Callable[["Peer", Incoming], Any],
         auto_subscribe: bool = True,
+        version: str = "legacy",
     ) -> None:
         os.makedirs(store_dir, exist_ok=True)
         owner = JID(jid).bare
@@ -360,11 +536,13 @@ class Peer(ClientXMPP):
                 "xep_0384": {
                     "store_path": os.path.join(store_dir, "omemo-storage.json"),
                     "owner": owner,
+                    "version": version,
                 },
             },
         )
         self.label = label
         self.on_incoming = on_incoming
+        self.flavour: Flavour = FLAVOURS[version]
         # No TLS at all: plain TCP to the given host/port.
         self.enable_plaintext = True
         self.enable_starttls = False
@@ -399,7 +577,7 @@ class Peer(ClientXMPP):
         self.register_handler(CoroutineCallback(
             "legacy OMEMO message",
             MatchXPath(f"{{jabber:client}}message/{{{OLD_NS}}}encrypted"),
-            self._on_omemo_message,
+            self._on_legacy_message,
         ))
         self.register_handler(CoroutineCallback(
             "OMEMO 2 message",
@@ -411,7 +589,7 @@ class Peer(ClientXMPP):
         self.add_event_handler("carbon_sent", self._on_carbon_sent)
 
     @property
-    def omemo(self) -> LegacyOmemo:
+    def omemo(self) -> PeerOmemo:
         return self.plugin["xep_0384"]
 
     # --- connection life cycle ---
@@ -442,13 +620,15 @@ class Peer(ClientXMPP):
     async def _go_online(self) -> None:
         await self.get_roster()
 
-        # Make sure the caps we announce contain eu.siacs.conversations.axolotl.devicelist+notify
-        # for the *bound* full JID (slixmpp's PEP plugin registers the +notify features when
-        # the plugin is loaded, for whatever JID was known then), and no OMEMO 2 interest.
+        # Make sure the caps we announce contain our version's device list node +notify
+        # (eu.siacs.conversations.axolotl.devicelist or urn:xmpp:omemo:2:devices) for the
+        # *bound* full JID (slixmpp's PEP plugin registers the +notify features when the plugin
+        # is loaded, for whatever JID was known then), and no interest in the other version's.
         disco = self.plugin["xep_0030"]
-        await disco.add_feature(OLD_DEVICE_LIST_NODE + "+notify", jid=self.boundjid)
+        await disco.add_feature(self.flavour.device_list_node + "+notify", jid=self.boundjid)
         try:
-            await disco.del_feature(feature=TWO_DEVICE_LIST_NODE + "+notify", jid=self.boundjid)
+            await disco.del_feature(feature=self.flavour.other_device_list_node + "+notify",
+                                    jid=self.boundjid)
         except Exception:  # pylint: disable=broad-exception-caught
             pass
         await self.plugin["xep_0115"].update_caps(self.boundjid, broadcast=False)
@@ -468,8 +648,11 @@ class Peer(ClientXMPP):
             self.ready.set_result(self.device_id)
 
     async def _verify_published(self) -> None:
-        """Check on the server that our device is in our legacy device list and that the
-        list and our bundle exist with access model open. Repairs the list when needed."""
+        """Check on the server that our device is in our device list and that the list and our
+        bundle exist with access model open. Repairs the list when needed."""
+        if self.flavour is OMEMO2:
+            await self._verify_published_omemo2()
+            return
         sm = await self.omemo.get_session_manager()
         bare = self.boundjid.bare
         xep_0060 = self.plugin["xep_0060"]
@@ -503,6 +686,56 @@ class Peer(ClientXMPP):
             if access != "open":
                 raise PeerFailure(f"PEP node {node} has access model {access!r}, not 'open'")
 
+    async def _verify_published_omemo2(self) -> None:
+        """OMEMO 2: check on the server that our device is in item 'current' of
+        urn:xmpp:omemo:2:devices, that our bundle is item <device id> of the shared node
+        urn:xmpp:omemo:2:bundles, that both nodes have access model open, and that the bundles
+        node keeps more than one item (else our account's devices would evict each other's
+        bundles). Repairs the device list when needed."""
+        sm = await self.omemo.get_session_manager()
+        bare = self.boundjid.bare
+        xep_0060 = self.plugin["xep_0060"]
+        for attempt in range(10):
+            # Downloads our list; python-omemo re-adds and re-publishes our device if missing.
+            await sm.refresh_device_list(TWO_NS, bare)
+            items = (await xep_0060.get_items(JID(bare), TWO_DEVICE_LIST_NODE))["pubsub"]["items"]
+            ids: Set[int] = set()
+            for item in items:
+                lst = item.xml.find(f"{{{TWO_NS}}}devices")
+                if item["id"] == "current" and lst is not None:
+                    ids |= {int(d.get("id")) for d in lst.findall(f"{{{TWO_NS}}}device")}
+            if self.device_id in ids:
+                break
+            LOG.warning("%s: own device %d not yet in the published OMEMO 2 list %s", self.label,
+                        self.device_id, sorted(ids))
+            await asyncio.sleep(0.2 * (attempt + 1))
+        else:
+            raise PeerFailure(f"own device {self.device_id} never appeared in the device list")
+
+        item_id = str(self.device_id)
+        try:
+            bundle_items = (await xep_0060.get_items(JID(bare), TWO_BUNDLES_NODE,
+                                                     item_ids=[item_id]))["pubsub"]["items"]
+        except IqError as e:
+            raise PeerFailure(f"own bundle (item {item_id} of {TWO_BUNDLES_NODE}) not"
+                              f" fetchable: {e.condition}") from e
+        if not any(item["id"] == item_id and item.xml.find(f"{{{TWO_NS}}}bundle") is not None
+                   for item in bundle_items):
+            raise PeerFailure(f"own bundle is not item {item_id} of {TWO_BUNDLES_NODE}")
+
+        for node in (TWO_DEVICE_LIST_NODE, TWO_BUNDLES_NODE):
+            cfg = await xep_0060.get_node_config(JID(bare), node)
+            values = cfg["pubsub_owner"]["configure"]["form"].get_values()
+            access = values.get("pubsub#access_model")
+            if access != "open":
+                raise PeerFailure(f"PEP node {node} has access model {access!r}, not 'open'")
+            if node == TWO_BUNDLES_NODE:
+                max_items = str(values.get("pubsub#max_items"))
+                LOG.info("%s: %s has pubsub#max_items=%s", self.label, node, max_items)
+                if max_items.isdigit() and int(max_items) < 2:
+                    raise PeerFailure(f"PEP node {node} keeps only {max_items} item(s): the"
+                                      " bundles of our other devices would be evicted")
+
     async def stop(self) -> None:
         self.stopping = True
         try:
@@ -523,9 +756,15 @@ class Peer(ClientXMPP):
             return
         await self._process(msg, "direct")
 
+    # A stanza with both versions is handled once, by the handler of our version.
+
+    async def _on_legacy_message(self, msg: Message) -> None:
+        if self.flavour is OMEMO2 and msg.xml.find(f"{{{TWO_NS}}}encrypted") is not None:
+            return
+        await self._on_omemo_message(msg)
+
     async def _on_omemo2_message(self, msg: Message) -> None:
-        # A stanza with both versions is handled once, by the legacy handler.
-        if msg.xml.find(f"{{{OLD_NS}}}encrypted") is not None:
+        if self.flavour is LEGACY and msg.xml.find(f"{{{OLD_NS}}}encrypted") is not None:
             return
         await self._on_omemo_message(msg)
 
@@ -547,6 +786,9 @@ class Peer(ClientXMPP):
         await self._process(msg["carbon_sent"], "carbon_sent")
 
     async def _process(self, stanza: Message, via: str) -> None:
+        if self.flavour is OMEMO2:
+            await self._process_omemo2(stanza, via)
+            return
         sender = stanza["from"]
         old = stanza.xml.find(f"{{{OLD_NS}}}encrypted")
         if old is None:
@@ -593,6 +835,68 @@ class Peer(ClientXMPP):
         self._deliver(Incoming(kind="text", sender=sender, via=via, device_id=device.device_id,
                                text=decrypted["body"], has_payload=True, stanza_id=stanza["id"]))
 
+    async def _process_omemo2(self, stanza: Message, via: str) -> None:
+        """OMEMO 2 mode: twomemo.etree.parse_message + SessionManager.decrypt, then the SCE
+        envelope is opened and its affixes checked (an affix violation is an error)."""
+        sender = stanza["from"]
+        two = stanza.xml.find(f"{{{TWO_NS}}}encrypted")
+        if two is None:
+            if stanza.xml.find(f"{{{OLD_NS}}}encrypted") is not None:
+                self._deliver(Incoming(kind="error", sender=sender, via=via,
+                                       error="legacy OMEMO only message: not supported in"
+                                             " omemo2 mode",
+                                       has_payload=True, stanza_id=stanza["id"]))
+            elif stanza["body"]:
+                self._deliver(Incoming(kind="plaintext", sender=sender, via=via,
+                                       text=stanza["body"], stanza_id=stanza["id"]))
+            return
+
+        has_payload = two.find(f"{{{TWO_NS}}}payload") is not None
+        header = two.find(f"{{{TWO_NS}}}header")
+        sid = header.get("sid") if header is not None else None
+
+        try:
+            message = twomemo.etree.parse_message(two, sender.bare)
+            sm = await self.omemo.get_session_manager()
+            async with self.omemo.lock:
+                plaintext, device, _ = await sm.decrypt(message)
+        except Exception as e:  # pylint: disable=broad-exception-caught
+            err = f"{type(e).__name__}: {e}"
+            if isinstance(e, omemo.MessageNotForUs) and not has_payload:
+                # Empty messages to our bare JID for another of our devices.
+                LOG.debug("%s: empty message from %s (sid %s) not for us", self.label, sender, sid)
+                return
+            LOG.warning("%s: cannot decrypt OMEMO 2 message %s from %s (sid %s, via %s): %s",
+                        self.label, stanza["id"], sender, sid, via, err)
+            self._deliver(Incoming(kind="error", sender=sender, via=via, error=err,
+                                   device_id=int(sid) if sid and sid.isdigit() else None,
+                                   has_payload=has_payload, stanza_id=stanza["id"]))
+            return
+
+        if plaintext is None:
+            LOG.info("%s: empty OMEMO 2 message from %s device %d (via %s)", self.label, sender,
+                     device.device_id, via)
+            self._deliver(Incoming(kind="empty", sender=sender, via=via,
+                                   device_id=device.device_id, stanza_id=stanza["id"]))
+            return
+
+        # The envelope's <to> is the stanza's recipient: us, or whoever our other device wrote
+        # to for a sent carbon.
+        recipient = self.boundjid.bare
+        if via == "carbon_sent" and stanza["to"].bare:
+            recipient = stanza["to"].bare
+        try:
+            text = sce_open(plaintext, sender.bare, recipient)
+        except SceViolation as e:
+            LOG.warning("%s: OMEMO 2 message %s from %s device %d: %s", self.label, stanza["id"],
+                        sender, device.device_id, e)
+            self._deliver(Incoming(kind="error", sender=sender, via=via, error=str(e),
+                                   device_id=device.device_id, has_payload=True,
+                                   stanza_id=stanza["id"]))
+            return
+        self._deliver(Incoming(kind="text", sender=sender, via=via, device_id=device.device_id,
+                               text=text, has_payload=True, stanza_id=stanza["id"]))
+
     def _deliver(self, inc: Incoming) -> None:
         try:
             result = self.on_incoming(self, inc)
@@ -606,6 +910,8 @@ class Peer(ClientXMPP):
     async def send_encrypted(self, to: str, text: str) -> str:
         """Encrypt `text` for every device of `to` (and our other devices) and send it as a
         chat message to the bare JID. Returns the stanza id."""
+        if self.flavour is OMEMO2:
+            return await self._send_omemo2(to, text)
         to_jid = JID(JID(to).bare)
         msg = self.make_message(mto=to_jid, mbody=text, mtype="chat")
         async with self.omemo.lock:
@@ -617,23 +923,50 @@ class Peer(ClientXMPP):
         encrypted.send()
         return encrypted["id"]
 
+    async def _send_omemo2(self, to: str, text: str) -> str:
+        """OMEMO 2 mode: SCE envelope, SessionManager.encrypt with the twomemo backend,
+        twomemo.etree.serialize_message, and the stanza built here (slixmpp-omemo's
+        encrypt_message only encrypts legacy bodies). No fallback body."""
+        to_bare = JID(to).bare
+        to_jid = JID(to_bare)
+        envelope = sce_seal(text, self.boundjid.bare, to_bare)
+        sm = await self.omemo.get_session_manager()
+        async with self.omemo.lock:
+            await self.omemo.refresh_device_lists({to_jid})
+            messages, errors = await sm.encrypt(
+                frozenset({to_bare}), {TWO_NS: envelope}, backend_priority_order=[TWO_NS]
+            )
+        for err in errors:
+            LOG.warning("%s: non-critical encryption error: %r", self.label, err)
+        if len(messages) != 1:
+            raise PeerFailure(f"SessionManager.encrypt produced {len(messages)} messages, want 1")
+        message = next(iter(messages))
+        msg = self.make_message(mto=to_jid, mtype="chat")
+        msg.append(twomemo.etree.serialize_message(message))
+        msg.enable("store")  # <store xmlns='urn:xmpp:hints'/>
+        msg.append(ET.Element(f"{{{EME_NS}}}encryption", {"namespace": TWO_NS, "name": "OMEMO"}))
+        msg.send()
+        return msg["id"]
+
     async def wait_for_devices(self, bare: str, deadline: float) -> FrozenSet[int]:
-        """Poll `bare`'s legacy device list on the server until it has a device whose bundle we
-        can fetch (python-omemo only lists devices with a bundle)."""
+        """Poll `bare`'s device list (of our version) on the server until it has a device whose
+        bundle we can fetch (python-omemo only lists devices with a bundle)."""
+        ns = self.flavour.ns
         sm = await self.omemo.get_session_manager()
         delay = 0.2
         while True:
             async with self.omemo.lock:
                 try:
-                    await sm.refresh_device_list(OLD_NS, bare)
+                    await sm.refresh_device_list(ns, bare)
                 except omemo.DeviceListDownloadFailed as e:
                     LOG.debug("device list of %s not available yet: %r", bare, e)
                 devices = await sm.get_device_information(bare)
-            ids = frozenset(d.device_id for d in devices if dict(d.active).get(OLD_NS, False))
+            ids = frozenset(d.device_id for d in devices if dict(d.active).get(ns, False))
             if ids:
                 return ids
             if time.monotonic() >= deadline:
-                raise PeerFailure(f"{bare} published no usable legacy OMEMO device in time")
+                raise PeerFailure(
+                    f"{bare} published no usable {self.flavour.description} device in time")
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 1.0)
 
@@ -697,7 +1030,7 @@ async def run_echo(args: argparse.Namespace) -> int:
         out("ECHO " + jdump(inc.describe()))
 
     peer = Peer(with_resource(args.jid, args.resource or "echo"), args.password, args.store,
-                "echo", on_incoming, auto_subscribe=True)
+                "echo", on_incoming, auto_subscribe=True, version=args.omemo_version)
     deadline = time.monotonic() + args.start_timeout
     start_task = asyncio.ensure_future(start_peer(peer, parse_server(args.server), deadline))
     stop_task = asyncio.ensure_future(stop.wait())
@@ -818,13 +1151,13 @@ async def run_client(args: argparse.Namespace) -> int:
         if second_tally is not None:
             second = Peer(with_resource(JID(args.jid).bare, args.second_resource), args.password,
                           args.second_device_store, "second", second_tally.on_incoming,
-                          auto_subscribe=args.subscribe)
+                          auto_subscribe=args.subscribe, version=args.omemo_version)
             peers.append(second)
             second_tally.device_id = await start_peer(second, server, deadline)
             LOG.info("second device %d online", second_tally.device_id)
         primary = Peer(with_resource(args.jid, args.resource or "client"), args.password,
                        args.store, "primary", primary_tally.on_incoming,
-                       auto_subscribe=args.subscribe)
+                       auto_subscribe=args.subscribe, version=args.omemo_version)
         peers.insert(0, primary)
         primary_tally.device_id = await start_peer(primary, server, deadline)
         LOG.info("primary device %d online", primary_tally.device_id)
@@ -926,6 +1259,9 @@ def main() -> int:
         p.add_argument("--server", required=True, help="HOST:PORT (plaintext c2s)")
         p.add_argument("--store", required=True, help="directory for this device's OMEMO data")
         p.add_argument("--resource", default=None)
+        p.add_argument("--omemo-version", choices=sorted(FLAVOURS), default="legacy",
+                       help="legacy (eu.siacs.conversations.axolotl, default) or omemo2"
+                            " (urn:xmpp:omemo:2 with SCE)")
         p.add_argument("--log-level", default="info")
         p.add_argument("--lib-log-level", default="warning")
 

@@ -15,7 +15,7 @@ use super::bundle::BundleLayout;
 use super::encrypted::message_with;
 use super::xml::{
     children_named, decode_base64, decode_base64_attr, element, encode_base64, expect_element,
-    parse_u32, required_child, set_attr, text_element, u32_attr,
+    parse_u32, required_child, same_bare_jid, set_attr, text_element, u32_attr,
 };
 use crate::bundle::PreKeyBundle;
 use crate::consts::{
@@ -32,27 +32,35 @@ pub const NAMESPACE: &str = OMEMO2_NAMESPACE;
 pub const DEVICE_LIST_NODE: &str = "urn:xmpp:omemo:2:devices";
 
 /// The one pubsub node that holds the bundles of all devices of an account, one item per
-/// device, named by [`bundle_item_id`]. Publish with [`BUNDLES_NODE_OPTIONS`]; take a
+/// device, named by [`bundle_item_id`]. Publish with [`bundles_node_options`]; take a
 /// removed device's bundle off with [`retract_iq`](super::retract_iq).
 pub const BUNDLES_NODE: &str = "urn:xmpp:omemo:2:bundles";
 
-/// The publish options of [`BUNDLES_NODE`] (XEP-0384: open access and as many items as
-/// the server allows), for [`publish_iq_with_options`](super::publish_iq_with_options)
-/// and [`configure_node_iq`](super::configure_node_iq). A server that refuses `max`
-/// gets [`BUNDLES_NODE_FALLBACK_OPTIONS`].
-pub const BUNDLES_NODE_OPTIONS: &[(&str, &str)] = &[
-    ("pubsub#access_model", "open"),
-    ("pubsub#persist_items", "true"),
-    ("pubsub#max_items", "max"),
-];
+/// The `pubsub#max_items` values to try for [`BUNDLES_NODE`], best first: `max`, as
+/// XEP-0384 asks, then numbers for servers that refuse it. Servers refuse numbers above
+/// their own limit (Prosody: `pep_max_items`, 256 by default, so 1000 fails there), hence
+/// the descending list (QXmpp tries 1000, 100, 10).
+pub const BUNDLES_NODE_MAX_ITEMS: &[&str] = &["max", "1000", "256", "100", "10"];
 
-/// [`BUNDLES_NODE_OPTIONS`] with a number instead of `max`, for servers that do not know
-/// `max` (QXmpp falls back the same way).
-pub const BUNDLES_NODE_FALLBACK_OPTIONS: &[(&str, &str)] = &[
-    ("pubsub#access_model", "open"),
-    ("pubsub#persist_items", "true"),
-    ("pubsub#max_items", "1000"),
-];
+/// The publish options of [`BUNDLES_NODE`] with `max_items` (one of
+/// [`BUNDLES_NODE_MAX_ITEMS`]): open access, persistent items, for
+/// [`publish_iq_with_options`](super::publish_iq_with_options) and
+/// [`configure_node_iq`](super::configure_node_iq).
+///
+/// ```
+/// use omemo::stanza::omemo2::{BUNDLES_NODE_MAX_ITEMS, bundles_node_options};
+///
+/// let options = bundles_node_options(BUNDLES_NODE_MAX_ITEMS[0]);
+/// assert!(options.contains(&("pubsub#max_items", "max")));
+/// assert!(options.contains(&("pubsub#access_model", "open")));
+/// ```
+pub fn bundles_node_options(max_items: &str) -> [(&'static str, &str); 3] {
+    [
+        ("pubsub#access_model", "open"),
+        ("pubsub#persist_items", "true"),
+        ("pubsub#max_items", max_items),
+    ]
+}
 
 /// The names of the OMEMO 2 `<bundle>`.
 const BUNDLE: BundleLayout = BundleLayout {
@@ -201,7 +209,8 @@ impl EncryptedMessage {
     }
 
     /// The keys addressed to `device` of `jid` (a bare JID), in document order. Devices
-    /// are matched by JID and id together: two accounts may have devices of one id.
+    /// are matched by JID and id together: two accounts may have devices of one id. JIDs
+    /// compare as parsed bare JIDs (`Juliet@Capulet.LIT` is `juliet@capulet.lit`).
     pub fn keys_for<'a>(
         &'a self,
         jid: &'a str,
@@ -209,7 +218,7 @@ impl EncryptedMessage {
     ) -> impl Iterator<Item = &'a EncryptedKey> + 'a {
         self.recipients
             .iter()
-            .filter(move |r| r.jid == jid)
+            .filter(move |r| same_bare_jid(&r.jid, jid))
             .flat_map(|r| &r.keys)
             .filter(move |k| k.recipient_device == device)
     }
@@ -416,6 +425,7 @@ mod tests {
         assert_eq!(parsed.keys_for("romeo@montague.lit", 1).count(), 1);
         assert_eq!(parsed.keys_for("romeo@montague.lit", 2).count(), 0);
         assert_eq!(parsed.keys_for("nurse@capulet.lit", 1).count(), 0);
+        assert_eq!(parsed.keys_for("Juliet@Capulet.LIT", 1).count(), 1);
     }
 
     #[test]

@@ -413,12 +413,9 @@ mod tests {
 
     #[test]
     fn omemo2_bundles_node_is_configured_with_max_items() {
-        use crate::stanza::omemo2::{BUNDLES_NODE, BUNDLES_NODE_OPTIONS};
-        let iq = reparse(&configure_node_iq(
-            "cfg2",
-            BUNDLES_NODE,
-            BUNDLES_NODE_OPTIONS,
-        ));
+        use crate::stanza::omemo2::{BUNDLES_NODE, BUNDLES_NODE_MAX_ITEMS, bundles_node_options};
+        let options = bundles_node_options(BUNDLES_NODE_MAX_ITEMS[0]);
+        let iq = reparse(&configure_node_iq("cfg2", BUNDLES_NODE, &options));
         let form = iq
             .get_child("pubsub", NS_PUBSUB_OWNER)
             .and_then(|p| p.get_child("configure", NS_PUBSUB_OWNER))

@@ -33,13 +33,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use jid::BareJid;
 use minidom::Element;
 use rand_core::CryptoRng;
 
 use super::xml::{
     NS_CLIENT, NS_EME, NS_HINTS, element, element_with, encode_base64, expect_element,
-    required_child, shorten, text_element,
+    required_child, same_bare_jid, shorten, text_element,
 };
 use crate::consts::OMEMO2_NAMESPACE;
 use crate::error::StanzaError;
@@ -163,15 +162,6 @@ impl Envelope {
                 .map(Element::text)
                 .unwrap_or_default(),
         )
-    }
-}
-
-/// Two bare JIDs are the same when they parse to the same JID (case of the domain and
-/// local part normalised); a `claimed` JID that does not parse matches nothing.
-fn same_bare_jid(claimed: &str, actual: &str) -> bool {
-    match (BareJid::new(claimed.trim()), BareJid::new(actual.trim())) {
-        (Ok(claimed), Ok(actual)) => claimed == actual,
-        _ => false,
     }
 }
 

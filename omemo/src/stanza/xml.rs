@@ -154,6 +154,18 @@ pub(crate) fn bare_jid(jid: &str) -> &str {
     jid.split_once('/').map_or(jid, |(bare, _)| bare)
 }
 
+/// Two bare JIDs are the same when they parse to the same JID (case of the domain and
+/// local part normalised); a `claimed` JID that does not parse matches nothing.
+pub(crate) fn same_bare_jid(claimed: &str, actual: &str) -> bool {
+    match (
+        jid::BareJid::new(claimed.trim()),
+        jid::BareJid::new(actual.trim()),
+    ) {
+        (Ok(claimed), Ok(actual)) => claimed == actual,
+        _ => false,
+    }
+}
+
 /// Checks that `element` is `<name xmlns=namespace>`.
 pub(crate) fn expect_element(
     element: &Element,
