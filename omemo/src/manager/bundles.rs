@@ -4,40 +4,18 @@
 use rand_core::CryptoRng;
 
 use super::request::{Pending, Publication};
-use super::{DatedSignedPreKey, Manager, SkipReason, VERSION, pre_key_record, signed_record};
-use crate::consts::{BUNDLE_RETRY_SECS, MAX_DEVICE_ID};
+use super::{Manager, SkipReason, VERSION};
+use crate::consts::BUNDLE_RETRY_SECS;
 use crate::error::ManagerError;
 use crate::stanza::{self, StanzaError};
-use crate::store::{AccountRecord, Batch, Op, Store};
-use crate::{PreKey, PreKeyBundle, Session, SignedPreKey, Version};
-
-/// A used one-time prekey and the fresh ones that replace it.
-pub(super) struct Refill {
-    used: u32,
-    fresh: Vec<PreKey>,
-    next_id: u32,
-}
+use crate::store::{Batch, Op, Store};
+use crate::{PreKeyBundle, Session, Version};
 
 impl<S: Store> Manager<S> {
     /// The bundle this device publishes in `version`; `None` for a version the manager
     /// does not speak (so far it speaks legacy OMEMO only).
     pub fn own_bundle(&self, version: Version) -> Option<PreKeyBundle> {
-        (version == VERSION).then(|| self.published_bundle())
-    }
-
-    /// The bundle of the manager's version.
-    pub(super) fn published_bundle(&self) -> PreKeyBundle {
-        let pre_keys: Vec<PreKey> = self.pre_keys.values().cloned().collect();
-        PreKeyBundle::new(
-            &self.identity,
-            &self.current_signed_pre_key().key,
-            &pre_keys,
-        )
-    }
-
-    fn current_signed_pre_key(&self) -> &DatedSignedPreKey {
-        // `load` and `create` guarantee at least one.
-        &self.signed_pre_keys[self.signed_pre_keys.len() - 1]
+        (version == VERSION).then(|| self.own.bundle())
     }
 
     /// Queues the publication of this device's bundle (and, through the own device
@@ -49,69 +27,8 @@ impl<S: Store> Manager<S> {
     /// Queues a fetch of the own device list; the manager adds this device to it when
     /// missing.
     pub fn publish_device(&mut self) {
-        let jid = self.jid.clone();
+        let jid = self.own.jid.clone();
         self.fetch_device_list(&jid);
-    }
-
-    pub(super) fn signed_pre_key(&self, id: u32) -> Option<&SignedPreKey> {
-        self.signed_pre_keys
-            .iter()
-            .rev()
-            .map(|k| &k.key)
-            .find(|k| k.id() == id)
-    }
-
-    /// Plans the replacement of a used one-time prekey by a fresh one, so that the
-    /// bundle keeps its size; nothing changes until [`Manager::apply_refill`].
-    pub(super) fn plan_refill(&self, used: u32, rng: &mut impl CryptoRng) -> Refill {
-        let mut next_id = self.next_pre_key_id;
-        let missing = (self.config.pre_key_count as usize + 1).saturating_sub(self.pre_keys.len());
-        let fresh = (0..missing)
-            .map(|_| {
-                let id = next_id;
-                next_id = if id >= MAX_DEVICE_ID { 1 } else { id + 1 };
-                PreKey::generate(rng, id)
-            })
-            .collect();
-        Refill {
-            used,
-            fresh,
-            next_id,
-        }
-    }
-
-    /// The store ops of a refill.
-    pub(super) fn refill_ops(&self, refill: &Refill, batch: &mut Batch) {
-        batch.ops.push(Op::DeletePreKey {
-            version: VERSION,
-            id: refill.used,
-        });
-        batch.ops.extend(
-            refill
-                .fresh
-                .iter()
-                .map(|k| Op::PutPreKey(pre_key_record(k))),
-        );
-        let mut account = self.account_record();
-        account.next_pre_key_id = refill.next_id;
-        batch.ops.push(Op::PutAccount(account));
-    }
-
-    /// Applies a committed refill in memory.
-    pub(super) fn apply_refill(&mut self, refill: Refill) {
-        self.pre_keys.remove(&refill.used);
-        self.pre_keys
-            .extend(refill.fresh.into_iter().map(|k| (k.id(), k)));
-        self.next_pre_key_id = refill.next_id;
-    }
-
-    pub(super) fn account_record(&self) -> AccountRecord {
-        AccountRecord {
-            jid: self.jid.clone(),
-            device_id: self.device_id,
-            identity_secret: self.identity.secret_key().to_bytes(),
-            next_pre_key_id: self.next_pre_key_id,
-        }
     }
 
     /// Rotates the signed prekey when it is older than the rotation period, and drops
@@ -121,37 +38,17 @@ impl<S: Store> Manager<S> {
         rng: &mut impl CryptoRng,
         now: u64,
     ) -> Result<(), ManagerError> {
-        let mut keys = self.signed_pre_keys.clone();
         let mut batch = Batch::default();
-        let current = &keys[keys.len() - 1];
-        if now.saturating_sub(current.created_at) >= self.config.signed_pre_key_rotation_secs {
-            let id = if current.key.id() >= MAX_DEVICE_ID {
-                1
-            } else {
-                current.key.id() + 1
-            };
-            let key = SignedPreKey::generate(VERSION, rng, &self.identity, id);
-            batch
-                .ops
-                .push(Op::PutSignedPreKey(signed_record(&key, now)));
-            keys.push(DatedSignedPreKey {
-                key,
-                created_at: now,
-            });
-            tracing::info!(id, "rotated the signed prekey");
-        }
-        // A replaced key stays for the grace period counted from its replacement.
-        let grace = self.config.signed_pre_key_grace_secs;
-        while keys.len() > 1 && now.saturating_sub(keys[1].created_at) >= grace {
-            let old = keys.remove(0);
-            batch.ops.push(Op::DeleteSignedPreKey {
-                version: old.key.version(),
-                id: old.key.id(),
-            });
-        }
-        if !batch.is_empty() {
+        let rotation = self.own.plan_rotation(
+            rng,
+            now,
+            self.config.signed_pre_key_rotation_secs,
+            self.config.signed_pre_key_grace_secs,
+            &mut batch,
+        );
+        if let Some(rotation) = rotation {
             self.store.commit(batch)?;
-            self.signed_pre_keys = keys;
+            self.own.apply_rotation(rotation);
             self.publish_bundle();
         }
         Ok(())
@@ -164,7 +61,7 @@ impl<S: Store> Manager<S> {
         jid: &str,
         now: u64,
     ) -> Result<(), ManagerError> {
-        let own_device = (jid == self.jid).then_some(self.device_id);
+        let own_device = (jid == self.own.jid).then_some(self.own.device_id);
         let candidates: Vec<u32> = self
             .device_records(jid)?
             .clone()
@@ -207,7 +104,7 @@ impl<S: Store> Manager<S> {
         rng: &mut impl CryptoRng,
         now: u64,
     ) -> Result<(), ManagerError> {
-        let identity = self.identity.clone();
+        let identity = self.own.identity.clone();
         let result = bundle.map_err(ManagerError::from).and_then(|bundle| {
             let session = Session::initiate(rng, &identity, &bundle)?;
             Ok((bundle, session))

@@ -176,7 +176,7 @@ impl<S: Store> Manager<S> {
         ids.retain(|&id| id != 0);
         ids.sort_unstable();
         ids.dedup();
-        let own = jid == self.jid;
+        let own = jid == self.own.jid;
         if ids.len() > cap {
             tracing::warn!(%jid, count = ids.len(), cap, "device list refused: too many devices");
             if !own {
@@ -184,13 +184,13 @@ impl<S: Store> Manager<S> {
             }
             ids.clear();
         }
-        if own && !ids.contains(&self.device_id) {
+        if own && !ids.contains(&self.own.device_id) {
             let mut with_self = ids.clone();
-            with_self.push(self.device_id);
+            with_self.push(self.own.device_id);
             with_self.sort_unstable();
             self.publish(Publication::DeviceList(with_self), true);
         }
-        let own_device = self.device_id;
+        let own_device = self.own.device_id;
         let mut records = self.device_records(jid)?.clone();
         let mut changed = Vec::new();
         for record in records.iter_mut() {

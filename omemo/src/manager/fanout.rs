@@ -83,7 +83,7 @@ impl<S: Store> Manager<S> {
     /// Returns the number of requests now pending; answer them, then encrypt.
     pub fn prepare(&mut self, recipients: &[BareJid], now: u64) -> Result<usize, ManagerError> {
         self.clock = self.clock.max(now);
-        let own = self.jid.clone();
+        let own = self.own.jid.clone();
         for jid in recipients.iter().map(|j| j.as_str()).chain([own.as_str()]) {
             if !self.known_lists.contains(jid) && self.device_records(jid)?.is_empty() {
                 self.wanted.insert(jid.to_owned());
@@ -119,7 +119,7 @@ impl<S: Store> Manager<S> {
             ..
         } = self.encrypt_key(recipients, &key, now)?;
         let encrypted = EncryptedMessage {
-            sender_device: self.device_id,
+            sender_device: self.own.device_id,
             keys,
             iv: payload.iv,
             payload: Some(payload.ciphertext),
@@ -148,15 +148,15 @@ impl<S: Store> Manager<S> {
         now: u64,
     ) -> Result<Fanout, ManagerError> {
         let mut jids: Vec<String> = recipients.iter().map(|j| j.as_str().to_owned()).collect();
-        if !jids.contains(&self.jid) {
-            jids.push(self.jid.clone());
+        if !jids.contains(&self.own.jid) {
+            jids.push(self.own.jid.clone());
         }
         let mut fanout = Fanout::default();
         let result = self
             .encrypt_for(&jids, key, now, &mut fanout)
             .and_then(|()| {
                 // Nothing is stored for a message no recipient device could read.
-                if !fanout.done.iter().any(|(jid, _)| *jid != self.jid) {
+                if !fanout.done.iter().any(|(jid, _)| *jid != self.own.jid) {
                     return Err(ManagerError::NoRecipientDevices {
                         skipped: fanout.skipped.clone(),
                     });
@@ -183,7 +183,7 @@ impl<S: Store> Manager<S> {
         for jid in jids {
             let records = self.device_records(jid)?.clone();
             for record in records {
-                if *jid == self.jid && record.device_id == self.device_id {
+                if *jid == self.own.jid && record.device_id == self.own.device_id {
                     continue;
                 }
                 let skip = |reason| SkippedDevice {
@@ -260,7 +260,7 @@ impl<S: Store> Manager<S> {
         let mut iv = vec![0u8; PAYLOAD_IV_LENGTH];
         rng.fill_bytes(&mut iv);
         let encrypted = EncryptedMessage {
-            sender_device: self.device_id,
+            sender_device: self.own.device_id,
             keys: vec![EncryptedKey {
                 recipient_device: device_id,
                 key_exchange: message.is_key_exchange(),

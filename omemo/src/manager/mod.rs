@@ -12,14 +12,19 @@
 //! - feed incoming OMEMO messages to [`Manager::decrypt`];
 //! - call [`Manager::tick`] now and then (signed prekey rotation, forgetting requests
 //!   whose answer never came).
+//!
+//! Parts that own their state: [`own_device`] (identity, device id, the keys of the
+//! published bundle, their rotation and refill). The rest (devices and trust, sessions,
+//! requests, outgoing messages) still lives in [`Manager`] itself, one file per concern.
 
 mod bundles;
 mod devices;
 mod fanout;
+mod own_device;
 mod receive;
 mod request;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use minidom::Element;
 use rand_core::CryptoRng;
@@ -29,18 +34,17 @@ pub use fanout::{Encrypted, SkipReason, SkippedDevice};
 pub use receive::Decrypted;
 pub use request::Request;
 
+use own_device::OwnDevice;
+
 use crate::consts::{
     DEFAULT_HEARTBEAT_AFTER, DEFAULT_INACTIVE_AFTER_SECS, DEFAULT_MAX_DEVICES_PER_JID,
     DEFAULT_PRE_KEY_COUNT, DEFAULT_SIGNED_PRE_KEY_GRACE_SECS, DEFAULT_SIGNED_PRE_KEY_ROTATION_SECS,
-    MAX_DEVICE_ID,
 };
 use crate::error::ManagerError;
 use crate::ratchet::RatchetLimits;
-use crate::store::{
-    AccountRecord, Batch, DeviceRecord, Op, PreKeyRecord, SignedPreKeyRecord, Store,
-};
+use crate::store::{AccountRecord, DeviceRecord, Store};
 use crate::version::Version;
-use crate::{Fingerprint, IdentityKeyPair, KeyPair, PreKey, SecretKey, Session, SignedPreKey};
+use crate::{Fingerprint, Session};
 
 /// The protocol version the manager speaks so far; its keys of other versions in the
 /// store are left alone.
@@ -100,13 +104,6 @@ impl Default for ManagerConfig {
     }
 }
 
-/// A signed prekey with its creation time.
-#[derive(Clone)]
-struct DatedSignedPreKey {
-    key: SignedPreKey,
-    created_at: u64,
-}
-
 /// The OMEMO session manager of one account on one device. It speaks legacy OMEMO so
 /// far; OMEMO 2 comes next.
 ///
@@ -127,13 +124,8 @@ struct DatedSignedPreKey {
 pub struct Manager<S: Store> {
     store: S,
     config: ManagerConfig,
-    jid: String,
-    device_id: u32,
-    identity: IdentityKeyPair,
-    /// Oldest first; the last one is published.
-    signed_pre_keys: Vec<DatedSignedPreKey>,
-    pre_keys: BTreeMap<u32, PreKey>,
-    next_pre_key_id: u32,
+    /// This device: identity, device id and the keys of its bundle.
+    own: OwnDevice,
     sessions: HashMap<(String, u32), Session>,
     devices: HashMap<String, Vec<DeviceRecord>>,
     /// JIDs whose bundles are fetched as soon as their device list arrives.
@@ -167,9 +159,9 @@ impl<S: Store> Manager<S> {
             Some(account) => Self::load(store, config, account)?,
             None => Self::create(store, config, jid.clone(), rng, now)?,
         };
-        if manager.jid != jid {
+        if manager.own.jid != jid {
             return Err(ManagerError::WrongAccount {
-                stored: manager.jid,
+                stored: manager.own.jid,
                 requested: jid,
             });
         }
@@ -187,119 +179,22 @@ impl<S: Store> Manager<S> {
         rng: &mut impl CryptoRng,
         now: u64,
     ) -> Result<Self, ManagerError> {
-        let identity = IdentityKeyPair::generate(rng);
-        // 1..2^31-1, as XEP-0384 asks.
-        let device_id = loop {
-            let id = rng.next_u32() & MAX_DEVICE_ID;
-            if id != 0 {
-                break id;
-            }
-        };
-        let signed = SignedPreKey::generate(VERSION, rng, &identity, 1);
-        let pre_keys: BTreeMap<u32, PreKey> = (1..=config.pre_key_count)
-            .map(|id| (id, PreKey::generate(rng, id)))
-            .collect();
-        let next_pre_key_id = config.pre_key_count + 1;
-        let account = AccountRecord {
-            jid: jid.clone(),
-            device_id,
-            identity_secret: identity.secret_key().to_bytes(),
-            next_pre_key_id,
-        };
-        let mut batch = Batch::default();
-        batch.ops.push(Op::PutAccount(account));
-        batch
-            .ops
-            .push(Op::PutSignedPreKey(signed_record(&signed, now)));
-        batch
-            .ops
-            .extend(pre_keys.values().map(|k| Op::PutPreKey(pre_key_record(k))));
+        let (own, batch) = OwnDevice::create(jid, config.pre_key_count, rng, now);
         store.commit(batch)?;
-        tracing::info!(%jid, device_id, "created OMEMO identity");
-        Ok(Self::assemble(
-            store,
-            config,
-            jid,
-            device_id,
-            identity,
-            vec![DatedSignedPreKey {
-                key: signed,
-                created_at: now,
-            }],
-            pre_keys,
-            next_pre_key_id,
-        ))
+        tracing::info!(jid = %own.jid, device_id = own.device_id, "created OMEMO identity");
+        Ok(Self::assemble(store, config, own))
     }
 
     fn load(store: S, config: ManagerConfig, account: AccountRecord) -> Result<Self, ManagerError> {
-        let identity =
-            IdentityKeyPair::from_secret(SecretKey::from_bytes(*account.identity_secret));
-        let signed_pre_keys = store
-            .load_signed_pre_keys()?
-            .into_iter()
-            .filter(|r| r.version == VERSION)
-            .map(|r| DatedSignedPreKey {
-                key: SignedPreKey::from_parts(
-                    r.version,
-                    r.id,
-                    KeyPair::from_secret(SecretKey::from_bytes(*r.secret)),
-                    r.signature,
-                ),
-                created_at: r.created_at,
-            })
-            .collect::<Vec<_>>();
-        if signed_pre_keys.is_empty() {
-            return Err(ManagerError::Store(crate::StoreError::Corrupt(
-                "no signed prekey".into(),
-            )));
-        }
-        let pre_keys = store
-            .load_pre_keys()?
-            .into_iter()
-            .filter(|r| r.version == VERSION)
-            .map(|r| {
-                (
-                    r.id,
-                    PreKey::from_parts(
-                        r.id,
-                        KeyPair::from_secret(SecretKey::from_bytes(*r.secret)),
-                    ),
-                )
-            })
-            .collect();
-        let next = account.next_pre_key_id;
-        Ok(Self::assemble(
-            store,
-            config,
-            account.jid,
-            account.device_id,
-            identity,
-            signed_pre_keys,
-            pre_keys,
-            next,
-        ))
+        let own = OwnDevice::load(&store, account)?;
+        Ok(Self::assemble(store, config, own))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn assemble(
-        store: S,
-        config: ManagerConfig,
-        jid: String,
-        device_id: u32,
-        identity: IdentityKeyPair,
-        signed_pre_keys: Vec<DatedSignedPreKey>,
-        pre_keys: BTreeMap<u32, PreKey>,
-        next_pre_key_id: u32,
-    ) -> Self {
+    fn assemble(store: S, config: ManagerConfig, own: OwnDevice) -> Self {
         Self {
             store,
             config,
-            jid,
-            device_id,
-            identity,
-            signed_pre_keys,
-            pre_keys,
-            next_pre_key_id,
+            own,
             sessions: HashMap::new(),
             devices: HashMap::new(),
             wanted: HashSet::new(),
@@ -315,17 +210,17 @@ impl<S: Store> Manager<S> {
 
     /// The own bare JID.
     pub fn jid(&self) -> &str {
-        &self.jid
+        &self.own.jid
     }
 
     /// This device's id.
     pub fn device_id(&self) -> u32 {
-        self.device_id
+        self.own.device_id
     }
 
     /// This device's fingerprint.
     pub fn fingerprint(&self) -> Fingerprint {
-        self.identity.identity_key().fingerprint()
+        self.own.identity.identity_key().fingerprint()
     }
 
     /// The store, for reading.
@@ -377,23 +272,5 @@ impl<S: Store> Manager<S> {
         self.clock = self.clock.max(now);
         self.expire_requests(now);
         self.rotate_signed_pre_key(rng, now)
-    }
-}
-
-fn signed_record(key: &SignedPreKey, created_at: u64) -> SignedPreKeyRecord {
-    SignedPreKeyRecord {
-        version: key.version(),
-        id: key.id(),
-        secret: key.key_pair().secret_key().to_bytes(),
-        signature: *key.signature(),
-        created_at,
-    }
-}
-
-fn pre_key_record(key: &PreKey) -> PreKeyRecord {
-    PreKeyRecord {
-        version: VERSION,
-        id: key.id(),
-        secret: key.key_pair().secret_key().to_bytes(),
     }
 }

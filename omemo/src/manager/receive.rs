@@ -3,8 +3,8 @@
 use minidom::Element;
 use rand_core::CryptoRng;
 
-use super::bundles::Refill;
 use super::devices::new_device;
+use super::own_device::Refill;
 use super::{Manager, VERSION};
 use crate::consts::MAX_KEY_ATTEMPTS;
 use crate::error::{DecryptError, ManagerError};
@@ -68,13 +68,16 @@ impl<S: Store> Manager<S> {
         let element = EncryptedMessage::find(message).ok_or(ManagerError::NotEncrypted)?;
         let encrypted = EncryptedMessage::from_element(element)?;
         let device_id = encrypted.sender_device;
-        if sender == self.jid && device_id == self.device_id {
+        if sender == self.own.jid && device_id == self.own.device_id {
             return Err(ManagerError::OwnMessage);
         }
         let mut last_error = ManagerError::NotForThisDevice;
         // Several keys may carry this device's id; try each (as Conversations does), but
         // only a few: each attempt can cost Diffie-Hellman operations.
-        for key in encrypted.keys_for(self.device_id).take(MAX_KEY_ATTEMPTS) {
+        for key in encrypted
+            .keys_for(self.own.device_id)
+            .take(MAX_KEY_ATTEMPTS)
+        {
             let opened = RatchetMessage::from_bytes(VERSION, &key.data, key.key_exchange)
                 .map_err(ManagerError::from)
                 .and_then(|parsed| self.open_key(&sender, device_id, &parsed, rng));
@@ -121,15 +124,16 @@ impl<S: Store> Manager<S> {
                 }
                 let pre_key_id = kex.pre_key_id().ok_or(DecryptError::MissingPreKey)?;
                 let signed = self
+                    .own
                     .signed_pre_key(kex.signed_pre_key_id())
                     .ok_or(ManagerError::UnknownSignedPreKey(kex.signed_pre_key_id()))?
                     .clone();
                 let pre_key = self
-                    .pre_keys
-                    .get(&pre_key_id)
+                    .own
+                    .pre_key(pre_key_id)
                     .ok_or(ManagerError::UnknownPreKey(pre_key_id))?;
                 let (mut session, key) =
-                    Session::respond(rng, &self.identity, &signed, pre_key, kex)?;
+                    Session::respond(rng, &self.own.identity, &signed, pre_key, kex)?;
                 session.set_limits(self.config.ratchet_limits);
                 (session, key, Some(pre_key_id))
             }
@@ -171,9 +175,10 @@ impl<S: Store> Manager<S> {
             version: session.version(),
             state: session.to_bytes(),
         });
-        let refill: Option<Refill> = used_pre_key.map(|id| self.plan_refill(id, rng));
+        let refill: Option<Refill> =
+            used_pre_key.map(|id| self.own.plan_refill(id, self.config.pre_key_count, rng));
         if let Some(refill) = &refill {
-            self.refill_ops(refill, &mut batch);
+            self.own.refill_ops(refill, &mut batch);
         }
         let initial_trust = self.initial_trust(sender)?;
         let records = self.device_records(sender)?;
@@ -196,7 +201,7 @@ impl<S: Store> Manager<S> {
         self.sessions
             .insert((sender.to_owned(), device_id), session);
         if let Some(refill) = refill {
-            self.apply_refill(refill);
+            self.own.apply_refill(refill);
             self.publish_bundle();
         }
         if known.is_none() {

@@ -114,11 +114,11 @@ impl<S: Store> Manager<S> {
         // account (or the server on its behalf, without `from`) for the own PEP nodes.
         let expected = match pending {
             Pending::FetchDeviceList { jid } | Pending::FetchBundle { jid, .. } => jid.as_str(),
-            Pending::Publish { .. } | Pending::Configure { .. } => self.jid.as_str(),
+            Pending::Publish { .. } | Pending::Configure { .. } => self.own.jid.as_str(),
         };
         let from_ok = match iq.attr("from") {
             Some(from) => jid::Jid::new(from).is_ok_and(|from| from.to_bare().as_str() == expected),
-            None => expected == self.jid,
+            None => expected == self.own.jid,
         };
         if !from_ok || !matches!(iq.attr("type"), Some("result" | "error")) {
             tracing::warn!(
@@ -184,7 +184,7 @@ impl<S: Store> Manager<S> {
     fn node_of(&self, publication: &Publication) -> String {
         match publication {
             Publication::DeviceList(_) => stanza::legacy::DEVICE_LIST_NODE.to_owned(),
-            Publication::Bundle => stanza::legacy::bundle_node(self.device_id),
+            Publication::Bundle => stanza::legacy::bundle_node(self.own.device_id),
         }
     }
 
@@ -192,7 +192,7 @@ impl<S: Store> Manager<S> {
         let node = self.node_of(&publication);
         let payload = match &publication {
             Publication::DeviceList(ids) => stanza::legacy::device_list_element(ids),
-            Publication::Bundle => match stanza::legacy::bundle_element(&self.published_bundle()) {
+            Publication::Bundle => match stanza::legacy::bundle_element(&self.own.bundle()) {
                 Ok(element) => element,
                 // Not reached: the manager's signed prekeys are all of its one version.
                 Err(error) => {
