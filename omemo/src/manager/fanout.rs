@@ -92,7 +92,7 @@ impl<S: Store> Manager<S> {
                 self.fetch_missing_bundles(jid, now)?;
             }
         }
-        Ok(self.pending.len())
+        Ok(self.requests.pending_count())
     }
 
     /// Encrypts `body` for every active, trusted device of `recipients` and the own

@@ -14,8 +14,9 @@
 //!   whose answer never came).
 //!
 //! Parts that own their state: [`own_device`] (identity, device id, the keys of the
-//! published bundle, their rotation and refill). The rest (devices and trust, sessions,
-//! requests, outgoing messages) still lives in [`Manager`] itself, one file per concern.
+//! published bundle, their rotation and refill) and [`request::Requests`] (IQ requests
+//! queued and unanswered). The rest (devices and trust, sessions, outgoing messages)
+//! still lives in [`Manager`] itself, one file per concern.
 
 mod bundles;
 mod devices;
@@ -35,6 +36,7 @@ pub use receive::Decrypted;
 pub use request::Request;
 
 use own_device::OwnDevice;
+use request::Requests;
 
 use crate::consts::{
     DEFAULT_HEARTBEAT_AFTER, DEFAULT_INACTIVE_AFTER_SECS, DEFAULT_MAX_DEVICES_PER_JID,
@@ -132,15 +134,11 @@ pub struct Manager<S: Store> {
     wanted: HashSet<String>,
     /// JIDs whose device list arrived since the manager was opened.
     known_lists: HashSet<String>,
-    requests: VecDeque<Request>,
-    /// Requests sent or queued, with the time they were queued.
-    pending: HashMap<String, (request::Pending, u64)>,
+    /// IQ requests queued for the caller and waiting for their answers.
+    requests: Requests,
     /// The latest `now` any call brought (requests are stamped with it).
     clock: u64,
     messages: VecDeque<Element>,
-    next_request: u64,
-    /// Random per-instance prefix of request ids, so two managers never collide.
-    request_prefix: u32,
 }
 
 impl<S: Store> Manager<S> {
@@ -165,7 +163,7 @@ impl<S: Store> Manager<S> {
                 requested: jid,
             });
         }
-        manager.request_prefix = rng.next_u32();
+        manager.requests = Requests::new(rng.next_u32());
         manager.clock = now;
         manager.fetch_device_list(&jid);
         manager.publish_bundle();
@@ -199,12 +197,9 @@ impl<S: Store> Manager<S> {
             devices: HashMap::new(),
             wanted: HashSet::new(),
             known_lists: HashSet::new(),
-            requests: VecDeque::new(),
-            pending: HashMap::new(),
+            requests: Requests::default(),
             clock: 0,
             messages: VecDeque::new(),
-            next_request: 0,
-            request_prefix: 0,
         }
     }
 
@@ -235,7 +230,7 @@ impl<S: Store> Manager<S> {
 
     /// The next IQ request to send, if any.
     pub fn poll_request(&mut self) -> Option<Request> {
-        self.requests.pop_front()
+        self.requests.poll()
     }
 
     /// The next message stanza the manager wants sent (session completion and
@@ -246,14 +241,13 @@ impl<S: Store> Manager<S> {
 
     /// Number of IQ requests sent and not yet answered through [`Manager::handle_iq`].
     pub fn pending_requests(&self) -> usize {
-        self.pending.len()
+        self.requests.pending_count()
     }
 
     /// Forgets every request that was queued or sent: call it when the connection was
     /// lost (their answers will never come), then [`Manager::publish_device`] and
     /// [`Manager::publish_bundle`] on the new stream.
     pub fn connection_lost(&mut self) {
-        self.pending.clear();
         self.requests.clear();
     }
 

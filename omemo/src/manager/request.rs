@@ -1,5 +1,7 @@
 //! IQ requests the manager asks the caller to send, and the routing of their responses.
 
+use std::collections::{HashMap, VecDeque};
+
 use minidom::Element;
 use rand_core::CryptoRng;
 
@@ -66,23 +68,58 @@ fn needs_configuration(condition: &str) -> bool {
     )
 }
 
-impl<S: Store> Manager<S> {
-    pub(super) fn queue(&mut self, pending: Pending, build: impl FnOnce(&str) -> Element) {
-        self.next_request += 1;
-        let id = format!("omemo-{:08x}-{}", self.request_prefix, self.next_request);
+/// The IQ requests of one manager: those queued for the caller to send, and every one
+/// not answered yet (queued or sent) with what it is for and when it was queued.
+#[derive(Default)]
+pub(super) struct Requests {
+    queue: VecDeque<Request>,
+    pending: HashMap<String, (Pending, u64)>,
+    next: u64,
+    /// Random per-instance prefix of request ids, so two managers never collide.
+    prefix: u32,
+}
+
+impl Requests {
+    pub(super) fn new(prefix: u32) -> Self {
+        Self {
+            prefix,
+            ..Self::default()
+        }
+    }
+
+    /// Queues the request `build` makes from its id, for `pending`, stamped `now`.
+    pub(super) fn push(&mut self, pending: Pending, now: u64, build: impl FnOnce(&str) -> Element) {
+        self.next += 1;
+        let id = format!("omemo-{:08x}-{}", self.prefix, self.next);
         let stanza = build(&id);
-        self.pending.insert(id.clone(), (pending, self.clock));
-        self.requests.push_back(Request { id, stanza });
+        self.pending.insert(id.clone(), (pending, now));
+        self.queue.push_back(Request { id, stanza });
+    }
+
+    /// The next request to send.
+    pub(super) fn poll(&mut self) -> Option<Request> {
+        self.queue.pop_front()
+    }
+
+    /// Requests not answered yet.
+    pub(super) fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Forgets every request (the connection was lost).
+    pub(super) fn clear(&mut self) {
+        self.pending.clear();
+        self.queue.clear();
     }
 
     /// Forgets requests unanswered for longer than [`REQUEST_TIMEOUT_SECS`] (the answer
     /// was lost), so that what they asked for is asked again.
-    pub(super) fn expire_requests(&mut self, now: u64) {
+    pub(super) fn expire(&mut self, now: u64) {
         let before = self.pending.len();
         self.pending
             .retain(|_, (_, at)| now.saturating_sub(*at) < REQUEST_TIMEOUT_SECS);
         let pending = &self.pending;
-        self.requests.retain(|r| pending.contains_key(&r.id));
+        self.queue.retain(|r| pending.contains_key(&r.id));
         if self.pending.len() < before {
             tracing::info!(
                 expired = before - self.pending.len(),
@@ -93,6 +130,71 @@ impl<S: Store> Manager<S> {
 
     pub(super) fn is_pending(&self, wanted: &Pending) -> bool {
         self.pending.values().any(|(p, _)| p == wanted)
+    }
+
+    /// What the request `id` is for, if it is one of ours and unanswered.
+    pub(super) fn get(&self, id: &str) -> Option<&Pending> {
+        self.pending.get(id).map(|(pending, _)| pending)
+    }
+
+    /// Takes the request `id` as answered.
+    pub(super) fn answered(&mut self, id: &str) -> Option<Pending> {
+        self.pending.remove(id).map(|(pending, _)| pending)
+    }
+
+    /// Brings a queued, unsent publication of the same kind as `publication` up to date
+    /// (`build` gets its id and whether it carries publish options) instead of queueing
+    /// another one; gives `publication` back when there is none.
+    fn update_queued(
+        &mut self,
+        publication: Publication,
+        now: u64,
+        build: impl FnOnce(&str, bool) -> Element,
+    ) -> Result<(), Publication> {
+        let pending = &self.pending;
+        let queued = self.queue.iter_mut().find(|r| {
+            matches!(pending.get(&r.id), Some((Pending::Publish { publication: p, .. }, _))
+                if std::mem::discriminant(p) == std::mem::discriminant(&publication))
+        });
+        let Some(request) = queued else {
+            return Err(publication);
+        };
+        let with_options = matches!(
+            pending.get(&request.id),
+            Some((
+                Pending::Publish {
+                    with_options: true,
+                    ..
+                },
+                _
+            ))
+        );
+        request.stanza = build(&request.id, with_options);
+        self.pending.insert(
+            request.id.clone(),
+            (
+                Pending::Publish {
+                    publication,
+                    with_options,
+                },
+                now,
+            ),
+        );
+        Ok(())
+    }
+}
+
+impl<S: Store> Manager<S> {
+    pub(super) fn queue(&mut self, pending: Pending, build: impl FnOnce(&str) -> Element) {
+        self.requests.push(pending, self.clock, build);
+    }
+
+    pub(super) fn expire_requests(&mut self, now: u64) {
+        self.requests.expire(now);
+    }
+
+    pub(super) fn is_pending(&self, wanted: &Pending) -> bool {
+        self.requests.is_pending(wanted)
     }
 
     /// Handles an IQ response (`type='result'` or `type='error'`). Returns `false` when
@@ -107,7 +209,7 @@ impl<S: Store> Manager<S> {
         let Some(id) = iq.attr("id") else {
             return Ok(false);
         };
-        let Some((pending, _)) = self.pending.get(id) else {
+        let Some(pending) = self.requests.get(id) else {
             return Ok(false);
         };
         // Only the entity asked may answer: the contact's account for its nodes, the own
@@ -127,7 +229,7 @@ impl<S: Store> Manager<S> {
             );
             return Ok(false);
         }
-        let Some((pending, _)) = self.pending.remove(id) else {
+        let Some(pending) = self.requests.answered(id) else {
             return Ok(false);
         };
         let result = stanza::parse_items_result(iq);
@@ -204,35 +306,12 @@ impl<S: Store> Manager<S> {
         // A publication of the same node that is queued and not sent yet is brought up
         // to date instead of queueing another one (a burst of new senders refills the
         // bundle many times).
-        let queued = self.requests.iter_mut().find(|r| {
-            matches!(self.pending.get(&r.id), Some((Pending::Publish { publication: p, .. }, _))
-                if std::mem::discriminant(p) == std::mem::discriminant(&publication))
-        });
-        if let Some(request) = queued {
-            let with_options = matches!(
-                self.pending.get(&request.id),
-                Some((
-                    Pending::Publish {
-                        with_options: true,
-                        ..
-                    },
-                    _
-                ))
-            );
-            request.stanza =
-                stanza::publish_iq(&request.id, &node, "current", payload, with_options);
-            self.pending.insert(
-                request.id.clone(),
-                (
-                    Pending::Publish {
-                        publication,
-                        with_options,
-                    },
-                    self.clock,
-                ),
-            );
+        let update = |id: &str, with_options| {
+            stanza::publish_iq(id, &node, "current", payload.clone(), with_options)
+        };
+        let Err(publication) = self.requests.update_queued(publication, self.clock, update) else {
             return;
-        }
+        };
         self.queue(
             Pending::Publish {
                 publication,
