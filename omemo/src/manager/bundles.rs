@@ -158,9 +158,8 @@ impl<S: Store> Manager<S> {
         self.store.commit(batch)?;
         // Committed: now memory.
         self.cache_device(record)?;
-        if let Some(mut session) = new_session {
-            session.set_limits(self.config.ratchet_limits);
-            self.sessions.insert((jid.to_owned(), device_id), session);
+        if let Some(session) = new_session {
+            self.sessions.insert(jid, device_id, session);
         }
         Ok(())
     }

@@ -66,16 +66,7 @@ impl<S: Store> Manager<S> {
         jid: &str,
         device_id: u32,
     ) -> Result<Option<&mut Session>, ManagerError> {
-        let key = (jid.to_owned(), device_id);
-        if !self.sessions.contains_key(&key) {
-            let Some(bytes) = self.store.load_session(jid, device_id, VERSION)? else {
-                return Ok(None);
-            };
-            let mut session = Session::from_bytes(&bytes)?;
-            session.set_limits(self.config.ratchet_limits);
-            self.sessions.insert(key.clone(), session);
-        }
-        Ok(self.sessions.get_mut(&key))
+        self.sessions.get(&self.store, jid, device_id)
     }
 
     /// Queues what [`Manager::encrypt`] needs for `recipients` (and the own other
@@ -166,7 +157,7 @@ impl<S: Store> Manager<S> {
         if let Err(error) = result {
             // The in-memory sessions moved on; drop them so the stored state rules.
             for (jid, device_id) in &fanout.done {
-                self.sessions.remove(&(jid.clone(), *device_id));
+                self.sessions.forget(jid, *device_id);
             }
             return Err(error);
         }
@@ -254,7 +245,7 @@ impl<S: Store> Manager<S> {
             }],
         };
         if let Err(error) = self.store.commit(batch) {
-            self.sessions.remove(&(jid.to_owned(), device_id));
+            self.sessions.forget(jid, device_id);
             return Err(error.into());
         }
         let mut iv = vec![0u8; PAYLOAD_IV_LENGTH];

@@ -14,9 +14,10 @@
 //!   whose answer never came).
 //!
 //! Parts that own their state: [`own_device`] (identity, device id, the keys of the
-//! published bundle, their rotation and refill) and [`request::Requests`] (IQ requests
-//! queued and unanswered). The rest (devices and trust, sessions, outgoing messages)
-//! still lives in [`Manager`] itself, one file per concern.
+//! published bundle, their rotation and refill), [`request::Requests`] (IQ requests
+//! queued and unanswered) and [`session_cache`] (the sessions in memory). The rest
+//! (devices and trust, outgoing messages) still lives in [`Manager`] itself, one file
+//! per concern.
 
 mod bundles;
 mod devices;
@@ -24,6 +25,7 @@ mod fanout;
 mod own_device;
 mod receive;
 mod request;
+mod session_cache;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -37,7 +39,9 @@ pub use request::Request;
 
 use own_device::OwnDevice;
 use request::Requests;
+use session_cache::SessionCache;
 
+use crate::Fingerprint;
 use crate::consts::{
     DEFAULT_HEARTBEAT_AFTER, DEFAULT_INACTIVE_AFTER_SECS, DEFAULT_MAX_DEVICES_PER_JID,
     DEFAULT_PRE_KEY_COUNT, DEFAULT_SIGNED_PRE_KEY_GRACE_SECS, DEFAULT_SIGNED_PRE_KEY_ROTATION_SECS,
@@ -46,7 +50,6 @@ use crate::error::ManagerError;
 use crate::ratchet::RatchetLimits;
 use crate::store::{AccountRecord, DeviceRecord, Store};
 use crate::version::Version;
-use crate::{Fingerprint, Session};
 
 /// The protocol version the manager speaks so far; its keys of other versions in the
 /// store are left alone.
@@ -128,7 +131,7 @@ pub struct Manager<S: Store> {
     config: ManagerConfig,
     /// This device: identity, device id and the keys of its bundle.
     own: OwnDevice,
-    sessions: HashMap<(String, u32), Session>,
+    sessions: SessionCache,
     devices: HashMap<String, Vec<DeviceRecord>>,
     /// JIDs whose bundles are fetched as soon as their device list arrives.
     wanted: HashSet<String>,
@@ -189,11 +192,12 @@ impl<S: Store> Manager<S> {
     }
 
     fn assemble(store: S, config: ManagerConfig, own: OwnDevice) -> Self {
+        let sessions = SessionCache::new(config.ratchet_limits);
         Self {
             store,
             config,
             own,
-            sessions: HashMap::new(),
+            sessions,
             devices: HashMap::new(),
             wanted: HashSet::new(),
             known_lists: HashSet::new(),

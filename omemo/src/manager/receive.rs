@@ -132,9 +132,8 @@ impl<S: Store> Manager<S> {
                     .own
                     .pre_key(pre_key_id)
                     .ok_or(ManagerError::UnknownPreKey(pre_key_id))?;
-                let (mut session, key) =
+                let (session, key) =
                     Session::respond(rng, &self.own.identity, &signed, pre_key, kex)?;
-                session.set_limits(self.config.ratchet_limits);
                 (session, key, Some(pre_key_id))
             }
         };
@@ -198,8 +197,7 @@ impl<S: Store> Manager<S> {
         let trust = record.trust;
         self.cache_device(record)?;
         let heartbeat = session.receiving_chain_length() > self.config.heartbeat_after;
-        self.sessions
-            .insert((sender.to_owned(), device_id), session);
+        self.sessions.insert(sender, device_id, session);
         if let Some(refill) = refill {
             self.own.apply_refill(refill);
             self.publish_bundle();
