@@ -3,7 +3,7 @@
 use minidom::Element;
 
 use super::request::{Pending, Publication};
-use super::{Manager, SkipReason, TrustPolicy};
+use super::{Manager, SkipReason};
 use crate::Fingerprint;
 use crate::error::ManagerError;
 use crate::stanza;
@@ -28,11 +28,7 @@ impl<S: Store> Manager<S> {
         &mut self,
         jid: &str,
     ) -> Result<&mut Vec<DeviceRecord>, ManagerError> {
-        if !self.devices.contains_key(jid) {
-            let records = self.store.load_devices(jid)?;
-            self.devices.insert(jid.to_owned(), records);
-        }
-        Ok(self.devices.entry(jid.to_owned()).or_default())
+        self.directory.records(&self.store, jid)
     }
 
     /// Why a device is not encrypted to, or `None` when it is active.
@@ -103,31 +99,13 @@ impl<S: Store> Manager<S> {
 
     /// Puts a committed record into the cache (replacing the one with its id).
     pub(super) fn cache_device(&mut self, record: DeviceRecord) -> Result<(), ManagerError> {
-        let records = self.device_records(&record.jid.clone())?;
-        match records.iter().position(|r| r.device_id == record.device_id) {
-            Some(i) => records[i] = record,
-            None => {
-                records.push(record);
-                records.sort_by_key(|r| r.device_id);
-            }
-        }
-        Ok(())
+        self.directory.cache(&self.store, record)
     }
 
     /// The trust a newly seen identity of `jid` gets.
     pub(super) fn initial_trust(&mut self, jid: &str) -> Result<Trust, ManagerError> {
-        if self.config.trust_policy == TrustPolicy::Manual {
-            return Ok(Trust::Undecided);
-        }
-        let manual = self
-            .device_records(jid)?
-            .iter()
-            .any(|r| matches!(r.trust, Trust::Verified | Trust::Distrusted));
-        Ok(if manual {
-            Trust::Undecided
-        } else {
-            Trust::Blind
-        })
+        self.directory
+            .initial_trust(&self.store, jid, self.config.trust_policy)
     }
 
     /// Queues a fetch of `jid`'s device list unless one is under way.
@@ -217,9 +195,7 @@ impl<S: Store> Manager<S> {
             })?;
         }
         // Committed: now memory.
-        self.devices.insert(jid.to_owned(), records);
-        self.known_lists.insert(jid.to_owned());
-        if self.wanted.remove(jid) {
+        if self.directory.list_arrived(jid, records) {
             self.fetch_missing_bundles(jid, now)?;
         }
         Ok(())

@@ -76,8 +76,8 @@ impl<S: Store> Manager<S> {
         self.clock = self.clock.max(now);
         let own = self.own.jid.clone();
         for jid in recipients.iter().map(|j| j.as_str()).chain([own.as_str()]) {
-            if !self.known_lists.contains(jid) && self.device_records(jid)?.is_empty() {
-                self.wanted.insert(jid.to_owned());
+            if !self.directory.has_list(jid) && self.device_records(jid)?.is_empty() {
+                self.directory.want_bundles(jid);
                 self.fetch_device_list(jid);
             } else {
                 self.fetch_missing_bundles(jid, now)?;

@@ -15,19 +15,20 @@
 //!
 //! Parts that own their state: [`own_device`] (identity, device id, the keys of the
 //! published bundle, their rotation and refill), [`request::Requests`] (IQ requests
-//! queued and unanswered) and [`session_cache`] (the sessions in memory). The rest
-//! (devices and trust, outgoing messages) still lives in [`Manager`] itself, one file
-//! per concern.
+//! queued and unanswered), [`session_cache`] (the sessions in memory) and [`directory`]
+//! (device records and trust, which lists arrived, which bundles are wanted). The
+//! outgoing messages still live in [`Manager`] itself.
 
 mod bundles;
 mod devices;
+mod directory;
 mod fanout;
 mod own_device;
 mod receive;
 mod request;
 mod session_cache;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 
 use minidom::Element;
 use rand_core::CryptoRng;
@@ -37,6 +38,7 @@ pub use fanout::{Encrypted, SkipReason, SkippedDevice};
 pub use receive::Decrypted;
 pub use request::Request;
 
+use directory::DeviceDirectory;
 use own_device::OwnDevice;
 use request::Requests;
 use session_cache::SessionCache;
@@ -48,7 +50,7 @@ use crate::consts::{
 };
 use crate::error::ManagerError;
 use crate::ratchet::RatchetLimits;
-use crate::store::{AccountRecord, DeviceRecord, Store};
+use crate::store::{AccountRecord, Store};
 use crate::version::Version;
 
 /// The protocol version the manager speaks so far; its keys of other versions in the
@@ -132,11 +134,8 @@ pub struct Manager<S: Store> {
     /// This device: identity, device id and the keys of its bundle.
     own: OwnDevice,
     sessions: SessionCache,
-    devices: HashMap<String, Vec<DeviceRecord>>,
-    /// JIDs whose bundles are fetched as soon as their device list arrives.
-    wanted: HashSet<String>,
-    /// JIDs whose device list arrived since the manager was opened.
-    known_lists: HashSet<String>,
+    /// Other devices (and the own other ones): records, trust, lists, wanted bundles.
+    directory: DeviceDirectory,
     /// IQ requests queued for the caller and waiting for their answers.
     requests: Requests,
     /// The latest `now` any call brought (requests are stamped with it).
@@ -198,9 +197,7 @@ impl<S: Store> Manager<S> {
             config,
             own,
             sessions,
-            devices: HashMap::new(),
-            wanted: HashSet::new(),
-            known_lists: HashSet::new(),
+            directory: DeviceDirectory::default(),
             requests: Requests::default(),
             clock: 0,
             messages: VecDeque::new(),
@@ -259,7 +256,7 @@ impl<S: Store> Manager<S> {
     /// to the store (for example a trust decision) are seen. Everything in the cache is
     /// already committed.
     pub fn reload_from_store(&mut self) {
-        self.devices.clear();
+        self.directory.forget_records();
         self.sessions.clear();
     }
 

@@ -205,7 +205,7 @@ impl<S: Store> Manager<S> {
         if known.is_none() {
             // A device that was not on the list: refresh the list, and fetch the bundles
             // of the other devices on it, so that the answer reaches them all.
-            self.wanted.insert(sender.to_owned());
+            self.directory.want_bundles(sender);
             self.fetch_device_list(sender);
         }
         // Complete a new session, or answer a long one-sided chain; never answer an

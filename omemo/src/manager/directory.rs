@@ -1,0 +1,97 @@
+//! The devices of every JID the manager has dealt with: their records (activity, identity
+//! key, trust) loaded from the store once and kept in step with it, which JIDs' device
+//! lists arrived, and which JIDs' bundles are wanted as soon as their list arrives.
+
+use std::collections::{HashMap, HashSet};
+
+use super::TrustPolicy;
+use crate::error::ManagerError;
+use crate::store::{DeviceRecord, Store, Trust};
+
+/// The device directory.
+#[derive(Default)]
+pub(super) struct DeviceDirectory {
+    /// Records by bare JID, ordered by device id.
+    devices: HashMap<String, Vec<DeviceRecord>>,
+    /// JIDs whose bundles are fetched as soon as their device list arrives.
+    wanted: HashSet<String>,
+    /// JIDs whose device list arrived since the manager was opened.
+    known_lists: HashSet<String>,
+}
+
+impl DeviceDirectory {
+    /// The records of `jid`'s devices, loaded from `store` once.
+    pub(super) fn records(
+        &mut self,
+        store: &impl Store,
+        jid: &str,
+    ) -> Result<&mut Vec<DeviceRecord>, ManagerError> {
+        if !self.devices.contains_key(jid) {
+            let records = store.load_devices(jid)?;
+            self.devices.insert(jid.to_owned(), records);
+        }
+        Ok(self.devices.entry(jid.to_owned()).or_default())
+    }
+
+    /// Puts a committed record in (replacing the one with its id).
+    pub(super) fn cache(
+        &mut self,
+        store: &impl Store,
+        record: DeviceRecord,
+    ) -> Result<(), ManagerError> {
+        let records = self.records(store, &record.jid.clone())?;
+        match records.iter().position(|r| r.device_id == record.device_id) {
+            Some(i) => records[i] = record,
+            None => {
+                records.push(record);
+                records.sort_by_key(|r| r.device_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// The trust a newly seen identity of `jid` gets under `policy`: blind trust before
+    /// verification as long as no device of `jid` has a manual decision.
+    pub(super) fn initial_trust(
+        &mut self,
+        store: &impl Store,
+        jid: &str,
+        policy: TrustPolicy,
+    ) -> Result<Trust, ManagerError> {
+        if policy == TrustPolicy::Manual {
+            return Ok(Trust::Undecided);
+        }
+        let manual = self
+            .records(store, jid)?
+            .iter()
+            .any(|r| matches!(r.trust, Trust::Verified | Trust::Distrusted));
+        Ok(if manual {
+            Trust::Undecided
+        } else {
+            Trust::Blind
+        })
+    }
+
+    /// Takes the committed records of `jid` after its device list arrived; `true` when
+    /// its bundles were wanted (and are no longer).
+    pub(super) fn list_arrived(&mut self, jid: &str, records: Vec<DeviceRecord>) -> bool {
+        self.devices.insert(jid.to_owned(), records);
+        self.known_lists.insert(jid.to_owned());
+        self.wanted.remove(jid)
+    }
+
+    /// Whether `jid`'s device list arrived since the manager was opened.
+    pub(super) fn has_list(&self, jid: &str) -> bool {
+        self.known_lists.contains(jid)
+    }
+
+    /// Asks for `jid`'s bundles as soon as its device list arrives.
+    pub(super) fn want_bundles(&mut self, jid: &str) {
+        self.wanted.insert(jid.to_owned());
+    }
+
+    /// Drops the cached records (another process may have changed the store).
+    pub(super) fn forget_records(&mut self) {
+        self.devices.clear();
+    }
+}
