@@ -1,7 +1,7 @@
 //! The two OMEMO protocol versions and every value in which they differ.
 //!
 //! One X3DH, one Double Ratchet and one wire codec serve both versions; they ask the
-//! [`Version`] for their parameters (`../shared/omemo-spec.md` §4):
+//! [`Version`] for their parameters:
 //!
 //! | | [`Version::Legacy`] | [`Version::Omemo2`] |
 //! |---|---|---|

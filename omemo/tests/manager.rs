@@ -12,6 +12,11 @@ use omemo::{
     Manager, ManagerConfig, ManagerError, MemoryStore, SkipReason, SqliteStore, Store, Trust,
 };
 
+/// The bundle a manager publishes (legacy OMEMO, the only version it speaks so far).
+fn legacy_bundle<S: Store>(manager: &Manager<S>) -> omemo::PreKeyBundle {
+    manager.own_bundle(Version::Legacy).unwrap()
+}
+
 const DAY: u64 = 24 * 3600;
 
 /// The reasons of an encryption that reached no device.
@@ -51,14 +56,7 @@ fn first_contact_by_prekey_message_and_reply() {
     // The manager speaks legacy OMEMO only, so far.
     assert!(bob.manager.own_bundle(Version::Omemo2).is_none());
     // The bundle still offers 100 prekeys after one was used.
-    assert_eq!(
-        bob.manager
-            .own_bundle(Version::Legacy)
-            .unwrap()
-            .pre_keys
-            .len(),
-        100
-    );
+    assert_eq!(legacy_bundle(&bob.manager).pre_keys.len(), 100);
 }
 
 #[test]
@@ -169,14 +167,7 @@ fn prekeys_are_refilled_after_many_new_senders() {
         let mut sender = world.device(&jid, "r");
         let stanza = world.send(&mut sender, "bob@example.org", &format!("hello {i}"));
         assert_eq!(body(world.receive(&mut bob, &stanza)), format!("hello {i}"));
-        assert_eq!(
-            bob.manager
-                .own_bundle(Version::Legacy)
-                .unwrap()
-                .pre_keys
-                .len(),
-            100
-        );
+        assert_eq!(legacy_bundle(&bob.manager).pre_keys.len(), 100);
     }
     // The published bundle was refreshed too.
     let published = world.pep.nodes[&(
@@ -185,10 +176,7 @@ fn prekeys_are_refilled_after_many_new_senders() {
     )]
         .clone();
     let bundle = omemo::stanza::legacy::parse_bundle(&published[0].1).unwrap();
-    assert_eq!(
-        bundle.pre_keys,
-        bob.manager.own_bundle(Version::Legacy).unwrap().pre_keys
-    );
+    assert_eq!(bundle.pre_keys, legacy_bundle(&bob.manager).pre_keys);
 }
 
 #[test]
@@ -197,11 +185,7 @@ fn signed_prekey_rotation_keeps_the_old_key_for_messages_in_flight() {
     let mut alice = world.device("alice@example.org", "phone");
     let mut carol = world.device("carol@example.org", "tablet");
     let mut bob = world.device("bob@example.org", "laptop");
-    let old_spk = bob
-        .manager
-        .own_bundle(Version::Legacy)
-        .unwrap()
-        .signed_pre_key_id;
+    let old_spk = legacy_bundle(&bob.manager).signed_pre_key_id;
     // Two sessions are built from the current bundle; their messages are in flight.
     let in_flight = world.send(&mut alice, "bob@example.org", "sent before the rotation");
     let very_late = world.send(
@@ -213,11 +197,7 @@ fn signed_prekey_rotation_keeps_the_old_key_for_messages_in_flight() {
     world.now += 8 * DAY;
     bob.manager.tick(&mut rng, world.now).unwrap();
     world.run(&mut bob);
-    let new_spk = bob
-        .manager
-        .own_bundle(Version::Legacy)
-        .unwrap()
-        .signed_pre_key_id;
+    let new_spk = legacy_bundle(&bob.manager).signed_pre_key_id;
     assert_ne!(new_spk, old_spk);
     assert_eq!(
         body(world.receive(&mut bob, &in_flight)),
@@ -889,13 +869,13 @@ fn decrypt_commits_once_and_only_after_authentication() {
         )
         .unwrap()
     };
-    let pre_keys = bob.manager.own_bundle(Version::Legacy).unwrap().pre_keys;
+    let pre_keys = legacy_bundle(&bob.manager).pre_keys;
     assert!(matches!(
         world.receive(&mut bob, &stanza),
         Err(ManagerError::Store(_))
     ));
     assert_eq!(
-        bob.manager.own_bundle(Version::Legacy).unwrap().pre_keys,
+        legacy_bundle(&bob.manager).pre_keys,
         pre_keys,
         "the prekey is still there"
     );
@@ -954,10 +934,7 @@ fn a_burst_of_new_senders_queues_one_bundle_publication() {
         bob.manager.decrypt(&stanza, &mut rng, world.now).unwrap();
         // Bob's own publications stay queued; the server shows his current bundle so that
         // the next sender does not pick a prekey that is already used.
-        let current = omemo::stanza::legacy::bundle_element(
-            &bob.manager.own_bundle(Version::Legacy).unwrap(),
-        )
-        .unwrap();
+        let current = omemo::stanza::legacy::bundle_element(&legacy_bundle(&bob.manager)).unwrap();
         world.pep.nodes.insert(
             ("bob@example.org".to_owned(), bundle_node.clone()),
             vec![("current".to_owned(), current)],
@@ -979,7 +956,7 @@ fn a_burst_of_new_senders_queues_one_bundle_publication() {
         omemo::stanza::legacy::parse_bundle(published)
             .unwrap()
             .pre_keys,
-        bob.manager.own_bundle(Version::Legacy).unwrap().pre_keys
+        legacy_bundle(&bob.manager).pre_keys
     );
 }
 

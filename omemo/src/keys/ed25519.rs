@@ -84,9 +84,9 @@ pub(crate) fn sign_with_seed(seed: &[u8; 32], message: &[u8]) -> [u8; SIGNATURE_
 pub(crate) fn from_seed(seed: &[u8; 32]) -> (SecretKey, [u8; 32]) {
     let signing = SigningKey::from_bytes(seed);
     // Stored clamped, as twomemo stores it: `clamp(SHA-512(seed)[0..32])`.
-    let scalar = SecretKey::from_bytes(*Zeroizing::new(signing.to_scalar_bytes()));
+    let unclamped = SecretKey::from_bytes(signing.to_scalar_bytes());
     (
-        SecretKey::from_bytes(*scalar.clamped_scalar_bytes()),
+        SecretKey::from_bytes(*unclamped.clamped_scalar_bytes()),
         signing.verifying_key().to_bytes(),
     )
 }

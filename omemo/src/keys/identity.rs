@@ -186,7 +186,7 @@ impl fmt::Debug for Fingerprint {
 ///
 /// Identities made here ([`IdentityKeyPair::generate`]) are Curve25519 key pairs, as
 /// legacy OMEMO has always had them; their Ed25519 form is the one with sign bit 0, which
-/// every OMEMO 2 client accepts (`../shared/omemo-spec.md` §5.18), and they sign with
+/// python-omemo and other OMEMO 2 clients accept (it is XEdDSA's convention), and they sign with
 /// XEdDSA in both versions (an XEdDSA signature is a valid Ed25519 signature by that
 /// form). An identity made from an Ed25519 seed (python-omemo keeps its identities that
 /// way) keeps the seed's own Ed25519 key and signs OMEMO 2 data with RFC 8032.

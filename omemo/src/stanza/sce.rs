@@ -33,6 +33,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::fmt;
+
 use minidom::Element;
 use rand_core::CryptoRng;
 
@@ -62,8 +64,9 @@ const MAX_ENVELOPE_BYTES: usize = 800 * 1024;
 /// elements): hints, stanza ids, addressing and EME.
 const OUTSIDE_ONLY: [&str; 4] = [NS_HINTS, NS_STANZA_ID, NS_ADDRESS, NS_EME];
 
-/// A received envelope, with the elements that must not be inside taken out.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A received envelope, with the elements that must not be inside taken out. Its `Debug`
+/// output names the content elements but never shows their text (the message body).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Envelope {
     /// The children of `<content>`, in document order, without the forbidden ones.
     pub content: Vec<Element>,
@@ -76,6 +79,19 @@ pub struct Envelope {
     /// Elements of `<content>` that must stay outside an envelope and were dropped, as
     /// `(name, namespace)`.
     pub dropped: Vec<(String, String)>,
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let content: Vec<&str> = self.content.iter().map(Element::name).collect();
+        f.debug_struct("Envelope")
+            .field("content", &content)
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .field("time", &self.time)
+            .field("dropped", &self.dropped)
+            .finish()
+    }
 }
 
 /// An affix of an envelope that does not fit the stanza it came in. Each one is a reason
@@ -431,6 +447,14 @@ mod tests {
                 namespace: NS_HINTS.into()
             }
         );
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_body() {
+        let envelope = sealed(vec![body("the secret plan")]);
+        let shown = format!("{envelope:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("[\"body\"]"), "{shown}");
     }
 
     #[test]
