@@ -35,7 +35,7 @@ use omemo::hazmat::{
 use omemo::stanza::legacy::{EncryptedKey, EncryptedMessage};
 use omemo::{
     AccountRecord, Batch, DeviceRecord, Manager, ManagerConfig, MemoryStore, Op, PreKeyRecord,
-    SignedPreKeyRecord, SqliteStore, Store, StoreError, Trust, Version, os_rng,
+    SignedPreKeyRecord, SqliteStore, Store, StoreError, Trust, Version, Versions, os_rng,
 };
 use zeroize::Zeroizing;
 
@@ -147,6 +147,15 @@ struct Peer {
 }
 
 /// Alice (the measured manager) and her peers.
+/// The managers' configuration: legacy OMEMO, the version of the recorded figures
+/// (the fan-out in both versions is the load tool's part).
+fn config() -> ManagerConfig {
+    ManagerConfig {
+        versions: Versions::only(Version::Legacy),
+        ..ManagerConfig::default()
+    }
+}
+
 struct World<S: Store> {
     pep: Pep,
     alice: Manager<Timed<S>>,
@@ -161,7 +170,7 @@ impl<S: Store> World<S> {
         let mut alice = Manager::open(
             Timed::new(store),
             &bare(ALICE),
-            ManagerConfig::default(),
+            config(),
             &mut os_rng(),
             NOW,
         )
@@ -181,14 +190,9 @@ impl<S: Store> World<S> {
     fn add_peer(&mut self, jid: &str, devices: usize) -> usize {
         let mut managers = Vec::with_capacity(devices);
         for _ in 0..devices {
-            let mut manager = Manager::open(
-                MemoryStore::new(),
-                &bare(jid),
-                ManagerConfig::default(),
-                &mut os_rng(),
-                NOW,
-            )
-            .unwrap();
+            let mut manager =
+                Manager::open(MemoryStore::new(), &bare(jid), config(), &mut os_rng(), NOW)
+                    .unwrap();
             drive(&mut self.pep, &mut manager);
             managers.push(manager);
         }
@@ -257,11 +261,13 @@ impl World<SqliteStore> {
             ops.push(Op::PutDevice(DeviceRecord {
                 jid,
                 device_id,
-                listed: true,
+                listed: Versions::only(Version::Legacy),
                 identity_key: Some(*bundle.identity_key.curve25519().as_bytes()),
                 trust: Trust::Blind,
                 last_message_at: Some(NOW),
                 bundle_failed_at: None,
+                label: None,
+                label_signature: None,
             }));
         }
         let mut second = SqliteStore::open(self.path.as_ref().unwrap()).unwrap();

@@ -28,6 +28,10 @@ pub enum KeyError {
     /// A key was not a point on Curve25519 or could not be converted to Edwards form.
     #[error("public key is not a valid curve point")]
     InvalidPoint,
+    /// A Curve25519 public key that is not in canonical form (bit 255 set, or a
+    /// u-coordinate not below 2^255 - 19): it would name the same key as other bytes.
+    #[error("public key is not in canonical form")]
+    NonCanonical,
     /// An identity key known only in its Curve25519 form (from the legacy wire) was used
     /// where OMEMO 2 needs its Ed25519 form, which the Curve25519 form does not determine.
     #[error("the Ed25519 form of this identity key is unknown (it came from the legacy wire)")]
@@ -302,6 +306,9 @@ pub enum ManagerError {
         /// The JID asked for.
         requested: String,
     },
+    /// The configuration turns every protocol version off.
+    #[error("no OMEMO version is turned on in the configuration")]
+    NoVersions,
     /// `encrypt` was called without recipients.
     #[error("no recipients given")]
     NoRecipients,

@@ -73,8 +73,8 @@ pub use error::{
 pub use bundle::PreKeyBundle;
 pub use keys::{Fingerprint, IdentityKey, PublicKey};
 pub use manager::{
-    Decrypted, DeviceInfo, Encrypted, Manager, ManagerConfig, Request, SkipReason, SkippedDevice,
-    TrustPolicy,
+    Decrypted, DeviceInfo, Encrypted, Manager, ManagerConfig, Recipient, Request, SkipReason,
+    SkippedDevice, TrustPolicy,
 };
 pub use ratchet::RatchetLimits;
 #[cfg(feature = "sqlite")]
@@ -84,13 +84,13 @@ pub use store::{
     AccountRecord, Batch, DeviceRecord, MemoryStore, Op, PreKeyRecord, SignedPreKeyRecord, Store,
     StoreError, Trust,
 };
-pub use version::Version;
+pub use version::{Version, Versions};
 
 // The crate's own code names the low-level types from the root, as the `hazmat` module
 // exports them.
 use bundle::{PreKey, SignedPreKey};
 use keys::{IdentityKeyPair, KeyPair, SecretKey};
-use payload::{KeyMaterial, decrypt_payload, encrypt_payload};
+use payload::{EncryptedPayload, KeyMaterial, decrypt_payload, encrypt_payload};
 use ratchet::Session;
 use wire::RatchetMessage;
 

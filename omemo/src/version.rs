@@ -124,6 +124,98 @@ impl fmt::Display for Version {
     }
 }
 
+/// A set of protocol versions: which versions a manager speaks, or on which of its
+/// owner's device lists a device is.
+///
+/// ```
+/// use omemo::{Version, Versions};
+///
+/// let mut versions = Versions::only(Version::Legacy);
+/// assert!(versions.contains(Version::Legacy) && !versions.contains(Version::Omemo2));
+/// versions.insert(Version::Omemo2);
+/// assert_eq!(versions, Versions::BOTH);
+/// assert_eq!(versions.iter().collect::<Vec<_>>(), Version::ALL);
+/// ```
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Versions {
+    legacy: bool,
+    omemo2: bool,
+}
+
+impl Versions {
+    /// No version.
+    pub const NONE: Self = Self {
+        legacy: false,
+        omemo2: false,
+    };
+    /// Both versions.
+    pub const BOTH: Self = Self {
+        legacy: true,
+        omemo2: true,
+    };
+
+    /// The set holding only `version`.
+    pub const fn only(version: Version) -> Self {
+        Self {
+            legacy: matches!(version, Version::Legacy),
+            omemo2: matches!(version, Version::Omemo2),
+        }
+    }
+
+    /// Whether `version` is in the set.
+    pub const fn contains(self, version: Version) -> bool {
+        match version {
+            Version::Legacy => self.legacy,
+            Version::Omemo2 => self.omemo2,
+        }
+    }
+
+    /// Whether the set is empty.
+    pub const fn is_empty(self) -> bool {
+        !self.legacy && !self.omemo2
+    }
+
+    /// Puts `version` in, or takes it out.
+    pub fn set(&mut self, version: Version, present: bool) {
+        match version {
+            Version::Legacy => self.legacy = present,
+            Version::Omemo2 => self.omemo2 = present,
+        }
+    }
+
+    /// Puts `version` in.
+    pub fn insert(&mut self, version: Version) {
+        self.set(version, true);
+    }
+
+    /// The versions in the set, oldest first.
+    pub fn iter(self) -> impl DoubleEndedIterator<Item = Version> {
+        Version::ALL.into_iter().filter(move |v| self.contains(*v))
+    }
+
+    /// The newest version in the set.
+    pub fn newest(self) -> Option<Version> {
+        self.iter().next_back()
+    }
+}
+
+impl FromIterator<Version> for Versions {
+    fn from_iter<I: IntoIterator<Item = Version>>(iter: I) -> Self {
+        let mut versions = Self::NONE;
+        for version in iter {
+            versions.insert(version);
+        }
+        versions
+    }
+}
+
+/// `{Legacy, Omemo2}`.
+impl fmt::Debug for Versions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Version;

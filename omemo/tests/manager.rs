@@ -5,16 +5,64 @@
 
 mod common;
 
-use common::pep::{DEVICE_LIST_NODE, PUBSUB_EVENT, World, bare, body, with_from};
+use common::pep::{
+    PUBSUB_EVENT, World, bare, body, bundle_item, device_list_event, device_list_node, with_from,
+};
 use minidom::Element;
-use omemo::Version;
 use omemo::{
     Manager, ManagerConfig, ManagerError, MemoryStore, SkipReason, SqliteStore, Store, Trust,
+    Version, Versions,
 };
 
-/// The bundle a manager publishes (legacy OMEMO, the only version it speaks so far).
-fn legacy_bundle<S: Store>(manager: &Manager<S>) -> omemo::PreKeyBundle {
-    manager.own_bundle(Version::Legacy).unwrap()
+/// Runs each scenario (a function of the versions every device speaks) three times:
+/// with legacy OMEMO only, OMEMO 2 only, and both (where devices talk OMEMO 2).
+macro_rules! in_every_setup {
+    ($($scenario:ident),* $(,)?) => {
+        mod legacy_only {
+            $(#[test] fn $scenario() { super::$scenario(omemo::Versions::only(omemo::Version::Legacy)) })*
+        }
+        mod omemo2_only {
+            $(#[test] fn $scenario() { super::$scenario(omemo::Versions::only(omemo::Version::Omemo2)) })*
+        }
+        mod both_versions {
+            $(#[test] fn $scenario() { super::$scenario(omemo::Versions::BOTH) })*
+        }
+    };
+}
+
+in_every_setup!(
+    first_contact_by_prekey_message_and_reply,
+    messages_reach_every_device_of_both_accounts,
+    added_and_removed_devices_are_followed,
+    prekeys_are_refilled_after_many_new_senders,
+    signed_prekey_rotation_keeps_the_old_key_for_messages_in_flight,
+    distrusted_devices_get_no_key,
+    conversation_survives_a_restart_from_the_sqlite_file,
+    absurd_device_lists_are_refused,
+    bundle_with_a_bad_signature_makes_the_device_inactive,
+    temporary_bundle_fetch_errors_are_retried_and_lost_connections_forgotten,
+    refused_publish_options_lead_to_node_configuration_and_a_new_publish,
+    device_lists_with_several_items_merge_and_belong_to_their_bare_jid,
+    unsolicited_empty_key_exchange_is_consumed_silently,
+    heartbeat_after_many_messages_without_reply,
+    devices_silent_for_too_long_are_not_encrypted_to,
+    changed_identity_under_a_known_device_id_is_refused,
+    manual_trust_policy_and_blind_trust_until_the_first_decision,
+    decrypt_commits_once_and_only_after_authentication,
+    a_burst_of_new_senders_queues_one_bundle_publication,
+    iq_answers_from_anyone_but_the_asked_entity_are_ignored,
+    trust_needs_a_known_identity_and_device_id_zero_is_ignored,
+    requests_without_an_answer_are_forgotten_and_asked_again,
+);
+
+/// The bundle a manager publishes in the version of `world`.
+fn own_bundle<S: Store>(world: &World, manager: &Manager<S>) -> omemo::PreKeyBundle {
+    manager.own_bundle(world.version()).unwrap()
+}
+
+/// The number of versions the devices of `world` speak: a device list fetch per JID.
+fn lists(world: &World) -> usize {
+    world.config.versions.iter().count()
 }
 
 const DAY: u64 = 24 * 3600;
@@ -29,9 +77,8 @@ fn skip_reasons(result: Result<omemo::Encrypted, ManagerError>) -> Vec<SkipReaso
     }
 }
 
-#[test]
-fn first_contact_by_prekey_message_and_reply() {
-    let mut world = World::new();
+fn first_contact_by_prekey_message_and_reply(versions: Versions) {
+    let mut world = World::speaking(versions);
     let mut alice = world.device("alice@example.org", "phone");
     let mut bob = world.device("bob@example.org", "laptop");
     let stanza = world.send(&mut alice, "bob@example.org", "Hi Bob");
@@ -53,15 +100,20 @@ fn first_contact_by_prekey_message_and_reply() {
     // The same prekey message again (archive and live) is a silent duplicate.
     let again = world.receive(&mut bob, &stanza).unwrap_err();
     assert!(again.is_duplicate(), "{again}");
-    // The manager speaks legacy OMEMO only, so far.
-    assert!(bob.manager.own_bundle(Version::Omemo2).is_none());
+    assert_eq!(received.version, world.version());
+    // It publishes a bundle in each version it speaks, and in none other.
+    for version in Version::ALL {
+        assert_eq!(
+            bob.manager.own_bundle(version).is_some(),
+            versions.contains(version)
+        );
+    }
     // The bundle still offers 100 prekeys after one was used.
-    assert_eq!(legacy_bundle(&bob.manager).pre_keys.len(), 100);
+    assert_eq!(own_bundle(&world, &bob.manager).pre_keys.len(), 100);
 }
 
-#[test]
-fn messages_reach_every_device_of_both_accounts() {
-    let mut world = World::new();
+fn messages_reach_every_device_of_both_accounts(versions: Versions) {
+    let mut world = World::speaking(versions);
     let mut alice1 = world.device("alice@example.org", "phone");
     let mut alice2 = world.device("alice@example.org", "desktop");
     let mut bob = world.device("bob@example.org", "laptop");
@@ -80,9 +132,8 @@ fn messages_reach_every_device_of_both_accounts() {
     ));
 }
 
-#[test]
-fn added_and_removed_devices_are_followed() {
-    let mut world = World::new();
+fn added_and_removed_devices_are_followed(versions: Versions) {
+    let mut world = World::speaking(versions);
     let mut alice = world.device("alice@example.org", "phone");
     let mut bob1 = world.device("bob@example.org", "one");
     let first = world.send(&mut alice, "bob@example.org", "one device");
@@ -92,28 +143,30 @@ fn added_and_removed_devices_are_followed() {
     let second = world.send(&mut alice, "bob@example.org", "two devices");
     assert_eq!(body(world.receive(&mut bob1, &second)), "two devices");
     assert_eq!(body(world.receive(&mut bob2, &second)), "two devices");
-    // Bob's second device is removed from his list: Alice stops encrypting to it.
+    // Bob's second device is removed from his lists: Alice stops encrypting to it.
+    // While it is still on one of them, it gets a key in that version.
     let remaining = vec![bob1.manager.device_id()];
-    let list = omemo::stanza::legacy::device_list_element(&remaining);
-    let event = Element::builder("message", "jabber:client")
-        .attr("from".try_into().unwrap(), "bob@example.org")
-        .append(
-            Element::builder("event", PUBSUB_EVENT)
-                .append(
-                    Element::builder("items", PUBSUB_EVENT)
-                        .attr("node".try_into().unwrap(), DEVICE_LIST_NODE)
-                        .append(
-                            Element::builder("item", PUBSUB_EVENT)
-                                .attr("id".try_into().unwrap(), "current")
-                                .append(list)
-                                .build(),
-                        )
-                        .build(),
-                )
-                .build(),
-        )
-        .build();
-    assert!(alice.manager.handle_event(&event, world.now).unwrap());
+    let mut rng = omemo::os_rng();
+    for (i, version) in versions.iter().rev().enumerate() {
+        let event = device_list_event(version, "bob@example.org", &[&remaining]);
+        assert!(alice.manager.handle_event(&event, world.now).unwrap());
+        if i + 1 < lists(&world) {
+            world.prepare(&mut alice, "bob@example.org");
+            let on_one_list = alice
+                .manager
+                .encrypt(&[bare("bob@example.org")], "still", &mut rng, world.now)
+                .unwrap();
+            let bob2_key = on_one_list
+                .recipients
+                .iter()
+                .find(|r| r.device_id == bob2.manager.device_id())
+                .expect("a device on one list stays active");
+            assert_eq!(bob2_key.version, Version::Legacy);
+            let stanza = with_from(on_one_list.stanza, &alice.full_jid);
+            assert_eq!(body(world.receive(&mut bob2, &stanza)), "still");
+            assert_eq!(body(world.receive(&mut bob1, &stanza)), "still");
+        }
+    }
     let mut rng = omemo::os_rng();
     let third = alice
         .manager
@@ -132,24 +185,7 @@ fn added_and_removed_devices_are_followed() {
     ));
     assert_eq!(body(world.receive(&mut bob1, &third)), "one again");
     // A list notification that drops a device's own id makes it re-add itself.
-    let own_drop = Element::builder("message", "jabber:client")
-        .attr("from".try_into().unwrap(), "bob@example.org")
-        .append(
-            Element::builder("event", PUBSUB_EVENT)
-                .append(
-                    Element::builder("items", PUBSUB_EVENT)
-                        .attr("node".try_into().unwrap(), DEVICE_LIST_NODE)
-                        .append(
-                            Element::builder("item", PUBSUB_EVENT)
-                                .attr("id".try_into().unwrap(), "current")
-                                .append(omemo::stanza::legacy::device_list_element(&remaining))
-                                .build(),
-                        )
-                        .build(),
-                )
-                .build(),
-        )
-        .build();
+    let own_drop = device_list_event(world.version(), "bob@example.org", &[&remaining]);
     bob2.manager.handle_event(&own_drop, world.now).unwrap();
     let request = bob2
         .manager
@@ -158,34 +194,29 @@ fn added_and_removed_devices_are_followed() {
     assert!(String::from(&request.stanza).contains(&bob2.manager.device_id().to_string()));
 }
 
-#[test]
-fn prekeys_are_refilled_after_many_new_senders() {
-    let mut world = World::new();
+fn prekeys_are_refilled_after_many_new_senders(versions: Versions) {
+    let mut world = World::speaking(versions);
     let mut bob = world.device("bob@example.org", "laptop");
     for i in 0..105 {
         let jid = format!("sender{i}@example.org");
         let mut sender = world.device(&jid, "r");
         let stanza = world.send(&mut sender, "bob@example.org", &format!("hello {i}"));
         assert_eq!(body(world.receive(&mut bob, &stanza)), format!("hello {i}"));
-        assert_eq!(legacy_bundle(&bob.manager).pre_keys.len(), 100);
+        assert_eq!(own_bundle(&world, &bob.manager).pre_keys.len(), 100);
     }
     // The published bundle was refreshed too.
-    let published = world.pep.nodes[&(
-        "bob@example.org".to_owned(),
-        omemo::stanza::legacy::bundle_node(bob.manager.device_id()),
-    )]
-        .clone();
-    let bundle = omemo::stanza::legacy::parse_bundle(&published[0].1).unwrap();
-    assert_eq!(bundle.pre_keys, legacy_bundle(&bob.manager).pre_keys);
+    let bundle = world
+        .pep
+        .bundle("bob@example.org", world.version(), bob.manager.device_id());
+    assert_eq!(bundle.pre_keys, own_bundle(&world, &bob.manager).pre_keys);
 }
 
-#[test]
-fn signed_prekey_rotation_keeps_the_old_key_for_messages_in_flight() {
-    let mut world = World::new();
+fn signed_prekey_rotation_keeps_the_old_key_for_messages_in_flight(versions: Versions) {
+    let mut world = World::speaking(versions);
     let mut alice = world.device("alice@example.org", "phone");
     let mut carol = world.device("carol@example.org", "tablet");
     let mut bob = world.device("bob@example.org", "laptop");
-    let old_spk = legacy_bundle(&bob.manager).signed_pre_key_id;
+    let old_spk = own_bundle(&world, &bob.manager).signed_pre_key_id;
     // Two sessions are built from the current bundle; their messages are in flight.
     let in_flight = world.send(&mut alice, "bob@example.org", "sent before the rotation");
     let very_late = world.send(
@@ -197,7 +228,7 @@ fn signed_prekey_rotation_keeps_the_old_key_for_messages_in_flight() {
     world.now += 8 * DAY;
     bob.manager.tick(&mut rng, world.now).unwrap();
     world.run(&mut bob);
-    let new_spk = legacy_bundle(&bob.manager).signed_pre_key_id;
+    let new_spk = own_bundle(&world, &bob.manager).signed_pre_key_id;
     assert_ne!(new_spk, old_spk);
     assert_eq!(
         body(world.receive(&mut bob, &in_flight)),
@@ -217,9 +248,8 @@ fn signed_prekey_rotation_keeps_the_old_key_for_messages_in_flight() {
     assert_eq!(body(world.receive(&mut bob, &fresh)), "after rotation");
 }
 
-#[test]
-fn distrusted_devices_get_no_key() {
-    let mut world = World::new();
+fn distrusted_devices_get_no_key(versions: Versions) {
+    let mut world = World::speaking(versions);
     let mut alice = world.device("alice@example.org", "phone");
     let mut bob = world.device("bob@example.org", "laptop");
     let first = world.send(&mut alice, "bob@example.org", "first");
@@ -248,19 +278,21 @@ fn distrusted_devices_get_no_key() {
     assert_eq!(devices[0].fingerprint, Some(bob.manager.fingerprint()));
 }
 
-#[test]
-fn conversation_survives_a_restart_from_the_sqlite_file() {
-    let dir = std::env::temp_dir().join(format!("omemo-manager-test-{}", std::process::id()));
+fn conversation_survives_a_restart_from_the_sqlite_file(versions: Versions) {
+    let dir = std::env::temp_dir().join(format!(
+        "omemo-manager-test-{}-{versions:?}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bob.sqlite");
     let _ = std::fs::remove_file(&path);
-    let mut world = World::new();
+    let mut world = World::speaking(versions);
     let mut alice = world.device("alice@example.org", "phone");
     let mut bob = world.device_with(
         "bob@example.org",
         "laptop",
         SqliteStore::open(&path).unwrap(),
-        ManagerConfig::default(),
+        world.config.clone(),
     );
     let bob_id = bob.manager.device_id();
     for i in 0..5 {
@@ -276,7 +308,7 @@ fn conversation_survives_a_restart_from_the_sqlite_file() {
         "bob@example.org",
         "laptop",
         SqliteStore::open(&path).unwrap(),
-        ManagerConfig::default(),
+        world.config.clone(),
     );
     assert_eq!(
         bob.manager.device_id(),
@@ -341,24 +373,25 @@ fn bad_input_is_a_typed_error() {
     ));
 }
 
-#[test]
-fn absurd_device_lists_are_refused() {
-    let mut world = World::new();
+fn absurd_device_lists_are_refused(versions: Versions) {
+    let mut world = World::speaking(versions);
     let mut alice = world.device("alice@example.org", "phone");
     let ids: Vec<u32> = (1..=10_000).collect();
-    let list = omemo::stanza::legacy::device_list_element(&ids);
-    world.pep.nodes.insert(
-        (
-            "mallory@example.org".to_owned(),
-            DEVICE_LIST_NODE.to_owned(),
-        ),
-        vec![("current".to_owned(), list)],
-    );
+    for version in versions.iter() {
+        let list = common::pep::device_list_element(version, &ids);
+        world.pep.nodes.insert(
+            (
+                "mallory@example.org".to_owned(),
+                device_list_node(version).to_owned(),
+            ),
+            vec![("current".to_owned(), list)],
+        );
+    }
     let pending = alice
         .manager
         .prepare(&[bare("mallory@example.org")], world.now)
         .unwrap();
-    assert_eq!(pending, 1);
+    assert_eq!(pending, lists(&world));
     world.run(&mut alice);
     assert!(
         alice
@@ -374,22 +407,16 @@ fn absurd_device_lists_are_refused() {
     );
 }
 
-#[test]
-fn bundle_with_a_bad_signature_makes_the_device_inactive() {
-    let mut world = World::new();
+fn bundle_with_a_bad_signature_makes_the_device_inactive(versions: Versions) {
+    let mut world = World::speaking(versions);
     let mut alice = world.device("alice@example.org", "phone");
     let mut bob = world.device("bob@example.org", "laptop");
-    let node = omemo::stanza::legacy::bundle_node(bob.manager.device_id());
-    let key = ("bob@example.org".to_owned(), node);
-    let mut bundle = omemo::stanza::legacy::parse_bundle(&world.pep.nodes[&key][0].1).unwrap();
+    let (version, bob_id) = (world.version(), bob.manager.device_id());
+    let mut bundle = world.pep.bundle("bob@example.org", version, bob_id);
     bundle.signed_pre_key_signature[0] ^= 1;
-    world.pep.nodes.insert(
-        key,
-        vec![(
-            "current".to_owned(),
-            omemo::stanza::legacy::bundle_element(&bundle).unwrap(),
-        )],
-    );
+    world
+        .pep
+        .set_bundle("bob@example.org", version, bob_id, &bundle);
     world.prepare(&mut alice, "bob@example.org");
     let mut rng = omemo::os_rng();
     let result = alice
@@ -427,9 +454,8 @@ fn bundle_with_a_bad_signature_makes_the_device_inactive() {
     assert_eq!(body(world.receive(&mut bob, &stanza)), "fixed");
 }
 
-#[test]
-fn temporary_bundle_fetch_errors_are_retried_and_lost_connections_forgotten() {
-    let mut world = World::new();
+fn temporary_bundle_fetch_errors_are_retried_and_lost_connections_forgotten(versions: Versions) {
+    let mut world = World::speaking(versions);
     let mut alice = world.device("alice@example.org", "phone");
     let bob = world.device("bob@example.org", "laptop");
     let mut rng = omemo::os_rng();
@@ -437,13 +463,15 @@ fn temporary_bundle_fetch_errors_are_retried_and_lost_connections_forgotten() {
         .manager
         .prepare(&[bare("bob@example.org")], world.now)
         .unwrap();
-    // The device list comes; the bundle fetch times out at the server.
-    let list = alice.manager.poll_request().unwrap();
-    let answer = world.pep.answer("alice@example.org", &list.stanza);
-    alice
-        .manager
-        .handle_iq(&answer, &mut rng, world.now)
-        .unwrap();
+    // The device lists come; the bundle fetch times out at the server.
+    for _ in 0..lists(&world) {
+        let list = alice.manager.poll_request().unwrap();
+        let answer = world.pep.answer("alice@example.org", &list.stanza);
+        alice
+            .manager
+            .handle_iq(&answer, &mut rng, world.now)
+            .unwrap();
+    }
     let fetch = alice.manager.poll_request().unwrap();
     let timeout = common::pep::error(&fetch.id, "bob@example.org", "remote-server-timeout");
     assert!(
@@ -479,62 +507,33 @@ fn temporary_bundle_fetch_errors_are_retried_and_lost_connections_forgotten() {
     drop(bob);
 }
 
-/// A device-list event for `owner` (as sent from `from`) listing `ids`.
-fn device_list_event(from: &str, items: &[&[u32]]) -> Element {
-    let mut list =
-        Element::builder("items", PUBSUB_EVENT).attr("node".try_into().unwrap(), DEVICE_LIST_NODE);
-    for (i, ids) in items.iter().enumerate() {
-        list = list.append(
-            Element::builder("item", PUBSUB_EVENT)
-                .attr("id".try_into().unwrap(), format!("item{i}"))
-                .append(omemo::stanza::legacy::device_list_element(ids))
-                .build(),
-        );
-    }
-    Element::builder("message", "jabber:client")
-        .attr("from".try_into().unwrap(), from)
-        .append(
-            Element::builder("event", PUBSUB_EVENT)
-                .append(list.build())
-                .build(),
-        )
-        .build()
-}
-
-#[test]
-fn refused_publish_options_lead_to_node_configuration_and_a_new_publish() {
-    let mut world = World::new();
+fn refused_publish_options_lead_to_node_configuration_and_a_new_publish(versions: Versions) {
+    let mut world = World::speaking(versions);
     world.pep.refuse_publish_options = true;
     let alice = world.device("alice@example.org", "phone");
     let id = alice.manager.device_id();
-    let bundle_node = omemo::stanza::legacy::bundle_node(id);
-    for node in [DEVICE_LIST_NODE.to_owned(), bundle_node.clone()] {
-        assert!(
-            world
-                .pep
-                .configured
-                .contains(&("alice@example.org".to_owned(), node.clone())),
-            "{node}"
-        );
-        assert!(
-            world
-                .pep
-                .nodes
-                .contains_key(&("alice@example.org".to_owned(), node.clone())),
-            "{node}"
-        );
+    for version in versions.iter() {
+        let list_node = device_list_node(version).to_owned();
+        for node in [list_node.clone(), bundle_item(version, id).0] {
+            let key = ("alice@example.org".to_owned(), node.clone());
+            assert!(world.pep.configured.contains(&key), "{node}");
+            assert!(world.pep.nodes.contains_key(&key), "{node}");
+        }
+        let list = &world.pep.nodes[&("alice@example.org".to_owned(), list_node)][0].1;
+        let ids: Vec<u32> = match version {
+            Version::Legacy => omemo::stanza::legacy::parse_device_list(list, 10).unwrap(),
+            Version::Omemo2 => omemo::stanza::omemo2::parse_device_list(list, 10)
+                .unwrap()
+                .iter()
+                .map(|d| d.id)
+                .collect(),
+        };
+        assert_eq!(ids, vec![id]);
     }
-    let list =
-        &world.pep.nodes[&("alice@example.org".to_owned(), DEVICE_LIST_NODE.to_owned())][0].1;
-    assert_eq!(
-        omemo::stanza::legacy::parse_device_list(list, 10).unwrap(),
-        vec![id]
-    );
 }
 
-#[test]
-fn device_lists_with_several_items_merge_and_belong_to_their_bare_jid() {
-    let mut world = World::new();
+fn device_lists_with_several_items_merge_and_belong_to_their_bare_jid(versions: Versions) {
+    let mut world = World::speaking(versions);
     let mut alice = world.device("alice@example.org", "phone");
     let now = world.now;
     // Two items (clients that did not use 'current'), sent from a full JID.
@@ -542,7 +541,7 @@ fn device_lists_with_several_items_merge_and_belong_to_their_bare_jid() {
         alice
             .manager
             .handle_event(
-                &device_list_event("bob@example.org/laptop", &[&[1, 2], &[3]]),
+                &device_list_event(world.version(), "bob@example.org/laptop", &[&[1, 2], &[3]]),
                 now
             )
             .unwrap()
@@ -556,7 +555,7 @@ fn device_lists_with_several_items_merge_and_belong_to_their_bare_jid() {
         .collect();
     assert_eq!(ids, vec![1, 2, 3]);
     // An event without a sender is attributed to nobody.
-    let mut anonymous = device_list_event("x@example.org", &[&[9]]);
+    let mut anonymous = device_list_event(world.version(), "x@example.org", &[&[9]]);
     anonymous.attrs_mut().clear();
     assert!(!alice.manager.handle_event(&anonymous, now).unwrap());
     assert!(
@@ -582,9 +581,8 @@ fn device_lists_with_several_items_merge_and_belong_to_their_bare_jid() {
     assert!(!alice.manager.handle_event(&other, now).unwrap());
 }
 
-#[test]
-fn unsolicited_empty_key_exchange_is_consumed_silently() {
-    let mut world = World::new();
+fn unsolicited_empty_key_exchange_is_consumed_silently(versions: Versions) {
+    let mut world = World::speaking(versions);
     let mut gajim = world.device("gajim@example.org", "pc");
     let mut bob = world.device("bob@example.org", "laptop");
     // Gajim builds a session as soon as it sees a device and sends an empty key exchange.
@@ -595,8 +593,12 @@ fn unsolicited_empty_key_exchange_is_consumed_silently() {
         .queue_empty_message(&bare("bob@example.org"), bob.manager.device_id(), &mut rng)
         .unwrap();
     let empty = with_from(gajim.manager.poll_message().unwrap(), &gajim.full_jid);
+    let flag = match world.version() {
+        Version::Legacy => "prekey='true'",
+        Version::Omemo2 => "kex='true'",
+    };
     assert!(
-        String::from(&empty).contains("prekey"),
+        String::from(&empty).replace('"', "'").contains(flag),
         "an empty key exchange"
     );
     let received = world.receive(&mut bob, &empty).unwrap();
@@ -616,9 +618,8 @@ fn unsolicited_empty_key_exchange_is_consumed_silently() {
     );
 }
 
-#[test]
-fn heartbeat_after_many_messages_without_reply() {
-    let mut world = World::new();
+fn heartbeat_after_many_messages_without_reply(versions: Versions) {
+    let mut world = World::speaking(versions);
     let mut alice = world.device("alice@example.org", "phone");
     let mut bob = world.device("bob@example.org", "laptop");
     let first = world.send(&mut alice, "bob@example.org", "m0");
@@ -646,9 +647,8 @@ fn heartbeat_after_many_messages_without_reply() {
     assert!(bob.manager.poll_message().is_none());
 }
 
-#[test]
-fn devices_silent_for_too_long_are_not_encrypted_to() {
-    let mut world = World::new();
+fn devices_silent_for_too_long_are_not_encrypted_to(versions: Versions) {
+    let mut world = World::speaking(versions);
     let mut alice = world.device("alice@example.org", "phone");
     let mut bob = world.device("bob@example.org", "laptop");
     let reply_to = world.send(&mut bob, "alice@example.org", "hello");
@@ -664,9 +664,8 @@ fn devices_silent_for_too_long_are_not_encrypted_to() {
     assert_eq!(skip_reasons(result), vec![SkipReason::Silent]);
 }
 
-#[test]
-fn changed_identity_under_a_known_device_id_is_refused() {
-    let mut world = World::new();
+fn changed_identity_under_a_known_device_id_is_refused(versions: Versions) {
+    let mut world = World::speaking(versions);
     let mut alice = world.device("alice@example.org", "phone");
     let mut bob = world.device("bob@example.org", "laptop");
     let bob_id = bob.manager.device_id();
@@ -698,8 +697,7 @@ fn changed_identity_under_a_known_device_id_is_refused() {
             })],
         })
         .unwrap();
-    let mut impostor =
-        world.device_with("bob@example.org", "other", store, ManagerConfig::default());
+    let mut impostor = world.device_with("bob@example.org", "other", store, world.config.clone());
     assert_eq!(impostor.manager.device_id(), bob_id);
     // The impostor has no session with Alice and must build one from her bundle.
     let stanza = world.send(&mut impostor, "alice@example.org", "trust me");
@@ -712,12 +710,11 @@ fn changed_identity_under_a_known_device_id_is_refused() {
     );
 }
 
-#[test]
-fn manual_trust_policy_and_blind_trust_until_the_first_decision() {
-    let mut world = World::new();
+fn manual_trust_policy_and_blind_trust_until_the_first_decision(versions: Versions) {
+    let mut world = World::speaking(versions);
     let manual = ManagerConfig {
         trust_policy: omemo::TrustPolicy::Manual,
-        ..ManagerConfig::default()
+        ..world.config.clone()
     };
     let mut alice = world.device_with("alice@example.org", "phone", MemoryStore::new(), manual);
     let mut bob = world.device("bob@example.org", "laptop");
@@ -825,25 +822,21 @@ impl Store for FlakyStore {
     }
 }
 
-#[test]
-fn decrypt_commits_once_and_only_after_authentication() {
-    let mut world = World::new();
+fn decrypt_commits_once_and_only_after_authentication(versions: Versions) {
+    let mut world = World::speaking(versions);
     let mut alice = world.device("alice@example.org", "phone");
     let flaky = FlakyStore {
         inner: MemoryStore::new(),
         commits: 0,
         fail: false,
     };
-    let mut bob = world.device_with("bob@example.org", "laptop", flaky, ManagerConfig::default());
+    let mut bob = world.device_with("bob@example.org", "laptop", flaky, world.config.clone());
     let stanza = world.send(&mut alice, "bob@example.org", "first contact");
     // A tampered copy: nothing is written.
     let mut tampered = stanza.clone();
-    let encrypted = tampered
-        .get_child_mut("encrypted", omemo::stanza::legacy::NAMESPACE)
-        .unwrap();
-    let payload = encrypted
-        .get_child_mut("payload", omemo::stanza::legacy::NAMESPACE)
-        .unwrap();
+    let namespace = world.version().namespace();
+    let encrypted = tampered.get_child_mut("encrypted", namespace).unwrap();
+    let payload = encrypted.get_child_mut("payload", namespace).unwrap();
     let text = payload.text();
     let first = if text.starts_with('A') { "B" } else { "A" };
     let flipped = format!("{first}{}", &text[1..]);
@@ -863,19 +856,19 @@ fn decrypt_commits_once_and_only_after_authentication() {
         Manager::open(
             store,
             &bare("bob@example.org"),
-            ManagerConfig::default(),
+            world.config.clone(),
             &mut omemo::os_rng(),
             world.now,
         )
         .unwrap()
     };
-    let pre_keys = legacy_bundle(&bob.manager).pre_keys;
+    let pre_keys = own_bundle(&world, &bob.manager).pre_keys;
     assert!(matches!(
         world.receive(&mut bob, &stanza),
         Err(ManagerError::Store(_))
     ));
     assert_eq!(
-        legacy_bundle(&bob.manager).pre_keys,
+        own_bundle(&world, &bob.manager).pre_keys,
         pre_keys,
         "the prekey is still there"
     );
@@ -885,7 +878,7 @@ fn decrypt_commits_once_and_only_after_authentication() {
     bob.manager = Manager::open(
         store,
         &bare("bob@example.org"),
-        ManagerConfig::default(),
+        world.config.clone(),
         &mut omemo::os_rng(),
         world.now,
     )
@@ -915,35 +908,39 @@ fn dummy_manager(world: &mut World) -> Manager<FlakyStore> {
     Manager::open(
         store,
         &bare("dummy@example.org"),
-        ManagerConfig::default(),
+        world.config.clone(),
         &mut omemo::os_rng(),
         world.now,
     )
     .unwrap()
 }
 
-#[test]
-fn a_burst_of_new_senders_queues_one_bundle_publication() {
-    let mut world = World::new();
+fn a_burst_of_new_senders_queues_one_bundle_publication(versions: Versions) {
+    let mut world = World::speaking(versions);
     let mut bob = world.device("bob@example.org", "laptop");
     let mut rng = omemo::os_rng();
-    let bundle_node = omemo::stanza::legacy::bundle_node(bob.manager.device_id());
+    let (version, bob_id) = (world.version(), bob.manager.device_id());
+    let (bundle_node, bundle_item_id) = bundle_item(version, bob_id);
     for i in 0..5 {
         let mut sender = world.device(&format!("s{i}@example.org"), "r");
         let stanza = world.send(&mut sender, "bob@example.org", &format!("hi {i}"));
         bob.manager.decrypt(&stanza, &mut rng, world.now).unwrap();
         // Bob's own publications stay queued; the server shows his current bundle so that
         // the next sender does not pick a prekey that is already used.
-        let current = omemo::stanza::legacy::bundle_element(&legacy_bundle(&bob.manager)).unwrap();
-        world.pep.nodes.insert(
-            ("bob@example.org".to_owned(), bundle_node.clone()),
-            vec![("current".to_owned(), current)],
-        );
+        let current = own_bundle(&world, &bob.manager);
+        world
+            .pep
+            .set_bundle("bob@example.org", version, bob_id, &current);
     }
     let requests: Vec<_> = std::iter::from_fn(|| bob.manager.poll_request()).collect();
     let publications = requests
         .iter()
-        .filter(|r| String::from(&r.stanza).contains(&bundle_node))
+        .filter(|r| {
+            let xml = String::from(&r.stanza).replace('"', "'");
+            xml.contains("<publish ")
+                && xml.contains(&format!("node='{bundle_node}'"))
+                && xml.contains(&format!("id='{bundle_item_id}'"))
+        })
         .count();
     assert_eq!(publications, 1, "one up-to-date bundle publication");
     for request in &requests {
@@ -951,18 +948,17 @@ fn a_burst_of_new_senders_queues_one_bundle_publication() {
         bob.manager.handle_iq(&answer, &mut rng, world.now).unwrap();
     }
     world.run(&mut bob);
-    let published = &world.pep.nodes[&("bob@example.org".to_owned(), bundle_node)][0].1;
     assert_eq!(
-        omemo::stanza::legacy::parse_bundle(published)
-            .unwrap()
+        world
+            .pep
+            .bundle("bob@example.org", version, bob_id)
             .pre_keys,
-        legacy_bundle(&bob.manager).pre_keys
+        own_bundle(&world, &bob.manager).pre_keys
     );
 }
 
-#[test]
-fn iq_answers_from_anyone_but_the_asked_entity_are_ignored() {
-    let mut world = World::new();
+fn iq_answers_from_anyone_but_the_asked_entity_are_ignored(versions: Versions) {
+    let mut world = World::speaking(versions);
     let mut alice = world.device("alice@example.org", "phone");
     let bob = world.device("bob@example.org", "laptop");
     let mut rng = omemo::os_rng();
@@ -986,7 +982,7 @@ fn iq_answers_from_anyone_but_the_asked_entity_are_ignored() {
     );
     assert_eq!(
         alice.manager.pending_requests(),
-        1,
+        lists(&world),
         "the request still waits for Bob's server"
     );
     // A stanza of the wrong type with the right id and sender is not an answer either.
@@ -1021,15 +1017,17 @@ fn iq_answers_from_anyone_but_the_asked_entity_are_ignored() {
     );
 }
 
-#[test]
-fn trust_needs_a_known_identity_and_device_id_zero_is_ignored() {
-    let mut world = World::new();
+fn trust_needs_a_known_identity_and_device_id_zero_is_ignored(versions: Versions) {
+    let mut world = World::speaking(versions);
     let mut alice = world.device("alice@example.org", "phone");
     let now = world.now;
     assert!(
         alice
             .manager
-            .handle_event(&device_list_event("bob@example.org", &[&[0, 7]]), now)
+            .handle_event(
+                &device_list_event(world.version(), "bob@example.org", &[&[0, 7]]),
+                now,
+            )
             .unwrap()
     );
     let ids: Vec<u32> = alice
@@ -1051,9 +1049,8 @@ fn trust_needs_a_known_identity_and_device_id_zero_is_ignored() {
     );
 }
 
-#[test]
-fn requests_without_an_answer_are_forgotten_and_asked_again() {
-    let mut world = World::new();
+fn requests_without_an_answer_are_forgotten_and_asked_again(versions: Versions) {
+    let mut world = World::speaking(versions);
     let mut alice = world.device("alice@example.org", "phone");
     let _bob = world.device("bob@example.org", "laptop");
     let mut rng = omemo::os_rng();
@@ -1062,23 +1059,24 @@ fn requests_without_an_answer_are_forgotten_and_asked_again() {
             .manager
             .prepare(&[bare("bob@example.org")], world.now)
             .unwrap(),
-        1
+        lists(&world)
     );
     let lost = alice.manager.poll_request().unwrap();
+    while alice.manager.poll_request().is_some() {}
     // The answer never comes; asking again is suppressed while the request is pending.
     assert_eq!(
         alice
             .manager
             .prepare(&[bare("bob@example.org")], world.now)
             .unwrap(),
-        1
+        lists(&world)
     );
     assert!(alice.manager.poll_request().is_none());
     world.now += 30;
     alice.manager.tick(&mut rng, world.now).unwrap();
     assert_eq!(
         alice.manager.pending_requests(),
-        1,
+        lists(&world),
         "still within the timeout"
     );
     world.now += 31;

@@ -114,28 +114,40 @@ fn conversation_goes_on_from_a_release_0_1_store() {
         facts["carol"]["device_id"].as_u64().unwrap()
     );
 
-    // The conversation goes on, over ratchet steps, in both directions.
+    // Both now speak OMEMO 2 as well (the manager made its keys on opening), and each
+    // lists itself in both versions: the conversation goes on in OMEMO 2, over ratchet
+    // steps, in both directions.
+    world.notify(&mut alice);
+    world.notify(&mut bob);
     for round in 0..3 {
         let text = format!("alice after the upgrade, round {round}");
         let sent = world.send(&mut alice, "bob@example.org", &text);
-        assert_eq!(body(world.receive(&mut bob, &sent)), text);
+        let received = world.receive(&mut bob, &sent).unwrap();
+        assert_eq!(received.body.as_deref(), Some(text.as_str()));
+        assert_eq!(received.version, Version::Omemo2);
         let text = format!("bob after the upgrade, round {round}");
         let sent = world.send(&mut bob, "alice@example.org", &text);
         assert_eq!(body(world.receive(&mut alice, &sent)), text);
     }
 
-    // What the migration made of the rows: every key and session is legacy.
+    // What the migration made of the rows: the old keys are legacy, kept beside the
+    // new OMEMO 2 ones; the legacy session stays beside the new OMEMO 2 one.
     let store = bob.manager.into_store();
-    assert!(
-        store
-            .load_signed_pre_keys()
-            .unwrap()
-            .iter()
-            .all(|k| k.version == Version::Legacy)
-    );
+    let signed: Vec<Version> = store
+        .load_signed_pre_keys()
+        .unwrap()
+        .iter()
+        .map(|k| k.version)
+        .collect();
+    assert_eq!(signed, vec![Version::Legacy, Version::Omemo2]);
     let pre_keys = store.load_pre_keys().unwrap();
-    assert!(!pre_keys.is_empty());
-    assert!(pre_keys.iter().all(|k| k.version == Version::Legacy));
+    for version in Version::ALL {
+        assert_eq!(
+            pre_keys.iter().filter(|k| k.version == version).count(),
+            100,
+            "{version}"
+        );
+    }
     let alice_id = facts["alice"]["device_id"].as_u64().unwrap() as u32;
     assert!(
         store
@@ -147,7 +159,7 @@ fn conversation_goes_on_from_a_release_0_1_store() {
         store
             .load_session("alice@example.org", alice_id, Version::Omemo2)
             .unwrap()
-            .is_none()
+            .is_some()
     );
     drop(store);
     drop(alice);

@@ -77,7 +77,22 @@ pub(crate) fn key_from_wire(version: Version, bytes: &[u8]) -> Result<[u8; 32], 
     };
     let mut key = [0u8; 32];
     key.copy_from_slice(raw);
+    if !is_canonical(&key) {
+        return Err(KeyError::NonCanonical);
+    }
     Ok(key)
+}
+
+/// Whether `u` is the one encoding of its key: bit 255 clear (X25519 ignores it, RFC 7748
+/// §5) and `u < p = 2^255 - 19`. Keys made by scalar multiplication always are; other
+/// encodings would let one key appear under several byte strings.
+fn is_canonical(u: &[u8; 32]) -> bool {
+    if u[31] & 0x80 != 0 {
+        return false;
+    }
+    // u >= p only for 0x7f ff … ff followed by a low byte of at least 0xed.
+    let at_least_p = u[31] == 0x7f && u[1..31].iter().all(|&b| b == 0xff) && u[0] >= 0xed;
+    !at_least_p
 }
 
 /// A Curve25519 (X25519) public key.
@@ -276,6 +291,31 @@ mod tests {
             PublicKey::from_wire(Version::Omemo2, &[7; 32]),
             Ok(PublicKey::from_bytes([7; 32]))
         );
+    }
+
+    #[test]
+    fn non_canonical_public_keys_are_refused_in_both_versions() {
+        let mut high_bit = [7u8; 32];
+        high_bit[31] |= 0x80;
+        let mut p = [0xffu8; 32];
+        p[31] = 0x7f;
+        p[0] = 0xed;
+        let mut below_p = p;
+        below_p[0] = 0xec;
+        for version in Version::ALL {
+            for bad in [high_bit, p, [0xff; 32]] {
+                let wire = PublicKey::from_bytes(bad).to_wire(version);
+                assert_eq!(
+                    PublicKey::from_wire(version, &wire),
+                    Err(KeyError::NonCanonical)
+                );
+            }
+            let wire = PublicKey::from_bytes(below_p).to_wire(version);
+            assert_eq!(
+                PublicKey::from_wire(version, &wire),
+                Ok(PublicKey::from_bytes(below_p))
+            );
+        }
     }
 
     #[test]

@@ -4,31 +4,39 @@
 use rand_core::CryptoRng;
 
 use super::request::{Pending, Publication};
-use super::{Manager, SkipReason, VERSION};
+use super::{Manager, SkipReason};
 use crate::consts::BUNDLE_RETRY_SECS;
 use crate::error::ManagerError;
-use crate::stanza::{self, StanzaError};
+use crate::stanza::{self, StanzaError, legacy, omemo2};
 use crate::store::{Batch, Op, Store};
+use crate::version::Versions;
 use crate::{PreKeyBundle, Session, Version};
 
 impl<S: Store> Manager<S> {
     /// The bundle this device publishes in `version`; `None` for a version the manager
-    /// does not speak (so far it speaks legacy OMEMO only).
+    /// does not speak ([`ManagerConfig::versions`](super::ManagerConfig::versions)).
     pub fn own_bundle(&self, version: Version) -> Option<PreKeyBundle> {
-        (version == VERSION).then(|| self.own.bundle())
+        self.own.bundle(version)
     }
 
-    /// Queues the publication of this device's bundle (and, through the own device
-    /// list fetch in [`Manager::open`], its device id).
+    /// Queues the publication of this device's bundles, one per version spoken (and,
+    /// through the own device list fetches in [`Manager::open`], its device id).
     pub fn publish_bundle(&mut self) {
-        self.publish(Publication::Bundle, true);
+        self.publish_bundles(self.config.versions);
     }
 
-    /// Queues a fetch of the own device list; the manager adds this device to it when
-    /// missing.
+    /// Queues the publication of this device's bundles of `versions`.
+    pub(super) fn publish_bundles(&mut self, versions: Versions) {
+        for version in versions.iter() {
+            self.publish(Publication::Bundle(version), Some(0));
+        }
+    }
+
+    /// Queues fetches of the own device lists; the manager adds this device to each
+    /// where it is missing.
     pub fn publish_device(&mut self) {
         let jid = self.own.jid.clone();
-        self.fetch_device_list(&jid);
+        self.fetch_device_lists(&jid, Versions::BOTH);
     }
 
     /// Rotates the signed prekey when it is older than the rotation period, and drops
@@ -48,21 +56,23 @@ impl<S: Store> Manager<S> {
         );
         if let Some(rotation) = rotation {
             self.store.commit(batch)?;
+            let versions = rotation.versions();
             self.own.apply_rotation(rotation);
-            self.publish_bundle();
+            self.publish_bundles(versions);
         }
         Ok(())
     }
 
-    /// Queues bundle fetches for the active devices of `jid` that have no session, and
-    /// for devices whose bundle failed more than a day ago (it may have been fixed).
+    /// Queues bundle fetches for the active devices of `jid` without a session in the
+    /// version they are encrypted in, and for devices whose bundle failed more than a
+    /// day ago (it may have been fixed).
     pub(super) fn fetch_missing_bundles(
         &mut self,
         jid: &str,
         now: u64,
     ) -> Result<(), ManagerError> {
         let own_device = (jid == self.own.jid).then_some(self.own.device_id);
-        let candidates: Vec<u32> = self
+        let candidates: Vec<(u32, Version)> = self
             .device_records(jid)?
             .clone()
             .iter()
@@ -74,20 +84,29 @@ impl<S: Store> Manager<S> {
                     .is_some_and(|at| now.saturating_sub(at) >= BUNDLE_RETRY_SECS),
                 Some(_) => false,
             })
-            .map(|r| r.device_id)
+            .filter_map(|r| Some((r.device_id, self.version_for(r)?)))
             .collect();
-        for device_id in candidates {
-            if self.session(jid, device_id)?.is_some() {
+        for (device_id, version) in candidates {
+            if self.session(jid, device_id, version)?.is_some() {
                 continue;
             }
             let pending = Pending::FetchBundle {
                 jid: jid.to_owned(),
                 device_id,
+                version,
             };
             if !self.is_pending(&pending) {
                 let to = jid.to_owned();
-                self.queue(pending, |id| {
-                    stanza::fetch_items_iq(id, &to, &stanza::legacy::bundle_node(device_id), None)
+                self.queue(pending, |id| match version {
+                    Version::Legacy => {
+                        stanza::fetch_items_iq(id, &to, &legacy::bundle_node(device_id), None)
+                    }
+                    Version::Omemo2 => stanza::fetch_item_iq(
+                        id,
+                        &to,
+                        omemo2::BUNDLES_NODE,
+                        &omemo2::bundle_item_id(device_id),
+                    ),
                 });
             }
         }
@@ -100,6 +119,7 @@ impl<S: Store> Manager<S> {
         &mut self,
         jid: &str,
         device_id: u32,
+        version: Version,
         bundle: Result<PreKeyBundle, StanzaError>,
         rng: &mut impl CryptoRng,
         now: u64,
@@ -112,7 +132,7 @@ impl<S: Store> Manager<S> {
         let initial_trust = self.initial_trust(jid)?;
         // A session that came into being while the fetch was under way (an incoming key
         // exchange) is kept; the bundle is not needed any more.
-        if self.session(jid, device_id)?.is_some() {
+        if self.session(jid, device_id, version)?.is_some() {
             return Ok(());
         }
         let Some(mut record) = self
@@ -150,7 +170,7 @@ impl<S: Store> Manager<S> {
                 }
             }
             Err(error) => {
-                tracing::warn!(%jid, device_id, %error, "bundle unusable; device inactive");
+                tracing::warn!(%jid, device_id, %version, %error, "bundle unusable; device inactive");
                 record.bundle_failed_at = Some(now);
             }
         }

@@ -1,4 +1,5 @@
-//! Device lists (own and others'), device activity, and trust decisions.
+//! Device lists (own and others', of both versions), device activity, and trust
+//! decisions.
 
 use minidom::Element;
 
@@ -6,20 +7,27 @@ use super::request::{Pending, Publication};
 use super::{Manager, SkipReason};
 use crate::Fingerprint;
 use crate::error::ManagerError;
-use crate::stanza;
+use crate::stanza::omemo2::{self, ListedDevice};
+use crate::stanza::{self, legacy};
 use crate::store::{Batch, DeviceRecord, Op, Store, Trust};
+use crate::version::{Version, Versions};
 
 /// What the manager knows of one device, for display and trust decisions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceInfo {
     /// The device id.
     pub device_id: u32,
-    /// Its fingerprint, once its identity key is known.
+    /// Its fingerprint, once its identity key is known (the same in both versions).
     pub fingerprint: Option<Fingerprint>,
-    /// The trust decision.
+    /// The trust decision, shared by both versions.
     pub trust: Trust,
     /// Whether messages are encrypted to it (listed, bundle fine, not silent for long).
     pub active: bool,
+    /// The device lists of its owner it is on: the versions it speaks.
+    pub versions: Versions,
+    /// Its label from the OMEMO 2 device list, only when the label's signature verifies
+    /// with the device's identity key.
+    pub label: Option<String>,
 }
 
 impl<S: Store> Manager<S> {
@@ -31,9 +39,20 @@ impl<S: Store> Manager<S> {
         self.directory.records(&self.store, jid)
     }
 
+    /// The version messages to a device are encrypted in: OMEMO 2 when it is on its
+    /// owner's OMEMO 2 list, legacy when only on the legacy list (of the versions this
+    /// manager speaks); `None` when on neither.
+    pub(super) fn version_for(&self, record: &DeviceRecord) -> Option<Version> {
+        self.config
+            .versions
+            .iter()
+            .rev()
+            .find(|v| record.listed.contains(*v))
+    }
+
     /// Why a device is not encrypted to, or `None` when it is active.
     pub(super) fn inactivity(&self, record: &DeviceRecord, now: u64) -> Option<SkipReason> {
-        if !record.listed {
+        if self.version_for(record).is_none() {
             Some(SkipReason::NotListed)
         } else if record.bundle_failed_at.is_some() {
             Some(SkipReason::BundleUnavailable)
@@ -54,18 +73,39 @@ impl<S: Store> Manager<S> {
         now: u64,
     ) -> Result<Vec<DeviceInfo>, ManagerError> {
         let records = self.device_records(jid.as_str())?.clone();
-        Ok(records
-            .iter()
-            .map(|r| DeviceInfo {
-                device_id: r.device_id,
-                fingerprint: r.identity_key.map(Fingerprint::from_bytes),
-                trust: r.trust,
-                active: self.inactivity(r, now).is_none(),
-            })
-            .collect())
+        let mut devices = Vec::with_capacity(records.len());
+        for record in records {
+            let label = self.verified_label(&record)?;
+            devices.push(DeviceInfo {
+                device_id: record.device_id,
+                fingerprint: record.identity_key.map(Fingerprint::from_bytes),
+                trust: record.trust,
+                active: self.inactivity(&record, now).is_none(),
+                versions: record.listed,
+                label,
+            });
+        }
+        Ok(devices)
     }
 
-    /// Records a manual trust decision for a device.
+    /// The device's label, if its signature verifies with the identity key of the
+    /// OMEMO 2 session with it (the only place its Ed25519 form is kept).
+    fn verified_label(&mut self, record: &DeviceRecord) -> Result<Option<String>, ManagerError> {
+        if record.label.is_none() {
+            return Ok(None);
+        }
+        let listed = ListedDevice {
+            id: record.device_id,
+            label: record.label.clone(),
+            label_signature: record.label_signature.clone(),
+        };
+        let session = self.session(&record.jid, record.device_id, Version::Omemo2)?;
+        Ok(session
+            .and_then(|s| listed.verified_label(s.remote_identity()))
+            .map(str::to_owned))
+    }
+
+    /// Records a manual trust decision for a device; it holds in both versions.
     pub fn set_trust(
         &mut self,
         jid: &jid::BareJid,
@@ -108,102 +148,166 @@ impl<S: Store> Manager<S> {
             .initial_trust(&self.store, jid, self.config.trust_policy)
     }
 
-    /// Queues a fetch of `jid`'s device list unless one is under way.
-    pub(super) fn fetch_device_list(&mut self, jid: &str) {
-        let pending = Pending::FetchDeviceList {
-            jid: jid.to_owned(),
-        };
-        if !self.is_pending(&pending) {
-            let to = jid.to_owned();
-            self.queue(pending, |id| {
-                stanza::fetch_items_iq(id, &to, stanza::legacy::DEVICE_LIST_NODE, None)
-            });
+    /// Queues fetches of `jid`'s device lists of `versions` (of those spoken) unless
+    /// one is under way.
+    pub(super) fn fetch_device_lists(&mut self, jid: &str, versions: Versions) {
+        for version in self
+            .config
+            .versions
+            .iter()
+            .filter(|v| versions.contains(*v))
+        {
+            let pending = Pending::FetchDeviceList {
+                jid: jid.to_owned(),
+                version,
+            };
+            if !self.is_pending(&pending) {
+                let to = jid.to_owned();
+                self.queue(pending, |id| {
+                    stanza::fetch_items_iq(id, &to, device_list_node(version), None)
+                });
+            }
         }
     }
 
     /// Handles a PEP notification (a `<message>` with a pubsub event). Returns `false`
-    /// for events of other nodes.
+    /// for events of other nodes (and of versions not spoken).
     pub fn handle_event(&mut self, message: &Element, now: u64) -> Result<bool, ManagerError> {
         self.clock = self.clock.max(now);
         let Some(event) = stanza::parse_event(message) else {
             return Ok(false);
         };
-        if event.node != stanza::legacy::DEVICE_LIST_NODE {
+        let Some(version) = self
+            .config
+            .versions
+            .iter()
+            .find(|v| event.node == device_list_node(*v))
+        else {
             return Ok(false);
-        }
-        self.device_list_fetched(&event.from, &event.payloads, now)?;
+        };
+        self.device_list_fetched(&event.from, version, &event.payloads, now)?;
         Ok(true)
     }
 
-    /// Applies a device list of `jid` (the union of all items of the node).
+    /// A device list fetch failed: nothing is known of the list, but what waited for the
+    /// lists goes on.
+    pub(super) fn device_list_failed(
+        &mut self,
+        jid: &str,
+        version: Version,
+        now: u64,
+    ) -> Result<(), ManagerError> {
+        if self
+            .directory
+            .list_answered(jid, version, None, self.config.versions)
+        {
+            self.fetch_missing_bundles(jid, now)?;
+        }
+        Ok(())
+    }
+
+    /// Applies the device list of `version` of `jid` (the union of all items of the
+    /// node).
     pub(super) fn device_list_fetched(
         &mut self,
         jid: &str,
+        version: Version,
         payloads: &[Element],
         now: u64,
     ) -> Result<(), ManagerError> {
         let cap = self.config.max_devices_per_jid;
-        let mut ids: Vec<u32> = Vec::new();
+        let mut entries: Vec<ListedDevice> = Vec::new();
         for payload in payloads {
             // A broken item (stale clients leave many) does not spoil the others.
-            match stanza::legacy::parse_device_list(payload, cap) {
-                Ok(list) => ids.extend(list),
-                Err(error) => tracing::warn!(%jid, %error, "device list item skipped"),
+            let parsed = match version {
+                Version::Legacy => legacy::parse_device_list(payload, cap)
+                    .map(|ids| ids.into_iter().map(ListedDevice::new).collect()),
+                Version::Omemo2 => omemo2::parse_device_list(payload, cap),
+            };
+            match parsed {
+                Ok(list) => entries.extend(list),
+                Err(error) => tracing::warn!(%jid, %version, %error, "device list item skipped"),
             }
         }
-        ids.retain(|&id| id != 0);
-        ids.sort_unstable();
-        ids.dedup();
+        entries.retain(|d| d.id != 0);
+        entries.sort_by_key(|d| d.id);
+        entries.dedup_by_key(|d| d.id);
         let own = jid == self.own.jid;
-        if ids.len() > cap {
-            tracing::warn!(%jid, count = ids.len(), cap, "device list refused: too many devices");
+        if entries.len() > cap {
+            tracing::warn!(%jid, %version, count = entries.len(), cap, "device list refused: too many devices");
             if !own {
                 return Ok(());
             }
-            ids.clear();
-        }
-        if own && !ids.contains(&self.own.device_id) {
-            let mut with_self = ids.clone();
-            with_self.push(self.own.device_id);
-            with_self.sort_unstable();
-            self.publish(Publication::DeviceList(with_self), true);
+            entries.clear();
         }
         let own_device = self.own.device_id;
+        if own {
+            let own_entry = self.own.list_entry(version);
+            let published = entries.iter().find(|d| d.id == own_device);
+            if published.is_none_or(|d| d.label != own_entry.label) {
+                let mut republished: Vec<ListedDevice> = entries
+                    .iter()
+                    .filter(|d| d.id != own_device)
+                    .cloned()
+                    .collect();
+                republished.push(own_entry);
+                republished.sort_by_key(|d| d.id);
+                self.publish(Publication::DeviceList(version, republished), Some(0));
+            }
+        }
         let mut records = self.device_records(jid)?.clone();
         let mut changed = Vec::new();
         for record in records.iter_mut() {
-            let listed = ids.contains(&record.device_id);
-            if record.listed != listed {
-                record.listed = listed;
+            let entry = entries.iter().find(|d| d.id == record.device_id);
+            let mut updated = record.clone();
+            updated.listed.set(version, entry.is_some());
+            if let (Version::Omemo2, Some(entry)) = (version, entry) {
+                updated.label.clone_from(&entry.label);
+                updated.label_signature.clone_from(&entry.label_signature);
+            }
+            if updated != *record {
+                *record = updated;
                 changed.push(record.clone());
             }
         }
-        for &device_id in &ids {
-            if (own && device_id == own_device) || records.iter().any(|r| r.device_id == device_id)
-            {
+        for entry in &entries {
+            if (own && entry.id == own_device) || records.iter().any(|r| r.device_id == entry.id) {
                 continue;
             }
-            let record = new_device(jid, device_id, true);
+            let mut record = new_device(jid, entry.id, Versions::only(version));
+            record.label.clone_from(&entry.label);
+            record.label_signature.clone_from(&entry.label_signature);
             records.push(record.clone());
             changed.push(record);
         }
         records.sort_by_key(|r| r.device_id);
         if !changed.is_empty() {
-            tracing::debug!(%jid, devices = ids.len(), changed = changed.len(), now, "device list updated");
+            tracing::debug!(%jid, %version, devices = entries.len(), changed = changed.len(), now, "device list updated");
             self.store.commit(Batch {
                 ops: changed.into_iter().map(Op::PutDevice).collect(),
             })?;
         }
         // Committed: now memory.
-        if self.directory.list_arrived(jid, records) {
+        if self
+            .directory
+            .list_answered(jid, version, Some(records), self.config.versions)
+        {
             self.fetch_missing_bundles(jid, now)?;
         }
         Ok(())
     }
 }
 
+/// The PEP node of the device list of `version`.
+pub(super) fn device_list_node(version: Version) -> &'static str {
+    match version {
+        Version::Legacy => legacy::DEVICE_LIST_NODE,
+        Version::Omemo2 => omemo2::DEVICE_LIST_NODE,
+    }
+}
+
 /// The record of a device seen for the first time: no identity key, no trust decision.
-pub(super) fn new_device(jid: &str, device_id: u32, listed: bool) -> DeviceRecord {
+pub(super) fn new_device(jid: &str, device_id: u32, listed: Versions) -> DeviceRecord {
     DeviceRecord {
         jid: jid.to_owned(),
         device_id,
@@ -212,5 +316,7 @@ pub(super) fn new_device(jid: &str, device_id: u32, listed: bool) -> DeviceRecor
         trust: Trust::Undecided,
         last_message_at: None,
         bundle_failed_at: None,
+        label: None,
+        label_signature: None,
     }
 }

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use super::TrustPolicy;
 use crate::error::ManagerError;
 use crate::store::{DeviceRecord, Store, Trust};
+use crate::version::{Version, Versions};
 
 /// The device directory.
 #[derive(Default)]
@@ -15,8 +16,8 @@ pub(super) struct DeviceDirectory {
     devices: HashMap<String, Vec<DeviceRecord>>,
     /// JIDs whose bundles are fetched as soon as their device list arrives.
     wanted: HashSet<String>,
-    /// JIDs whose device list arrived since the manager was opened.
-    known_lists: HashSet<String>,
+    /// The device lists (JID, version) answered since the manager was opened.
+    known_lists: HashSet<(String, Version)>,
 }
 
 impl DeviceDirectory {
@@ -72,17 +73,33 @@ impl DeviceDirectory {
         })
     }
 
-    /// Takes the committed records of `jid` after its device list arrived; `true` when
-    /// its bundles were wanted (and are no longer).
-    pub(super) fn list_arrived(&mut self, jid: &str, records: Vec<DeviceRecord>) -> bool {
-        self.devices.insert(jid.to_owned(), records);
-        self.known_lists.insert(jid.to_owned());
-        self.wanted.remove(jid)
+    /// Notes that `jid`'s device list of `version` was answered, taking the committed
+    /// records it changed (`None` when the fetch failed and nothing changed). `true`
+    /// when its bundles were wanted and the lists of every version in `versions` are now
+    /// answered: the bundles are due (and no longer wanted).
+    pub(super) fn list_answered(
+        &mut self,
+        jid: &str,
+        version: Version,
+        records: Option<Vec<DeviceRecord>>,
+        versions: Versions,
+    ) -> bool {
+        if let Some(records) = records {
+            self.devices.insert(jid.to_owned(), records);
+        }
+        self.known_lists.insert((jid.to_owned(), version));
+        self.has_lists(jid, versions) && self.wanted.remove(jid)
     }
 
-    /// Whether `jid`'s device list arrived since the manager was opened.
-    pub(super) fn has_list(&self, jid: &str) -> bool {
-        self.known_lists.contains(jid)
+    /// Whether `jid`'s device list of `version` was answered since the manager was
+    /// opened.
+    pub(super) fn has_list(&self, jid: &str, version: Version) -> bool {
+        self.known_lists.contains(&(jid.to_owned(), version))
+    }
+
+    /// Whether `jid`'s device lists of all `versions` were answered.
+    pub(super) fn has_lists(&self, jid: &str, versions: Versions) -> bool {
+        versions.iter().all(|v| self.has_list(jid, v))
     }
 
     /// Asks for `jid`'s bundles as soon as its device list arrives.

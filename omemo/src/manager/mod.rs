@@ -34,7 +34,7 @@ use minidom::Element;
 use rand_core::CryptoRng;
 
 pub use devices::DeviceInfo;
-pub use fanout::{Encrypted, SkipReason, SkippedDevice};
+pub use fanout::{Encrypted, Recipient, SkipReason, SkippedDevice};
 pub use receive::Decrypted;
 pub use request::Request;
 
@@ -51,11 +51,7 @@ use crate::consts::{
 use crate::error::ManagerError;
 use crate::ratchet::RatchetLimits;
 use crate::store::{AccountRecord, Store};
-use crate::version::Version;
-
-/// The protocol version the manager speaks so far; its keys of other versions in the
-/// store are left alone.
-const VERSION: Version = Version::Legacy;
+use crate::version::Versions;
 
 /// How new devices are trusted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +86,13 @@ pub struct ManagerConfig {
     pub fallback_body: Option<String>,
     /// Skip limits of every session.
     pub ratchet_limits: RatchetLimits,
+    /// The protocol versions spoken: device lists and bundles are published, messages
+    /// sent and received in these (both by default). The keys of a version turned off
+    /// stay in the store.
+    pub versions: Versions,
+    /// This device's label in the OMEMO 2 device list (signed with the identity key),
+    /// shown by other clients next to its fingerprint.
+    pub label: Option<String>,
 }
 
 impl Default for ManagerConfig {
@@ -107,12 +110,14 @@ impl Default for ManagerConfig {
                     .to_owned(),
             ),
             ratchet_limits: RatchetLimits::default(),
+            versions: Versions::BOTH,
+            label: None,
         }
     }
 }
 
-/// The OMEMO session manager of one account on one device. It speaks legacy OMEMO so
-/// far; OMEMO 2 comes next.
+/// The OMEMO session manager of one account on one device, speaking legacy OMEMO and
+/// OMEMO 2 from one identity and one device id (see [`ManagerConfig::versions`]).
 ///
 /// ```
 /// use omemo::{BareJid, Manager, ManagerConfig, MemoryStore};
@@ -155,8 +160,11 @@ impl<S: Store> Manager<S> {
         now: u64,
     ) -> Result<Self, ManagerError> {
         let jid = jid.as_str().to_owned();
+        if config.versions.is_empty() {
+            return Err(ManagerError::NoVersions);
+        }
         let mut manager = match store.load_account()? {
-            Some(account) => Self::load(store, config, account)?,
+            Some(account) => Self::load(store, config, account, rng, now)?,
             None => Self::create(store, config, jid.clone(), rng, now)?,
         };
         if manager.own.jid != jid {
@@ -165,9 +173,10 @@ impl<S: Store> Manager<S> {
                 requested: jid,
             });
         }
+        manager.own.set_label(manager.config.label.as_deref(), rng);
         manager.requests = Requests::new(rng.next_u32());
         manager.clock = now;
-        manager.fetch_device_list(&jid);
+        manager.fetch_device_lists(&jid, Versions::BOTH);
         manager.publish_bundle();
         Ok(manager)
     }
@@ -179,14 +188,30 @@ impl<S: Store> Manager<S> {
         rng: &mut impl CryptoRng,
         now: u64,
     ) -> Result<Self, ManagerError> {
-        let (own, batch) = OwnDevice::create(jid, config.pre_key_count, rng, now);
+        let (own, batch) = OwnDevice::create(jid, config.versions, config.pre_key_count, rng, now);
         store.commit(batch)?;
         tracing::info!(jid = %own.jid, device_id = own.device_id, "created OMEMO identity");
         Ok(Self::assemble(store, config, own))
     }
 
-    fn load(store: S, config: ManagerConfig, account: AccountRecord) -> Result<Self, ManagerError> {
-        let own = OwnDevice::load(&store, account)?;
+    fn load(
+        mut store: S,
+        config: ManagerConfig,
+        account: AccountRecord,
+        rng: &mut impl CryptoRng,
+        now: u64,
+    ) -> Result<Self, ManagerError> {
+        let (own, batch) = OwnDevice::load(
+            &store,
+            account,
+            config.versions,
+            config.pre_key_count,
+            rng,
+            now,
+        )?;
+        if !batch.is_empty() {
+            store.commit(batch)?;
+        }
         Ok(Self::assemble(store, config, own))
     }
 

@@ -1,16 +1,18 @@
-//! This device: its account, identity and device id, and the keys of the bundle it
-//! publishes (signed prekeys with their rotation, one-time prekeys with their refill).
-//! It owns this state; the manager asks it for keys and for the store operations of a
-//! change, commits them, and only then tells it to apply the change.
+//! This device: its account, identity and device id, and the keys of the bundles it
+//! publishes, one per protocol version (signed prekeys with their rotation, one-time
+//! prekeys with their refill). It owns this state; the manager asks it for keys and for
+//! the store operations of a change, commits them, and only then tells it to apply the
+//! change.
 
 use std::collections::BTreeMap;
 
 use rand_core::CryptoRng;
 
-use super::VERSION;
 use crate::consts::MAX_DEVICE_ID;
 use crate::error::ManagerError;
+use crate::stanza::omemo2::ListedDevice;
 use crate::store::{AccountRecord, Batch, Op, PreKeyRecord, SignedPreKeyRecord, Store};
+use crate::version::{Version, Versions};
 use crate::{IdentityKeyPair, KeyPair, PreKey, PreKeyBundle, SecretKey, SignedPreKey};
 
 /// A signed prekey with its creation time.
@@ -20,35 +22,62 @@ struct DatedSignedPreKey {
     created_at: u64,
 }
 
+/// The keys of the bundle of one version.
+#[derive(Clone)]
+struct BundleKeys {
+    /// Oldest first; the last one is published.
+    signed_pre_keys: Vec<DatedSignedPreKey>,
+    pre_keys: BTreeMap<u32, PreKey>,
+}
+
+impl BundleKeys {
+    fn current_signed_pre_key(&self) -> &DatedSignedPreKey {
+        // Creation and loading guarantee at least one, and a rotation never drops the last.
+        &self.signed_pre_keys[self.signed_pre_keys.len() - 1]
+    }
+}
+
 /// This device.
 pub(super) struct OwnDevice {
     /// The own bare JID.
     pub(super) jid: String,
     pub(super) device_id: u32,
     pub(super) identity: IdentityKeyPair,
-    /// Oldest first; the last one is published.
-    signed_pre_keys: Vec<DatedSignedPreKey>,
-    pre_keys: BTreeMap<u32, PreKey>,
+    /// The bundle keys of each version the manager speaks.
+    bundles: BTreeMap<Version, BundleKeys>,
+    /// The id the next one-time prekey gets, in either version.
     next_pre_key_id: u32,
+    /// The label of this device in the OMEMO 2 device list, with its signature.
+    label: Option<(String, Vec<u8>)>,
 }
 
 /// A used one-time prekey and the fresh ones that replace it.
 pub(super) struct Refill {
+    version: Version,
     used: u32,
     fresh: Vec<PreKey>,
     next_id: u32,
 }
 
-/// A signed prekey rotation: the keys after it.
+/// A signed prekey rotation: the keys of the versions it changes.
 pub(super) struct Rotation {
-    keys: Vec<DatedSignedPreKey>,
+    keys: BTreeMap<Version, Vec<DatedSignedPreKey>>,
+}
+
+impl Rotation {
+    /// The versions whose bundle changes.
+    pub(super) fn versions(&self) -> Versions {
+        self.keys.keys().copied().collect()
+    }
 }
 
 impl OwnDevice {
-    /// A new identity, device id (1..2^31-1, as XEP-0384 asks), signed prekey and
-    /// `pre_key_count` one-time prekeys, with the store operations that save them.
+    /// A new identity and device id (1..2^31-1, as XEP-0384 asks), with a signed prekey
+    /// and `pre_key_count` one-time prekeys for each of `versions`, and the store
+    /// operations that save them.
     pub(super) fn create(
         jid: String,
+        versions: Versions,
         pre_key_count: u32,
         rng: &mut impl CryptoRng,
         now: u64,
@@ -60,133 +89,198 @@ impl OwnDevice {
                 break id;
             }
         };
-        let signed = SignedPreKey::generate(VERSION, rng, &identity, 1);
-        let pre_keys: BTreeMap<u32, PreKey> = (1..=pre_key_count)
-            .map(|id| (id, PreKey::generate(rng, id)))
-            .collect();
-        let device = Self {
+        let mut device = Self {
             jid,
             device_id,
             identity,
-            signed_pre_keys: vec![DatedSignedPreKey {
-                key: signed,
-                created_at: now,
-            }],
-            pre_keys,
-            next_pre_key_id: pre_key_count + 1,
+            bundles: BTreeMap::new(),
+            next_pre_key_id: 1,
+            label: None,
         };
         let mut batch = Batch::default();
-        batch.ops.push(Op::PutAccount(device.account_record()));
-        batch.ops.extend(
-            device
-                .signed_pre_keys
-                .iter()
-                .map(|k| Op::PutSignedPreKey(signed_record(&k.key, k.created_at))),
-        );
-        batch.ops.extend(
-            device
-                .pre_keys
-                .values()
-                .map(|k| Op::PutPreKey(pre_key_record(k))),
-        );
+        device.add_missing_versions(versions, pre_key_count, rng, now, &mut batch);
         (device, batch)
     }
 
-    /// The device stored in `store` under `account`, with the keys of the manager's
-    /// version (keys of other versions are left alone).
-    pub(super) fn load(store: &impl Store, account: AccountRecord) -> Result<Self, ManagerError> {
+    /// The device stored in `store` under `account`, with the keys of `versions`; keys of
+    /// other versions stay in the store untouched. A version without keys yet (a store
+    /// from before the manager spoke it) gets them: their store operations come back in
+    /// the batch, to commit before the device is used.
+    pub(super) fn load(
+        store: &impl Store,
+        account: AccountRecord,
+        versions: Versions,
+        pre_key_count: u32,
+        rng: &mut impl CryptoRng,
+        now: u64,
+    ) -> Result<(Self, Batch), ManagerError> {
         let identity =
             IdentityKeyPair::from_secret(SecretKey::from_bytes(*account.identity_secret));
-        let signed_pre_keys = store
-            .load_signed_pre_keys()?
-            .into_iter()
-            .filter(|r| r.version == VERSION)
-            .map(|r| DatedSignedPreKey {
-                key: SignedPreKey::from_parts(
-                    r.version,
-                    r.id,
-                    KeyPair::from_secret(SecretKey::from_bytes(*r.secret)),
-                    r.signature,
-                ),
-                created_at: r.created_at,
-            })
-            .collect::<Vec<_>>();
-        if signed_pre_keys.is_empty() {
-            return Err(ManagerError::Store(crate::StoreError::Corrupt(
-                "no signed prekey".into(),
-            )));
+        let mut bundles: BTreeMap<Version, BundleKeys> = BTreeMap::new();
+        for record in store.load_signed_pre_keys()? {
+            if versions.contains(record.version) {
+                let key = SignedPreKey::from_parts(
+                    record.version,
+                    record.id,
+                    KeyPair::from_secret(SecretKey::from_bytes(*record.secret)),
+                    record.signature,
+                );
+                bundles
+                    .entry(record.version)
+                    .or_insert_with(|| BundleKeys {
+                        signed_pre_keys: Vec::new(),
+                        pre_keys: BTreeMap::new(),
+                    })
+                    .signed_pre_keys
+                    .push(DatedSignedPreKey {
+                        key,
+                        created_at: record.created_at,
+                    });
+            }
         }
-        let pre_keys = store
-            .load_pre_keys()?
-            .into_iter()
-            .filter(|r| r.version == VERSION)
-            .map(|r| {
-                (
-                    r.id,
-                    PreKey::from_parts(
-                        r.id,
-                        KeyPair::from_secret(SecretKey::from_bytes(*r.secret)),
-                    ),
-                )
-            })
-            .collect();
-        Ok(Self {
+        for record in store.load_pre_keys()? {
+            // Prekeys of a version without a signed prekey are useless; they are
+            // replaced with the rest of that version's keys below.
+            if let Some(keys) = bundles.get_mut(&record.version) {
+                let key = KeyPair::from_secret(SecretKey::from_bytes(*record.secret));
+                keys.pre_keys
+                    .insert(record.id, PreKey::from_parts(record.id, key));
+            }
+        }
+        let mut device = Self {
             jid: account.jid,
             device_id: account.device_id,
             identity,
-            signed_pre_keys,
-            pre_keys,
+            bundles,
             next_pre_key_id: account.next_pre_key_id,
-        })
+            label: None,
+        };
+        let mut batch = Batch::default();
+        device.add_missing_versions(versions, pre_key_count, rng, now, &mut batch);
+        Ok((device, batch))
     }
 
-    /// The bundle this device publishes.
-    pub(super) fn bundle(&self) -> PreKeyBundle {
-        let pre_keys: Vec<PreKey> = self.pre_keys.values().cloned().collect();
-        PreKeyBundle::new(
+    /// Generates the bundle keys of every version in `versions` that has none, with
+    /// their store operations (and the account record, whose prekey counter moved).
+    fn add_missing_versions(
+        &mut self,
+        versions: Versions,
+        pre_key_count: u32,
+        rng: &mut impl CryptoRng,
+        now: u64,
+        batch: &mut Batch,
+    ) {
+        let missing: Vec<Version> = versions
+            .iter()
+            .filter(|v| !self.bundles.contains_key(v))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        for version in missing {
+            let signed = DatedSignedPreKey {
+                key: SignedPreKey::generate(version, rng, &self.identity, 1),
+                created_at: now,
+            };
+            batch.ops.push(Op::PutSignedPreKey(signed_record(
+                &signed.key,
+                signed.created_at,
+            )));
+            let mut next_id = self.next_pre_key_id;
+            let pre_keys: BTreeMap<u32, PreKey> = (0..pre_key_count)
+                .map(|_| {
+                    let key = PreKey::generate(rng, next_id);
+                    next_id = following_id(next_id);
+                    (key.id(), key)
+                })
+                .collect();
+            self.next_pre_key_id = next_id;
+            batch.ops.extend(
+                pre_keys
+                    .values()
+                    .map(|k| Op::PutPreKey(pre_key_record(version, k))),
+            );
+            self.bundles.insert(
+                version,
+                BundleKeys {
+                    signed_pre_keys: vec![signed],
+                    pre_keys,
+                },
+            );
+            tracing::info!(%version, "created bundle keys");
+        }
+        batch.ops.push(Op::PutAccount(self.account_record()));
+    }
+
+    /// Labels this device in the OMEMO 2 device list, signing the label with the
+    /// identity key as XEP-0384 0.9 asks.
+    pub(super) fn set_label(&mut self, label: Option<&str>, rng: &mut impl CryptoRng) {
+        self.label = label.map(|label| {
+            let signature = self.identity.sign(Version::Omemo2, rng, label.as_bytes());
+            (label.to_owned(), signature.to_vec())
+        });
+    }
+
+    /// This device's entry in its device list of `version` (with the label in OMEMO 2).
+    pub(super) fn list_entry(&self, version: Version) -> ListedDevice {
+        let mut entry = ListedDevice::new(self.device_id);
+        if let (Version::Omemo2, Some((label, signature))) = (version, &self.label) {
+            entry.label = Some(label.clone());
+            entry.label_signature = Some(signature.clone());
+        }
+        entry
+    }
+
+    /// The bundle this device publishes in `version`, if it speaks it.
+    pub(super) fn bundle(&self, version: Version) -> Option<PreKeyBundle> {
+        let keys = self.bundles.get(&version)?;
+        let pre_keys: Vec<PreKey> = keys.pre_keys.values().cloned().collect();
+        Some(PreKeyBundle::new(
             &self.identity,
-            &self.current_signed_pre_key().key,
+            &keys.current_signed_pre_key().key,
             &pre_keys,
-        )
+        ))
     }
 
-    fn current_signed_pre_key(&self) -> &DatedSignedPreKey {
-        // `load` and `create` guarantee at least one, and a rotation never drops the last.
-        &self.signed_pre_keys[self.signed_pre_keys.len() - 1]
-    }
-
-    /// The signed prekey `id`, the current one or one still in its grace period.
-    pub(super) fn signed_pre_key(&self, id: u32) -> Option<&SignedPreKey> {
-        self.signed_pre_keys
+    /// The signed prekey `id` of `version`, the current one or one still in its grace
+    /// period.
+    pub(super) fn signed_pre_key(&self, version: Version, id: u32) -> Option<&SignedPreKey> {
+        self.bundles
+            .get(&version)?
+            .signed_pre_keys
             .iter()
             .rev()
             .map(|k| &k.key)
             .find(|k| k.id() == id)
     }
 
-    /// The one-time prekey `id`, if not used yet.
-    pub(super) fn pre_key(&self, id: u32) -> Option<&PreKey> {
-        self.pre_keys.get(&id)
+    /// The one-time prekey `id` of `version`, if not used yet.
+    pub(super) fn pre_key(&self, version: Version, id: u32) -> Option<&PreKey> {
+        self.bundles.get(&version)?.pre_keys.get(&id)
     }
 
-    /// Plans the replacement of a used one-time prekey by fresh ones, so that the bundle
-    /// keeps `pre_key_count` keys; nothing changes until [`OwnDevice::apply_refill`].
+    /// Plans the replacement of a used one-time prekey of `version` by fresh ones, so
+    /// that its bundle keeps `pre_key_count` keys; nothing changes until
+    /// [`OwnDevice::apply_refill`].
     pub(super) fn plan_refill(
         &self,
+        version: Version,
         used: u32,
         pre_key_count: u32,
         rng: &mut impl CryptoRng,
     ) -> Refill {
+        let held = self.bundles.get(&version).map_or(0, |k| k.pre_keys.len());
         let mut next_id = self.next_pre_key_id;
-        let missing = (pre_key_count as usize + 1).saturating_sub(self.pre_keys.len());
+        let missing = (pre_key_count as usize + 1).saturating_sub(held);
         let fresh = (0..missing)
             .map(|_| {
-                let id = next_id;
-                next_id = if id >= MAX_DEVICE_ID { 1 } else { id + 1 };
-                PreKey::generate(rng, id)
+                let key = PreKey::generate(rng, next_id);
+                next_id = following_id(next_id);
+                key
             })
             .collect();
         Refill {
+            version,
             used,
             fresh,
             next_id,
@@ -196,26 +290,29 @@ impl OwnDevice {
     /// The store ops of a refill.
     pub(super) fn refill_ops(&self, refill: &Refill, batch: &mut Batch) {
         batch.ops.push(Op::DeletePreKey {
-            version: VERSION,
+            version: refill.version,
             id: refill.used,
         });
         batch.ops.extend(
             refill
                 .fresh
                 .iter()
-                .map(|k| Op::PutPreKey(pre_key_record(k))),
+                .map(|k| Op::PutPreKey(pre_key_record(refill.version, k))),
         );
         let mut account = self.account_record();
         account.next_pre_key_id = refill.next_id;
         batch.ops.push(Op::PutAccount(account));
     }
 
-    /// Applies a committed refill.
-    pub(super) fn apply_refill(&mut self, refill: Refill) {
-        self.pre_keys.remove(&refill.used);
-        self.pre_keys
-            .extend(refill.fresh.into_iter().map(|k| (k.id(), k)));
+    /// Applies a committed refill; returns the version whose bundle changed.
+    pub(super) fn apply_refill(&mut self, refill: Refill) -> Version {
+        if let Some(keys) = self.bundles.get_mut(&refill.version) {
+            keys.pre_keys.remove(&refill.used);
+            keys.pre_keys
+                .extend(refill.fresh.into_iter().map(|k| (k.id(), k)));
+        }
         self.next_pre_key_id = refill.next_id;
+        refill.version
     }
 
     /// The account record of this device.
@@ -228,9 +325,10 @@ impl OwnDevice {
         }
     }
 
-    /// Plans the rotation of the signed prekey when it is at least `rotation_secs` old,
-    /// and the removal of replaced ones whose `grace_secs` (counted from their
-    /// replacement) are over; `None` when nothing is due. The store ops go into `batch`.
+    /// Plans, for each version, the rotation of the signed prekey when it is at least
+    /// `rotation_secs` old, and the removal of replaced ones whose `grace_secs` (counted
+    /// from their replacement) are over; `None` when nothing is due. The store ops go
+    /// into `batch`.
     pub(super) fn plan_rotation(
         &self,
         rng: &mut impl CryptoRng,
@@ -239,39 +337,52 @@ impl OwnDevice {
         grace_secs: u64,
         batch: &mut Batch,
     ) -> Option<Rotation> {
-        let mut keys = self.signed_pre_keys.clone();
-        let before = batch.ops.len();
-        let current = &keys[keys.len() - 1];
-        if now.saturating_sub(current.created_at) >= rotation_secs {
-            let id = if current.key.id() >= MAX_DEVICE_ID {
-                1
-            } else {
-                current.key.id() + 1
-            };
-            let key = SignedPreKey::generate(VERSION, rng, &self.identity, id);
-            batch
-                .ops
-                .push(Op::PutSignedPreKey(signed_record(&key, now)));
-            keys.push(DatedSignedPreKey {
-                key,
-                created_at: now,
-            });
-            tracing::info!(id, "rotated the signed prekey");
+        let mut rotation = Rotation {
+            keys: BTreeMap::new(),
+        };
+        for (&version, bundle) in &self.bundles {
+            let mut keys = bundle.signed_pre_keys.clone();
+            let before = batch.ops.len();
+            let current = &keys[keys.len() - 1];
+            if now.saturating_sub(current.created_at) >= rotation_secs {
+                let id = following_id(current.key.id());
+                let key = SignedPreKey::generate(version, rng, &self.identity, id);
+                batch
+                    .ops
+                    .push(Op::PutSignedPreKey(signed_record(&key, now)));
+                keys.push(DatedSignedPreKey {
+                    key,
+                    created_at: now,
+                });
+                tracing::info!(%version, id, "rotated the signed prekey");
+            }
+            while keys.len() > 1 && now.saturating_sub(keys[1].created_at) >= grace_secs {
+                let old = keys.remove(0);
+                batch.ops.push(Op::DeleteSignedPreKey {
+                    version,
+                    id: old.key.id(),
+                });
+            }
+            if batch.ops.len() > before {
+                rotation.keys.insert(version, keys);
+            }
         }
-        while keys.len() > 1 && now.saturating_sub(keys[1].created_at) >= grace_secs {
-            let old = keys.remove(0);
-            batch.ops.push(Op::DeleteSignedPreKey {
-                version: old.key.version(),
-                id: old.key.id(),
-            });
-        }
-        (batch.ops.len() > before).then_some(Rotation { keys })
+        (!rotation.keys.is_empty()).then_some(rotation)
     }
 
     /// Applies a committed rotation.
     pub(super) fn apply_rotation(&mut self, rotation: Rotation) {
-        self.signed_pre_keys = rotation.keys;
+        for (version, keys) in rotation.keys {
+            if let Some(bundle) = self.bundles.get_mut(&version) {
+                bundle.signed_pre_keys = keys;
+            }
+        }
     }
+}
+
+/// The id after `id` in 1..2^31-1, wrapping around.
+fn following_id(id: u32) -> u32 {
+    if id >= MAX_DEVICE_ID { 1 } else { id + 1 }
 }
 
 fn signed_record(key: &SignedPreKey, created_at: u64) -> SignedPreKeyRecord {
@@ -284,9 +395,9 @@ fn signed_record(key: &SignedPreKey, created_at: u64) -> SignedPreKeyRecord {
     }
 }
 
-fn pre_key_record(key: &PreKey) -> PreKeyRecord {
+fn pre_key_record(version: Version, key: &PreKey) -> PreKeyRecord {
     PreKeyRecord {
-        version: VERSION,
+        version,
         id: key.id(),
         secret: key.key_pair().secret_key().to_bytes(),
     }

@@ -1,39 +1,118 @@
-//! Decryption of incoming OMEMO messages.
+//! Decryption of incoming OMEMO messages of either version.
 
 use minidom::Element;
 use rand_core::CryptoRng;
 
+use super::Manager;
 use super::devices::new_device;
 use super::own_device::Refill;
-use super::{Manager, VERSION};
 use crate::consts::MAX_KEY_ATTEMPTS;
 use crate::error::{DecryptError, ManagerError};
-use crate::stanza::legacy::EncryptedMessage;
+use crate::stanza::sce::{self, AffixViolation};
+use crate::stanza::{EncryptedKey, legacy, omemo2};
 use crate::store::{Batch, Op, Store, Trust};
+use crate::version::{Version, Versions};
 use crate::{KeyMaterial, RatchetMessage, Session, decrypt_payload};
 
-/// A decrypted message. Its Debug output shows the body's length, not the body.
+/// A decrypted message. Its Debug output shows the body's length and the names of the
+/// content elements, never their text.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Decrypted {
     /// The sender's bare JID.
     pub sender: String,
     /// The sender's device id.
     pub device_id: u32,
+    /// The version the message came in.
+    pub version: Version,
     /// The body, or `None` for an empty (key transport / heartbeat) message.
     pub body: Option<String>,
+    /// OMEMO 2: every element of the SCE envelope's `<content>` (the body among them),
+    /// without those that must stay outside an envelope. Empty in legacy OMEMO, which
+    /// encrypts the body only.
+    pub content: Vec<Element>,
+    /// OMEMO 2: the ways the envelope's affixes do not fit the stanza (a `from` that is
+    /// not the sender, a `to` that is not this account, forbidden content). The
+    /// application decides which it accepts; the message decrypted either way.
+    pub affix_violations: Vec<AffixViolation>,
+    /// OMEMO 2: the reason of an `<opt-out>` in the envelope: the sender asks to stop
+    /// encrypting (`Some("")` without a reason).
+    pub opt_out: Option<String>,
     /// The trust of the sending device; the caller decides how to show untrusted ones.
     pub trust: Trust,
 }
 
 impl std::fmt::Debug for Decrypted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let content: Vec<&str> = self.content.iter().map(Element::name).collect();
         f.debug_struct("Decrypted")
             .field("sender", &self.sender)
             .field("device_id", &self.device_id)
+            .field("version", &self.version)
             .field("body_len", &self.body.as_ref().map(String::len))
+            .field("content", &content)
+            .field("affix_violations", &self.affix_violations)
+            .field("opt_out", &self.opt_out.is_some())
             .field("trust", &self.trust)
             .finish()
     }
+}
+
+/// The `<encrypted>` element of one version.
+enum Incoming {
+    Legacy(legacy::EncryptedMessage),
+    Omemo2(omemo2::EncryptedMessage),
+}
+
+impl Incoming {
+    /// The `<encrypted>` of `version` in `message`, parsed, if there is one.
+    fn find(message: &Element, version: Version) -> Option<Result<Self, ManagerError>> {
+        let parsed = match version {
+            Version::Legacy => legacy::EncryptedMessage::find(message)
+                .map(|e| legacy::EncryptedMessage::from_element(e).map(Self::Legacy)),
+            Version::Omemo2 => omemo2::EncryptedMessage::find(message)
+                .map(|e| omemo2::EncryptedMessage::from_element(e).map(Self::Omemo2)),
+        };
+        parsed.map(|result| result.map_err(ManagerError::from))
+    }
+
+    fn version(&self) -> Version {
+        match self {
+            Self::Legacy(_) => Version::Legacy,
+            Self::Omemo2(_) => Version::Omemo2,
+        }
+    }
+
+    fn sender_device(&self) -> u32 {
+        match self {
+            Self::Legacy(m) => m.sender_device,
+            Self::Omemo2(m) => m.sender_device,
+        }
+    }
+
+    /// The keys for `device` of `jid` (legacy keys name the device only).
+    fn keys_for<'a>(&'a self, jid: &'a str, device: u32) -> Vec<&'a EncryptedKey> {
+        match self {
+            Self::Legacy(m) => m.keys_for(device).collect(),
+            Self::Omemo2(m) => m.keys_for(jid, device).collect(),
+        }
+    }
+
+    /// The payload with its IV (empty in OMEMO 2, whose IV is derived from the key).
+    fn payload(&self) -> Option<(&[u8], &[u8])> {
+        match self {
+            Self::Legacy(m) => m.payload.as_deref().map(|p| (m.iv.as_slice(), p)),
+            Self::Omemo2(m) => m.payload.as_deref().map(|p| (&[][..], p)),
+        }
+    }
+}
+
+/// What the payload held.
+#[derive(Default)]
+struct Plaintext {
+    body: Option<String>,
+    content: Vec<Element>,
+    affix_violations: Vec<AffixViolation>,
+    opt_out: Option<String>,
 }
 
 /// The outcome of the ratchet step, not yet committed.
@@ -65,28 +144,81 @@ impl<S: Store> Manager<S> {
             .map_err(|_| ManagerError::MissingSender)?
             .to_bare()
             .to_string();
-        let element = EncryptedMessage::find(message).ok_or(ManagerError::NotEncrypted)?;
-        let encrypted = EncryptedMessage::from_element(element)?;
-        let device_id = encrypted.sender_device;
-        if sender == self.own.jid && device_id == self.own.device_id {
-            return Err(ManagerError::OwnMessage);
+        // OMEMO 2 first: a sender that speaks both addresses each device once, in the
+        // version it chose for it.
+        let mut last_error = ManagerError::NotEncrypted;
+        let mut elements = Vec::new();
+        for version in self.config.versions.iter().rev() {
+            match Incoming::find(message, version) {
+                Some(Ok(incoming)) => elements.push(incoming),
+                Some(Err(error)) => last_error = error,
+                None => {}
+            }
         }
-        let mut last_error = ManagerError::NotForThisDevice;
-        // Several keys may carry this device's id; try each (as Conversations does), but
-        // only a few: each attempt can cost Diffie-Hellman operations.
-        for key in encrypted
-            .keys_for(self.own.device_id)
-            .take(MAX_KEY_ATTEMPTS)
-        {
-            let opened = RatchetMessage::from_bytes(VERSION, &key.data, key.key_exchange)
-                .map_err(ManagerError::from)
-                .and_then(|parsed| self.open_key(&sender, device_id, &parsed, rng));
-            match opened {
-                Ok(opened) => return self.finish(&sender, device_id, &encrypted, opened, rng, now),
-                Err(error) => last_error = error,
+        if !elements.is_empty() {
+            last_error = ManagerError::NotForThisDevice;
+        }
+        let own_jid = self.own.jid.clone();
+        for incoming in &elements {
+            let device_id = incoming.sender_device();
+            if sender == own_jid && device_id == self.own.device_id {
+                return Err(ManagerError::OwnMessage);
+            }
+            let version = incoming.version();
+            // Several keys may carry this device's id; try each (as Conversations does),
+            // but only a few: each attempt can cost Diffie-Hellman operations.
+            for key in incoming
+                .keys_for(&own_jid, self.own.device_id)
+                .into_iter()
+                .take(MAX_KEY_ATTEMPTS)
+            {
+                let opened = RatchetMessage::from_bytes(version, &key.data, key.key_exchange)
+                    .map_err(ManagerError::from)
+                    .and_then(|parsed| self.open_key(&sender, device_id, &parsed, rng))
+                    .and_then(|opened| {
+                        let plaintext = self.open_payload(&sender, incoming, &opened.key)?;
+                        Ok((opened, plaintext))
+                    });
+                match opened {
+                    Ok((opened, plaintext)) => {
+                        return self.finish(&sender, device_id, opened, plaintext, rng, now);
+                    }
+                    Err(error) => last_error = error,
+                }
             }
         }
         Err(last_error)
+    }
+
+    /// Decrypts the payload (legacy: the body; OMEMO 2: the SCE envelope, whose affixes
+    /// are checked against the sender and this account).
+    fn open_payload(
+        &self,
+        sender: &str,
+        incoming: &Incoming,
+        key: &KeyMaterial,
+    ) -> Result<Plaintext, ManagerError> {
+        let Some((iv, payload)) = incoming.payload() else {
+            return Ok(Plaintext::default());
+        };
+        let bytes = decrypt_payload(incoming.version(), key, iv, payload)?;
+        match incoming.version() {
+            Version::Legacy => Ok(Plaintext {
+                body: Some(
+                    String::from_utf8(bytes.to_vec()).map_err(|_| ManagerError::BodyNotUtf8)?,
+                ),
+                ..Plaintext::default()
+            }),
+            Version::Omemo2 => {
+                let envelope = sce::open(&bytes)?;
+                Ok(Plaintext {
+                    body: envelope.body(),
+                    affix_violations: envelope.check(sender, &self.own.jid),
+                    opt_out: envelope.opt_out(),
+                    content: envelope.content,
+                })
+            }
+        }
     }
 
     /// The ratchet step on a copy of the session (or a new session from a key exchange).
@@ -97,7 +229,8 @@ impl<S: Store> Manager<S> {
         message: &RatchetMessage,
         rng: &mut impl CryptoRng,
     ) -> Result<Opened, ManagerError> {
-        let existing = self.session(sender, device_id)?.cloned();
+        let version = message.version();
+        let existing = self.session(sender, device_id, version)?.cloned();
         let (session, key, used_pre_key) = match (message, existing) {
             (RatchetMessage::Authenticated(message), Some(mut session)) => {
                 let key = session.decrypt(rng, message)?;
@@ -125,12 +258,12 @@ impl<S: Store> Manager<S> {
                 let pre_key_id = kex.pre_key_id().ok_or(DecryptError::MissingPreKey)?;
                 let signed = self
                     .own
-                    .signed_pre_key(kex.signed_pre_key_id())
+                    .signed_pre_key(version, kex.signed_pre_key_id())
                     .ok_or(ManagerError::UnknownSignedPreKey(kex.signed_pre_key_id()))?
                     .clone();
                 let pre_key = self
                     .own
-                    .pre_key(pre_key_id)
+                    .pre_key(version, pre_key_id)
                     .ok_or(ManagerError::UnknownPreKey(pre_key_id))?;
                 let (session, key) =
                     Session::respond(rng, &self.own.identity, &signed, pre_key, kex)?;
@@ -144,24 +277,18 @@ impl<S: Store> Manager<S> {
         })
     }
 
-    /// Decrypts the payload, commits everything in one transaction, then updates memory
-    /// and queues the follow-ups.
+    /// Commits everything an authenticated message changes in one transaction, then
+    /// updates memory and queues the follow-ups.
     fn finish(
         &mut self,
         sender: &str,
         device_id: u32,
-        encrypted: &EncryptedMessage,
         opened: Opened,
+        plaintext: Plaintext,
         rng: &mut impl CryptoRng,
         now: u64,
     ) -> Result<Decrypted, ManagerError> {
-        let body = match &encrypted.payload {
-            Some(payload) => {
-                let bytes = decrypt_payload(VERSION, &opened.key, &encrypted.iv, payload)?;
-                Some(String::from_utf8(bytes.to_vec()).map_err(|_| ManagerError::BodyNotUtf8)?)
-            }
-            None => None,
-        };
+        let version = opened.session.version();
         let Opened {
             session,
             used_pre_key,
@@ -174,8 +301,10 @@ impl<S: Store> Manager<S> {
             version: session.version(),
             state: session.to_bytes(),
         });
-        let refill: Option<Refill> =
-            used_pre_key.map(|id| self.own.plan_refill(id, self.config.pre_key_count, rng));
+        let refill: Option<Refill> = used_pre_key.map(|id| {
+            self.own
+                .plan_refill(version, id, self.config.pre_key_count, rng)
+        });
         if let Some(refill) = &refill {
             self.own.refill_ops(refill, &mut batch);
         }
@@ -184,7 +313,7 @@ impl<S: Store> Manager<S> {
         let known = records.iter().position(|r| r.device_id == device_id);
         let mut record = known
             .map(|i| records[i].clone())
-            .unwrap_or_else(|| new_device(sender, device_id, false));
+            .unwrap_or_else(|| new_device(sender, device_id, Versions::NONE));
         if record.identity_key.is_none() {
             record.identity_key = Some(*session.remote_identity().curve25519().as_bytes());
             record.trust = initial_trust;
@@ -199,28 +328,32 @@ impl<S: Store> Manager<S> {
         let heartbeat = session.receiving_chain_length() > self.config.heartbeat_after;
         self.sessions.insert(sender, device_id, session);
         if let Some(refill) = refill {
-            self.own.apply_refill(refill);
-            self.publish_bundle();
+            let version = self.own.apply_refill(refill);
+            self.publish_bundles(Versions::only(version));
         }
         if known.is_none() {
-            // A device that was not on the list: refresh the list, and fetch the bundles
-            // of the other devices on it, so that the answer reaches them all.
+            // A device that was not on the lists: refresh them, and fetch the bundles of
+            // the other devices on them, so that the answer reaches them all.
             self.directory.want_bundles(sender);
-            self.fetch_device_list(sender);
+            self.fetch_device_lists(sender, Versions::BOTH);
         }
         // Complete a new session, or answer a long one-sided chain; never answer an
         // empty message with another one.
-        if body.is_some() && (used_pre_key.is_some() || heartbeat) {
+        if plaintext.body.is_some() && (used_pre_key.is_some() || heartbeat) {
             // The message is decrypted and committed; failing to answer it must not
             // lose it.
-            if let Err(error) = self.empty_message_to(sender, device_id, rng) {
+            if let Err(error) = self.empty_message_to(sender, device_id, version, rng) {
                 tracing::warn!(%sender, device_id, %error, "could not queue the empty reply");
             }
         }
         Ok(Decrypted {
             sender: sender.to_owned(),
             device_id,
-            body,
+            version,
+            body: plaintext.body,
+            content: plaintext.content,
+            affix_violations: plaintext.affix_violations,
+            opt_out: plaintext.opt_out,
             trust,
         })
     }

@@ -8,8 +8,10 @@ use rand_core::CryptoRng;
 use super::Manager;
 use crate::consts::REQUEST_TIMEOUT_SECS;
 use crate::error::ManagerError;
-use crate::stanza::{self, StanzaError};
+use crate::stanza::omemo2::{self, ListedDevice};
+use crate::stanza::{self, StanzaError, legacy};
 use crate::store::Store;
+use crate::version::Version;
 
 /// An IQ stanza to send. Its response goes to [`Manager::handle_iq`].
 #[derive(Clone, Debug, PartialEq)]
@@ -20,11 +22,41 @@ pub struct Request {
     pub stanza: Element,
 }
 
-/// The node a publish went to, to publish again after configuring it.
+/// What a publish put on the own PEP service, to publish again after configuring the
+/// node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Publication {
-    DeviceList(Vec<u32>),
-    Bundle,
+    /// The device list of a version (legacy lists carry ids only).
+    DeviceList(Version, Vec<ListedDevice>),
+    /// This device's bundle of a version.
+    Bundle(Version),
+}
+
+impl Publication {
+    fn version(&self) -> Version {
+        match self {
+            Self::DeviceList(version, _) | Self::Bundle(version) => *version,
+        }
+    }
+
+    /// Whether `other` replaces this publication (same node and item).
+    fn same_item(&self, other: &Self) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+            && self.version() == other.version()
+    }
+
+    /// The publish-options (and node configuration) of attempt `attempt`, `None` when
+    /// there are no more: the open access model for every node, and for the shared
+    /// OMEMO 2 bundles node a `max_items` that falls back from `max` to smaller numbers
+    /// for servers that refuse it.
+    fn options(&self, attempt: usize) -> Option<Vec<(&'static str, &'static str)>> {
+        match self {
+            Self::Bundle(Version::Omemo2) => omemo2::BUNDLES_NODE_MAX_ITEMS
+                .get(attempt)
+                .map(|max_items| omemo2::bundles_node_options(max_items).to_vec()),
+            _ => (attempt == 0).then(|| stanza::OPEN_ACCESS_OPTIONS.to_vec()),
+        }
+    }
 }
 
 /// What a sent request was for.
@@ -32,17 +64,22 @@ pub(super) enum Publication {
 pub(super) enum Pending {
     FetchDeviceList {
         jid: String,
+        version: Version,
     },
     FetchBundle {
         jid: String,
         device_id: u32,
+        version: Version,
     },
+    /// A publish with the options of attempt `options` ([`Publication::options`]), or
+    /// without options.
     Publish {
         publication: Publication,
-        with_options: bool,
+        options: Option<usize>,
     },
     Configure {
         publication: Publication,
+        attempt: usize,
     },
 }
 
@@ -142,40 +179,39 @@ impl Requests {
         self.pending.remove(id).map(|(pending, _)| pending)
     }
 
-    /// Brings a queued, unsent publication of the same kind as `publication` up to date
-    /// (`build` gets its id and whether it carries publish options) instead of queueing
-    /// another one; gives `publication` back when there is none.
+    /// Brings a queued, unsent publication of the same item as `publication` up to date
+    /// (`build` gets its id and options attempt) instead of queueing another one; gives
+    /// `publication` back when there is none.
     fn update_queued(
         &mut self,
         publication: Publication,
         now: u64,
-        build: impl FnOnce(&str, bool) -> Element,
+        build: impl FnOnce(&Publication, &str, Option<usize>) -> Element,
     ) -> Result<(), Publication> {
         let pending = &self.pending;
-        let queued = self.queue.iter_mut().find(|r| {
-            matches!(pending.get(&r.id), Some((Pending::Publish { publication: p, .. }, _))
-                if std::mem::discriminant(p) == std::mem::discriminant(&publication))
-        });
-        let Some(request) = queued else {
+        let queued = self
+            .queue
+            .iter_mut()
+            .find_map(|r| match pending.get(&r.id) {
+                Some((
+                    Pending::Publish {
+                        publication: p,
+                        options,
+                    },
+                    _,
+                )) if p.same_item(&publication) => Some((r, *options)),
+                _ => None,
+            });
+        let Some((request, options)) = queued else {
             return Err(publication);
         };
-        let with_options = matches!(
-            pending.get(&request.id),
-            Some((
-                Pending::Publish {
-                    with_options: true,
-                    ..
-                },
-                _
-            ))
-        );
-        request.stanza = build(&request.id, with_options);
+        request.stanza = build(&publication, &request.id, options);
         self.pending.insert(
             request.id.clone(),
             (
                 Pending::Publish {
                     publication,
-                    with_options,
+                    options,
                 },
                 now,
             ),
@@ -215,7 +251,7 @@ impl<S: Store> Manager<S> {
         // Only the entity asked may answer: the contact's account for its nodes, the own
         // account (or the server on its behalf, without `from`) for the own PEP nodes.
         let expected = match pending {
-            Pending::FetchDeviceList { jid } | Pending::FetchBundle { jid, .. } => jid.as_str(),
+            Pending::FetchDeviceList { jid, .. } | Pending::FetchBundle { jid, .. } => jid.as_str(),
             Pending::Publish { .. } | Pending::Configure { .. } => self.own.jid.as_str(),
         };
         let from_ok = match iq.attr("from") {
@@ -234,90 +270,159 @@ impl<S: Store> Manager<S> {
         };
         let result = stanza::parse_items_result(iq);
         match pending {
-            Pending::FetchDeviceList { jid } => match result {
-                Ok(payloads) => self.device_list_fetched(&jid, &payloads, now)?,
+            Pending::FetchDeviceList { jid, version } => match result {
+                Ok(payloads) => self.device_list_fetched(&jid, version, &payloads, now)?,
                 Err(StanzaError::IqError { condition, .. }) if condition == "item-not-found" => {
-                    self.device_list_fetched(&jid, &[], now)?
+                    self.device_list_fetched(&jid, version, &[], now)?
                 }
-                Err(error) => tracing::warn!(%jid, %error, "device list fetch failed"),
+                Err(error) => {
+                    tracing::warn!(%jid, %version, %error, "device list fetch failed");
+                    self.device_list_failed(&jid, version, now)?;
+                }
             },
-            Pending::FetchBundle { jid, device_id } => match result {
+            Pending::FetchBundle {
+                jid,
+                device_id,
+                version,
+            } => match result {
                 // A temporary failure (wait, timeout, server trouble) is retried on the
                 // next `prepare`; a missing or broken bundle makes the device inactive.
                 Err(StanzaError::IqError { condition, .. }) if !is_permanent(&condition) => {
-                    tracing::info!(%jid, device_id, %condition, "bundle fetch failed; will retry");
+                    tracing::info!(%jid, device_id, %version, %condition, "bundle fetch failed; will retry");
                 }
                 result => {
                     let bundle = result.and_then(|payloads| match payloads.first() {
-                        Some(payload) => stanza::legacy::parse_bundle(payload),
+                        Some(payload) => match version {
+                            Version::Legacy => legacy::parse_bundle(payload),
+                            Version::Omemo2 => omemo2::parse_bundle(payload),
+                        },
                         None => Err(StanzaError::MissingElement("bundle")),
                     });
-                    self.bundle_fetched(&jid, device_id, bundle, rng, now)?;
+                    self.bundle_fetched(&jid, device_id, version, bundle, rng, now)?;
                 }
             },
             Pending::Publish {
                 publication,
-                with_options,
+                options,
             } => {
                 if iq.attr("type") == Some("error") {
                     let condition = stanza::iq_error_condition(iq).unwrap_or_default();
-                    if with_options && needs_configuration(&condition) {
-                        tracing::info!(%condition, "publish refused, configuring the node");
-                        let node = self.node_of(&publication);
-                        self.queue(Pending::Configure { publication }, |id| {
-                            stanza::configure_node_iq(id, &node, stanza::OPEN_ACCESS_OPTIONS)
-                        });
-                    } else {
-                        tracing::warn!(%condition, "publish failed");
+                    match options {
+                        Some(attempt) if needs_configuration(&condition) => {
+                            tracing::info!(%condition, "publish refused, configuring the node");
+                            self.configure(publication, attempt);
+                        }
+                        _ => tracing::warn!(%condition, "publish failed"),
                     }
                 }
             }
-            Pending::Configure { publication } => {
+            Pending::Configure {
+                publication,
+                attempt,
+            } => {
                 if iq.attr("type") == Some("error") {
                     let condition = stanza::iq_error_condition(iq).unwrap_or_default();
-                    tracing::warn!(%condition, "node configuration failed; publishing without options");
+                    if publication.options(attempt + 1).is_some() {
+                        // The server refused these settings: try the next ones.
+                        tracing::info!(%condition, "node configuration refused; trying other settings");
+                        self.publish(publication, Some(attempt + 1));
+                    } else {
+                        tracing::warn!(%condition, "node configuration failed; publishing without options");
+                        self.publish(publication, None);
+                    }
+                } else {
+                    self.publish(publication, None);
                 }
-                self.publish(publication, false);
             }
         }
         Ok(true)
     }
 
-    fn node_of(&self, publication: &Publication) -> String {
+    /// The node and item id of a publication.
+    fn item_of(&self, publication: &Publication) -> (String, String) {
+        let device_id = self.own.device_id;
         match publication {
-            Publication::DeviceList(_) => stanza::legacy::DEVICE_LIST_NODE.to_owned(),
-            Publication::Bundle => stanza::legacy::bundle_node(self.own.device_id),
+            Publication::DeviceList(Version::Legacy, _) => {
+                (legacy::DEVICE_LIST_NODE.to_owned(), "current".to_owned())
+            }
+            Publication::DeviceList(Version::Omemo2, _) => {
+                (omemo2::DEVICE_LIST_NODE.to_owned(), "current".to_owned())
+            }
+            Publication::Bundle(Version::Legacy) => {
+                (legacy::bundle_node(device_id), "current".to_owned())
+            }
+            Publication::Bundle(Version::Omemo2) => (
+                omemo2::BUNDLES_NODE.to_owned(),
+                omemo2::bundle_item_id(device_id),
+            ),
         }
     }
 
-    pub(super) fn publish(&mut self, publication: Publication, with_options: bool) {
-        let node = self.node_of(&publication);
-        let payload = match &publication {
-            Publication::DeviceList(ids) => stanza::legacy::device_list_element(ids),
-            Publication::Bundle => match stanza::legacy::bundle_element(&self.own.bundle()) {
-                Ok(element) => element,
-                // Not reached: the manager's signed prekeys are all of its one version.
-                Err(error) => {
-                    tracing::error!(%error, "own bundle not published");
-                    return;
-                }
+    /// Queues the configuration of the node of `publication` with the options of
+    /// `attempt`.
+    fn configure(&mut self, publication: Publication, attempt: usize) {
+        let (node, _) = self.item_of(&publication);
+        let options = publication.options(attempt).unwrap_or_default();
+        self.queue(
+            Pending::Configure {
+                publication,
+                attempt,
             },
+            |id| stanza::configure_node_iq(id, &node, &options),
+        );
+    }
+
+    /// Queues the publication, with the publish-options of attempt `options` or without
+    /// any.
+    pub(super) fn publish(&mut self, publication: Publication, options: Option<usize>) {
+        let (node, item_id) = self.item_of(&publication);
+        let version = publication.version();
+        let payload = match &publication {
+            Publication::DeviceList(Version::Legacy, devices) => {
+                let ids: Vec<u32> = devices.iter().map(|d| d.id).collect();
+                legacy::device_list_element(&ids)
+            }
+            Publication::DeviceList(Version::Omemo2, devices) => {
+                omemo2::device_list_element(devices)
+            }
+            Publication::Bundle(version) => {
+                let element = match self.own.bundle(*version) {
+                    Some(bundle) => match version {
+                        Version::Legacy => legacy::bundle_element(&bundle),
+                        Version::Omemo2 => omemo2::bundle_element(&bundle),
+                    },
+                    None => return,
+                };
+                match element {
+                    Ok(element) => element,
+                    // Not reached: each bundle's signed prekey is of its version.
+                    Err(error) => {
+                        tracing::error!(%version, %error, "own bundle not published");
+                        return;
+                    }
+                }
+            }
         };
-        // A publication of the same node that is queued and not sent yet is brought up
+        let stanza_for = |publication: &Publication, id: &str, options: Option<usize>| {
+            let fields = options
+                .and_then(|attempt| publication.options(attempt))
+                .unwrap_or_default();
+            stanza::publish_iq_with_options(id, &node, &item_id, payload.clone(), &fields)
+        };
+        tracing::debug!(%version, node, "publication queued");
+        // A publication of the same item that is queued and not sent yet is brought up
         // to date instead of queueing another one (a burst of new senders refills the
         // bundle many times).
-        let update = |id: &str, with_options| {
-            stanza::publish_iq(id, &node, "current", payload.clone(), with_options)
-        };
-        let Err(publication) = self.requests.update_queued(publication, self.clock, update) else {
+        let Err(publication) = self
+            .requests
+            .update_queued(publication, self.clock, stanza_for)
+        else {
             return;
         };
-        self.queue(
-            Pending::Publish {
-                publication,
-                with_options,
-            },
-            |id| stanza::publish_iq(id, &node, "current", payload, with_options),
-        );
+        let pending = Pending::Publish {
+            publication: publication.clone(),
+            options,
+        };
+        self.queue(pending, |id| stanza_for(&publication, id, options));
     }
 }

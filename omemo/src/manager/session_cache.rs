@@ -4,14 +4,15 @@
 
 use std::collections::HashMap;
 
-use super::VERSION;
 use crate::error::ManagerError;
 use crate::ratchet::{RatchetLimits, Session};
 use crate::store::Store;
+use crate::version::Version;
 
-/// The sessions by (bare JID, device id), every one with the manager's skip limits.
+/// The sessions by (bare JID, device id, protocol version), every one with the manager's
+/// skip limits.
 pub(super) struct SessionCache {
-    sessions: HashMap<(String, u32), Session>,
+    sessions: HashMap<(String, u32, Version), Session>,
     limits: RatchetLimits,
 }
 
@@ -23,16 +24,17 @@ impl SessionCache {
         }
     }
 
-    /// The session with `device_id` of `jid`, from memory or `store`.
+    /// The session of `version` with `device_id` of `jid`, from memory or `store`.
     pub(super) fn get(
         &mut self,
         store: &impl Store,
         jid: &str,
         device_id: u32,
+        version: Version,
     ) -> Result<Option<&mut Session>, ManagerError> {
-        let key = (jid.to_owned(), device_id);
+        let key = (jid.to_owned(), device_id, version);
         if !self.sessions.contains_key(&key) {
-            let Some(bytes) = store.load_session(jid, device_id, VERSION)? else {
+            let Some(bytes) = store.load_session(jid, device_id, version)? else {
                 return Ok(None);
             };
             let session = Session::from_bytes(&bytes)?;
@@ -41,15 +43,18 @@ impl SessionCache {
         Ok(self.sessions.get_mut(&key))
     }
 
-    /// Keeps `session` (committed to the store) as the one with `device_id` of `jid`.
+    /// Keeps `session` (committed to the store) as the one of its version with
+    /// `device_id` of `jid`.
     pub(super) fn insert(&mut self, jid: &str, device_id: u32, mut session: Session) {
         session.set_limits(self.limits);
-        self.sessions.insert((jid.to_owned(), device_id), session);
+        let key = (jid.to_owned(), device_id, session.version());
+        self.sessions.insert(key, session);
     }
 
-    /// Forgets the session with `device_id` of `jid` (its stored state rules).
-    pub(super) fn forget(&mut self, jid: &str, device_id: u32) {
-        self.sessions.remove(&(jid.to_owned(), device_id));
+    /// Forgets the session of `version` with `device_id` of `jid` (its stored state
+    /// rules).
+    pub(super) fn forget(&mut self, jid: &str, device_id: u32, version: Version) {
+        self.sessions.remove(&(jid.to_owned(), device_id, version));
     }
 
     /// Forgets every session.

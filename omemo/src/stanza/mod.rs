@@ -44,6 +44,7 @@ macro_rules! fixture {
 
 mod bundle;
 mod encrypted;
+pub(crate) use encrypted::message_with;
 pub mod legacy;
 pub mod omemo2;
 pub mod pubsub;
@@ -56,8 +57,9 @@ pub use encrypted::EncryptedKey;
 /// callers need not depend on minidom themselves.
 pub use minidom::Element;
 pub use pubsub::{
-    OPEN_ACCESS_OPTIONS, PubsubEvent, configure_node_iq, fetch_items_iq, iq_error_condition,
-    parse_event, parse_items_result, publish_iq, publish_iq_with_options, retract_iq,
+    OPEN_ACCESS_OPTIONS, PubsubEvent, configure_node_iq, fetch_item_iq, fetch_items_iq,
+    iq_error_condition, parse_event, parse_items_result, publish_iq, publish_iq_with_options,
+    retract_iq,
 };
 
 /// Helpers shared by the tests of this module's files.

@@ -140,6 +140,19 @@ pub fn fetch_items_iq(id: &str, to: &str, node: &str, max_items: Option<u32>) ->
     iq("get", id, (!to.is_empty()).then_some(to), pubsub)
 }
 
+/// `<iq type='get'>` fetching the item `item_id` of `node` from the PEP service of `to`
+/// (the OMEMO 2 bundle of one device from the shared bundles node).
+///
+/// A resource on `to` is dropped; an empty `to` addresses the own account.
+pub fn fetch_item_iq(id: &str, to: &str, node: &str, item_id: &str) -> Element {
+    let mut items = element_with("items", NS_PUBSUB, &[("node", node)]);
+    items.append_child(element_with("item", NS_PUBSUB, &[("id", item_id)]));
+    let mut pubsub = element("pubsub", NS_PUBSUB);
+    pubsub.append_child(items);
+    let to = bare_jid(to);
+    iq("get", id, (!to.is_empty()).then_some(to), pubsub)
+}
+
 /// The payloads of the items in an items result, in document order. Items without a
 /// payload are skipped.
 ///

@@ -19,7 +19,7 @@ use super::{
     AccountRecord, Batch, DeviceRecord, MemoryStore, Op, PreKeyRecord, SignedPreKeyRecord, Store,
     StoreError, Trust,
 };
-use crate::version::Version;
+use crate::version::{Version, Versions};
 
 const ALICE: &str = "alice@example.org";
 const BOB: &str = "bob@example.org";
@@ -141,11 +141,13 @@ pub(super) fn sample_device(jid: &str, device_id: u32) -> DeviceRecord {
     DeviceRecord {
         jid: jid.to_owned(),
         device_id,
-        listed: true,
+        listed: Versions::only(Version::Legacy),
         identity_key: Some([device_id as u8; 32]),
         trust: Trust::Blind,
         last_message_at: Some(1_700_000_000),
         bundle_failed_at: None,
+        label: None,
+        label_signature: None,
     }
 }
 
@@ -438,7 +440,9 @@ pub(super) fn devices_are_sorted_by_id_and_isolated_by_jid<S: Store>(store: &mut
 
     // Put replaces the whole record, and only its own.
     let replaced = DeviceRecord {
-        listed: false,
+        listed: Versions::only(Version::Omemo2),
+        label: Some("Laptop".to_owned()),
+        label_signature: Some(vec![1; 64]),
         identity_key: None,
         trust: Trust::Distrusted,
         last_message_at: None,
@@ -460,20 +464,24 @@ pub(super) fn device_fields_round_trip_at_their_extremes<S: Store>(store: &mut S
     let none = DeviceRecord {
         jid: ALICE.to_owned(),
         device_id: 1,
-        listed: false,
+        listed: Versions::NONE,
         identity_key: None,
         trust: Trust::Undecided,
         last_message_at: None,
         bundle_failed_at: None,
+        label: None,
+        label_signature: None,
     };
     let full = DeviceRecord {
         jid: ALICE.to_owned(),
         device_id: u32::MAX,
-        listed: true,
+        listed: Versions::BOTH,
         identity_key: Some([0xff; 32]),
         trust: Trust::Verified,
         last_message_at: Some(i64::MAX as u64),
         bundle_failed_at: Some(0),
+        label: Some("ü".repeat(128)),
+        label_signature: Some(vec![0xff; 64]),
     };
     commit(
         store,

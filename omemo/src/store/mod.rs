@@ -8,7 +8,7 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
-use crate::version::Version;
+use crate::version::{Version, Versions};
 
 #[cfg(test)]
 mod conformance;
@@ -103,8 +103,8 @@ pub struct DeviceRecord {
     pub jid: String,
     /// The device id.
     pub device_id: u32,
-    /// Whether the device is on the owner's latest device list.
-    pub listed: bool,
+    /// The owner's latest device lists (one per protocol version) that hold the device.
+    pub listed: Versions,
     /// Its identity key (32 bytes) once seen in a bundle or key exchange.
     pub identity_key: Option<[u8; 32]>,
     /// The trust decision.
@@ -113,6 +113,10 @@ pub struct DeviceRecord {
     pub last_message_at: Option<u64>,
     /// When its bundle last failed to fetch or verify (then it is inactive).
     pub bundle_failed_at: Option<u64>,
+    /// The label its OMEMO 2 list entry gives it, as published (not yet verified).
+    pub label: Option<String>,
+    /// The signature of `label` by the device's identity key, as published.
+    pub label_signature: Option<Vec<u8>>,
 }
 
 /// Everything one manager operation changes, committed in one transaction.

@@ -17,12 +17,13 @@ use super::{
     AccountRecord, Batch, DeviceRecord, Op, PreKeyRecord, SignedPreKeyRecord, Store, StoreError,
     Trust,
 };
-use crate::version::Version;
+use crate::version::{Version, Versions};
 
 /// The migrations, in order; migration `n` (1-based) brings the schema to version `n`.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_protocol_versions.sql"),
+    include_str!("migrations/0003_device_lists_of_both_versions.sql"),
 ];
 
 /// The schema version this crate writes: the number of migrations.
@@ -64,17 +65,19 @@ const STATEMENT_CACHE_CAPACITY: usize = 32;
 /// value (key lengths, id ranges, trust codes) and reports [`StoreError::Corrupt`].
 ///
 /// ```
-/// use omemo::{Batch, DeviceRecord, Op, SqliteStore, Store, Trust};
+/// use omemo::{Batch, DeviceRecord, Op, SqliteStore, Store, Trust, Version, Versions};
 ///
 /// let mut store = SqliteStore::open_in_memory()?;
 /// let device = DeviceRecord {
 ///     jid: "juliet@capulet.example".to_owned(),
 ///     device_id: 31415,
-///     listed: true,
+///     listed: Versions::only(Version::Omemo2),
 ///     identity_key: None,
 ///     trust: Trust::Undecided,
 ///     last_message_at: None,
 ///     bundle_failed_at: None,
+///     label: Some("Phone".to_owned()),
+///     label_signature: Some(vec![7; 64]),
 /// };
 /// store.commit(Batch { ops: vec![Op::PutDevice(device.clone())] })?;
 ///
@@ -259,23 +262,30 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
                 .map(|t| time_to_sql("device bundle_failed_at", t))
                 .transpose()?;
             conn.prepare_cached(
-                "INSERT INTO devices (jid, device_id, listed, identity_key, trust,
-                     last_message_at, bundle_failed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (jid, device_id) DO UPDATE SET listed = excluded.listed,
+                "INSERT INTO devices (jid, device_id, listed_legacy, listed_omemo2,
+                     identity_key, trust, last_message_at, bundle_failed_at, label,
+                     label_signature)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (jid, device_id) DO UPDATE SET
+                     listed_legacy = excluded.listed_legacy,
+                     listed_omemo2 = excluded.listed_omemo2,
                      identity_key = excluded.identity_key, trust = excluded.trust,
                      last_message_at = excluded.last_message_at,
-                     bundle_failed_at = excluded.bundle_failed_at",
+                     bundle_failed_at = excluded.bundle_failed_at,
+                     label = excluded.label, label_signature = excluded.label_signature",
             )
             .and_then(|mut s| {
                 s.execute(params![
                     r.jid,
                     r.device_id,
-                    r.listed,
+                    r.listed.contains(Version::Legacy),
+                    r.listed.contains(Version::Omemo2),
                     r.identity_key.as_ref().map(|k| k.as_slice()),
                     r.trust.to_code(),
                     last_message_at,
                     bundle_failed_at,
+                    r.label,
+                    r.label_signature,
                 ])
             })
         }
@@ -381,7 +391,8 @@ impl Store for SqliteStore {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT device_id, listed, identity_key, trust, last_message_at, bundle_failed_at
+                "SELECT device_id, listed_legacy, identity_key, trust, last_message_at,
+                     bundle_failed_at, listed_omemo2, label, label_signature
                  FROM devices WHERE jid = ?1 ORDER BY device_id",
             )
             .map_err(backend)?;
@@ -392,13 +403,16 @@ impl Store for SqliteStore {
             if device_id == 0 {
                 return Err(StoreError::Corrupt("device id 0".to_owned()));
             }
-            let listed = match integer(row, 1, "device listed")? {
-                0 => false,
-                1 => true,
-                other => {
-                    return Err(StoreError::Corrupt(format!("device listed flag {other}")));
+            let mut listed = Versions::NONE;
+            for (column, version) in [(1, Version::Legacy), (6, Version::Omemo2)] {
+                match integer(row, column, "device listed flag")? {
+                    0 => {}
+                    1 => listed.insert(version),
+                    other => {
+                        return Err(StoreError::Corrupt(format!("device listed flag {other}")));
+                    }
                 }
-            };
+            }
             let trust_code = integer(row, 3, "device trust")?;
             let trust = u8::try_from(trust_code)
                 .ok()
@@ -418,6 +432,9 @@ impl Store for SqliteStore {
                 bundle_failed_at: optional_integer(row, 5, "device bundle_failed_at")?
                     .map(|t| to_u64("device bundle_failed_at", t))
                     .transpose()?,
+                label: optional_text(row, 7, "device label")?,
+                label_signature: optional_blob(row, 8, "device label signature")?
+                    .map(<[u8]>::to_vec),
             });
         }
         Ok(devices)
@@ -519,6 +536,13 @@ fn text(row: &Row<'_>, idx: usize, what: &str) -> Result<String, StoreError> {
             .map(str::to_owned)
             .map_err(|_| StoreError::Corrupt(format!("{what} is not UTF-8"))),
         other => Err(wrong_type(what, "text", other)),
+    }
+}
+
+fn optional_text(row: &Row<'_>, idx: usize, what: &str) -> Result<Option<String>, StoreError> {
+    match row.get_ref(idx).map_err(backend)? {
+        ValueRef::Null => Ok(None),
+        _ => text(row, idx, what).map(Some),
     }
 }
 
@@ -755,7 +779,9 @@ mod tests {
 
         assert_corrupt_after("UPDATE devices SET identity_key = zeroblob(31)", devices);
         assert_corrupt_after("UPDATE devices SET trust = 7", devices);
-        assert_corrupt_after("UPDATE devices SET listed = 2", devices);
+        assert_corrupt_after("UPDATE devices SET listed_legacy = 2", devices);
+        assert_corrupt_after("UPDATE devices SET listed_omemo2 = -1", devices);
+        assert_corrupt_after("UPDATE devices SET label = CAST(x'ff' AS TEXT)", devices);
         assert_corrupt_after("UPDATE devices SET last_message_at = -1", devices);
         assert_corrupt_after("UPDATE devices SET device_id = 0", devices);
         assert_corrupt_after("UPDATE account SET identity_secret = zeroblob(33)", account);

@@ -5,12 +5,68 @@ use std::collections::HashMap;
 
 use jid::BareJid;
 use minidom::Element;
-use omemo::{Manager, ManagerConfig, ManagerError, MemoryStore, Store};
+use omemo::stanza::{legacy, omemo2};
+use omemo::{
+    Manager, ManagerConfig, ManagerError, MemoryStore, PreKeyBundle, Store, Version, Versions,
+};
 
 pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
 pub const PUBSUB_OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
 pub const PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
 pub const DEVICE_LIST_NODE: &str = "eu.siacs.conversations.axolotl.devicelist";
+
+/// The device-list node of `version`.
+pub fn device_list_node(version: Version) -> &'static str {
+    match version {
+        Version::Legacy => legacy::DEVICE_LIST_NODE,
+        Version::Omemo2 => omemo2::DEVICE_LIST_NODE,
+    }
+}
+
+/// The node and item id of the bundle of `device_id` in `version`.
+pub fn bundle_item(version: Version, device_id: u32) -> (String, String) {
+    match version {
+        Version::Legacy => (legacy::bundle_node(device_id), "current".to_owned()),
+        Version::Omemo2 => (
+            omemo2::BUNDLES_NODE.to_owned(),
+            omemo2::bundle_item_id(device_id),
+        ),
+    }
+}
+
+/// The device-list payload of `version` listing `ids`.
+pub fn device_list_element(version: Version, ids: &[u32]) -> Element {
+    match version {
+        Version::Legacy => legacy::device_list_element(ids),
+        Version::Omemo2 => {
+            let devices: Vec<omemo2::ListedDevice> =
+                ids.iter().copied().map(omemo2::ListedDevice::new).collect();
+            omemo2::device_list_element(&devices)
+        }
+    }
+}
+
+/// A device-list event of `version` from `from` with one item per entry of `items`.
+pub fn device_list_event(version: Version, from: &str, items: &[&[u32]]) -> Element {
+    let mut list = Element::builder("items", PUBSUB_EVENT)
+        .attr("node".try_into().unwrap(), device_list_node(version));
+    for (i, ids) in items.iter().enumerate() {
+        list = list.append(
+            Element::builder("item", PUBSUB_EVENT)
+                .attr("id".try_into().unwrap(), format!("item{i}"))
+                .append(device_list_element(version, ids))
+                .build(),
+        );
+    }
+    Element::builder("message", "jabber:client")
+        .attr("from".try_into().unwrap(), from)
+        .append(
+            Element::builder("event", PUBSUB_EVENT)
+                .append(list.build())
+                .build(),
+        )
+        .build()
+}
 
 pub fn bare(jid: &str) -> BareJid {
     BareJid::new(jid).unwrap()
@@ -30,6 +86,35 @@ pub struct Pep {
 }
 
 impl Pep {
+    /// The published bundle of `device_id` of `owner` in `version`.
+    pub fn bundle(&self, owner: &str, version: Version, device_id: u32) -> PreKeyBundle {
+        let (node, item) = bundle_item(version, device_id);
+        let items = &self.nodes[&(owner.to_owned(), node)];
+        let payload = &items.iter().find(|(id, _)| *id == item).unwrap().1;
+        match version {
+            Version::Legacy => legacy::parse_bundle(payload).unwrap(),
+            Version::Omemo2 => omemo2::parse_bundle(payload).unwrap(),
+        }
+    }
+
+    /// Replaces the published bundle of `device_id` of `owner` in `version`.
+    pub fn set_bundle(
+        &mut self,
+        owner: &str,
+        version: Version,
+        device_id: u32,
+        bundle: &PreKeyBundle,
+    ) {
+        let (node, item) = bundle_item(version, device_id);
+        let payload = match version {
+            Version::Legacy => legacy::bundle_element(bundle).unwrap(),
+            Version::Omemo2 => omemo2::bundle_element(bundle).unwrap(),
+        };
+        let items = self.nodes.entry((owner.to_owned(), node)).or_default();
+        items.retain(|(id, _)| *id != item);
+        items.push((item, payload));
+    }
+
     /// Answers one IQ request sent by `from` (a bare JID).
     pub fn answer(&mut self, from: &str, iq: &Element) -> Element {
         let id = iq.attr("id").unwrap();
@@ -96,8 +181,16 @@ impl Pep {
                 let Some(stored) = self.nodes.get(&(to.clone(), node.clone())) else {
                     return error(id, &to, "item-not-found");
                 };
+                let wanted: Vec<&str> = items
+                    .children()
+                    .filter(|c| c.is("item", PUBSUB))
+                    .filter_map(|c| c.attr("id"))
+                    .collect();
                 let mut list = Element::builder("items", PUBSUB)
                     .attr("node".try_into().unwrap(), node.as_str());
+                let stored = stored
+                    .iter()
+                    .filter(|(item_id, _)| wanted.is_empty() || wanted.contains(&item_id.as_str()));
                 for (item_id, payload) in stored {
                     list = list.append(
                         Element::builder("item", PUBSUB)
@@ -150,18 +243,35 @@ pub struct Device<S: Store> {
 pub struct World {
     pub pep: Pep,
     pub now: u64,
+    /// The configuration of the devices [`World::device`] makes.
+    pub config: ManagerConfig,
 }
 
 impl World {
     pub fn new() -> Self {
+        Self::speaking(Versions::BOTH)
+    }
+
+    /// A world whose devices speak `versions`.
+    pub fn speaking(versions: Versions) -> Self {
         Self {
             pep: Pep::default(),
             now: 1_700_000_000,
+            config: ManagerConfig {
+                versions,
+                ..ManagerConfig::default()
+            },
         }
     }
 
+    /// The version two devices of this world talk in.
+    pub fn version(&self) -> Version {
+        self.config.versions.newest().unwrap()
+    }
+
     pub fn device(&mut self, jid: &str, resource: &str) -> Device<MemoryStore> {
-        self.device_with(jid, resource, MemoryStore::new(), ManagerConfig::default())
+        let config = self.config.clone();
+        self.device_with(jid, resource, MemoryStore::new(), config)
     }
 
     pub fn device_with<S: Store>(
