@@ -306,6 +306,10 @@ pub enum ManagerError {
         /// The JID asked for.
         requested: String,
     },
+    /// [`Manager::remove_own_device`](crate::Manager::remove_own_device) was asked to
+    /// remove the device it runs on.
+    #[error("this device cannot remove itself from its device lists")]
+    RemovingThisDevice,
     /// The configuration turns every protocol version off.
     #[error("no OMEMO version is turned on in the configuration")]
     NoVersions,

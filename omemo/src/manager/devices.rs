@@ -137,6 +137,45 @@ impl<S: Store> Manager<S> {
         self.cache_device(record)
     }
 
+    /// Removes one of this account's other devices (a lost phone, a reinstalled client):
+    /// it leaves the own device lists of every version spoken and its bundles are
+    /// retracted, so that contacts stop encrypting to it. Its record stays, so late
+    /// messages from it still decrypt. A device that is still running puts itself back
+    /// on the lists when it sees them.
+    pub fn remove_own_device(&mut self, device_id: u32) -> Result<(), ManagerError> {
+        if device_id == self.own.device_id {
+            return Err(ManagerError::RemovingThisDevice);
+        }
+        let jid = self.own.jid.clone();
+        let mut records = self.device_records(&jid)?.clone();
+        let Some(record) = records.iter_mut().find(|r| r.device_id == device_id) else {
+            return Err(ManagerError::UnknownDevice { jid, device_id });
+        };
+        record.listed = Versions::NONE;
+        let removed = record.clone();
+        self.store.commit(Batch {
+            ops: vec![Op::PutDevice(removed.clone())],
+        })?;
+        self.cache_device(removed)?;
+        for version in self.config.versions.iter() {
+            let mut list: Vec<ListedDevice> = records
+                .iter()
+                .filter(|r| r.listed.contains(version))
+                .map(|r| ListedDevice {
+                    id: r.device_id,
+                    label: r.label.clone(),
+                    label_signature: r.label_signature.clone(),
+                })
+                .collect();
+            list.push(self.own.list_entry(version));
+            list.sort_by_key(|d| d.id);
+            self.publish(Publication::DeviceList(version, list), Some(0));
+            self.retract_bundle(version, device_id);
+        }
+        tracing::info!(device_id, "own device removed from the device lists");
+        Ok(())
+    }
+
     /// Puts a committed record into the cache (replacing the one with its id).
     pub(super) fn cache_device(&mut self, record: DeviceRecord) -> Result<(), ManagerError> {
         self.directory.cache(&self.store, record)

@@ -81,6 +81,8 @@ pub(super) enum Pending {
         publication: Publication,
         attempt: usize,
     },
+    /// The retraction of a removed device's bundle.
+    Retract,
 }
 
 /// IQ errors that mean the bundle is not there (rather than not reachable right now).
@@ -252,7 +254,9 @@ impl<S: Store> Manager<S> {
         // account (or the server on its behalf, without `from`) for the own PEP nodes.
         let expected = match pending {
             Pending::FetchDeviceList { jid, .. } | Pending::FetchBundle { jid, .. } => jid.as_str(),
-            Pending::Publish { .. } | Pending::Configure { .. } => self.own.jid.as_str(),
+            Pending::Publish { .. } | Pending::Configure { .. } | Pending::Retract => {
+                self.own.jid.as_str()
+            }
         };
         let from_ok = match iq.attr("from") {
             Some(from) => jid::Jid::new(from).is_ok_and(|from| from.to_bare().as_str() == expected),
@@ -316,6 +320,12 @@ impl<S: Store> Manager<S> {
                     }
                 }
             }
+            Pending::Retract => {
+                if iq.attr("type") == Some("error") {
+                    let condition = stanza::iq_error_condition(iq).unwrap_or_default();
+                    tracing::info!(%condition, "bundle retraction failed");
+                }
+            }
             Pending::Configure {
                 publication,
                 attempt,
@@ -356,6 +366,19 @@ impl<S: Store> Manager<S> {
                 omemo2::bundle_item_id(device_id),
             ),
         }
+    }
+
+    /// Queues the retraction of the bundle of `device_id` (one of the own devices) in
+    /// `version`: its item in the shared OMEMO 2 node, or the item of its legacy node.
+    pub(super) fn retract_bundle(&mut self, version: Version, device_id: u32) {
+        let (node, item) = match version {
+            Version::Legacy => (legacy::bundle_node(device_id), "current".to_owned()),
+            Version::Omemo2 => (
+                omemo2::BUNDLES_NODE.to_owned(),
+                omemo2::bundle_item_id(device_id),
+            ),
+        };
+        self.queue(Pending::Retract, |id| stanza::retract_iq(id, &node, &item));
     }
 
     /// Queues the configuration of the node of `publication` with the options of

@@ -83,6 +83,22 @@ pub struct Pep {
     pub refuse_publish_options: bool,
     /// Nodes configured through pubsub#owner, as (owner, node).
     pub configured: Vec<(String, String)>,
+    /// `pubsub#max_items` values the server refuses, in publish-options (a publish
+    /// error) and in a node configuration (`not-acceptable`), as servers whose limit is
+    /// lower than asked do.
+    pub refused_max_items: Vec<&'static str>,
+    /// The `pubsub#max_items` each node got from the publish-options or configuration
+    /// the server accepted last, by (owner, node).
+    pub max_items: HashMap<(String, String), String>,
+}
+
+/// The value of field `var` in the data form under `parent`, if any.
+fn form_value(parent: &Element, var: &str) -> Option<String> {
+    let form = parent.get_child("x", "jabber:x:data")?;
+    form.children()
+        .find(|f| f.attr("var") == Some(var))
+        .and_then(|f| f.children().next())
+        .map(Element::text)
 }
 
 impl Pep {
@@ -130,8 +146,31 @@ impl Pep {
             builder.build()
         };
         if let Some(pubsub) = iq.get_child("pubsub", PUBSUB) {
+            if let Some(retract) = pubsub.get_child("retract", PUBSUB) {
+                let node = retract.attr("node").unwrap().to_owned();
+                let item = retract
+                    .get_child("item", PUBSUB)
+                    .unwrap()
+                    .attr("id")
+                    .unwrap();
+                let Some(items) = self.nodes.get_mut(&(from.to_owned(), node)) else {
+                    return error(id, &to, "item-not-found");
+                };
+                items.retain(|(i, _)| i != item);
+                return result(vec![]);
+            }
             if let Some(publish) = pubsub.get_child("publish", PUBSUB) {
                 let node = publish.attr("node").unwrap().to_owned();
+                let asked = pubsub
+                    .get_child("publish-options", PUBSUB)
+                    .and_then(|options| form_value(options, "pubsub#max_items"));
+                if let Some(max) = &asked {
+                    if self.refused_max_items.contains(&max.as_str()) {
+                        return error(id, &to, "not-acceptable");
+                    }
+                    self.max_items
+                        .insert((from.to_owned(), node.clone()), max.clone());
+                }
                 let configured = self.configured.contains(&(from.to_owned(), node.clone()));
                 if self.refuse_publish_options
                     && pubsub.get_child("publish-options", PUBSUB).is_some()
@@ -208,8 +247,14 @@ impl Pep {
         }
         if let Some(owner) = iq.get_child("pubsub", PUBSUB_OWNER) {
             let configure = owner.get_child("configure", PUBSUB_OWNER).unwrap();
-            self.configured
-                .push((from.to_owned(), configure.attr("node").unwrap().to_owned()));
+            let node = configure.attr("node").unwrap().to_owned();
+            if let Some(max) = form_value(configure, "pubsub#max_items") {
+                if self.refused_max_items.contains(&max.as_str()) {
+                    return error(id, &to, "not-acceptable");
+                }
+                self.max_items.insert((from.to_owned(), node.clone()), max);
+            }
+            self.configured.push((from.to_owned(), node));
             return result(vec![]);
         }
         panic!("unexpected request {}", String::from(iq));
