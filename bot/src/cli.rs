@@ -2,11 +2,12 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use jid::BareJid;
+use omemo_tokio::ServerAddr;
 
-/// An OMEMO (XEP-0384, legacy `eu.siacs.conversations.axolotl`) echo bot and
-/// command-line tool for XMPP.
+/// An OMEMO (XEP-0384: legacy `eu.siacs.conversations.axolotl` and OMEMO 2
+/// `urn:xmpp:omemo:2`) echo bot and command-line tool for XMPP.
 ///
 /// Exit status: 0 on success, 1 on failure, 2 on a usage error, 3 when `send
 /// --wait-reply` timed out.
@@ -126,6 +127,11 @@ pub(crate) struct SendArgs {
     #[arg(long, value_name = "SECS")]
     pub(crate) wait_reply: Option<u64>,
 
+    /// The OMEMO version to send in: `auto` uses OMEMO 2 for devices on the recipient's
+    /// OMEMO 2 device list and legacy OMEMO for the others.
+    #[arg(long, value_enum, default_value_t = VersionChoice::Auto)]
+    pub(crate) version: VersionChoice,
+
     /// The message text.
     pub(crate) text: String,
 }
@@ -177,27 +183,15 @@ pub(crate) struct PublishArgs {
     pub(crate) connection: Connection,
 }
 
-/// A server address given as HOST:PORT.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ServerAddr {
-    /// Host name or IP address (without brackets).
-    pub(crate) host: String,
-    /// TCP port.
-    pub(crate) port: u16,
-}
-
-impl ServerAddr {
-    /// Whether the host is a loopback address or `localhost`.
-    pub(crate) fn is_loopback(&self) -> bool {
-        let host = self.host.trim_end_matches('.');
-        if host.eq_ignore_ascii_case("localhost")
-            || host.to_ascii_lowercase().ends_with(".localhost")
-        {
-            return true;
-        }
-        host.parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-    }
+/// `send --version`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum VersionChoice {
+    /// Legacy OMEMO only (`eu.siacs.conversations.axolotl`).
+    Legacy,
+    /// OMEMO 2 only (`urn:xmpp:omemo:2`).
+    Omemo2,
+    /// Each device in the version it publishes (OMEMO 2 where it can).
+    Auto,
 }
 
 fn parse_bare_jid(value: &str) -> Result<BareJid, String> {
@@ -290,9 +284,52 @@ mod tests {
         };
         assert_eq!(send.to.as_str(), "alice@example.org");
         assert_eq!(send.wait_reply, Some(20));
+        assert_eq!(send.version, VersionChoice::Auto);
         assert_eq!(send.text, "hello world");
         assert_eq!(send.connection.password.as_deref(), Some("pw"));
         assert!(!send.connection.insecure_plaintext);
+    }
+
+    #[test]
+    fn send_takes_a_version() {
+        for (given, expected) in [
+            ("legacy", VersionChoice::Legacy),
+            ("omemo2", VersionChoice::Omemo2),
+            ("auto", VersionChoice::Auto),
+        ] {
+            let cli = parse(&[
+                "send",
+                "--jid",
+                "a@example.org",
+                "--store",
+                "s.db",
+                "--to",
+                "b@example.org",
+                "--version",
+                given,
+                "hi",
+            ])
+            .unwrap();
+            let Command::Send(send) = cli.command else {
+                panic!("not send")
+            };
+            assert_eq!(send.version, expected);
+        }
+        assert!(
+            parse(&[
+                "send",
+                "--jid",
+                "a@example.org",
+                "--store",
+                "s.db",
+                "--to",
+                "b@example.org",
+                "--version",
+                "3",
+                "hi",
+            ])
+            .is_err()
+        );
     }
 
     #[test]
@@ -401,21 +438,5 @@ mod tests {
         assert!(parse_server("::1:5222").is_err());
         assert!(parse_server("host:0").is_err());
         assert!(parse_server("host:99999").is_err());
-    }
-
-    #[test]
-    fn loopback_detection() {
-        let addr = |h: &str| ServerAddr {
-            host: h.into(),
-            port: 1,
-        };
-        assert!(addr("127.0.0.1").is_loopback());
-        assert!(addr("127.1.2.3").is_loopback());
-        assert!(addr("::1").is_loopback());
-        assert!(addr("localhost").is_loopback());
-        assert!(addr("LOCALHOST.").is_loopback());
-        assert!(!addr("10.0.0.1").is_loopback());
-        assert!(!addr("example.org").is_loopback());
-        assert!(!addr("localhost.example.org").is_loopback());
     }
 }

@@ -1,29 +1,40 @@
-//! The subcommands.
+//! The subcommands, on the [`omemo_tokio::Client`] driver.
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::time::Duration;
 
 use jid::BareJid;
-use omemo::{Trust, stanza};
+use omemo::stanza::{self, legacy, omemo2};
+use omemo::{
+    DeviceInfo, Event, Manager, ManagerConfig, SqliteStore, Trust, Version, Versions, Via,
+};
+use omemo_tokio::{Client, ClientConfig, ClientEvent, Login, unix_now};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::Instant;
 
 use crate::cli::{
     Account, Command, Connection, DevicesArgs, FingerprintArgs, PublishArgs, RunArgs, SendArgs,
-    TrustArgs,
+    TrustArgs, VersionChoice,
 };
 use crate::error::BotError;
-use crate::session::{Incoming, Session, Via, open_manager, unix_now};
 use crate::uri;
-use crate::xmpp::{NetEvent, Target};
 
-/// How often the library's housekeeping runs (signed prekey rotation).
-const TICK_EVERY: Duration = Duration::from_secs(3600);
 /// How long `run` may take to finish what is under way after SIGINT/SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+/// When stopping with nothing under way, how long nothing may happen before leaving.
+const STOP_QUIET: Duration = Duration::from_millis(300);
 /// How long a one-shot command waits for its last messages and requests before leaving.
 const LEAVE_GRACE: Duration = Duration::from_secs(2);
 /// How long `send` waits for the device lists and bundles of the recipient.
 const SEND_WAIT: Duration = Duration::from_secs(30);
+/// At most one "I only talk OMEMO" hint per contact per this period, so that two bots
+/// cannot keep each other busy.
+const HINT_EVERY: Duration = Duration::from_secs(5);
+
+/// The plaintext answer to unencrypted messages.
+const OMEMO_ONLY_HINT: &str = "I only talk OMEMO. Please turn on OMEMO encryption (OMEMO 2 \
+or legacy OMEMO) for this chat and write again.";
 
 /// Runs a subcommand.
 pub(crate) async fn dispatch(command: Command) -> Result<(), BotError> {
@@ -38,7 +49,7 @@ pub(crate) async fn dispatch(command: Command) -> Result<(), BotError> {
     }
 }
 
-fn target(account: &Account, connection: &Connection) -> Result<Target, BotError> {
+fn login(account: &Account, connection: &Connection) -> Result<Login, BotError> {
     let password = match (&connection.password, &connection.password_file) {
         (Some(password), _) => password.clone(),
         (None, Some(path)) => {
@@ -65,7 +76,7 @@ fn target(account: &Account, connection: &Connection) -> Result<Target, BotError
             "--insecure-plaintext only talks to a --server on a loopback address".to_owned(),
         ));
     }
-    Ok(Target {
+    Ok(Login {
         jid: account.jid.clone(),
         password,
         server: connection.server.clone(),
@@ -73,160 +84,304 @@ fn target(account: &Account, connection: &Connection) -> Result<Target, BotError
     })
 }
 
+/// Opens (or creates) the store and the OMEMO account in it, speaking `versions`.
+fn open_manager(
+    jid: &BareJid,
+    store: &Path,
+    versions: Versions,
+) -> Result<Manager<SqliteStore>, BotError> {
+    if let Some(parent) = store.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let store = SqliteStore::open(store)?;
+    let config = ManagerConfig {
+        versions,
+        ..ManagerConfig::default()
+    };
+    Ok(Manager::open(
+        store,
+        jid,
+        config,
+        &mut omemo::os_rng(),
+        unix_now(),
+    )?)
+}
+
 /// Connects and waits until the own device is published (or the timeout).
 async fn go_online(
     account: &Account,
     connection: &Connection,
+    versions: Versions,
     serve: bool,
-) -> Result<Session, BotError> {
-    let mut session = Session::start(target(account, connection)?, account.store.clone(), serve)?;
-    let deadline = Instant::now() + Duration::from_secs(connection.connect_timeout);
-    session
+) -> Result<Client<SqliteStore>, BotError> {
+    let manager = open_manager(&account.jid, &account.store, versions)?;
+    let config = ClientConfig {
+        accept_subscriptions: serve,
+        kind: "bot".to_owned(),
+        name: "omemo-bot".to_owned(),
+    };
+    let mut client = Client::start(login(account, connection)?, manager, config)?;
+    client
         .wait_until(
-            deadline,
+            Duration::from_secs(connection.connect_timeout),
             "logging in and publishing the own device",
-            Session::is_ready,
+            Client::is_ready,
         )
         .await?;
-    Ok(session)
+    Ok(client)
 }
 
 /// Waits a little for what the library still wants sent, then leaves.
-async fn leave(mut session: Session) {
-    let deadline = Instant::now() + LEAVE_GRACE;
-    if let Err(error) = session
-        .wait_until(deadline, "finishing", Session::is_idle)
+async fn leave(mut client: Client<SqliteStore>) {
+    if let Err(error) = client
+        .wait_until(LEAVE_GRACE, "finishing", Client::is_idle)
         .await
     {
         tracing::debug!(%error, "leaving with requests under way");
     }
-    session.shutdown(Duration::from_millis(200)).await;
+    if let Err(error) = client.go_offline().await {
+        tracing::debug!(%error, "could not send unavailable presence");
+    }
+    client.close().await;
+}
+
+/// What the echo bot does with one event.
+struct Echo {
+    /// When each contact last got the plaintext hint.
+    last_hint: HashMap<BareJid, Instant>,
+}
+
+impl Echo {
+    async fn serve(
+        &mut self,
+        client: &mut Client<SqliteStore>,
+        event: ClientEvent,
+    ) -> Result<(), BotError> {
+        match event {
+            ClientEvent::Message { message, via } => {
+                // Only messages addressed to this account are answered: a carbon means
+                // another device of the account got it (and may answer it itself).
+                let Ok(sender) = BareJid::new(&message.sender) else {
+                    return Ok(());
+                };
+                let Some(text) = message.body.as_deref() else {
+                    return Ok(());
+                };
+                if via != Via::Direct || sender == *client.jid() {
+                    return Ok(());
+                }
+                if message.trust == Trust::Distrusted {
+                    tracing::warn!(from = %sender, device_id = message.device_id, "message from a distrusted device not answered");
+                    return Ok(());
+                }
+                if !message.affix_violations.is_empty() {
+                    tracing::warn!(from = %sender, violations = ?message.affix_violations, "message with bad SCE affixes not answered");
+                    return Ok(());
+                }
+                client.send_encrypted(&[sender], text)?;
+            }
+            ClientEvent::Plain { from, .. } => self.hint(client, &from).await?,
+            ClientEvent::Omemo(Event::Sent {
+                recipients,
+                skipped,
+                ..
+            }) => {
+                for device in &skipped {
+                    tracing::debug!(jid = %device.jid, device_id = device.device_id, reason = ?device.reason, "device skipped");
+                }
+                tracing::info!(
+                    devices = recipients.len(),
+                    skipped = skipped.len(),
+                    "sent an OMEMO message"
+                );
+            }
+            ClientEvent::Omemo(Event::NotSent { error, .. }) => {
+                tracing::warn!(%error, "could not send a message");
+            }
+            ClientEvent::Undecryptable { from, error, via } => {
+                tracing::warn!(%from, %error, ?via, "could not decrypt an OMEMO message");
+            }
+            _ => {}
+        }
+        client.flush().await?;
+        Ok(())
+    }
+
+    /// Answers an unencrypted message with the OMEMO-only hint (rate-limited per
+    /// contact).
+    async fn hint(&mut self, client: &mut Client<SqliteStore>, to: &str) -> Result<(), BotError> {
+        let Ok(jid) = jid::Jid::new(to) else {
+            return Ok(());
+        };
+        let bare = jid.to_bare();
+        let now = Instant::now();
+        if self
+            .last_hint
+            .get(&bare)
+            .is_some_and(|at| now.duration_since(*at) < HINT_EVERY)
+        {
+            tracing::debug!(to = %bare, "hint suppressed (rate limit)");
+            return Ok(());
+        }
+        self.last_hint.insert(bare.clone(), now);
+        client.send_plain(to, OMEMO_ONLY_HINT).await?;
+        tracing::info!(to = %bare, "answered an unencrypted message with the OMEMO-only hint");
+        Ok(())
+    }
 }
 
 async fn run(args: RunArgs) -> Result<(), BotError> {
-    let mut session = Session::start(
-        target(&args.account, &args.connection)?,
-        args.account.store.clone(),
-        true,
-    )?;
+    let manager = open_manager(&args.account.jid, &args.account.store, Versions::BOTH)?;
+    let config = ClientConfig {
+        accept_subscriptions: true,
+        kind: "bot".to_owned(),
+        name: "omemo-bot".to_owned(),
+    };
+    let mut client = Client::start(login(&args.account, &args.connection)?, manager, config)?;
+    let mut echo = Echo {
+        last_hint: HashMap::new(),
+    };
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
-    let mut tick = tokio::time::interval_at(Instant::now() + TICK_EVERY, TICK_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-
-    enum Wake {
-        Event(Result<NetEvent, BotError>),
-        Stop(&'static str),
-        Tick,
-        Timer,
-    }
     loop {
-        let timer = session
-            .next_deadline()
-            .unwrap_or_else(|| Instant::now() + TICK_EVERY);
-        let wake = tokio::select! {
+        let event = tokio::select! {
             biased;
-            _ = sigterm.recv() => Wake::Stop("SIGTERM"),
-            _ = sigint.recv() => Wake::Stop("SIGINT"),
-            event = session.next_event() => Wake::Event(event),
-            _ = tick.tick() => Wake::Tick,
-            () = tokio::time::sleep_until(timer) => Wake::Timer,
+            _ = sigterm.recv() => None,
+            _ = sigint.recv() => None,
+            event = client.next() => Some(event),
         };
-        let result = match wake {
-            Wake::Stop(signal) => {
-                tracing::info!(signal, "stopping");
-                session.shutdown(STOP_GRACE).await;
-                return Ok(());
+        let Some(event) = event else {
+            tracing::info!("stopping");
+            stop(client, &mut echo).await;
+            return Ok(());
+        };
+        let result = match event {
+            Ok(event) => echo.serve(&mut client, event).await,
+            Err(omemo_tokio::DriverError::Closed) => {
+                return Err(omemo_tokio::DriverError::Closed.into());
             }
-            Wake::Event(event) => match session.handle(event?).await {
-                Ok(Some(incoming)) => serve(&mut session, incoming).await,
-                Ok(None) => Ok(()),
-                Err(error) => Err(error),
-            },
-            Wake::Tick => session.tick().await,
-            Wake::Timer => session.flush().await,
+            Err(error) => Err(error.into()),
         };
-        match result {
-            Ok(()) => {}
-            Err(BotError::Closed) => return Err(BotError::Closed),
-            // A stanza that could not be written (the connection is being re-established)
-            // or an unusable one: the bot goes on.
-            Err(error) => tracing::warn!(%error, "error while serving"),
+        // A stanza that could not be written (the connection is being re-established)
+        // or an unusable one: the bot goes on.
+        if let Err(error) = result {
+            tracing::warn!(%error, "error while serving");
         }
-        session.take_outcomes();
     }
 }
 
-/// The echo bot's answer to one message.
-async fn serve(session: &mut Session, incoming: Incoming) -> Result<(), BotError> {
-    match incoming {
-        Incoming::Text {
-            sender,
-            text,
-            trust,
-            via,
-            device_id,
-        } => {
-            // Only messages addressed to this resource are answered: a carbon means another
-            // resource of the account got it (and may answer it itself), so answering
-            // carbons too would double every echo between two bots.
-            if via != Via::Direct || sender == *session.jid() {
-                return Ok(());
+/// Goes offline (the server keeps new messages offline), answers what is already under
+/// way for up to [`STOP_GRACE`], then closes.
+async fn stop(mut client: Client<SqliteStore>, echo: &mut Echo) {
+    if let Err(error) = client.go_offline().await {
+        tracing::debug!(%error, "could not send unavailable presence");
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    loop {
+        let now = Instant::now();
+        let wake = if client.is_idle() {
+            (now + STOP_QUIET).min(deadline)
+        } else {
+            deadline
+        };
+        match client.next_until(wake).await {
+            Ok(Some(event)) => {
+                if let Err(error) = echo.serve(&mut client, event).await {
+                    tracing::warn!(%error, "error while stopping");
+                    break;
+                }
             }
-            if trust == Trust::Distrusted {
-                tracing::warn!(from = %sender, device_id, "message from a distrusted device not answered");
-                return Ok(());
+            Ok(None) if client.is_idle() || Instant::now() >= deadline => break,
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, "error while stopping");
+                break;
             }
-            session.queue_message(sender, text);
-            session.flush().await
         }
-        Incoming::Plain { from, omemo2 } => session.send_hint(&from, omemo2).await,
+    }
+    client.close().await;
+}
+
+fn versions_of(choice: VersionChoice) -> Versions {
+    match choice {
+        VersionChoice::Legacy => Versions::only(Version::Legacy),
+        VersionChoice::Omemo2 => Versions::only(Version::Omemo2),
+        VersionChoice::Auto => Versions::BOTH,
     }
 }
 
 async fn send(args: SendArgs) -> Result<(), BotError> {
-    let mut session = go_online(&args.account, &args.connection, false).await?;
-    session.queue_message(args.to.clone(), args.text.clone());
-    let deadline = Instant::now() + SEND_WAIT;
-    session
-        .wait_until(deadline, "sending the message", |s| !s.has_outgoing())
-        .await?;
-    for outcome in session.take_outcomes() {
-        if let Err(why) = outcome.result {
-            session.shutdown(Duration::ZERO).await;
+    let versions = versions_of(args.version);
+    let mut client = go_online(&args.account, &args.connection, versions, false).await?;
+    let id = client.send_encrypted(std::slice::from_ref(&args.to), &args.text)?;
+    client.flush().await?;
+    let until = Instant::now() + SEND_WAIT;
+    let outcome = loop {
+        match client.next_until(until).await? {
+            Some(ClientEvent::Omemo(Event::Sent {
+                id: sent,
+                recipients,
+                skipped,
+            })) if sent == id => {
+                client.flush().await?;
+                break Ok((recipients, skipped));
+            }
+            Some(ClientEvent::Omemo(Event::NotSent { id: sent, error })) if sent == id => {
+                break Err(error);
+            }
+            Some(_) => {}
+            None => {
+                leave(client).await;
+                return Err(BotError::Failed(format!(
+                    "could not send to {} within {} s",
+                    args.to,
+                    SEND_WAIT.as_secs()
+                )));
+            }
+        }
+    };
+    match outcome {
+        Ok((recipients, skipped)) => {
+            let versions: Versions = recipients.iter().map(|r| r.version).collect();
+            tracing::info!(to = %args.to, devices = recipients.len(), skipped = skipped.len(), ?versions, "sent");
+        }
+        Err(error) => {
+            leave(client).await;
             return Err(BotError::Failed(format!(
-                "could not send to {}: {why}",
-                outcome.to
+                "could not send to {}: {error}",
+                args.to
             )));
         }
     }
     if let Some(secs) = args.wait_reply {
         let until = Instant::now() + Duration::from_secs(secs);
         let reply = loop {
-            if Instant::now() >= until {
-                break None;
-            }
-            match session.step(until).await? {
-                Some(Incoming::Text {
-                    sender, text, via, ..
-                }) if sender == args.to && via != Via::CarbonSent => break Some(text),
-                _ => {}
+            match client.next_until(until).await? {
+                Some(ClientEvent::Message { message, via })
+                    if message.sender == args.to.as_str() && via != Via::CarbonSent =>
+                {
+                    if let Some(body) = message.body {
+                        break Some(body);
+                    }
+                }
+                Some(_) => {}
+                None => break None,
             }
         };
         match reply {
             Some(text) => println!("{text}"),
             None => {
-                leave(session).await;
+                leave(client).await;
                 return Err(BotError::NoReply(secs));
             }
         }
     }
-    leave(session).await;
+    leave(client).await;
     Ok(())
 }
 
 fn fingerprint(args: &FingerprintArgs) -> Result<(), BotError> {
-    let manager = open_manager(&args.account.jid, &args.account.store)?;
+    let manager = open_manager(&args.account.jid, &args.account.store, Versions::BOTH)?;
     let fingerprint = manager.fingerprint();
     let link = uri::fingerprint_uri(
         &args.account.jid,
@@ -235,7 +390,7 @@ fn fingerprint(args: &FingerprintArgs) -> Result<(), BotError> {
     );
     println!("jid: {}", args.account.jid);
     println!("device id: {}", manager.device_id());
-    println!("fingerprint: {fingerprint}");
+    println!("fingerprint: {fingerprint}  (the same in legacy OMEMO and OMEMO 2)");
     println!("uri: {link}");
     if args.qr {
         let qr = uri::qr_code(&link).map_err(|e| BotError::Failed(format!("QR code: {e}")))?;
@@ -253,65 +408,86 @@ fn trust_name(trust: Trust) -> &'static str {
     }
 }
 
+/// The versions a device is listed in, as shown by `devices`.
+fn versions_name(versions: Versions) -> String {
+    let names: Vec<&str> = versions
+        .iter()
+        .map(|v| match v {
+            Version::Legacy => "legacy",
+            Version::Omemo2 => "omemo2",
+        })
+        .collect();
+    if names.is_empty() {
+        "-".to_owned()
+    } else {
+        names.join("+")
+    }
+}
+
 /// One line of the `devices` table.
-fn device_line(
-    device_id: u32,
-    trust: &str,
-    active: bool,
-    fingerprint: Option<omemo::Fingerprint>,
-) -> String {
-    format!(
-        "{device_id:>10}  {trust:<10}  {:<8}  {}",
-        if active { "active" } else { "inactive" },
-        fingerprint
+fn device_line(device: &DeviceInfo) -> String {
+    let mut line = format!(
+        "{:>10}  {:<10}  {:<8}  {:<13}  {}",
+        device.device_id,
+        trust_name(device.trust),
+        if device.active { "active" } else { "inactive" },
+        versions_name(device.versions),
+        device
+            .fingerprint
             .map(|f| f.to_string())
             .unwrap_or_else(|| "(identity key unknown)".to_owned())
-    )
+    );
+    if let Some(label) = &device.label {
+        line.push_str(&format!("  \"{}\"", label.escape_default()));
+    }
+    line
 }
 
 async fn devices(args: DevicesArgs) -> Result<(), BotError> {
-    let mut session = go_online(&args.account, &args.connection, false).await?;
-    let deadline = Instant::now() + Duration::from_secs(args.connection.connect_timeout);
-    session.prepare(&args.of, deadline).await?;
-    let devices = session.manager().devices(&args.of, unix_now())?;
+    let mut client = go_online(&args.account, &args.connection, Versions::BOTH, false).await?;
+    client
+        .manager()
+        .prepare(std::slice::from_ref(&args.of), unix_now())?;
+    client.flush().await?;
+    client
+        .wait_until(
+            Duration::from_secs(args.connection.connect_timeout),
+            "fetching device lists and bundles",
+            |c| c.is_idle(),
+        )
+        .await?;
+    let devices = client.manager().devices(&args.of, unix_now())?;
     println!("devices of {}:", args.of);
     println!(
-        "{:>10}  {:<10}  {:<8}  fingerprint",
-        "device", "trust", "state"
+        "{:>10}  {:<10}  {:<8}  {:<13}  fingerprint",
+        "device", "trust", "state", "versions"
     );
-    if args.of == *session.jid() {
-        let manager = session.manager();
-        let own = device_line(
+    if args.of == *client.jid() {
+        let manager = client.manager();
+        println!(
+            "{:>10}  {:<10}  {:<8}  {:<13}  {}  (this device)",
             manager.device_id(),
             "own",
-            true,
-            Some(manager.fingerprint()),
+            "active",
+            "legacy+omemo2",
+            manager.fingerprint()
         );
-        println!("{own}  (this device)");
     }
     for device in &devices {
-        println!(
-            "{}",
-            device_line(
-                device.device_id,
-                trust_name(device.trust),
-                device.active,
-                device.fingerprint
-            )
-        );
+        println!("{}", device_line(device));
     }
-    if devices.is_empty() && args.of != *session.jid() {
+    if devices.is_empty() && args.of != *client.jid() {
         println!("(no OMEMO devices published)");
     }
-    leave(session).await;
+    leave(client).await;
     Ok(())
 }
 
 fn set_trust(args: &TrustArgs, trust: Trust) -> Result<(), BotError> {
-    let mut manager = open_manager(&args.account.jid, &args.account.store)?;
+    let mut manager = open_manager(&args.account.jid, &args.account.store, Versions::BOTH)?;
     manager.set_trust(&args.of, args.device_id, trust)?;
     println!(
-        "device {} of {} is now {}",
+        "device {} of {} is now {} (in both OMEMO versions)",
         args.device_id,
         args.of,
         trust_name(trust)
@@ -319,55 +495,74 @@ fn set_trust(args: &TrustArgs, trust: Trust) -> Result<(), BotError> {
     Ok(())
 }
 
+/// Builds an IQ request from its id.
+type BuildIq<'a> = Box<dyn Fn(&str) -> stanza::Element + 'a>;
+
 async fn publish(args: PublishArgs) -> Result<(), BotError> {
-    let mut session = go_online(&args.account, &args.connection, false).await?;
-    let own: BareJid = session.jid().clone();
-    let device_id = session.manager().device_id();
-    let deadline = Instant::now() + Duration::from_secs(args.connection.connect_timeout);
-    // Check on the server what the library published.
-    let list = session
-        .request(
-            |id| stanza::fetch_items_iq(id, own.as_str(), stanza::legacy::DEVICE_LIST_NODE, None),
-            deadline,
-        )
-        .await?;
-    let listed = stanza::parse_items_result(&list)
-        .ok()
-        .into_iter()
-        .flatten()
-        .filter_map(|payload| stanza::legacy::parse_device_list(&payload, usize::MAX).ok())
-        .flatten()
-        .any(|id| id == device_id);
-    let bundle = session
-        .request(
-            |id| {
-                stanza::fetch_items_iq(
-                    id,
-                    own.as_str(),
-                    &stanza::legacy::bundle_node(device_id),
-                    None,
-                )
-            },
-            deadline,
-        )
-        .await?;
-    let bundle_ok = stanza::parse_items_result(&bundle)
-        .ok()
-        .and_then(|payloads| payloads.first().map(stanza::legacy::parse_bundle))
-        .is_some_and(|b| b.is_ok());
-    leave(session).await;
-    if !listed || !bundle_ok {
+    let mut client = go_online(&args.account, &args.connection, Versions::BOTH, false).await?;
+    let own: BareJid = client.jid().clone();
+    let device_id = client.manager().device_id();
+    let timeout = Duration::from_secs(args.connection.connect_timeout);
+    // Check on the server what the library published, in both versions.
+    let mut problems = Vec::new();
+    for version in Version::ALL {
+        let (list_node, bundle_fetch): (&str, BuildIq<'_>) = match version {
+            Version::Legacy => (
+                legacy::DEVICE_LIST_NODE,
+                Box::new(|id| {
+                    stanza::fetch_items_iq(id, own.as_str(), &legacy::bundle_node(device_id), None)
+                }),
+            ),
+            Version::Omemo2 => (
+                omemo2::DEVICE_LIST_NODE,
+                Box::new(|id| {
+                    stanza::fetch_item_iq(
+                        id,
+                        own.as_str(),
+                        omemo2::BUNDLES_NODE,
+                        &omemo2::bundle_item_id(device_id),
+                    )
+                }),
+            ),
+        };
+        let list = client
+            .request(
+                |id| stanza::fetch_items_iq(id, own.as_str(), list_node, None),
+                timeout,
+            )
+            .await?;
+        let payloads = stanza::parse_items_result(&list).unwrap_or_default();
+        let listed = payloads.iter().any(|payload| match version {
+            Version::Legacy => legacy::parse_device_list(payload, usize::MAX)
+                .is_ok_and(|ids| ids.contains(&device_id)),
+            Version::Omemo2 => omemo2::parse_device_list(payload, usize::MAX)
+                .is_ok_and(|devices| devices.iter().any(|d| d.id == device_id)),
+        });
+        let bundle = client.request(|id| bundle_fetch(id), timeout).await?;
+        let bundle_ok = stanza::parse_items_result(&bundle)
+            .ok()
+            .and_then(|payloads| {
+                payloads.first().map(|payload| match version {
+                    Version::Legacy => legacy::parse_bundle(payload),
+                    Version::Omemo2 => omemo2::parse_bundle(payload),
+                })
+            })
+            .is_some_and(|b| b.is_ok_and(|b| b.verify().is_ok()));
+        if !listed {
+            problems.push(format!("not in the {version} device list"));
+        }
+        if !bundle_ok {
+            problems.push(format!("its {version} bundle is missing or invalid"));
+        }
+    }
+    leave(client).await;
+    if !problems.is_empty() {
         return Err(BotError::Failed(format!(
-            "device {device_id} is {}in the device list and its bundle is {}",
-            if listed { "" } else { "not " },
-            if bundle_ok {
-                "fine"
-            } else {
-                "missing or invalid"
-            }
+            "device {device_id}: {}",
+            problems.join("; ")
         )));
     }
-    println!("published device {device_id} of {own}");
+    println!("published device {device_id} of {own} (legacy OMEMO and OMEMO 2)");
     Ok(())
 }
 
@@ -376,11 +571,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn device_lines_show_trust_state_and_fingerprint() {
-        let line = device_line(42, trust_name(Trust::Blind), false, None);
+    fn device_lines_show_trust_state_versions_label_and_fingerprint() {
+        let device = DeviceInfo {
+            device_id: 42,
+            fingerprint: None,
+            trust: Trust::Blind,
+            active: false,
+            versions: Versions::BOTH,
+            label: Some("Phone \"2\"".into()),
+        };
+        let line = device_line(&device);
         assert!(line.contains("42"));
         assert!(line.contains("blind"));
         assert!(line.contains("inactive"));
+        assert!(line.contains("legacy+omemo2"));
         assert!(line.contains("(identity key unknown)"));
+        assert!(line.contains("Phone \\\"2\\\""));
+        assert_eq!(versions_name(Versions::NONE), "-");
+        assert_eq!(versions_name(Versions::only(Version::Omemo2)), "omemo2");
+    }
+
+    #[test]
+    fn send_versions_map_to_the_manager_configuration() {
+        assert_eq!(
+            versions_of(VersionChoice::Legacy),
+            Versions::only(Version::Legacy)
+        );
+        assert_eq!(
+            versions_of(VersionChoice::Omemo2),
+            Versions::only(Version::Omemo2)
+        );
+        assert_eq!(versions_of(VersionChoice::Auto), Versions::BOTH);
     }
 }

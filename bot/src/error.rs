@@ -11,21 +11,15 @@ pub(crate) enum BotError {
     /// The OMEMO library failed.
     #[error(transparent)]
     Omemo(#[from] omemo::ManagerError),
+    /// The XMPP client failed.
+    #[error(transparent)]
+    Driver(#[from] omemo_tokio::DriverError),
     /// The store could not be opened.
     #[error("store: {0}")]
     Store(#[from] omemo::StoreError),
     /// Reading a file or writing a stanza failed.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
-    /// The server sent or we built something unusable.
-    #[error("XMPP: {0}")]
-    Protocol(String),
-    /// The connection ended for good.
-    #[error("the XMPP connection ended")]
-    Closed,
-    /// Something did not happen in time.
-    #[error("timed out {0}")]
-    Timeout(&'static str),
     /// `send --wait-reply` got no reply in time.
     #[error("no reply within {0} s")]
     NoReply(u64),
@@ -53,7 +47,10 @@ mod tests {
     fn exit_codes_distinguish_usage_timeouts_and_failures() {
         assert_eq!(BotError::Usage("x".into()).exit_code(), 2);
         assert_eq!(BotError::NoReply(5).exit_code(), 3);
-        assert_eq!(BotError::Closed.exit_code(), 1);
-        assert_eq!(BotError::Timeout("logging in").exit_code(), 1);
+        assert_eq!(
+            BotError::Driver(omemo_tokio::DriverError::Closed).exit_code(),
+            1
+        );
+        assert_eq!(BotError::Failed("no".into()).exit_code(), 1);
     }
 }

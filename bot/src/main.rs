@@ -1,16 +1,14 @@
 //! `omemo-bot`: an OMEMO echo bot and command-line tool for XMPP.
 //!
-//! A thin driver around the sans-I/O [`omemo::Manager`]: tokio-xmpp moves the stanzas,
-//! the library does every OMEMO step, and the SQLite store keeps the state (committed
-//! before anything is sent, so a killed bot loses nothing it answered).
+//! A thin user of the [`omemo_tokio`] driver: the driver moves the stanzas, the
+//! [`omemo`] library does every OMEMO step in both versions, and the SQLite store keeps
+//! the state (committed before anything is sent, so a killed bot loses nothing it
+//! answered). This crate holds the command line and what the echo bot answers.
 
-mod carbons;
 mod cli;
 mod commands;
 mod error;
-mod session;
 mod uri;
-mod xmpp;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -36,8 +34,6 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let log_json = cli.log_json;
     init_logging(log_json);
-    // The TLS backend of tokio-xmpp (rustls on ring); fails only if one is installed.
-    let _ = tokio_xmpp::rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -94,5 +94,11 @@ pub(crate) const BUNDLE_RETRY_SECS: u64 = 24 * 3600;
 pub(crate) const MAX_DEVICE_ID: u32 = 0x7fff_ffff;
 /// Keys addressed to this device that one message may make it try.
 pub(crate) const MAX_KEY_ATTEMPTS: usize = 3;
-/// An IQ request without an answer for this long is forgotten by `Manager::tick`.
+/// An IQ request without an answer for this long is forgotten by
+/// `Manager::handle_timeout`.
 pub(crate) const REQUEST_TIMEOUT_SECS: u64 = 60;
+/// At most one repair of the own device lists per this period, however many messages
+/// arrive that were not encrypted for this device.
+pub(crate) const REPAIR_EVERY_SECS: u64 = 60;
+/// How long `Manager::send` holds a message for the device lists and bundles it needs.
+pub(crate) const DEFAULT_SEND_TIMEOUT_SECS: u64 = 15;

@@ -2,10 +2,12 @@
 //! OMEMO (`eu.siacs.conversations.axolotl`, spoken by Conversations, Dino, Gajim, Monal,
 //! Profanity and slixmpp-omemo) and OMEMO 2 (`urn:xmpp:omemo:2`), see [`Version`].
 //!
-//! The [`Manager`] is the crate's entry point. It does no I/O: stanzas, IQ answers and the
-//! time go in; stanzas and IQ requests to send come out. It keeps identity, devices,
-//! sessions and trust in a [`Store`] ([`SqliteStore`] on disk, [`MemoryStore`] for
-//! tests). The XML it speaks lives in version-named modules ([`stanza::legacy`]).
+//! The [`Manager`] is the crate's entry point. It does no I/O: every incoming stanza and
+//! the time go in ([`Manager::handle_stanza`], [`Manager::handle_timeout`]); stanzas to
+//! send and [`Event`]s come out ([`Manager::poll_transmit`], [`Manager::poll_event`]). It
+//! speaks both versions from one identity and keeps identity, devices, sessions and trust
+//! in a [`Store`] ([`SqliteStore`] on disk, [`MemoryStore`] for tests). The XML it speaks
+//! lives in version-named modules ([`stanza::legacy`], [`stanza::omemo2`]).
 //! What devices publish ([`PreKeyBundle`], [`IdentityKey`], [`PublicKey`]) is at the
 //! root too. The low-level layers (key pairs and secrets, X3DH, the Double Ratchet, wire
 //! messages, the payload cipher) are in `omemo::hazmat`, behind the `hazmat` feature.
@@ -20,14 +22,14 @@
 //! let mut manager = Manager::open(MemoryStore::default(), &me, ManagerConfig::default(), &mut rng, 0)?;
 //! println!("device {} with fingerprint {}", manager.device_id(), manager.fingerprint());
 //!
-//! // A new device first fetches its device list and publishes its bundle: the IQ
-//! // requests go to your XMPP connection, their answers back to `handle_iq`.
+//! // A new device first fetches its device lists and publishes its bundles: the IQ
+//! // requests go to your XMPP connection, their answers back to `handle_stanza`.
 //! let mut requests = 0;
-//! while let Some(request) = manager.poll_request() {
-//!     assert_eq!(request.stanza.name(), "iq");
+//! while let Some(stanza) = manager.poll_transmit() {
+//!     assert_eq!(stanza.name(), "iq");
 //!     requests += 1;
 //! }
-//! assert!(requests > 0);
+//! assert_eq!(requests, 4); // two device lists, two bundles
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -73,8 +75,8 @@ pub use error::{
 pub use bundle::PreKeyBundle;
 pub use keys::{Fingerprint, IdentityKey, PublicKey};
 pub use manager::{
-    Decrypted, DeviceInfo, Encrypted, Manager, ManagerConfig, Recipient, Request, SkipReason,
-    SkippedDevice, TrustPolicy,
+    Decrypted, DeviceInfo, Encrypted, Event, Handled, Manager, ManagerConfig, MessageId, Recipient,
+    SkipReason, SkippedDevice, TrustPolicy, Via,
 };
 pub use ratchet::RatchetLimits;
 #[cfg(feature = "sqlite")]

@@ -354,11 +354,18 @@ fn device_labels_show_only_with_a_valid_signature() {
     unsigned[0].label_signature = None;
     for list in [tampered, unsigned] {
         let event = list_event("bob@example.org", &list);
-        assert!(alice.manager.handle_event(&event, world.now).unwrap());
+        let handled = alice
+            .manager
+            .handle_stanza(&event, &mut omemo::os_rng(), world.now)
+            .unwrap();
+        assert_eq!(handled, omemo::Handled::DeviceList);
         assert_eq!(label(&mut alice, &world), None);
     }
     let event = list_event("bob@example.org", &published);
-    alice.manager.handle_event(&event, world.now).unwrap();
+    alice
+        .manager
+        .handle_stanza(&event, &mut omemo::os_rng(), world.now)
+        .unwrap();
     assert_eq!(label(&mut alice, &world).as_deref(), Some("Bob's phone"));
 }
 

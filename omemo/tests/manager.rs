@@ -10,8 +10,8 @@ use common::pep::{
 };
 use minidom::Element;
 use omemo::{
-    Manager, ManagerConfig, ManagerError, MemoryStore, SkipReason, SqliteStore, Store, Trust,
-    Version, Versions,
+    Handled, Manager, ManagerConfig, ManagerError, MemoryStore, SkipReason, SqliteStore, Store,
+    Trust, Version, Versions,
 };
 
 /// Runs each scenario (a function of the versions every device speaks) three times:
@@ -88,11 +88,11 @@ fn first_contact_by_prekey_message_and_reply(versions: Versions) {
     assert_eq!(received.device_id, alice.manager.device_id());
     assert_eq!(received.trust, Trust::Blind);
     // Bob completes the session with an empty message, which Alice takes silently.
-    let completion = bob.manager.poll_message().expect("session completion");
+    let completion = bob.next_message().expect("session completion");
     let completion = with_from(completion, &bob.full_jid);
     assert_eq!(world.receive(&mut alice, &completion).unwrap().body, None);
     assert!(
-        alice.manager.poll_message().is_none(),
+        alice.next_message().is_none(),
         "an empty message is never answered"
     );
     let reply = world.send(&mut bob, "alice@example.org", "Hi Alice");
@@ -149,7 +149,11 @@ fn added_and_removed_devices_are_followed(versions: Versions) {
     let mut rng = omemo::os_rng();
     for (i, version) in versions.iter().rev().enumerate() {
         let event = device_list_event(version, "bob@example.org", &[&remaining]);
-        assert!(alice.manager.handle_event(&event, world.now).unwrap());
+        let handled = alice
+            .manager
+            .handle_stanza(&event, &mut rng, world.now)
+            .unwrap();
+        assert_eq!(handled, Handled::DeviceList);
         if i + 1 < lists(&world) {
             world.prepare(&mut alice, "bob@example.org");
             let on_one_list = alice
@@ -186,12 +190,14 @@ fn added_and_removed_devices_are_followed(versions: Versions) {
     assert_eq!(body(world.receive(&mut bob1, &third)), "one again");
     // A list notification that drops a device's own id makes it re-add itself.
     let own_drop = device_list_event(world.version(), "bob@example.org", &[&remaining]);
-    bob2.manager.handle_event(&own_drop, world.now).unwrap();
+    bob2.manager
+        .handle_stanza(&own_drop, &mut rng, world.now)
+        .unwrap();
     let request = bob2
         .manager
-        .poll_request()
+        .poll_transmit()
         .expect("re-publish of the device list");
-    assert!(String::from(&request.stanza).contains(&bob2.manager.device_id().to_string()));
+    assert!(String::from(&request).contains(&bob2.manager.device_id().to_string()));
 }
 
 fn prekeys_are_refilled_after_many_new_senders(versions: Versions) {
@@ -226,7 +232,7 @@ fn signed_prekey_rotation_keeps_the_old_key_for_messages_in_flight(versions: Ver
     );
     let mut rng = omemo::os_rng();
     world.now += 8 * DAY;
-    bob.manager.tick(&mut rng, world.now).unwrap();
+    bob.manager.handle_timeout(&mut rng, world.now).unwrap();
     world.run(&mut bob);
     let new_spk = own_bundle(&world, &bob.manager).signed_pre_key_id;
     assert_ne!(new_spk, old_spk);
@@ -236,7 +242,7 @@ fn signed_prekey_rotation_keeps_the_old_key_for_messages_in_flight(versions: Ver
     );
     // Once the grace period is over, the old key is gone.
     world.now += 8 * DAY;
-    bob.manager.tick(&mut rng, world.now).unwrap();
+    bob.manager.handle_timeout(&mut rng, world.now).unwrap();
     world.run(&mut bob);
     assert_eq!(
         world.receive(&mut bob, &very_late).unwrap_err(),
@@ -401,7 +407,7 @@ fn absurd_device_lists_are_refused(versions: Versions) {
             .is_empty()
     );
     assert_eq!(
-        alice.manager.poll_request(),
+        alice.manager.poll_transmit(),
         None,
         "no bundle fetches for a refused list"
     );
@@ -465,20 +471,26 @@ fn temporary_bundle_fetch_errors_are_retried_and_lost_connections_forgotten(vers
         .unwrap();
     // The device lists come; the bundle fetch times out at the server.
     for _ in 0..lists(&world) {
-        let list = alice.manager.poll_request().unwrap();
-        let answer = world.pep.answer("alice@example.org", &list.stanza);
-        alice
+        let list = alice.manager.poll_transmit().unwrap();
+        let answer = world.pep.answer("alice@example.org", &list);
+        let handled = alice
             .manager
-            .handle_iq(&answer, &mut rng, world.now)
+            .handle_stanza(&answer, &mut rng, world.now)
             .unwrap();
+        assert_eq!(handled, Handled::Response);
     }
-    let fetch = alice.manager.poll_request().unwrap();
-    let timeout = common::pep::error(&fetch.id, "bob@example.org", "remote-server-timeout");
+    let fetch = alice.manager.poll_transmit().unwrap();
+    let timeout = common::pep::error(
+        fetch.attr("id").unwrap(),
+        "bob@example.org",
+        "remote-server-timeout",
+    );
     assert!(
         alice
             .manager
-            .handle_iq(&timeout, &mut rng, world.now)
+            .handle_stanza(&timeout, &mut rng, world.now)
             .unwrap()
+            == Handled::Response
     );
     let devices = alice
         .manager
@@ -495,13 +507,14 @@ fn temporary_bundle_fetch_errors_are_retried_and_lost_connections_forgotten(vers
     );
     alice.manager.connection_lost();
     assert_eq!(alice.manager.pending_requests(), 0);
-    assert!(alice.manager.poll_request().is_none());
+    assert!(alice.manager.poll_transmit().is_none());
     // An answer to a forgotten request is not ours any more.
     assert!(
-        !alice
+        alice
             .manager
-            .handle_iq(&timeout, &mut rng, world.now)
+            .handle_stanza(&timeout, &mut rng, world.now)
             .unwrap()
+            != Handled::Response
     );
     world.send(&mut alice, "bob@example.org", "works after reconnecting");
     drop(bob);
@@ -534,17 +547,20 @@ fn refused_publish_options_lead_to_node_configuration_and_a_new_publish(versions
 
 fn device_lists_with_several_items_merge_and_belong_to_their_bare_jid(versions: Versions) {
     let mut world = World::speaking(versions);
+    let mut rng = omemo::os_rng();
     let mut alice = world.device("alice@example.org", "phone");
     let now = world.now;
     // Two items (clients that did not use 'current'), sent from a full JID.
     assert!(
         alice
             .manager
-            .handle_event(
+            .handle_stanza(
                 &device_list_event(world.version(), "bob@example.org/laptop", &[&[1, 2], &[3]]),
+                &mut rng,
                 now
             )
             .unwrap()
+            == Handled::DeviceList
     );
     let ids: Vec<u32> = alice
         .manager
@@ -557,7 +573,13 @@ fn device_lists_with_several_items_merge_and_belong_to_their_bare_jid(versions: 
     // An event without a sender is attributed to nobody.
     let mut anonymous = device_list_event(world.version(), "x@example.org", &[&[9]]);
     anonymous.attrs_mut().clear();
-    assert!(!alice.manager.handle_event(&anonymous, now).unwrap());
+    assert_eq!(
+        alice
+            .manager
+            .handle_stanza(&anonymous, &mut rng, now)
+            .unwrap(),
+        Handled::Unhandled
+    );
     assert!(
         alice
             .manager
@@ -578,7 +600,10 @@ fn device_lists_with_several_items_merge_and_belong_to_their_bare_jid(versions: 
                 .build(),
         )
         .build();
-    assert!(!alice.manager.handle_event(&other, now).unwrap());
+    assert_eq!(
+        alice.manager.handle_stanza(&other, &mut rng, now).unwrap(),
+        Handled::Unhandled
+    );
 }
 
 fn unsolicited_empty_key_exchange_is_consumed_silently(versions: Versions) {
@@ -592,7 +617,8 @@ fn unsolicited_empty_key_exchange_is_consumed_silently(versions: Versions) {
         .manager
         .queue_empty_message(&bare("bob@example.org"), bob.manager.device_id(), &mut rng)
         .unwrap();
-    let empty = with_from(gajim.manager.poll_message().unwrap(), &gajim.full_jid);
+    world.run(&mut gajim);
+    let empty = with_from(gajim.next_message().unwrap(), &gajim.full_jid);
     let flag = match world.version() {
         Version::Legacy => "prekey='true'",
         Version::Omemo2 => "kex='true'",
@@ -604,7 +630,7 @@ fn unsolicited_empty_key_exchange_is_consumed_silently(versions: Versions) {
     let received = world.receive(&mut bob, &empty).unwrap();
     assert_eq!(received.body, None);
     assert!(
-        bob.manager.poll_message().is_none(),
+        bob.next_message().is_none(),
         "an empty message is never answered"
     );
     // The session it built carries the next real message.
@@ -624,27 +650,21 @@ fn heartbeat_after_many_messages_without_reply(versions: Versions) {
     let mut bob = world.device("bob@example.org", "laptop");
     let first = world.send(&mut alice, "bob@example.org", "m0");
     world.receive(&mut bob, &first).unwrap();
-    let completion = with_from(bob.manager.poll_message().unwrap(), &bob.full_jid);
+    let completion = with_from(bob.next_message().unwrap(), &bob.full_jid);
     world.receive(&mut alice, &completion).unwrap();
     for i in 1..=53 {
         let stanza = world.send(&mut alice, "bob@example.org", &format!("m{i}"));
         world.receive(&mut bob, &stanza).unwrap();
-        assert!(
-            bob.manager.poll_message().is_none(),
-            "no heartbeat after {i}"
-        );
+        assert!(bob.next_message().is_none(), "no heartbeat after {i}");
     }
     let stanza = world.send(&mut alice, "bob@example.org", "m54");
     world.receive(&mut bob, &stanza).unwrap();
-    let heartbeat = with_from(
-        bob.manager.poll_message().expect("heartbeat"),
-        &bob.full_jid,
-    );
+    let heartbeat = with_from(bob.next_message().expect("heartbeat"), &bob.full_jid);
     assert_eq!(world.receive(&mut alice, &heartbeat).unwrap().body, None);
     // After the heartbeat Alice ratchets: Bob's count starts again.
     let stanza = world.send(&mut alice, "bob@example.org", "m55");
     world.receive(&mut bob, &stanza).unwrap();
-    assert!(bob.manager.poll_message().is_none());
+    assert!(bob.next_message().is_none());
 }
 
 fn devices_silent_for_too_long_are_not_encrypted_to(versions: Versions) {
@@ -883,7 +903,7 @@ fn decrypt_commits_once_and_only_after_authentication(versions: Versions) {
         world.now,
     )
     .unwrap();
-    while bob.manager.poll_request().is_some() {}
+    while bob.manager.poll_transmit().is_some() {}
     let before = bob.manager.store().commits;
     let mut rng = omemo::os_rng();
     assert_eq!(
@@ -932,20 +952,24 @@ fn a_burst_of_new_senders_queues_one_bundle_publication(versions: Versions) {
             .pep
             .set_bundle("bob@example.org", version, bob_id, &current);
     }
-    let requests: Vec<_> = std::iter::from_fn(|| bob.manager.poll_request()).collect();
+    let requests: Vec<_> = std::iter::from_fn(|| bob.manager.poll_transmit()).collect();
     let publications = requests
         .iter()
         .filter(|r| {
-            let xml = String::from(&r.stanza).replace('"', "'");
+            let xml = String::from(*r).replace('"', "'");
             xml.contains("<publish ")
                 && xml.contains(&format!("node='{bundle_node}'"))
                 && xml.contains(&format!("id='{bundle_item_id}'"))
         })
         .count();
     assert_eq!(publications, 1, "one up-to-date bundle publication");
-    for request in &requests {
-        let answer = world.pep.answer("bob@example.org", &request.stanza);
-        bob.manager.handle_iq(&answer, &mut rng, world.now).unwrap();
+    for request in requests.iter().filter(|r| r.name() == "iq") {
+        let answer = world.pep.answer("bob@example.org", request);
+        let handled = bob
+            .manager
+            .handle_stanza(&answer, &mut rng, world.now)
+            .unwrap();
+        assert_eq!(handled, Handled::Response);
     }
     world.run(&mut bob);
     assert_eq!(
@@ -966,19 +990,20 @@ fn iq_answers_from_anyone_but_the_asked_entity_are_ignored(versions: Versions) {
         .manager
         .prepare(&[bare("bob@example.org")], world.now)
         .unwrap();
-    let request = alice.manager.poll_request().unwrap();
+    let request = alice.manager.poll_transmit().unwrap();
     // Mallory answers Alice's fetch of Bob's device list with a list of her choice.
-    let mut forged = world.pep.answer("bob@example.org", &request.stanza);
+    let mut forged = world.pep.answer("bob@example.org", &request);
     forged.set_attr(
         minidom::rxml::Namespace::NONE,
         "from".try_into().unwrap(),
         "mallory@example.org/x".to_owned(),
     );
     assert!(
-        !alice
+        alice
             .manager
-            .handle_iq(&forged, &mut rng, world.now)
+            .handle_stanza(&forged, &mut rng, world.now)
             .unwrap()
+            != Handled::Response
     );
     assert_eq!(
         alice.manager.pending_requests(),
@@ -986,25 +1011,27 @@ fn iq_answers_from_anyone_but_the_asked_entity_are_ignored(versions: Versions) {
         "the request still waits for Bob's server"
     );
     // A stanza of the wrong type with the right id and sender is not an answer either.
-    let mut wrong_type = world.pep.answer("bob@example.org", &request.stanza);
+    let mut wrong_type = world.pep.answer("bob@example.org", &request);
     wrong_type.set_attr(
         minidom::rxml::Namespace::NONE,
         "type".try_into().unwrap(),
         "set".to_owned(),
     );
     assert!(
-        !alice
+        alice
             .manager
-            .handle_iq(&wrong_type, &mut rng, world.now)
+            .handle_stanza(&wrong_type, &mut rng, world.now)
             .unwrap()
+            != Handled::Response
     );
     // The real answer (from Bob's bare JID) is taken.
-    let genuine = world.pep.answer("bob@example.org", &request.stanza);
+    let genuine = world.pep.answer("bob@example.org", &request);
     assert!(
         alice
             .manager
-            .handle_iq(&genuine, &mut rng, world.now)
+            .handle_stanza(&genuine, &mut rng, world.now)
             .unwrap()
+            == Handled::Response
     );
     world.run(&mut alice);
     let devices = alice
@@ -1019,16 +1046,19 @@ fn iq_answers_from_anyone_but_the_asked_entity_are_ignored(versions: Versions) {
 
 fn trust_needs_a_known_identity_and_device_id_zero_is_ignored(versions: Versions) {
     let mut world = World::speaking(versions);
+    let mut rng = omemo::os_rng();
     let mut alice = world.device("alice@example.org", "phone");
     let now = world.now;
     assert!(
         alice
             .manager
-            .handle_event(
+            .handle_stanza(
                 &device_list_event(world.version(), "bob@example.org", &[&[0, 7]]),
+                &mut rng,
                 now,
             )
             .unwrap()
+            == Handled::DeviceList
     );
     let ids: Vec<u32> = alice
         .manager
@@ -1061,8 +1091,8 @@ fn requests_without_an_answer_are_forgotten_and_asked_again(versions: Versions) 
             .unwrap(),
         lists(&world)
     );
-    let lost = alice.manager.poll_request().unwrap();
-    while alice.manager.poll_request().is_some() {}
+    let lost = alice.manager.poll_transmit().unwrap();
+    while alice.manager.poll_transmit().is_some() {}
     // The answer never comes; asking again is suppressed while the request is pending.
     assert_eq!(
         alice
@@ -1071,20 +1101,26 @@ fn requests_without_an_answer_are_forgotten_and_asked_again(versions: Versions) 
             .unwrap(),
         lists(&world)
     );
-    assert!(alice.manager.poll_request().is_none());
+    assert!(alice.manager.poll_transmit().is_none());
     world.now += 30;
-    alice.manager.tick(&mut rng, world.now).unwrap();
+    alice.manager.handle_timeout(&mut rng, world.now).unwrap();
     assert_eq!(
         alice.manager.pending_requests(),
         lists(&world),
         "still within the timeout"
     );
     world.now += 31;
-    alice.manager.tick(&mut rng, world.now).unwrap();
+    alice.manager.handle_timeout(&mut rng, world.now).unwrap();
     assert_eq!(alice.manager.pending_requests(), 0);
     // A late answer to the forgotten request is not taken; a new request goes out.
-    let late = world.pep.answer("alice@example.org", &lost.stanza);
-    assert!(!alice.manager.handle_iq(&late, &mut rng, world.now).unwrap());
+    let late = world.pep.answer("alice@example.org", &lost);
+    assert!(
+        alice
+            .manager
+            .handle_stanza(&late, &mut rng, world.now)
+            .unwrap()
+            != Handled::Response
+    );
     let stanza = world.send(&mut alice, "bob@example.org", "asked again");
     assert!(String::from(&stanza).contains("encrypted"));
 }

@@ -108,7 +108,7 @@ fn oldmemo_builds_a_session_from_the_published_bundle_xml() {
         (PY_JID, PY_DEVICE)
     );
     // The manager's session completion (an empty message) parses and decrypts in oldmemo.
-    let completion = rust.manager.poll_message().expect("session completion");
+    let completion = rust.next_message().expect("session completion");
     assert_eq!(py_decrypt(&mut peer, rust_device, &completion), Value::Null);
     // Conversation both ways through the XML of both sides.
     for i in 0..20 {

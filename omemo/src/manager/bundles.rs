@@ -3,6 +3,7 @@
 
 use rand_core::CryptoRng;
 
+use super::events::Event;
 use super::request::{Pending, Publication};
 use super::{Manager, SkipReason};
 use crate::consts::BUNDLE_RETRY_SECS;
@@ -145,6 +146,7 @@ impl<S: Store> Manager<S> {
         };
         let mut batch = Batch::default();
         let mut new_session = None;
+        let (mut identity_learned, mut identity_refused) = (false, false);
         match result {
             Ok((bundle, session)) => {
                 let key = *bundle.identity_key.curve25519().as_bytes();
@@ -152,11 +154,13 @@ impl<S: Store> Manager<S> {
                     Some(known) if known != key => {
                         tracing::warn!(%jid, device_id, "bundle identity key differs from the known one; refused");
                         record.bundle_failed_at = Some(now);
+                        identity_refused = true;
                     }
                     known => {
                         if known.is_none() {
                             record.identity_key = Some(key);
                             record.trust = initial_trust;
+                            identity_learned = true;
                         }
                         record.bundle_failed_at = None;
                         batch.ops.push(Op::PutSession {
@@ -177,6 +181,15 @@ impl<S: Store> Manager<S> {
         batch.ops.push(Op::PutDevice(record.clone()));
         self.store.commit(batch)?;
         // Committed: now memory.
+        if identity_learned {
+            self.identity_learned(&record);
+        }
+        if identity_refused {
+            self.events.push_back(Event::IdentityChangeRefused {
+                jid: jid.to_owned(),
+                device_id,
+            });
+        }
         self.cache_device(record)?;
         if let Some(session) = new_session {
             self.sessions.insert(jid, device_id, session);

@@ -3,6 +3,7 @@
 
 use minidom::Element;
 
+use super::events::Event;
 use super::request::{Pending, Publication};
 use super::{Manager, SkipReason};
 use crate::Fingerprint;
@@ -176,6 +177,18 @@ impl<S: Store> Manager<S> {
         Ok(())
     }
 
+    /// Reports a device whose identity key just became known, when it waits for a trust
+    /// decision.
+    pub(super) fn identity_learned(&mut self, record: &DeviceRecord) {
+        if let (Trust::Undecided, Some(key)) = (record.trust, record.identity_key) {
+            self.events.push_back(Event::TrustDecisionNeeded {
+                jid: record.jid.clone(),
+                device_id: record.device_id,
+                fingerprint: Fingerprint::from_bytes(key),
+            });
+        }
+    }
+
     /// Puts a committed record into the cache (replacing the one with its id).
     pub(super) fn cache_device(&mut self, record: DeviceRecord) -> Result<(), ManagerError> {
         self.directory.cache(&self.store, record)
@@ -211,7 +224,11 @@ impl<S: Store> Manager<S> {
 
     /// Handles a PEP notification (a `<message>` with a pubsub event). Returns `false`
     /// for events of other nodes (and of versions not spoken).
-    pub fn handle_event(&mut self, message: &Element, now: u64) -> Result<bool, ManagerError> {
+    pub(super) fn handle_event(
+        &mut self,
+        message: &Element,
+        now: u64,
+    ) -> Result<bool, ManagerError> {
         self.clock = self.clock.max(now);
         let Some(event) = stanza::parse_event(message) else {
             return Ok(false);
@@ -296,6 +313,7 @@ impl<S: Store> Manager<S> {
         }
         let mut records = self.device_records(jid)?.clone();
         let mut changed = Vec::new();
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
         for record in records.iter_mut() {
             let entry = entries.iter().find(|d| d.id == record.device_id);
             let mut updated = record.clone();
@@ -305,6 +323,12 @@ impl<S: Store> Manager<S> {
                 updated.label_signature.clone_from(&entry.label_signature);
             }
             if updated != *record {
+                let spoken = self.config.versions;
+                if !listed_in(record, spoken) && listed_in(&updated, spoken) {
+                    added.push((updated.device_id, updated.listed));
+                } else if listed_in(record, spoken) && !listed_in(&updated, spoken) {
+                    removed.push(updated.device_id);
+                }
                 *record = updated;
                 changed.push(record.clone());
             }
@@ -316,6 +340,7 @@ impl<S: Store> Manager<S> {
             let mut record = new_device(jid, entry.id, Versions::only(version));
             record.label.clone_from(&entry.label);
             record.label_signature.clone_from(&entry.label_signature);
+            added.push((record.device_id, record.listed));
             records.push(record.clone());
             changed.push(record);
         }
@@ -327,6 +352,19 @@ impl<S: Store> Manager<S> {
             })?;
         }
         // Committed: now memory.
+        for (device_id, versions) in added {
+            self.events.push_back(Event::DeviceAdded {
+                jid: jid.to_owned(),
+                device_id,
+                versions,
+            });
+        }
+        for device_id in removed {
+            self.events.push_back(Event::DeviceRemoved {
+                jid: jid.to_owned(),
+                device_id,
+            });
+        }
         if self
             .directory
             .list_answered(jid, version, Some(records), self.config.versions)
@@ -335,6 +373,11 @@ impl<S: Store> Manager<S> {
         }
         Ok(())
     }
+}
+
+/// Whether `record` is on a list of one of the `spoken` versions.
+fn listed_in(record: &DeviceRecord, spoken: Versions) -> bool {
+    spoken.iter().any(|v| record.listed.contains(v))
 }
 
 /// The PEP node of the device list of `version`.

@@ -261,16 +261,18 @@ impl<S: Store> Manager<S> {
                     skip(reason);
                     continue;
                 }
-                if !matches!(record.trust, Trust::Blind | Trust::Verified) {
-                    skip(SkipReason::Untrusted(record.trust));
-                    continue;
-                }
                 let Some(version) = self.version_for(&record) else {
                     skip(SkipReason::NotListed);
                     continue;
                 };
+                // Without a session the identity (and so the trust) may not be known yet:
+                // the missing session is the reason.
                 if self.session(jid, record.device_id, version)?.is_none() {
                     skip(SkipReason::NoSession);
+                    continue;
+                }
+                if !matches!(record.trust, Trust::Blind | Trust::Verified) {
+                    skip(SkipReason::Untrusted(record.trust));
                     continue;
                 }
                 planned.push(Recipient {

@@ -1,28 +1,36 @@
 //! The session manager: the only module that knows keys, sessions, stanzas, devices,
-//! trust and the store. Sans-I/O: stanzas and `now` go in; stanzas to send, IQ requests
-//! and results come out.
+//! trust and the store. Sans-I/O, in the manner of quinn-proto's `Connection`: stanzas
+//! and `now` go in; stanzas to send, events and the next timeout come out.
 //!
 //! The caller drives it:
-//! - after [`Manager::open`], and after every call, send what [`Manager::poll_request`]
-//!   and [`Manager::poll_message`] yield;
-//! - feed IQ responses to [`Manager::handle_iq`] and PEP notifications (messages with a
-//!   pubsub event) to [`Manager::handle_event`];
-//! - before encrypting, call [`Manager::prepare`] and wait until the requests it queued
-//!   are answered; then [`Manager::encrypt`];
-//! - feed incoming OMEMO messages to [`Manager::decrypt`];
-//! - call [`Manager::tick`] now and then (signed prekey rotation, forgetting requests
-//!   whose answer never came).
+//! - after [`Manager::open`] and after every call, send each stanza
+//!   [`Manager::poll_transmit`] yields, and act on each [`Event`] from
+//!   [`Manager::poll_event`];
+//! - give every incoming stanza to [`Manager::handle_stanza`], which says what it was
+//!   ([`Handled`]): the answer to a request, a device-list notification, an OMEMO
+//!   message of either version (directly or as a carbon copy), or the application's;
+//! - send with [`Manager::send`], which holds a message until the device lists and
+//!   bundles it needs have arrived (or a deadline passed);
+//! - call [`Manager::handle_timeout`] when [`Manager::poll_timeout`] says;
+//! - on a lost connection call [`Manager::connection_lost`], and
+//!   [`Manager::connected`] on the new stream.
+//!
+//! [`Manager::prepare`], [`Manager::encrypt`] and [`Manager::decrypt`] are the immediate
+//! layer underneath, for callers that order the fetches themselves.
 //!
 //! Parts that own their state: [`own_device`] (identity, device id, the keys of the
-//! published bundle, their rotation and refill), [`request::Requests`] (IQ requests
-//! queued and unanswered), [`session_cache`] (the sessions in memory) and [`directory`]
-//! (device records and trust, which lists arrived, which bundles are wanted). The
-//! outgoing messages still live in [`Manager`] itself.
+//! published bundles, their rotation and refill), [`request::Requests`] (IQ requests
+//! queued and unanswered), [`session_cache`] (the sessions in memory), [`directory`]
+//! (device records and trust, which lists arrived, which bundles are wanted) and
+//! [`outbox`] (messages waiting for what they need).
 
 mod bundles;
 mod devices;
 mod directory;
+mod driving;
+mod events;
 mod fanout;
+mod outbox;
 mod own_device;
 mod receive;
 mod request;
@@ -34,11 +42,12 @@ use minidom::Element;
 use rand_core::CryptoRng;
 
 pub use devices::DeviceInfo;
+pub use events::{Event, Handled, MessageId, Via};
 pub use fanout::{Encrypted, Recipient, SkipReason, SkippedDevice};
 pub use receive::Decrypted;
-pub use request::Request;
 
 use directory::DeviceDirectory;
+use outbox::Outbox;
 use own_device::OwnDevice;
 use request::Requests;
 use session_cache::SessionCache;
@@ -46,7 +55,8 @@ use session_cache::SessionCache;
 use crate::Fingerprint;
 use crate::consts::{
     DEFAULT_HEARTBEAT_AFTER, DEFAULT_INACTIVE_AFTER_SECS, DEFAULT_MAX_DEVICES_PER_JID,
-    DEFAULT_PRE_KEY_COUNT, DEFAULT_SIGNED_PRE_KEY_GRACE_SECS, DEFAULT_SIGNED_PRE_KEY_ROTATION_SECS,
+    DEFAULT_PRE_KEY_COUNT, DEFAULT_SEND_TIMEOUT_SECS, DEFAULT_SIGNED_PRE_KEY_GRACE_SECS,
+    DEFAULT_SIGNED_PRE_KEY_ROTATION_SECS,
 };
 use crate::error::ManagerError;
 use crate::ratchet::RatchetLimits;
@@ -93,6 +103,9 @@ pub struct ManagerConfig {
     /// This device's label in the OMEMO 2 device list (signed with the identity key),
     /// shown by other clients next to its fingerprint.
     pub label: Option<String>,
+    /// How long [`Manager::send`] holds a message for the device lists and bundles it
+    /// needs, in seconds; then it goes to the devices known by then.
+    pub send_timeout_secs: u64,
 }
 
 impl Default for ManagerConfig {
@@ -112,6 +125,7 @@ impl Default for ManagerConfig {
             ratchet_limits: RatchetLimits::default(),
             versions: Versions::BOTH,
             label: None,
+            send_timeout_secs: DEFAULT_SEND_TIMEOUT_SECS,
         }
     }
 }
@@ -126,10 +140,10 @@ impl Default for ManagerConfig {
 /// let jid = BareJid::new("alice@example.org")?;
 /// let now = 1_700_000_000; // seconds since the Unix epoch
 /// let mut manager = Manager::open(MemoryStore::new(), &jid, ManagerConfig::default(), &mut rng, now)?;
-/// // The first requests fetch the own device list and publish the bundle: send each
-/// // `<iq>` and give the answer to `manager.handle_iq(&answer, &mut rng, now)`.
-/// let first = manager.poll_request().expect("a request");
-/// assert_eq!(first.stanza.name(), "iq");
+/// // The first requests fetch the own device lists and publish the bundles: send each
+/// // `<iq>` and give the answer to `manager.handle_stanza(&answer, &mut rng, now)`.
+/// let first = manager.poll_transmit().expect("a request");
+/// assert_eq!(first.name(), "iq");
 /// println!("device {} has fingerprint {}", manager.device_id(), manager.fingerprint());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -143,9 +157,17 @@ pub struct Manager<S: Store> {
     directory: DeviceDirectory,
     /// IQ requests queued for the caller and waiting for their answers.
     requests: Requests,
+    /// Messages given to `send` that wait for what they need.
+    outbox: Outbox,
     /// The latest `now` any call brought (requests are stamped with it).
     clock: u64,
+    /// Message stanzas to send (encrypted messages, completions, heartbeats).
     messages: VecDeque<Element>,
+    /// Events for the application.
+    events: VecDeque<Event>,
+    /// When the own device lists were last checked because a message was not for this
+    /// device.
+    last_repair: Option<u64>,
 }
 
 impl<S: Store> Manager<S> {
@@ -224,8 +246,11 @@ impl<S: Store> Manager<S> {
             sessions,
             directory: DeviceDirectory::default(),
             requests: Requests::default(),
+            outbox: Outbox::default(),
             clock: 0,
             messages: VecDeque::new(),
+            events: VecDeque::new(),
+            last_repair: None,
         }
     }
 
@@ -254,27 +279,30 @@ impl<S: Store> Manager<S> {
         self.store
     }
 
-    /// The next IQ request to send, if any.
-    pub fn poll_request(&mut self) -> Option<Request> {
-        self.requests.poll()
-    }
-
-    /// The next message stanza the manager wants sent (session completion and
-    /// heartbeat messages), if any.
-    pub fn poll_message(&mut self) -> Option<Element> {
-        self.messages.pop_front()
-    }
-
     /// Number of IQ requests sent and not yet answered through [`Manager::handle_iq`].
     pub fn pending_requests(&self) -> usize {
         self.requests.pending_count()
     }
 
     /// Forgets every request that was queued or sent: call it when the connection was
-    /// lost (their answers will never come), then [`Manager::publish_device`] and
-    /// [`Manager::publish_bundle`] on the new stream.
+    /// lost (their answers will never come), then [`Manager::connected`] on the new
+    /// stream. Messages given to [`Manager::send`] stay queued.
     pub fn connection_lost(&mut self) {
         self.requests.clear();
+    }
+
+    /// A new stream is up: fetches the own device lists (this device is put back where
+    /// missing) and republishes the bundles, and asks again for what queued messages
+    /// wait for.
+    pub fn connected(&mut self, now: u64) -> Result<(), ManagerError> {
+        self.clock = self.clock.max(now);
+        self.publish_device();
+        self.publish_bundle();
+        let waiting: Vec<jid::BareJid> = self.outbox.recipients();
+        if !waiting.is_empty() {
+            self.prepare(&waiting, now)?;
+        }
+        Ok(())
     }
 
     /// Drops the cached device records and sessions, so that changes another process made
@@ -283,14 +311,5 @@ impl<S: Store> Manager<S> {
     pub fn reload_from_store(&mut self) {
         self.directory.forget_records();
         self.sessions.clear();
-    }
-
-    /// Periodic housekeeping: rotates the signed prekey when it is due, drops replaced
-    /// ones past their grace period, and forgets IQ requests whose answer never came
-    /// (after a minute), so that they are asked again.
-    pub fn tick(&mut self, rng: &mut impl CryptoRng, now: u64) -> Result<(), ManagerError> {
-        self.clock = self.clock.max(now);
-        self.expire_requests(now);
-        self.rotate_signed_pre_key(rng, now)
     }
 }

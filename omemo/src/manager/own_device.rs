@@ -370,6 +370,23 @@ impl OwnDevice {
         (!rotation.keys.is_empty()).then_some(rotation)
     }
 
+    /// When [`OwnDevice::plan_rotation`] has something to do next: a signed prekey
+    /// rotation or the end of a grace period.
+    pub(super) fn next_rotation(&self, rotation_secs: u64, grace_secs: u64) -> Option<u64> {
+        self.bundles
+            .values()
+            .flat_map(|bundle| {
+                let keys = &bundle.signed_pre_keys;
+                let rotation = keys[keys.len() - 1]
+                    .created_at
+                    .saturating_add(rotation_secs);
+                let grace = keys.get(1).map(|k| k.created_at.saturating_add(grace_secs));
+                [Some(rotation), grace]
+            })
+            .flatten()
+            .min()
+    }
+
     /// Applies a committed rotation.
     pub(super) fn apply_rotation(&mut self, rotation: Rotation) {
         for (version, keys) in rotation.keys {

@@ -5,6 +5,7 @@ use rand_core::CryptoRng;
 
 use super::Manager;
 use super::devices::new_device;
+use super::events::Event;
 use super::own_device::Refill;
 use crate::consts::MAX_KEY_ATTEMPTS;
 use crate::error::{DecryptError, ManagerError};
@@ -138,6 +139,19 @@ impl<S: Store> Manager<S> {
         rng: &mut impl CryptoRng,
         now: u64,
     ) -> Result<Decrypted, ManagerError> {
+        let own = self.own.jid.clone();
+        self.decrypt_for(message, &own, rng, now)
+    }
+
+    /// [`Manager::decrypt`] of a message whose SCE `to` must be `recipient` (this
+    /// account, or the contact a carbon copy of a sent message went to).
+    pub(super) fn decrypt_for(
+        &mut self,
+        message: &Element,
+        recipient: &str,
+        rng: &mut impl CryptoRng,
+        now: u64,
+    ) -> Result<Decrypted, ManagerError> {
         self.clock = self.clock.max(now);
         let from = message.attr("from").ok_or(ManagerError::MissingSender)?;
         let sender = jid::Jid::new(from)
@@ -176,7 +190,8 @@ impl<S: Store> Manager<S> {
                     .map_err(ManagerError::from)
                     .and_then(|parsed| self.open_key(&sender, device_id, &parsed, rng))
                     .and_then(|opened| {
-                        let plaintext = self.open_payload(&sender, incoming, &opened.key)?;
+                        let plaintext =
+                            self.open_payload(&sender, recipient, incoming, &opened.key)?;
                         Ok((opened, plaintext))
                     });
                 match opened {
@@ -195,6 +210,7 @@ impl<S: Store> Manager<S> {
     fn open_payload(
         &self,
         sender: &str,
+        recipient: &str,
         incoming: &Incoming,
         key: &KeyMaterial,
     ) -> Result<Plaintext, ManagerError> {
@@ -213,7 +229,7 @@ impl<S: Store> Manager<S> {
                 let envelope = sce::open(&bytes)?;
                 Ok(Plaintext {
                     body: envelope.body(),
-                    affix_violations: envelope.check(sender, &self.own.jid),
+                    affix_violations: envelope.check(sender, recipient),
                     opt_out: envelope.opt_out(),
                     content: envelope.content,
                 })
@@ -250,6 +266,10 @@ impl<S: Store> Manager<S> {
                     .find(|r| r.device_id == device_id)
                     .and_then(|r| r.identity_key);
                 if known.is_some_and(|k| k != *kex.identity_key().curve25519().as_bytes()) {
+                    self.events.push_back(Event::IdentityChangeRefused {
+                        jid: sender.to_owned(),
+                        device_id,
+                    });
                     return Err(ManagerError::IdentityChanged {
                         jid: sender.to_owned(),
                         device_id,
@@ -314,7 +334,8 @@ impl<S: Store> Manager<S> {
         let mut record = known
             .map(|i| records[i].clone())
             .unwrap_or_else(|| new_device(sender, device_id, Versions::NONE));
-        if record.identity_key.is_none() {
+        let identity_learned = record.identity_key.is_none();
+        if identity_learned {
             record.identity_key = Some(*session.remote_identity().curve25519().as_bytes());
             record.trust = initial_trust;
         }
@@ -324,6 +345,9 @@ impl<S: Store> Manager<S> {
 
         // Committed: now memory.
         let trust = record.trust;
+        if identity_learned {
+            self.identity_learned(&record);
+        }
         self.cache_device(record)?;
         let heartbeat = session.receiving_chain_length() > self.config.heartbeat_after;
         self.sessions.insert(sender, device_id, session);

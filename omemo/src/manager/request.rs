@@ -6,6 +6,7 @@ use minidom::Element;
 use rand_core::CryptoRng;
 
 use super::Manager;
+use super::events::Event;
 use crate::consts::REQUEST_TIMEOUT_SECS;
 use crate::error::ManagerError;
 use crate::stanza::omemo2::{self, ListedDevice};
@@ -13,13 +14,11 @@ use crate::stanza::{self, StanzaError, legacy};
 use crate::store::Store;
 use crate::version::Version;
 
-/// An IQ stanza to send. Its response goes to [`Manager::handle_iq`].
+/// An IQ stanza to send, with its id.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Request {
-    /// The IQ id, also set on `stanza`.
-    pub id: String,
-    /// The `<iq>` element.
-    pub stanza: Element,
+pub(super) struct Request {
+    pub(super) id: String,
+    pub(super) stanza: Element,
 }
 
 /// What a publish put on the own PEP service, to publish again after configuring the
@@ -171,6 +170,24 @@ impl Requests {
         self.pending.values().any(|(p, _)| p == wanted)
     }
 
+    /// Whether a device list or bundle of `jid` is being fetched.
+    pub(super) fn fetching(&self, jid: &str) -> bool {
+        self.pending.values().any(|(p, _)| match p {
+            Pending::FetchDeviceList { jid: j, .. } | Pending::FetchBundle { jid: j, .. } => {
+                j == jid
+            }
+            _ => false,
+        })
+    }
+
+    /// When the oldest unanswered request expires.
+    pub(super) fn next_expiry(&self) -> Option<u64> {
+        self.pending
+            .values()
+            .map(|(_, at)| at + REQUEST_TIMEOUT_SECS)
+            .min()
+    }
+
     /// What the request `id` is for, if it is one of ours and unanswered.
     pub(super) fn get(&self, id: &str) -> Option<&Pending> {
         self.pending.get(id).map(|(pending, _)| pending)
@@ -237,7 +254,7 @@ impl<S: Store> Manager<S> {
 
     /// Handles an IQ response (`type='result'` or `type='error'`). Returns `false` when
     /// the IQ is not the answer to one of this manager's requests.
-    pub fn handle_iq(
+    pub(super) fn handle_iq(
         &mut self,
         iq: &Element,
         rng: &mut impl CryptoRng,
@@ -316,7 +333,12 @@ impl<S: Store> Manager<S> {
                             tracing::info!(%condition, "publish refused, configuring the node");
                             self.configure(publication, attempt);
                         }
-                        _ => tracing::warn!(%condition, "publish failed"),
+                        _ => {
+                            tracing::warn!(%condition, "publish failed");
+                            let (node, _) = self.item_of(&publication);
+                            self.events
+                                .push_back(Event::PublicationFailed { node, condition });
+                        }
                     }
                 }
             }

@@ -21,9 +21,9 @@
 use minidom::Element;
 
 use super::xml::{
-    FORM_NODE_CONFIG, FORM_PUBLISH_OPTIONS, NS_CLIENT, NS_DATA_FORMS, NS_PUBSUB, NS_PUBSUB_ERRORS,
+    FORM_NODE_CONFIG, FORM_PUBLISH_OPTIONS, NS_DATA_FORMS, NS_PUBSUB, NS_PUBSUB_ERRORS,
     NS_PUBSUB_EVENT, NS_PUBSUB_OWNER, NS_STANZA_ERRORS, bare_jid, check_count, children_named,
-    element, element_with, required_child, set_attr, shorten, text_element,
+    element, element_with, iq, required_child, set_attr, shorten, text_element,
 };
 use crate::consts::MAX_PUBSUB_ITEMS;
 use crate::error::StanzaError;
@@ -258,15 +258,6 @@ fn item_payloads(items: &Element, namespace: &'static str) -> Result<Vec<Element
         .collect())
 }
 
-fn iq(kind: &str, id: &str, to: Option<&str>, child: Element) -> Element {
-    let mut iq = element_with("iq", NS_CLIENT, &[("type", kind), ("id", id)]);
-    if let Some(to) = to {
-        set_attr(&mut iq, "to", to);
-    }
-    iq.append_child(child);
-    iq
-}
-
 /// `<x xmlns='jabber:x:data' type='submit'>` with a hidden FORM_TYPE and `fields`.
 fn submit_form(form_type: &str, fields: &[(&str, &str)]) -> Element {
     let mut form = element_with("x", NS_DATA_FORMS, &[("type", "submit")]);
@@ -294,6 +285,7 @@ mod tests {
         DEVICE_LIST_NODE, bundle_node, device_list_element, parse_bundle, parse_device_list,
     };
     use crate::stanza::test_support::{parse, reparse};
+    use crate::stanza::xml::NS_CLIENT;
 
     /// `(var, type, values)` of each field of a data form.
     fn form_fields(form: &Element) -> Vec<(String, Option<String>, Vec<String>)> {

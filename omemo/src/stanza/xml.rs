@@ -224,6 +224,16 @@ pub(crate) fn check_count(
     }
 }
 
+/// `<iq type=kind id=id>` in `jabber:client`, to `to` when given, around `child`.
+pub(crate) fn iq(kind: &str, id: &str, to: Option<&str>, child: Element) -> Element {
+    let mut iq = element_with("iq", NS_CLIENT, &[("type", kind), ("id", id)]);
+    if let Some(to) = to {
+        set_attr(&mut iq, "to", to);
+    }
+    iq.append_child(child);
+    iq
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,13 +1,14 @@
 //! An in-process PEP service (XEP-0163 on XEP-0060) and a world of devices whose
 //! managers talk through it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use jid::BareJid;
 use minidom::Element;
 use omemo::stanza::{legacy, omemo2};
 use omemo::{
-    Manager, ManagerConfig, ManagerError, MemoryStore, PreKeyBundle, Store, Version, Versions,
+    Handled, Manager, ManagerConfig, ManagerError, MemoryStore, PreKeyBundle, Store, Version,
+    Versions,
 };
 
 pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
@@ -282,6 +283,18 @@ pub fn error(id: &str, from: &str, condition: &str) -> Element {
 pub struct Device<S: Store> {
     pub full_jid: String,
     pub manager: Manager<S>,
+    /// Message stanzas the manager wanted sent (completions, heartbeats, messages from
+    /// `send`), oldest first.
+    pub sent: VecDeque<Element>,
+}
+
+impl<S: Store> Device<S> {
+    /// The oldest message stanza the manager sent, with this device's full JID as
+    /// `from`.
+    pub fn next_message(&mut self) -> Option<Element> {
+        let message = self.sent.pop_front()?;
+        Some(with_from(message, &self.full_jid))
+    }
 }
 
 /// Every device, the PEP service and the message queues between them.
@@ -331,32 +344,40 @@ impl World {
         let mut device = Device {
             full_jid: format!("{jid}/{resource}"),
             manager,
+            sent: VecDeque::new(),
         };
         self.run(&mut device);
         device
     }
 
     /// Sends every queued request of `device` to the PEP service and feeds the answers
-    /// back, until nothing is pending.
+    /// back, until nothing is pending; keeps the messages it sends in `device.sent`.
     pub fn run<S: Store>(&mut self, device: &mut Device<S>) {
         let mut rng = omemo::os_rng();
         let jid = device.manager.jid().to_owned();
-        while let Some(request) = device.manager.poll_request() {
-            let answer = self.pep.answer(&jid, &request.stanza);
-            assert!(
-                device
-                    .manager
-                    .handle_iq(&answer, &mut rng, self.now)
-                    .unwrap()
-            );
+        while let Some(stanza) = device.manager.poll_transmit() {
+            if stanza.name() != "iq" {
+                device.sent.push_back(stanza);
+                continue;
+            }
+            let answer = self.pep.answer(&jid, &stanza);
+            let handled = device
+                .manager
+                .handle_stanza(&answer, &mut rng, self.now)
+                .unwrap();
+            assert_eq!(handled, Handled::Response);
         }
         assert_eq!(device.manager.pending_requests(), 0);
     }
 
     /// Delivers the PEP notifications so far to `device`.
     pub fn notify<S: Store>(&mut self, device: &mut Device<S>) {
+        let mut rng = omemo::os_rng();
         for event in self.pep.events.clone() {
-            device.manager.handle_event(&event, self.now).unwrap();
+            device
+                .manager
+                .handle_stanza(&event, &mut rng, self.now)
+                .unwrap();
         }
         self.run(device);
     }

@@ -1,15 +1,18 @@
-//! XEP-0280 message carbons: unwrapping `<received>` and `<sent>` copies.
+//! XEP-0280 message carbons: unwrapping `<received>` and `<sent>` copies, and the IQ
+//! that turns them on.
 
 use jid::BareJid;
 use minidom::Element;
 
-const NS_CARBONS: &str = "urn:xmpp:carbons:2";
+use super::xml::{NS_CLIENT, element, iq};
+
+/// The carbons namespace (XEP-0280 v2).
+pub const NAMESPACE: &str = "urn:xmpp:carbons:2";
 const NS_FORWARD: &str = "urn:xmpp:forward:0";
-const NS_CLIENT: &str = "jabber:client";
 
 /// What a `<message>` is with respect to carbons.
 #[derive(Debug, PartialEq)]
-pub(crate) enum Carbon {
+pub enum Carbon {
     /// Not a carbon: an ordinary message.
     None,
     /// A copy of a message another resource of the account received.
@@ -23,10 +26,10 @@ pub(crate) enum Carbon {
 
 /// Classifies `message` and unwraps the forwarded message of a carbon. Only carbons from
 /// the own bare JID (or with no `from`, which means the own account) are accepted.
-pub(crate) fn unwrap(message: &Element, own: &BareJid) -> Carbon {
-    let (wrapper, sent) = if let Some(w) = message.get_child("received", NS_CARBONS) {
+pub fn unwrap(message: &Element, own: &BareJid) -> Carbon {
+    let (wrapper, sent) = if let Some(w) = message.get_child("received", NAMESPACE) {
         (w, false)
-    } else if let Some(w) = message.get_child("sent", NS_CARBONS) {
+    } else if let Some(w) = message.get_child("sent", NAMESPACE) {
         (w, true)
     } else {
         return Carbon::None;
@@ -49,6 +52,11 @@ pub(crate) fn unwrap(message: &Element, own: &BareJid) -> Carbon {
     } else {
         Carbon::Received(inner.clone())
     }
+}
+
+/// `<iq type='set'>` that enables carbons for this resource.
+pub fn enable_iq(id: &str) -> Element {
+    iq("set", id, None, element("enable", NAMESPACE))
 }
 
 #[cfg(test)]

@@ -1,0 +1,264 @@
+//! The sans-I/O surface: one entry point for every incoming stanza, `send` that holds a
+//! message until what it needs has arrived, and the queues and timer the caller drives.
+
+use jid::BareJid;
+use minidom::Element;
+use rand_core::CryptoRng;
+
+use super::Manager;
+use super::events::{Event, Handled, MessageId, Via};
+use crate::consts::REPAIR_EVERY_SECS;
+use crate::error::ManagerError;
+use crate::stanza::carbons::{self, Carbon};
+use crate::stanza::{self, legacy, omemo2};
+use crate::store::Store;
+
+impl<S: Store> Manager<S> {
+    /// Takes any stanza that arrived on the stream and says what it was: an answer to
+    /// one of the manager's requests, a device-list notification, an OMEMO message of
+    /// either version (directly or as a carbon copy), or something that is not the
+    /// manager's ([`Handled::Unhandled`]). Then sends what became due: follow-up
+    /// stanzas and messages given to [`Manager::send`] whose fetches are done go to
+    /// [`Manager::poll_transmit`], events to [`Manager::poll_event`].
+    ///
+    /// Fails only when the store fails; a message that does not decrypt is
+    /// [`Handled::Undecryptable`].
+    pub fn handle_stanza(
+        &mut self,
+        stanza: &Element,
+        rng: &mut impl CryptoRng,
+        now: u64,
+    ) -> Result<Handled, ManagerError> {
+        let handled = self.classify(stanza, rng, now)?;
+        self.flush_outbox(rng, now);
+        Ok(handled)
+    }
+
+    fn classify(
+        &mut self,
+        stanza: &Element,
+        rng: &mut impl CryptoRng,
+        now: u64,
+    ) -> Result<Handled, ManagerError> {
+        match stanza.name() {
+            "iq" if matches!(stanza.attr("type"), Some("result" | "error")) => {
+                Ok(if self.handle_iq(stanza, rng, now)? {
+                    Handled::Response
+                } else {
+                    Handled::Unhandled
+                })
+            }
+            "message" if stanza.attr("type") != Some("error") => {
+                if stanza::parse_event(stanza).is_some() {
+                    return Ok(if self.handle_event(stanza, now)? {
+                        Handled::DeviceList
+                    } else {
+                        Handled::Unhandled
+                    });
+                }
+                let own = BareJid::new(&self.own.jid).map_err(|_| ManagerError::MissingSender)?;
+                match carbons::unwrap(stanza, &own) {
+                    Carbon::None => self.receive(stanza, Via::Direct, rng, now),
+                    Carbon::Received(inner) => self.receive(&inner, Via::CarbonReceived, rng, now),
+                    Carbon::Sent(inner) => self.receive(&inner, Via::CarbonSent, rng, now),
+                    Carbon::Invalid(why) => {
+                        tracing::warn!(
+                            from = stanza.attr("from").unwrap_or_default(),
+                            why,
+                            "carbon dropped"
+                        );
+                        Ok(Handled::Dropped(why))
+                    }
+                }
+            }
+            _ => Ok(Handled::Unhandled),
+        }
+    }
+
+    /// An OMEMO message of a version spoken, or [`Handled::Unhandled`].
+    fn receive(
+        &mut self,
+        message: &Element,
+        via: Via,
+        rng: &mut impl CryptoRng,
+        now: u64,
+    ) -> Result<Handled, ManagerError> {
+        // Group chats come with the room support; a plain message is the application's.
+        if message.attr("type") == Some("groupchat") || !self.is_omemo(message) {
+            return Ok(Handled::Unhandled);
+        }
+        // The envelope of a copy of a sent message names the contact it went to.
+        let recipient = match via {
+            Via::CarbonSent => message
+                .attr("to")
+                .and_then(|to| jid::Jid::new(to).ok())
+                .map(|to| to.to_bare().to_string())
+                .unwrap_or_default(),
+            Via::Direct | Via::CarbonReceived => self.own.jid.clone(),
+        };
+        match self.decrypt_for(message, &recipient, rng, now) {
+            Ok(message) if message.body.is_some() || !message.content.is_empty() => {
+                Ok(Handled::Message { message, via })
+            }
+            Ok(_) => Ok(Handled::Consumed),
+            Err(error @ ManagerError::Store(_)) => Err(error),
+            Err(error) if error.is_duplicate() || error == ManagerError::OwnMessage => {
+                Ok(Handled::Consumed)
+            }
+            Err(ManagerError::NotForThisDevice) if !has_payload(message) => Ok(Handled::Consumed),
+            Err(error) => {
+                if error == ManagerError::NotForThisDevice && via == Via::Direct {
+                    self.repair_own_device(now);
+                }
+                tracing::warn!(from = message.attr("from").unwrap_or_default(), %error, ?via, "OMEMO message not decrypted");
+                Ok(Handled::Undecryptable { error, via })
+            }
+        }
+    }
+
+    /// Whether `message` carries an `<encrypted>` element of a version spoken.
+    fn is_omemo(&self, message: &Element) -> bool {
+        self.config.versions.iter().any(|v| match v {
+            crate::Version::Legacy => legacy::EncryptedMessage::find(message).is_some(),
+            crate::Version::Omemo2 => omemo2::EncryptedMessage::find(message).is_some(),
+        })
+    }
+
+    /// A sender did not encrypt for this device: maybe the own device lists lost it.
+    /// Fetches them again (this device is put back where missing) and republishes the
+    /// bundles, at most once per [`REPAIR_EVERY_SECS`].
+    fn repair_own_device(&mut self, now: u64) {
+        if self
+            .last_repair
+            .is_some_and(|at| now.saturating_sub(at) < REPAIR_EVERY_SECS)
+        {
+            return;
+        }
+        self.last_repair = Some(now);
+        tracing::info!("a message was not for this device: checking the own device lists");
+        self.publish_device();
+        self.publish_bundle();
+    }
+
+    /// Queues `body` for `recipients` (bare JIDs; the first one is the `to` of the
+    /// stanza) and the own other devices. It is encrypted as soon as the device lists
+    /// and bundles it needs have arrived, or when
+    /// [`ManagerConfig::send_timeout_secs`](super::ManagerConfig::send_timeout_secs)
+    /// have passed (then with the devices known by then); its stanza goes to
+    /// [`Manager::poll_transmit`] and an [`Event::Sent`] or [`Event::NotSent`] names the
+    /// returned id. Messages go out in the order given.
+    pub fn send(
+        &mut self,
+        recipients: &[BareJid],
+        body: &str,
+        rng: &mut impl CryptoRng,
+        now: u64,
+    ) -> Result<MessageId, ManagerError> {
+        if recipients.is_empty() {
+            return Err(ManagerError::NoRecipients);
+        }
+        self.prepare(recipients, now)?;
+        let deadline = now.saturating_add(self.config.send_timeout_secs);
+        let id = self.outbox.push(recipients.to_vec(), body, deadline);
+        self.flush_outbox(rng, now);
+        Ok(id)
+    }
+
+    /// Encrypts the queued messages, in order, whose fetches are done or whose deadline
+    /// passed.
+    fn flush_outbox(&mut self, rng: &mut impl CryptoRng, now: u64) {
+        let own = self.own.jid.clone();
+        loop {
+            let requests = &self.requests;
+            let Some(queued) = self.outbox.pop_ready(|q| {
+                q.deadline <= now
+                    || !q
+                        .recipients
+                        .iter()
+                        .map(|jid| jid.as_str())
+                        .chain([own.as_str()])
+                        .any(|jid| requests.fetching(jid))
+            }) else {
+                return;
+            };
+            let event = match self.encrypt(&queued.recipients, &queued.body, rng, now) {
+                Ok(encrypted) => {
+                    tracing::debug!(id = %queued.id, devices = encrypted.recipients.len(), skipped = encrypted.skipped.len(), "message encrypted");
+                    self.messages.push_back(encrypted.stanza);
+                    Event::Sent {
+                        id: queued.id,
+                        recipients: encrypted.recipients,
+                        skipped: encrypted.skipped,
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(id = %queued.id, %error, "message not sent");
+                    Event::NotSent {
+                        id: queued.id,
+                        error,
+                    }
+                }
+            };
+            self.events.push_back(event);
+        }
+    }
+
+    /// The next stanza to send: IQ requests (their answers go to
+    /// [`Manager::handle_stanza`]), then messages (encrypted ones from
+    /// [`Manager::send`], session completions, heartbeats).
+    pub fn poll_transmit(&mut self) -> Option<Element> {
+        self.requests
+            .poll()
+            .map(|request| request.stanza)
+            .or_else(|| self.messages.pop_front())
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Manager::handle_timeout`] must run next (Unix seconds): a queued message
+    /// that stops waiting, a request whose answer is overdue, a signed prekey rotation.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        [
+            self.outbox.next_deadline(),
+            self.requests.next_expiry(),
+            self.own.next_rotation(
+                self.config.signed_pre_key_rotation_secs,
+                self.config.signed_pre_key_grace_secs,
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Does what is due at `now`: sends the queued messages whose deadline passed,
+    /// forgets requests whose answer never came (after a minute, so that they are asked
+    /// again), rotates the signed prekeys.
+    pub fn handle_timeout(
+        &mut self,
+        rng: &mut impl CryptoRng,
+        now: u64,
+    ) -> Result<(), ManagerError> {
+        self.clock = self.clock.max(now);
+        self.expire_requests(now);
+        let rotated = self.rotate_signed_pre_key(rng, now);
+        self.flush_outbox(rng, now);
+        rotated
+    }
+
+    /// Messages given to [`Manager::send`] that are still waiting.
+    pub fn queued_messages(&self) -> usize {
+        self.outbox.len()
+    }
+}
+
+/// Whether an OMEMO message carries a payload in any version (an empty one is a key
+/// transport: one for another device is no loss).
+fn has_payload(message: &Element) -> bool {
+    message.children().any(|encrypted| {
+        encrypted.name() == "encrypted" && encrypted.children().any(|c| c.name() == "payload")
+    })
+}

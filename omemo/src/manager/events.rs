@@ -1,0 +1,133 @@
+//! What the manager tells the application: what an incoming stanza was ([`Handled`]),
+//! and what happened meanwhile ([`Event`], from [`Manager::poll_event`]).
+//!
+//! [`Manager::poll_event`]: super::Manager::poll_event
+
+use std::fmt;
+
+use super::{Decrypted, Recipient, SkippedDevice};
+use crate::Fingerprint;
+use crate::error::ManagerError;
+use crate::version::Versions;
+
+/// The handle of a message given to [`Manager::send`](super::Manager::send), named
+/// again in its [`Event::Sent`] or [`Event::NotSent`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(pub(super) u64);
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "message {}", self.0)
+    }
+}
+
+/// How an OMEMO message reached this device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// Addressed to this account.
+    Direct,
+    /// A carbon copy (XEP-0280) of a message another device of this account received.
+    CarbonReceived,
+    /// A carbon copy of a message another device of this account sent.
+    CarbonSent,
+}
+
+/// What [`Manager::handle_stanza`](super::Manager::handle_stanza) found a stanza to be.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Handled {
+    /// The answer to one of the manager's requests.
+    Response,
+    /// A device-list notification (PEP), applied.
+    DeviceList,
+    /// An OMEMO message with content for the application.
+    Message {
+        /// The decrypted message.
+        message: Decrypted,
+        /// How it arrived.
+        via: Via,
+    },
+    /// An OMEMO message with nothing for the application: an empty message (session
+    /// completion, heartbeat), a duplicate (the archive and the live copy), this
+    /// device's own message coming back, or a key transport for another device.
+    Consumed,
+    /// An OMEMO message that could not be decrypted. Show it to the user; nothing was
+    /// stored.
+    Undecryptable {
+        /// Why.
+        error: ManagerError,
+        /// How it arrived.
+        via: Via,
+    },
+    /// A stanza that claims to be something it cannot be (a carbon copy from someone
+    /// else than this account, XEP-0280 §11), dropped.
+    Dropped(&'static str),
+    /// Not an OMEMO stanza (a plain message, presence, another IQ): the application's.
+    Unhandled,
+}
+
+/// Something the application must see, from [`Manager::poll_event`](super::Manager::poll_event).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A message given to [`Manager::send`](super::Manager::send) was encrypted; its
+    /// stanza is in [`Manager::poll_transmit`](super::Manager::poll_transmit).
+    Sent {
+        /// The message.
+        id: MessageId,
+        /// The devices that got a key.
+        recipients: Vec<Recipient>,
+        /// The devices that got none, and why (a bundle that never came is
+        /// [`SkipReason::NoSession`](super::SkipReason::NoSession)).
+        skipped: Vec<SkippedDevice>,
+    },
+    /// A message given to [`Manager::send`](super::Manager::send) was not sent.
+    NotSent {
+        /// The message.
+        id: MessageId,
+        /// Why (for example no device of the recipients could read it).
+        error: ManagerError,
+    },
+    /// A device appeared on a device list.
+    DeviceAdded {
+        /// Its owner.
+        jid: String,
+        /// The device.
+        device_id: u32,
+        /// The lists it is on.
+        versions: Versions,
+    },
+    /// A device left the last device list (of the versions spoken) it was on.
+    DeviceRemoved {
+        /// Its owner.
+        jid: String,
+        /// The device.
+        device_id: u32,
+    },
+    /// A bundle or key exchange showed another identity key for a known device; it was
+    /// refused and the device keeps its old one.
+    IdentityChangeRefused {
+        /// Its owner.
+        jid: String,
+        /// The device.
+        device_id: u32,
+    },
+    /// A device's identity key became known and waits for a trust decision
+    /// ([`Manager::set_trust`](super::Manager::set_trust)) before it gets messages.
+    TrustDecisionNeeded {
+        /// Its owner.
+        jid: String,
+        /// The device.
+        device_id: u32,
+        /// The fingerprint to compare.
+        fingerprint: Fingerprint,
+    },
+    /// The server refused to publish one of this device's nodes (device list or
+    /// bundle): contacts may not find it.
+    PublicationFailed {
+        /// The node.
+        node: String,
+        /// The error condition the server gave.
+        condition: String,
+    },
+}

@@ -1,0 +1,502 @@
+//! The sans-I/O surface: `handle_stanza` for every incoming stanza, `send` that waits
+//! for what it needs until a deadline, events, timeouts and reconnection.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::pep::{Device, World, bare, device_list_event, with_from};
+use minidom::Element;
+use omemo::stanza::omemo2;
+use omemo::{
+    Event, Handled, ManagerConfig, ManagerError, MemoryStore, SkipReason, Trust, TrustPolicy,
+    Version, Via,
+};
+
+/// Sends `device`'s stanzas: IQ requests are answered by the PEP service unless `hold`
+/// keeps them (they are returned, unanswered); messages go to `device.sent`.
+fn pump(
+    world: &mut World,
+    device: &mut Device<MemoryStore>,
+    hold: impl Fn(&Element) -> bool,
+) -> Vec<Element> {
+    let mut rng = omemo::os_rng();
+    let jid = device.manager.jid().to_owned();
+    let mut held = Vec::new();
+    while let Some(stanza) = device.manager.poll_transmit() {
+        if stanza.name() != "iq" {
+            device.sent.push_back(stanza);
+        } else if hold(&stanza) {
+            held.push(stanza);
+        } else {
+            let answer = world.pep.answer(&jid, &stanza);
+            let handled = device
+                .manager
+                .handle_stanza(&answer, &mut rng, world.now)
+                .unwrap();
+            assert_eq!(handled, Handled::Response);
+        }
+    }
+    held
+}
+
+fn events(device: &mut Device<MemoryStore>) -> Vec<Event> {
+    std::iter::from_fn(|| device.manager.poll_event()).collect()
+}
+
+/// Whether `iq` fetches the OMEMO 2 bundle of `device_id`.
+fn fetches_bundle_of(iq: &Element, device_id: u32) -> bool {
+    let xml = String::from(iq).replace('"', "'");
+    xml.contains(omemo2::BUNDLES_NODE) && xml.contains(&format!("id='{device_id}'"))
+}
+
+#[test]
+fn send_waits_for_a_late_bundle_and_gives_up_on_one_that_never_comes() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let mut bob = world.device("bob@example.org", "laptop");
+    let bob2 = world.device("bob@example.org", "tablet");
+    world.notify(&mut bob);
+    events(&mut alice);
+    let (late, never) = (bob.manager.device_id(), bob2.manager.device_id());
+    let mut rng = omemo::os_rng();
+    let id = alice
+        .manager
+        .send(&[bare("bob@example.org")], "hello", &mut rng, world.now)
+        .unwrap();
+    // The lists come at once; both bundles are late.
+    let held = pump(&mut world, &mut alice, |iq| {
+        fetches_bundle_of(iq, late) || fetches_bundle_of(iq, never)
+    });
+    assert_eq!(held.len(), 2);
+    assert!(alice.sent.is_empty(), "the message waits for the bundles");
+    assert_eq!(alice.manager.queued_messages(), 1);
+    let deadline = world.now + ManagerConfig::default().send_timeout_secs;
+    assert_eq!(alice.manager.poll_timeout(), Some(deadline));
+    // One bundle arrives late: still waiting for the other.
+    world.now += 3;
+    let late_fetch = held.iter().find(|iq| fetches_bundle_of(iq, late)).unwrap();
+    let answer = world.pep.answer("alice@example.org", late_fetch);
+    alice
+        .manager
+        .handle_stanza(&answer, &mut rng, world.now)
+        .unwrap();
+    assert!(alice.manager.poll_transmit().is_none());
+    assert!(
+        events(&mut alice)
+            .iter()
+            .all(|e| !matches!(e, Event::Sent { .. }))
+    );
+    // The deadline passes: the message goes to the device whose bundle came, and the
+    // event names the other.
+    world.now = deadline;
+    alice.manager.handle_timeout(&mut rng, world.now).unwrap();
+    let message = alice.manager.poll_transmit().expect("the message");
+    let sent = events(&mut alice);
+    let Some(Event::Sent {
+        id: sent_id,
+        recipients,
+        skipped,
+    }) = sent.iter().find(|e| matches!(e, Event::Sent { .. }))
+    else {
+        panic!("no Sent event in {sent:?}")
+    };
+    assert_eq!(*sent_id, id);
+    assert_eq!(
+        recipients.iter().map(|r| r.device_id).collect::<Vec<_>>(),
+        vec![late]
+    );
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(
+        (skipped[0].device_id, skipped[0].reason),
+        (never, SkipReason::NoSession)
+    );
+    let message = with_from(message, &alice.full_jid);
+    let Handled::Message { message, via } = bob
+        .manager
+        .handle_stanza(&message, &mut rng, world.now)
+        .unwrap()
+    else {
+        panic!("not decrypted")
+    };
+    assert_eq!((message.body.as_deref(), via), (Some("hello"), Via::Direct));
+    // A contact none of whose bundles ever comes: the message is not sent, and the
+    // event says which devices and why.
+    let mut carol = world.device("carol@example.org", "pc");
+    let carol_id = carol.manager.device_id();
+    let id = alice
+        .manager
+        .send(&[bare("carol@example.org")], "anyone?", &mut rng, world.now)
+        .unwrap();
+    let held = pump(&mut world, &mut alice, |iq| fetches_bundle_of(iq, carol_id));
+    assert_eq!(held.len(), 1);
+    world.now += 60;
+    alice.manager.handle_timeout(&mut rng, world.now).unwrap();
+    let not_sent = events(&mut alice);
+    let expected = ManagerError::NoRecipientDevices {
+        skipped: vec![omemo::SkippedDevice {
+            jid: "carol@example.org".into(),
+            device_id: carol_id,
+            reason: SkipReason::NoSession,
+        }],
+    };
+    assert!(
+        not_sent.contains(&Event::NotSent {
+            id,
+            error: expected
+        }),
+        "{not_sent:?}"
+    );
+    assert_eq!(alice.manager.queued_messages(), 0);
+    drop(carol.manager.poll_transmit());
+    assert!(matches!(
+        alice.manager.send(&[], "to nobody", &mut rng, world.now),
+        Err(ManagerError::NoRecipients)
+    ));
+}
+
+#[test]
+fn messages_to_known_devices_go_out_at_once_and_in_order() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let bob = world.device("bob@example.org", "laptop");
+    world.prepare(&mut alice, "bob@example.org");
+    let mut rng = omemo::os_rng();
+    let first = alice
+        .manager
+        .send(&[bare("bob@example.org")], "one", &mut rng, world.now)
+        .unwrap();
+    let second = alice
+        .manager
+        .send(&[bare("bob@example.org")], "two", &mut rng, world.now)
+        .unwrap();
+    assert!(first < second);
+    let ids: Vec<_> = events(&mut alice)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Sent { id, .. } => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, vec![first, second]);
+    assert_eq!(alice.manager.queued_messages(), 0);
+    drop(bob);
+}
+
+#[test]
+fn carbons_of_both_directions_decrypt_and_forged_ones_are_dropped() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let mut alice2 = world.device("alice@example.org", "desktop");
+    let mut bob = world.device("bob@example.org", "laptop");
+    world.notify(&mut alice);
+    world.notify(&mut bob);
+    let mut rng = omemo::os_rng();
+    let to_alice = world.send(&mut bob, "alice@example.org", "for both of you");
+    let carbon = |kind: &str, from: &str, inner: &Element| {
+        Element::builder("message", "jabber:client")
+            .attr("from".try_into().unwrap(), from)
+            .attr("to".try_into().unwrap(), "alice@example.org/desktop")
+            .append(
+                Element::builder(kind, "urn:xmpp:carbons:2")
+                    .append(
+                        Element::builder("forwarded", "urn:xmpp:forward:0")
+                            .append(inner.clone())
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    };
+    let received = carbon("received", "alice@example.org", &to_alice);
+    let Handled::Message { message, via } = alice2
+        .manager
+        .handle_stanza(&received, &mut rng, world.now)
+        .unwrap()
+    else {
+        panic!("received carbon not decrypted")
+    };
+    assert_eq!(via, Via::CarbonReceived);
+    assert_eq!(message.body.as_deref(), Some("for both of you"));
+    assert!(message.affix_violations.is_empty());
+    // The desktop republishes its bundle without the prekey Bob used before the phone
+    // fetches it (two first contacts on one prekey are the healing issue's).
+    world.run(&mut alice2);
+    let from_alice = world.send(&mut alice, "bob@example.org", "from the phone");
+    // A copy of what the phone sent: from Alice to Bob, and its envelope says so.
+    let sent = carbon("sent", "alice@example.org", &from_alice);
+    let Handled::Message { message, via } = alice2
+        .manager
+        .handle_stanza(&sent, &mut rng, world.now)
+        .unwrap()
+    else {
+        panic!("sent carbon not decrypted")
+    };
+    assert_eq!(via, Via::CarbonSent);
+    assert_eq!(message.sender, "alice@example.org");
+    assert!(message.affix_violations.is_empty(), "{message:?}");
+    // Mallory wraps Bob's message in a carbon of her own: dropped, nothing decrypted.
+    let forged = carbon("received", "mallory@example.org", &to_alice);
+    assert!(matches!(
+        alice2
+            .manager
+            .handle_stanza(&forged, &mut rng, world.now)
+            .unwrap(),
+        Handled::Dropped(_)
+    ));
+    // The same message again (live and as a copy) is consumed silently; a plain
+    // message, presence and foreign IQs are the application's.
+    assert_eq!(
+        alice2
+            .manager
+            .handle_stanza(
+                &with_from(to_alice.clone(), "bob@example.org/laptop"),
+                &mut rng,
+                world.now
+            )
+            .unwrap(),
+        Handled::Consumed
+    );
+    for other in [
+        "<message xmlns='jabber:client' from='bob@example.org/x' type='chat'><body>hi</body></message>",
+        "<presence xmlns='jabber:client' from='bob@example.org/x'/>",
+        "<iq xmlns='jabber:client' type='get' id='p1' from='bob@example.org/x'><ping xmlns='urn:xmpp:ping'/></iq>",
+        "<iq xmlns='jabber:client' type='result' id='not-ours'/>",
+    ] {
+        let stanza: Element = other.parse().unwrap();
+        assert_eq!(
+            alice2
+                .manager
+                .handle_stanza(&stanza, &mut rng, world.now)
+                .unwrap(),
+            Handled::Unhandled,
+            "{other}"
+        );
+    }
+    // Its own message coming back is consumed, not a failure.
+    assert_eq!(
+        alice
+            .manager
+            .handle_stanza(&from_alice, &mut rng, world.now)
+            .unwrap(),
+        Handled::Consumed
+    );
+}
+
+#[test]
+fn a_message_not_for_this_device_is_reported_and_repairs_the_own_lists_once() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let mut bob = world.device("bob@example.org", "laptop");
+    let stanza = world.send(&mut alice, "bob@example.org", "hi");
+    world.receive(&mut bob, &stanza).unwrap();
+    let mut carol = world.device("carol@example.org", "pc");
+    let mut rng = omemo::os_rng();
+    // Carol got the stanza by mistake: not for her device.
+    let handled = carol
+        .manager
+        .handle_stanza(&stanza, &mut rng, world.now)
+        .unwrap();
+    assert_eq!(
+        handled,
+        Handled::Undecryptable {
+            error: ManagerError::NotForThisDevice,
+            via: Via::Direct
+        }
+    );
+    let repair = pump(&mut world, &mut carol, |_| true);
+    assert_eq!(
+        repair.len(),
+        4,
+        "both lists fetched, both bundles published"
+    );
+    carol
+        .manager
+        .handle_stanza(&stanza, &mut rng, world.now)
+        .unwrap();
+    assert!(
+        carol.manager.poll_transmit().is_none(),
+        "once a minute at most"
+    );
+}
+
+#[test]
+fn device_and_trust_events_reach_the_application() {
+    let mut world = World::new();
+    let manual = ManagerConfig {
+        trust_policy: TrustPolicy::Manual,
+        ..ManagerConfig::default()
+    };
+    let mut alice = world.device_with("alice@example.org", "phone", MemoryStore::new(), manual);
+    let bob = world.device("bob@example.org", "laptop");
+    let bob_id = bob.manager.device_id();
+    events(&mut alice);
+    world.prepare(&mut alice, "bob@example.org");
+    let seen = events(&mut alice);
+    assert!(seen.iter().any(|e| matches!(e,
+        Event::DeviceAdded { jid, device_id, .. } if jid == "bob@example.org" && *device_id == bob_id
+    )));
+    assert!(
+        seen.contains(&Event::TrustDecisionNeeded {
+            jid: "bob@example.org".into(),
+            device_id: bob_id,
+            fingerprint: bob.manager.fingerprint(),
+        }),
+        "{seen:?}"
+    );
+    alice
+        .manager
+        .set_trust(&bare("bob@example.org"), bob_id, Trust::Verified)
+        .unwrap();
+    // Bob's device leaves both lists.
+    let mut rng = omemo::os_rng();
+    for version in Version::ALL {
+        let event = device_list_event(version, "bob@example.org", &[&[]]);
+        alice
+            .manager
+            .handle_stanza(&event, &mut rng, world.now)
+            .unwrap();
+    }
+    assert_eq!(
+        events(&mut alice),
+        vec![Event::DeviceRemoved {
+            jid: "bob@example.org".into(),
+            device_id: bob_id
+        }],
+        "one event, when it left the last list"
+    );
+}
+
+#[test]
+fn an_omemo2_bundle_with_another_identity_than_the_legacy_one_is_refused() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let legacy_only = ManagerConfig {
+        versions: omemo::Versions::only(Version::Legacy),
+        ..ManagerConfig::default()
+    };
+    let mut bob = world.device_with("bob@example.org", "pc", MemoryStore::new(), legacy_only);
+    let bob_id = bob.manager.device_id();
+    let first = world.send(&mut alice, "bob@example.org", "legacy");
+    world.receive(&mut bob, &first).unwrap();
+    events(&mut alice);
+    // Mallory, who can write Bob's nodes, lists Bob's device id in OMEMO 2 with a bundle
+    // of her own identity.
+    let mallory = world.device("mallory@example.org", "x");
+    let fake = world.pep.bundle(
+        "mallory@example.org",
+        Version::Omemo2,
+        mallory.manager.device_id(),
+    );
+    world
+        .pep
+        .set_bundle("bob@example.org", Version::Omemo2, bob_id, &fake);
+    let mut rng = omemo::os_rng();
+    let event = device_list_event(Version::Omemo2, "bob@example.org", &[&[bob_id]]);
+    alice
+        .manager
+        .handle_stanza(&event, &mut rng, world.now)
+        .unwrap();
+    let id = alice
+        .manager
+        .send(&[bare("bob@example.org")], "to whom?", &mut rng, world.now)
+        .unwrap();
+    pump(&mut world, &mut alice, |_| false);
+    let seen = events(&mut alice);
+    assert!(
+        seen.contains(&Event::IdentityChangeRefused {
+            jid: "bob@example.org".into(),
+            device_id: bob_id
+        }),
+        "{seen:?}"
+    );
+    assert!(seen.iter().any(|e| matches!(
+        e,
+        Event::NotSent { id: not_sent, error: ManagerError::NoRecipientDevices { skipped } }
+            if *not_sent == id && skipped[0].reason == SkipReason::BundleUnavailable
+    )));
+    let info = alice
+        .manager
+        .devices(&bare("bob@example.org"), world.now)
+        .unwrap();
+    assert_eq!(info[0].fingerprint, Some(bob.manager.fingerprint()));
+}
+
+#[test]
+fn poll_timeout_names_the_next_rotation_and_expired_requests_are_asked_again() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let config = ManagerConfig::default();
+    assert_eq!(
+        alice.manager.poll_timeout(),
+        Some(world.now + config.signed_pre_key_rotation_secs)
+    );
+    let mut rng = omemo::os_rng();
+    alice
+        .manager
+        .send(&[bare("bob@example.org")], "hi", &mut rng, world.now)
+        .unwrap();
+    let held = pump(&mut world, &mut alice, |_| true);
+    assert_eq!(held.len(), 2, "both device lists of Bob");
+    assert_eq!(
+        alice.manager.poll_timeout(),
+        Some(world.now + config.send_timeout_secs)
+    );
+    // The connection drops: the requests are forgotten, the message stays queued and
+    // its fetches are asked again on the new stream.
+    alice.manager.connection_lost();
+    assert_eq!(alice.manager.pending_requests(), 0);
+    assert_eq!(alice.manager.queued_messages(), 1);
+    let bob = world.device("bob@example.org", "laptop");
+    alice.manager.connected(world.now).unwrap();
+    pump(&mut world, &mut alice, |_| false);
+    let sent = events(&mut alice);
+    assert!(
+        sent.iter()
+            .any(|e| matches!(e, Event::Sent { recipients, .. }
+            if recipients.iter().any(|r| r.device_id == bob.manager.device_id()))),
+        "{sent:?}"
+    );
+    // The signed prekeys rotate when poll_timeout says.
+    let due = alice.manager.poll_timeout().unwrap();
+    let before = alice.manager.own_bundle(Version::Omemo2).unwrap();
+    world.now = due;
+    alice.manager.handle_timeout(&mut rng, world.now).unwrap();
+    let after = alice.manager.own_bundle(Version::Omemo2).unwrap();
+    assert_ne!(before.signed_pre_key_id, after.signed_pre_key_id);
+    assert!(alice.manager.poll_timeout().unwrap() > due);
+}
+
+#[test]
+fn a_refused_publication_is_an_event() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    events(&mut alice);
+    let mut rng = omemo::os_rng();
+    alice.manager.publish_bundle();
+    // The server refuses outright (not a configuration problem).
+    while let Some(iq) = alice.manager.poll_transmit() {
+        let refusal = common::pep::error(iq.attr("id").unwrap(), "alice@example.org", "forbidden");
+        alice
+            .manager
+            .handle_stanza(&refusal, &mut rng, world.now)
+            .unwrap();
+    }
+    let failed: Vec<String> = events(&mut alice)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::PublicationFailed { node, condition } => {
+                assert_eq!(condition, "forbidden");
+                Some(node)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        failed,
+        vec![
+            omemo::stanza::legacy::bundle_node(alice.manager.device_id()),
+            omemo2::BUNDLES_NODE.to_owned()
+        ]
+    );
+}
