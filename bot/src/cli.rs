@@ -31,7 +31,9 @@ pub(crate) enum Command {
     /// every device of the sender (and the own other devices), until SIGINT or SIGTERM.
     Run(RunArgs),
     /// Send one OMEMO message; with --wait-reply, wait for an OMEMO answer and print its
-    /// text.
+    /// text. (`--version` picks the OMEMO version here; `omemo-bot --version` prints the
+    /// program's.)
+    #[command(disable_version_flag = true)]
     Send(SendArgs),
     /// Print the own device id, fingerprint and verification URI (no network needed;
     /// creates the identity when the store is new).

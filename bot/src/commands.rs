@@ -7,7 +7,8 @@ use std::time::Duration;
 use jid::BareJid;
 use omemo::stanza::{self, legacy, omemo2};
 use omemo::{
-    DeviceInfo, Event, Manager, ManagerConfig, SqliteStore, Trust, Version, Versions, Via,
+    DeviceInfo, Event, Manager, ManagerConfig, ManagerError, SqliteStore, Trust, Version, Versions,
+    Via,
 };
 use omemo_tokio::{Client, ClientConfig, ClientEvent, Login, unix_now};
 use tokio::signal::unix::{SignalKind, signal};
@@ -197,6 +198,13 @@ impl Echo {
             }
             ClientEvent::Omemo(Event::NotSent { error, .. }) => {
                 tracing::warn!(%error, "could not send a message");
+            }
+            ClientEvent::Undecryptable {
+                from,
+                error: ManagerError::NotForThisDevice,
+                via,
+            } => {
+                tracing::warn!(%from, ?via, "OMEMO message not encrypted for this device");
             }
             ClientEvent::Undecryptable { from, error, via } => {
                 tracing::warn!(%from, %error, ?via, "could not decrypt an OMEMO message");
@@ -390,7 +398,8 @@ fn fingerprint(args: &FingerprintArgs) -> Result<(), BotError> {
     );
     println!("jid: {}", args.account.jid);
     println!("device id: {}", manager.device_id());
-    println!("fingerprint: {fingerprint}  (the same in legacy OMEMO and OMEMO 2)");
+    println!("fingerprint: {fingerprint}");
+    println!("versions: legacy OMEMO and OMEMO 2, one fingerprint for both");
     println!("uri: {link}");
     if args.qr {
         let qr = uri::qr_code(&link).map_err(|e| BotError::Failed(format!("QR code: {e}")))?;

@@ -426,7 +426,7 @@ impl<S: Store> Client<S> {
                     .await?;
                 self.ready = true;
                 if let Some(jid) = self.conn.bound().cloned() {
-                    tracing::info!(%jid, device_id = self.manager.device_id(), "online; own device published");
+                    tracing::info!(%jid, device_id = self.manager.device_id(), "online; own device lists and bundles published");
                     self.events.push_back(ClientEvent::Online { jid });
                 }
             }
