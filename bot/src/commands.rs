@@ -190,9 +190,11 @@ impl Echo {
                 for device in &skipped {
                     tracing::debug!(jid = %device.jid, device_id = device.device_id, reason = ?device.reason, "device skipped");
                 }
+                let versions: Versions = recipients.iter().map(|r| r.version).collect();
                 tracing::info!(
                     devices = recipients.len(),
                     skipped = skipped.len(),
+                    ?versions,
                     "sent an OMEMO message"
                 );
             }

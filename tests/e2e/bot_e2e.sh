@@ -18,6 +18,12 @@
 #      the bot keeps serving OMEMO.
 #   6. The server restarts under a running bot: it reconnects (with backoff), republishes
 #      and goes on echoing.
+#   7. OMEMO 2: a client with two OMEMO 2 devices (SCE envelopes) -> omemo-bot run, 50
+#      messages, every echo decrypts on both devices.
+#   8. OMEMO 2: omemo-bot send -> the OMEMO 2 echo peer, with --version auto and omemo2; the
+#      echoes are printed; --version legacy to it fails with a clear message.
+#   9. Both versions on one account: a legacy-only device and an OMEMO 2-only device ->
+#      omemo-bot run, 20 messages, every echo on both (one stanza, both <encrypted>).
 #
 # Usage: tests/e2e/bot_e2e.sh [SCENARIO...]   (default: all; e.g. `bot_e2e.sh 2 3`)
 # Needs root only when Prosody or python3-venv is missing. Network use is loopback only
@@ -102,7 +108,8 @@ say "Prosody on $SERVER"
 
 # One password for every throwaway account.
 PW="pw-$RANDOM$RANDOM"
-for user in alice bot1 bob dave carol bot3 erin bot4 eve bot5 frank bot6; do
+for user in alice bot1 bob dave carol bot3 erin bot4 eve bot5 frank bot6 grace bot7 heidi \
+    ivan judy bot9; do
     "$PROSODY" adduser "$WORK/server" "$user@localhost" "$PW" 2>>"$WORK/adduser.log" \
         || die "could not create $user@localhost"
 done
@@ -401,6 +408,78 @@ scenario_6() {
     echo "reconnected after a server restart; 6/6 echoes"
 }
 
+scenario_7() {
+    start_bot bot7 bot7
+    client s7-client grace bot7 50 --second-device-store "$WORK/grace-2" \
+        --second-resource phone --subscribe --omemo-version omemo2 \
+        || fail "client exited non-zero: $(cat "$WORK/s7-client.json")"
+    check_summary s7-client 50 two || fail "bad client summary"
+    [ "$(echo_count bot7)" -eq 50 ] || fail "bot sent $(echo_count bot7) messages, want 50"
+    if grep -q "could not decrypt\|not encrypted for this device\|bad SCE" "$WORK/bot7.log"; then
+        fail "decryption problems: $(grep -m3 'could not decrypt\|not encrypted for\|bad SCE' "$WORK/bot7.log")"
+    fi
+    grep -q 'version=OMEMO 2' "$WORK/bot7.log" || fail "no OMEMO 2 message in the bot's log"
+    stop_bot TERM
+    [ "$STOP_RC" = 0 ] || fail "the bot did not exit 0 on SIGTERM (exit $STOP_RC)"
+    echo "OMEMO 2: 50/50 echoes on both of grace's devices"
+}
+
+scenario_8() {
+    local out i echo_pid rc
+    "$PY" "$PEER" echo --jid heidi@localhost --password "$PW" --server "$SERVER" \
+        --store "$WORK/heidi" --omemo-version omemo2 </dev/null >"$WORK/s8-echo.out" \
+        2>"$WORK/s8-echo.log" &
+    echo_pid=$!
+    track "$echo_pid"
+    for i in $(seq 1 300); do
+        grep -qx READY "$WORK/s8-echo.out" 2>/dev/null && break
+        kill -0 "$echo_pid" 2>/dev/null || fail "echo peer exited before READY"
+        sleep 0.1
+    done
+    grep -qx READY "$WORK/s8-echo.out" || fail "echo peer not READY within 30 s"
+    local -a opts
+    mapfile -t opts < <(bot_opts ivan)
+    local text1="OMEMO 2 first contact ✓ <&> ünïcödé" text2="second, --version omemo2"
+    out="$("$BOT" send "${opts[@]}" --to heidi@localhost --wait-reply 30 "$text1" 2>"$WORK/s8-send1.log")" \
+        || fail "send 1 exited $?: $(tail -n 5 "$WORK/s8-send1.log")"
+    [ "$out" = "$text1" ] || fail "send 1 printed '$out', want '$text1'"
+    out="$("$BOT" send "${opts[@]}" --version omemo2 --to heidi@localhost --wait-reply 30 "$text2" \
+        2>"$WORK/s8-send2.log")" || fail "send 2 exited $?: $(tail -n 5 "$WORK/s8-send2.log")"
+    [ "$out" = "$text2" ] || fail "send 2 printed '$out', want '$text2'"
+    rc=0
+    "$BOT" send "${opts[@]}" --version legacy --to heidi@localhost "legacy only" \
+        >/dev/null 2>"$WORK/s8-send3.log" || rc=$?
+    [ "$rc" -eq 1 ] || fail "send --version legacy to an OMEMO 2 only peer exited $rc, want 1"
+    grep -q "could not send to heidi@localhost" "$WORK/s8-send3.log" \
+        || fail "no clear error: $(tail -n 3 "$WORK/s8-send3.log")"
+    if grep -q '^ERROR ' "$WORK/s8-echo.out"; then
+        fail "echo peer errors: $(grep '^ERROR ' "$WORK/s8-echo.out")"
+    fi
+    [ "$(grep -c '^ECHO ' "$WORK/s8-echo.out")" -eq 2 ] \
+        || fail "echo peer echoed $(grep -c '^ECHO ' "$WORK/s8-echo.out") messages, want 2"
+    kill -TERM "$echo_pid"
+    wait "$echo_pid" || fail "echo peer exited non-zero"
+    echo "OMEMO 2: both echoes from the OMEMO 2 peer decrypted and printed; legacy refused"
+}
+
+scenario_9() {
+    start_bot bot9 bot9
+    client s9-client judy bot9 20 --second-device-store "$WORK/judy-2" \
+        --second-resource omemo2 --second-device-omemo-version omemo2 --subscribe \
+        || fail "client exited non-zero: $(cat "$WORK/s9-client.json")"
+    check_summary s9-client 20 two || fail "bad client summary"
+    [ "$(echo_count bot9)" -eq 20 ] || fail "bot sent $(echo_count bot9) messages, want 20"
+    # Every echo was one stanza with both <encrypted> elements.
+    [ "$(grep -c 'sent an OMEMO message.*versions={Legacy, Omemo2}' "$WORK/bot9.log")" -eq 20 ] \
+        || fail "not every echo carried both versions: $(grep -m3 'sent an OMEMO message' "$WORK/bot9.log")"
+    if grep -q "could not decrypt\|not encrypted for this device" "$WORK/bot9.log"; then
+        fail "decryption problems: $(grep -m3 'could not decrypt\|not encrypted for' "$WORK/bot9.log")"
+    fi
+    stop_bot TERM
+    [ "$STOP_RC" = 0 ] || fail "the bot did not exit 0 on SIGTERM (exit $STOP_RC)"
+    echo "20/20 echoes on judy's legacy device and on her OMEMO 2 device"
+}
+
 TITLES=(
     ""
     "slixmpp-omemo client (2 devices) -> omemo-bot run, 50 messages"
@@ -409,6 +488,9 @@ TITLES=(
     "omemo-bot run restarted (SIGTERM, kill -9) mid-conversation"
     "plaintext, garbage and misaddressed OMEMO messages"
     "server restart under a running bot (reconnect)"
+    "OMEMO 2 client (2 devices) -> omemo-bot run, 50 messages"
+    "omemo-bot send -> OMEMO 2 echo peer"
+    "legacy device + OMEMO 2 device on one account -> omemo-bot run"
 )
 
 run_scenario() {
@@ -432,9 +514,9 @@ run_scenario() {
 }
 
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(1 2 3 4 5 6)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(1 2 3 4 5 6 7 8 9)
 for n in "${SCENARIOS[@]}"; do
-    case "$n" in 1 | 2 | 3 | 4 | 5 | 6) run_scenario "$n" ;; *) die "unknown scenario $n" ;; esac
+    case "$n" in [1-9]) run_scenario "$n" ;; *) die "unknown scenario $n" ;; esac
 done
 
 say "done in $((SECONDS - T0))s"

@@ -32,12 +32,14 @@ Subcommands (run with the venv's python):
 
   client --jid J --password P --server HOST:PORT --store DIR --to JID --count N
          [--timeout S] [--resource R] [--subscribe] [--sequential]
-         [--second-device-store DIR2 [--second-resource R2]] [--omemo-version legacy|omemo2]
+         [--second-device-store DIR2 [--second-resource R2]
+          [--second-device-omemo-version legacy|omemo2]] [--omemo-version legacy|omemo2]
       Sends N OMEMO messages with distinct texts to JID and waits for the N echoes. With
       --second-device-store, a second device of the same account (own resource, own store,
       own device id) is online too and must also receive and decrypt every echo (directly or
-      as a carbon). Both devices use the same --omemo-version. Prints one JSON summary line on
-      stdout:
+      as a carbon). The second device speaks --second-device-omemo-version (default: the
+      same as the first), so one account can hold a legacy-only and an OMEMO 2-only device.
+      Prints one JSON summary line on stdout:
         {"ok": bool, "sent": N, "echoed": k, "mismatches": [...], "missing": [...], ...}
       and exits 0 iff every echo decrypted to the right text on every device in time.
 
@@ -68,7 +70,8 @@ Behaviour worth knowing when writing the other side (both modes unless stated):
 * Incoming messages are recognised by their <encrypted> element; no <body> is needed (stock
   slixmpp only dispatches messages that have a <body>; this peer has its own handler). Direct
   messages and carbons (received and sent) are decrypted; type chat and normal only. A
-  message with only the other version's <encrypted> is reported as ERROR; one with both is
+  message with only the other version's <encrypted> is reported as ERROR, unless it has no
+  <payload> (a key transport for another device of the account: ignored); one with both is
   handled with our version's element.
 * The sender's device must already be in the sender's published device list (of our
   version), with a fetchable bundle, when its first message arrives: python-omemo refetches
@@ -792,7 +795,11 @@ class Peer(ClientXMPP):
         sender = stanza["from"]
         old = stanza.xml.find(f"{{{OLD_NS}}}encrypted")
         if old is None:
-            if stanza.xml.find(f"{{{TWO_NS}}}encrypted") is not None:
+            two = stanza.xml.find(f"{{{TWO_NS}}}encrypted")
+            if two is not None and two.find(f"{{{TWO_NS}}}payload") is None:
+                # An empty OMEMO 2 message (key transport) for another of our devices.
+                LOG.debug("%s: empty OMEMO 2 message from %s ignored", self.label, sender)
+            elif two is not None:
                 self._deliver(Incoming(kind="error", sender=sender, via=via,
                                        error="OMEMO 2 only message: not supported by this peer",
                                        has_payload=True, stanza_id=stanza["id"]))
@@ -841,7 +848,11 @@ class Peer(ClientXMPP):
         sender = stanza["from"]
         two = stanza.xml.find(f"{{{TWO_NS}}}encrypted")
         if two is None:
-            if stanza.xml.find(f"{{{OLD_NS}}}encrypted") is not None:
+            old = stanza.xml.find(f"{{{OLD_NS}}}encrypted")
+            if old is not None and old.find(f"{{{OLD_NS}}}payload") is None:
+                # An empty legacy message (key transport) for another of our devices.
+                LOG.debug("%s: empty legacy message from %s ignored", self.label, sender)
+            elif old is not None:
                 self._deliver(Incoming(kind="error", sender=sender, via=via,
                                        error="legacy OMEMO only message: not supported in"
                                              " omemo2 mode",
@@ -1149,9 +1160,10 @@ async def run_client(args: argparse.Namespace) -> int:
         # before the primary device (and the echo peer) encrypt anything. Starting both at
         # once would also race on the device list (read-modify-write by both).
         if second_tally is not None:
+            second_version = args.second_device_omemo_version or args.omemo_version
             second = Peer(with_resource(JID(args.jid).bare, args.second_resource), args.password,
                           args.second_device_store, "second", second_tally.on_incoming,
-                          auto_subscribe=args.subscribe, version=args.omemo_version)
+                          auto_subscribe=args.subscribe, version=second_version)
             peers.append(second)
             second_tally.device_id = await start_peer(second, server, deadline)
             LOG.info("second device %d online", second_tally.device_id)
@@ -1163,17 +1175,19 @@ async def run_client(args: argparse.Namespace) -> int:
         LOG.info("primary device %d online", primary_tally.device_id)
 
         if second_tally is not None:
-            # Both devices must be in the published list (each checked its own one, but the
-            # two read-modify-write updates could still have raced).
-            own = await primary.wait_for_devices(primary.boundjid.bare, deadline)
+            # Both devices must be in the published list of their version (each checked its
+            # own one, but two read-modify-write updates of one list could still have raced).
+            bare = primary.boundjid.bare
             for _ in range(50):
-                if {primary_tally.device_id, second_tally.device_id} <= own:
+                own = await primary.wait_for_devices(bare, deadline)
+                own_second = await second.wait_for_devices(bare, deadline)
+                if primary_tally.device_id in own and second_tally.device_id in own_second:
                     break
                 await second._verify_published()  # pylint: disable=protected-access
                 await primary._verify_published()  # pylint: disable=protected-access
-                own = await primary.wait_for_devices(primary.boundjid.bare, deadline)
             else:
-                raise PeerFailure(f"own device list {sorted(own)} lacks one of our devices")
+                raise PeerFailure(f"own device lists {sorted(own)} / {sorted(own_second)}"
+                                  " lack one of our devices")
 
         if args.subscribe:
             primary.client_roster.subscribe(peer_bare)
@@ -1276,6 +1290,8 @@ def main() -> int:
     pc.add_argument("--timeout", type=float, default=60.0, help="limit for the whole run")
     pc.add_argument("--second-device-store", default=None)
     pc.add_argument("--second-resource", default="second")
+    pc.add_argument("--second-device-omemo-version", choices=sorted(FLAVOURS), default=None,
+                    help="the second device's OMEMO version (default: --omemo-version)")
     pc.add_argument("--subscribe", action="store_true",
                     help="ask for a presence subscription to --to (mutual with auto-accept)")
     pc.add_argument("--sequential", action="store_true",
