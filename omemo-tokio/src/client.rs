@@ -591,3 +591,26 @@ impl<S: Store> Client<S> {
         (!body.trim().is_empty() && sender != self.jid).then_some(body)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_debug_output_hides_plaintext() {
+        let plain = ClientEvent::Plain {
+            from: "eve@example.org/x".into(),
+            body: "the secret plan".into(),
+        };
+        let shown = format!("{plain:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("body_len: 15"), "{shown}");
+    }
+
+    #[test]
+    fn the_default_configuration_asks_before_accepting_subscriptions() {
+        let config = ClientConfig::default();
+        assert!(!config.accept_subscriptions);
+        assert_eq!(config.kind, "pc");
+    }
+}

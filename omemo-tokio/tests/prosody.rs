@@ -1,0 +1,265 @@
+//! The driver against a real server: a throwaway Prosody on loopback (`scripts/prosody`,
+//! which `scripts/test` installs first). Clients of both versions exchange messages
+//! directly and as carbons, and come back after the server restarts.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use omemo::{BareJid, Event, Manager, ManagerConfig, SqliteStore, Version, Versions, Via};
+use omemo_tokio::{Client, ClientConfig, ClientEvent, Login, ServerAddr, unix_now};
+use tokio::sync::mpsc;
+use tokio::task::LocalSet;
+
+const PASSWORD: &str = "driver-test-password";
+const WAIT: Duration = Duration::from_secs(40);
+
+/// A Prosody in a temporary directory, stopped on drop.
+struct Prosody {
+    dir: PathBuf,
+    port: u16,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/prosody")
+}
+
+impl Prosody {
+    fn start(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("omemo-tokio-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let output = Command::new(script())
+            .arg("start")
+            .arg(&dir)
+            .env("PROSODY_LOG_LEVEL", "info")
+            .output()
+            .expect("scripts/prosody runs (scripts/prosody install puts Prosody in place)");
+        assert!(
+            output.status.success(),
+            "Prosody did not start: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let port = String::from_utf8(output.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        Self { dir, port }
+    }
+
+    fn add_user(&self, jid: &str) {
+        let status = Command::new(script())
+            .arg("adduser")
+            .arg(&self.dir)
+            .arg(jid)
+            .arg(PASSWORD)
+            .status()
+            .unwrap();
+        assert!(status.success(), "could not create {jid}");
+    }
+
+    fn stop(&self) {
+        let status = Command::new(script())
+            .arg("stop")
+            .arg(&self.dir)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn restart(&self) {
+        self.stop();
+        let status = Command::new(script())
+            .arg("start")
+            .arg(&self.dir)
+            .env("PROSODY_LOG_LEVEL", "info")
+            .env("PROSODY_C2S_PORT", self.port.to_string())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "Prosody did not come back");
+    }
+}
+
+impl Drop for Prosody {
+    fn drop(&mut self) {
+        let _ = Command::new(script()).arg("stop").arg(&self.dir).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What the test asks a running client to do.
+enum Order {
+    Send(BareJid, String),
+}
+
+/// A client running in its own local task: commands in, events out.
+struct Running {
+    commands: mpsc::UnboundedSender<Order>,
+    events: mpsc::UnboundedReceiver<ClientEvent>,
+}
+
+impl Running {
+    fn send(&self, to: &str, text: &str) {
+        let to = BareJid::new(to).unwrap();
+        let _ = self.commands.send(Order::Send(to, text.to_owned()));
+    }
+
+    /// The first event that `pick` takes, within [`WAIT`]; the others are dropped.
+    async fn expect<T>(&mut self, what: &str, pick: impl Fn(ClientEvent) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let event = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+                .unwrap_or_else(|| panic!("client ended while waiting for {what}"));
+            if let Some(found) = pick(event) {
+                return found;
+            }
+        }
+    }
+
+    async fn online(&mut self) {
+        self.expect("online", |e| {
+            matches!(e, ClientEvent::Online { .. }).then_some(())
+        })
+        .await;
+    }
+
+    /// The body and version of the next message from `sender` that came `via`.
+    async fn message(&mut self, sender: &str, via: Via) -> (String, Version) {
+        self.expect("a message", |e| match e {
+            ClientEvent::Message { message, via: v } if message.sender == sender && v == via => {
+                Some((message.body?, message.version))
+            }
+            _ => None,
+        })
+        .await
+    }
+}
+
+fn start(server: &Prosody, dir: &Path, jid: &str, versions: Versions) -> Running {
+    let jid = BareJid::new(jid).unwrap();
+    let store = SqliteStore::open(dir.join(format!("{jid}-{versions:?}.sqlite"))).unwrap();
+    let config = ManagerConfig {
+        versions,
+        ..ManagerConfig::default()
+    };
+    let manager = Manager::open(store, &jid, config, &mut omemo::os_rng(), unix_now()).unwrap();
+    let login = Login {
+        jid,
+        password: PASSWORD.to_owned(),
+        server: Some(ServerAddr {
+            host: "127.0.0.1".to_owned(),
+            port: server.port,
+        }),
+        plaintext: true,
+    };
+    let client = Client::start(login, manager, ClientConfig::default()).unwrap();
+    let (commands, mut command_rx) = mpsc::unbounded_channel();
+    let (event_tx, events) = mpsc::unbounded_channel();
+    tokio::task::spawn_local(async move {
+        let mut client: Client<SqliteStore> = client;
+        loop {
+            tokio::select! {
+                command = command_rx.recv() => match command {
+                    Some(Order::Send(to, text)) => {
+                        client.send_encrypted(&[to], &text).unwrap();
+                        client.flush().await.unwrap();
+                    }
+                    None => break,
+                },
+                event = client.next() => match event {
+                    Ok(event) => {
+                        if event_tx.send(event).is_err() {
+                            break;
+                        }
+                    }
+                    Err(error) => panic!("client failed: {error}"),
+                },
+            }
+        }
+        client.close().await;
+    });
+    Running { commands, events }
+}
+
+#[test]
+fn clients_of_both_versions_talk_through_prosody_and_survive_a_restart() {
+    let server = Prosody::start("talk");
+    for user in ["alice@localhost", "bob@localhost"] {
+        server.add_user(user);
+    }
+    let dir = server.dir.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    LocalSet::new().block_on(&runtime, async {
+        let mut bob = start(&server, &dir, "bob@localhost", Versions::BOTH);
+        bob.online().await;
+        let mut alice_old = start(
+            &server,
+            &dir,
+            "alice@localhost",
+            Versions::only(Version::Legacy),
+        );
+        alice_old.online().await;
+        let mut alice = start(&server, &dir, "alice@localhost", Versions::BOTH);
+        alice.online().await;
+
+        // Alice's dual device writes: Bob gets OMEMO 2, her legacy device a carbon.
+        alice.send("bob@localhost", "hello Bob");
+        let sent = alice
+            .expect("Sent", |e| match e {
+                ClientEvent::Omemo(Event::Sent { recipients, .. }) => Some(recipients),
+                _ => None,
+            })
+            .await;
+        assert!(
+            sent.iter()
+                .any(|r| r.jid == "bob@localhost" && r.version == Version::Omemo2)
+        );
+        assert!(
+            sent.iter()
+                .any(|r| r.jid == "alice@localhost" && r.version == Version::Legacy)
+        );
+        assert_eq!(
+            bob.message("alice@localhost", Via::Direct).await,
+            ("hello Bob".to_owned(), Version::Omemo2)
+        );
+        assert_eq!(
+            alice_old.message("alice@localhost", Via::CarbonSent).await,
+            ("hello Bob".to_owned(), Version::Legacy)
+        );
+        // Bob answers the account: each of Alice's devices reads it in its version.
+        bob.send("alice@localhost", "hello Alice");
+        assert_eq!(
+            alice.message("bob@localhost", Via::Direct).await,
+            ("hello Alice".to_owned(), Version::Omemo2)
+        );
+        assert_eq!(
+            alice_old.message("bob@localhost", Via::Direct).await,
+            ("hello Alice".to_owned(), Version::Legacy)
+        );
+
+        // The server restarts: every client logs in again, republishes, and goes on.
+        server.restart();
+        bob.online().await;
+        alice.online().await;
+        alice_old.online().await;
+        alice_old.send("bob@localhost", "after the restart");
+        assert_eq!(
+            bob.message("alice@localhost", Via::Direct).await,
+            ("after the restart".to_owned(), Version::Legacy)
+        );
+        // A legacy-only device writes legacy to everyone, its own other devices too.
+        assert_eq!(
+            alice.message("alice@localhost", Via::CarbonSent).await,
+            ("after the restart".to_owned(), Version::Legacy)
+        );
+    });
+}
