@@ -294,30 +294,7 @@ mod tests {
 
     #[test]
     fn send_takes_a_version() {
-        for (given, expected) in [
-            ("legacy", VersionChoice::Legacy),
-            ("omemo2", VersionChoice::Omemo2),
-            ("auto", VersionChoice::Auto),
-        ] {
-            let cli = parse(&[
-                "send",
-                "--jid",
-                "a@example.org",
-                "--store",
-                "s.db",
-                "--to",
-                "b@example.org",
-                "--version",
-                given,
-                "hi",
-            ])
-            .unwrap();
-            let Command::Send(send) = cli.command else {
-                panic!("not send")
-            };
-            assert_eq!(send.version, expected);
-        }
-        assert!(
+        let send_with = |version: &str| {
             parse(&[
                 "send",
                 "--jid",
@@ -327,11 +304,21 @@ mod tests {
                 "--to",
                 "b@example.org",
                 "--version",
-                "3",
+                version,
                 "hi",
             ])
-            .is_err()
-        );
+        };
+        for (given, expected) in [
+            ("legacy", VersionChoice::Legacy),
+            ("omemo2", VersionChoice::Omemo2),
+            ("auto", VersionChoice::Auto),
+        ] {
+            let Command::Send(send) = send_with(given).unwrap().command else {
+                panic!("not send")
+            };
+            assert_eq!(send.version, expected);
+        }
+        assert!(send_with("3").is_err());
     }
 
     #[test]

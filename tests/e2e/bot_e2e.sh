@@ -184,6 +184,23 @@ client() {
     return "$rc"
 }
 
+# start_echo_peer NAME ACCOUNT EXTRA...: slixmpp_peer.py echo in the background, waits for
+# READY; its stdout goes to $WORK/NAME.out. Sets ECHO_PID.
+start_echo_peer() {
+    local name="$1" account="$2" i
+    shift 2
+    "$PY" "$PEER" echo --jid "$account@localhost" --password "$PW" --server "$SERVER" \
+        --store "$WORK/$account" "$@" </dev/null >"$WORK/$name.out" 2>"$WORK/$name.log" &
+    ECHO_PID=$!
+    track "$ECHO_PID"
+    for i in $(seq 1 300); do
+        grep -qx READY "$WORK/$name.out" 2>/dev/null && return 0
+        kill -0 "$ECHO_PID" 2>/dev/null || fail "echo peer exited before READY"
+        sleep 0.1
+    done
+    fail "echo peer not READY within 30 s"
+}
+
 # check_summary NAME COUNT [two]: the client's summary says all COUNT echoes arrived (on
 # both devices with "two").
 check_summary() {
@@ -233,17 +250,8 @@ scenario_1() {
 }
 
 scenario_2() {
-    local out i echo_pid
-    "$PY" "$PEER" echo --jid bob@localhost --password "$PW" --server "$SERVER" \
-        --store "$WORK/bob" </dev/null >"$WORK/s2-echo.out" 2>"$WORK/s2-echo.log" &
-    echo_pid=$!
-    track "$echo_pid"
-    for i in $(seq 1 300); do
-        grep -qx READY "$WORK/s2-echo.out" 2>/dev/null && break
-        kill -0 "$echo_pid" 2>/dev/null || fail "echo peer exited before READY"
-        sleep 0.1
-    done
-    grep -qx READY "$WORK/s2-echo.out" || fail "echo peer not READY within 30 s"
+    local out
+    start_echo_peer s2-echo bob
     local -a opts
     mapfile -t opts < <(bot_opts dave)
     local text1="first contact ✓ <&> \"quotes\" ünïcödé" text2="second message, same session"
@@ -258,8 +266,8 @@ scenario_2() {
         fail "echo peer errors: $(grep '^ERROR ' "$WORK/s2-echo.out")"
     fi
     [ "$(grep -c '^ECHO ' "$WORK/s2-echo.out")" -eq 2 ] || fail "echo peer echoed $(grep -c '^ECHO ' "$WORK/s2-echo.out") messages, want 2"
-    kill -TERM "$echo_pid"
-    wait "$echo_pid" || fail "echo peer exited non-zero"
+    kill -TERM "$ECHO_PID"
+    wait "$ECHO_PID" || fail "echo peer exited non-zero"
     echo "both echoes from slixmpp-omemo decrypted and printed"
 }
 
@@ -425,18 +433,8 @@ scenario_7() {
 }
 
 scenario_8() {
-    local out i echo_pid rc
-    "$PY" "$PEER" echo --jid heidi@localhost --password "$PW" --server "$SERVER" \
-        --store "$WORK/heidi" --omemo-version omemo2 </dev/null >"$WORK/s8-echo.out" \
-        2>"$WORK/s8-echo.log" &
-    echo_pid=$!
-    track "$echo_pid"
-    for i in $(seq 1 300); do
-        grep -qx READY "$WORK/s8-echo.out" 2>/dev/null && break
-        kill -0 "$echo_pid" 2>/dev/null || fail "echo peer exited before READY"
-        sleep 0.1
-    done
-    grep -qx READY "$WORK/s8-echo.out" || fail "echo peer not READY within 30 s"
+    local out rc
+    start_echo_peer s8-echo heidi --omemo-version omemo2
     local -a opts
     mapfile -t opts < <(bot_opts ivan)
     local text1="OMEMO 2 first contact ✓ <&> ünïcödé" text2="second, --version omemo2"
@@ -457,8 +455,8 @@ scenario_8() {
     fi
     [ "$(grep -c '^ECHO ' "$WORK/s8-echo.out")" -eq 2 ] \
         || fail "echo peer echoed $(grep -c '^ECHO ' "$WORK/s8-echo.out") messages, want 2"
-    kill -TERM "$echo_pid"
-    wait "$echo_pid" || fail "echo peer exited non-zero"
+    kill -TERM "$ECHO_PID"
+    wait "$ECHO_PID" || fail "echo peer exited non-zero"
     echo "OMEMO 2: both echoes from the OMEMO 2 peer decrypted and printed; legacy refused"
 }
 
