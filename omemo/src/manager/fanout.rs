@@ -353,7 +353,7 @@ impl<S: Store> Manager<S> {
 
     /// Queues an empty OMEMO message (a fresh key and no payload) for one device in the
     /// version it is encrypted in, to complete or refresh a session, for
-    /// [`Manager::poll_message`]. Fails with [`ManagerError::NoSession`] when there is no
+    /// [`Manager::poll_transmit`]. Fails with [`ManagerError::NoSession`] when there is no
     /// session with the device.
     pub fn queue_empty_message(
         &mut self,

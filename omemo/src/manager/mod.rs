@@ -279,7 +279,7 @@ impl<S: Store> Manager<S> {
         self.store
     }
 
-    /// Number of IQ requests sent and not yet answered through [`Manager::handle_iq`].
+    /// Number of IQ requests not yet answered (through [`Manager::handle_stanza`]).
     pub fn pending_requests(&self) -> usize {
         self.requests.pending_count()
     }
