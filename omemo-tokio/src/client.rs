@@ -176,6 +176,9 @@ pub struct Client<S: Store> {
     ready: bool,
     roster: HashMap<BareJid, RosterEntry>,
     events: VecDeque<ClientEvent>,
+    /// Messages taken from the manager whose writing failed, sent first on the next
+    /// stream (their state is committed; they must not be lost).
+    unwritten: VecDeque<Element>,
     /// Responses to [`Client::request`]s, by id.
     awaited: HashMap<String, Option<Element>>,
     next_id: u64,
@@ -208,6 +211,7 @@ impl<S: Store> Client<S> {
             ready: false,
             roster: HashMap::new(),
             events: VecDeque::new(),
+            unwritten: VecDeque::new(),
             awaited: HashMap::new(),
             next_id: 0,
             last_timeout: None,
@@ -231,7 +235,9 @@ impl<S: Store> Client<S> {
 
     /// Whether nothing is under way: no message waiting, no request unanswered.
     pub fn is_idle(&self) -> bool {
-        self.manager.queued_messages() == 0 && self.manager.pending_requests() == 0
+        self.unwritten.is_empty()
+            && self.manager.queued_messages() == 0
+            && self.manager.pending_requests() == 0
     }
 
     /// The next event, driving the stream, the manager's requests and its timers
@@ -405,6 +411,14 @@ impl<S: Store> Client<S> {
     async fn handle(&mut self, event: NetEvent) -> Result<(), DriverError> {
         match event {
             NetEvent::Online(bound) => self.on_online(&bound).await,
+            NetEvent::Offline => {
+                // Requests of the broken stream are never answered; the manager asks
+                // again on the next one and keeps its messages meanwhile.
+                self.online = false;
+                self.ready = false;
+                self.manager.connection_lost();
+                Ok(())
+            }
             NetEvent::Stanza(stanza) => match stanza.name() {
                 "iq" => self.on_iq(&stanza).await,
                 "presence" => self.on_presence(&stanza).await,
@@ -417,8 +431,19 @@ impl<S: Store> Client<S> {
     /// Sends the manager's stanzas, declares readiness, collects the manager's events.
     async fn after(&mut self) -> Result<(), DriverError> {
         if self.online {
-            while let Some(stanza) = self.manager.poll_transmit() {
-                self.conn.send(stanza).await?;
+            while let Some(stanza) = self
+                .unwritten
+                .pop_front()
+                .or_else(|| self.manager.poll_transmit())
+            {
+                let message = (stanza.name() == "message").then(|| stanza.clone());
+                if let Err(error) = self.conn.send(stanza).await {
+                    // A request is asked again on the next stream; a message is kept.
+                    if let Some(message) = message {
+                        self.unwritten.push_front(message);
+                    }
+                    return Err(error);
+                }
             }
             if !self.ready && self.manager.pending_requests() == 0 {
                 self.conn
@@ -448,8 +473,8 @@ impl<S: Store> Client<S> {
         if self.streams > 0 {
             // A new stream: requests of the old one are never answered.
             self.manager.connection_lost();
-            self.manager.connected(unix_now())?;
         }
+        self.manager.connected(unix_now())?;
         self.streams += 1;
         let carbons = self.fresh_id("carbons");
         self.conn.send(carbons::enable_iq(&carbons)).await?;

@@ -72,6 +72,8 @@ pub(crate) enum NetEvent {
     /// A (new) session is bound: the stream was (re)established and any earlier state on
     /// the server side (presence, carbons, pending IQs) is gone.
     Online(FullJid),
+    /// The stream broke; tokio-xmpp reconnects (and then reports [`NetEvent::Online`]).
+    Offline,
     /// A stanza.
     Stanza(Element),
 }
@@ -146,6 +148,7 @@ impl Connection {
                 }
                 Some(Event::Disconnected(error)) => {
                     tracing::warn!(%error, "disconnected; reconnecting");
+                    return Ok(NetEvent::Offline);
                 }
                 Some(Event::Stanza(stanza)) => {
                     return Ok(NetEvent::Stanza(stanza_to_element(stanza)));

@@ -273,6 +273,7 @@ impl World<SqliteStore> {
                 trust: Trust::Blind,
                 last_message_at: Some(NOW),
                 bundle_failed_at: None,
+                bundle_failed: Versions::NONE,
                 label: None,
                 label_signature: None,
             }));

@@ -310,6 +310,19 @@ pub enum ManagerError {
     /// remove the device it runs on.
     #[error("this device cannot remove itself from its device lists")]
     RemovingThisDevice,
+    /// [`ManagerConfig::label`](crate::ManagerConfig::label) is longer than device lists
+    /// carry.
+    #[error("the device label is {length} bytes; at most {max} fit in a device list")]
+    LabelTooLong {
+        /// Its length in bytes.
+        length: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The own device lists have not arrived on this stream yet, so a change to them
+    /// could drop devices another client added; try again once they have.
+    #[error("the own device lists have not arrived yet")]
+    OwnListsUnknown,
     /// The configuration turns every protocol version off.
     #[error("no OMEMO version is turned on in the configuration")]
     NoVersions,

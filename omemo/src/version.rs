@@ -193,6 +193,38 @@ impl Versions {
         Version::ALL.into_iter().filter(move |v| self.contains(*v))
     }
 
+    /// The stable number stored for the set (bit 0 legacy, bit 1 OMEMO 2).
+    pub(crate) const fn to_bits(self) -> u8 {
+        (self.legacy as u8) | ((self.omemo2 as u8) << 1)
+    }
+
+    /// The set for a stored number.
+    pub(crate) const fn from_bits(bits: u8) -> Option<Self> {
+        if bits > 3 {
+            return None;
+        }
+        Some(Self {
+            legacy: bits & 1 != 0,
+            omemo2: bits & 2 != 0,
+        })
+    }
+
+    /// The versions in both sets.
+    pub fn intersection(self, other: Self) -> Self {
+        Self {
+            legacy: self.legacy && other.legacy,
+            omemo2: self.omemo2 && other.omemo2,
+        }
+    }
+
+    /// The versions in this set and not in `other`.
+    pub fn difference(self, other: Self) -> Self {
+        Self {
+            legacy: self.legacy && !other.legacy,
+            omemo2: self.omemo2 && !other.omemo2,
+        }
+    }
+
     /// The newest version in the set.
     pub fn newest(self) -> Option<Version> {
         self.iter().next_back()
@@ -219,6 +251,23 @@ impl fmt::Debug for Versions {
 #[cfg(test)]
 mod tests {
     use super::Version;
+
+    #[test]
+    fn version_sets_round_trip_through_their_bits() {
+        use super::Versions;
+        for bits in 0..=3 {
+            assert_eq!(Versions::from_bits(bits).map(Versions::to_bits), Some(bits));
+        }
+        assert_eq!(Versions::from_bits(4), None);
+        let legacy = Versions::only(Version::Legacy);
+        assert_eq!(
+            Versions::BOTH.difference(legacy),
+            Versions::only(Version::Omemo2)
+        );
+        assert_eq!(Versions::BOTH.intersection(legacy), legacy);
+        assert_eq!(Versions::NONE.newest(), None);
+        assert_eq!(format!("{:?}", Versions::BOTH), "{Legacy, Omemo2}");
+    }
 
     #[test]
     fn codes_and_namespaces_round_trip() {

@@ -176,6 +176,43 @@ fn a_device_that_moves_to_omemo2_keeps_its_trust_and_its_late_legacy_messages() 
     assert_eq!(late.trust, Trust::Verified);
 }
 
+#[test]
+fn a_device_whose_omemo2_bundle_fails_gets_legacy_until_it_is_fixed() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let mut bob = world.device("bob@example.org", "pc");
+    let bob_id = bob.manager.device_id();
+    let good = world.pep.bundle("bob@example.org", Version::Omemo2, bob_id);
+    let mut broken = good.clone();
+    broken.signed_pre_key_signature[0] ^= 1;
+    world
+        .pep
+        .set_bundle("bob@example.org", Version::Omemo2, bob_id, &broken);
+    // The OMEMO 2 bundle fails: the legacy one is fetched at once and used.
+    let first = world.send(&mut alice, "bob@example.org", "via legacy");
+    assert_eq!(encrypted_versions(&first), vec![Version::Legacy]);
+    assert_eq!(body(world.receive(&mut bob, &first)), "via legacy");
+    let info = alice
+        .manager
+        .devices(&bare("bob@example.org"), world.now)
+        .unwrap();
+    assert!(
+        info[0].active,
+        "a failed bundle of one version leaves the other"
+    );
+    // Fixed on the server; a day later the OMEMO 2 bundle is tried again and used.
+    world
+        .pep
+        .set_bundle("bob@example.org", Version::Omemo2, bob_id, &good);
+    let still = world.send(&mut alice, "bob@example.org", "still legacy");
+    assert_eq!(encrypted_versions(&still), vec![Version::Legacy]);
+    world.receive(&mut bob, &still).unwrap();
+    world.now += 24 * 3600;
+    let later = world.send(&mut alice, "bob@example.org", "OMEMO 2 again");
+    assert_eq!(encrypted_versions(&later), vec![Version::Omemo2]);
+    assert_eq!(body(world.receive(&mut bob, &later)), "OMEMO 2 again");
+}
+
 /// An OMEMO 2 message to `to` from a made-up device of `sender` (a full JID, a fresh
 /// identity and device id each time) whose payload is `envelope`, on a session built
 /// from the recipient's published bundle.
@@ -432,15 +469,31 @@ fn a_removed_own_device_leaves_both_lists_and_its_bundles_are_retracted() {
     world.notify(&mut phone);
     let lost_id = lost.manager.device_id();
     drop(lost);
+    // Not before the own lists are here: the change could drop devices added meanwhile.
+    let mut rng = omemo::os_rng();
+    let mut early = Manager::open(
+        MemoryStore::new(),
+        &bare("alice@example.org"),
+        ManagerConfig::default(),
+        &mut rng,
+        world.now,
+    )
+    .unwrap();
     assert_eq!(
-        phone.manager.remove_own_device(phone.manager.device_id()),
+        early.remove_own_device(lost_id, world.now),
+        Err(ManagerError::OwnListsUnknown)
+    );
+    assert_eq!(
+        phone
+            .manager
+            .remove_own_device(phone.manager.device_id(), world.now),
         Err(ManagerError::RemovingThisDevice)
     );
     assert!(matches!(
-        phone.manager.remove_own_device(7),
+        phone.manager.remove_own_device(7, world.now),
         Err(ManagerError::UnknownDevice { device_id: 7, .. })
     ));
-    phone.manager.remove_own_device(lost_id).unwrap();
+    phone.manager.remove_own_device(lost_id, world.now).unwrap();
     world.run(&mut phone);
     for version in Version::ALL {
         let list = &world.pep.nodes[&(
@@ -531,7 +584,7 @@ fn a_restart_keeps_the_sessions_of_both_versions() {
 }
 
 #[test]
-fn a_configuration_without_versions_is_refused() {
+fn a_configuration_without_versions_or_with_an_overlong_label_is_refused() {
     let mut rng = omemo::os_rng();
     let result = Manager::open(
         MemoryStore::new(),
@@ -541,4 +594,22 @@ fn a_configuration_without_versions_is_refused() {
         1_700_000_000,
     );
     assert!(matches!(result, Err(ManagerError::NoVersions)));
+    // A label longer than a device list carries would never match what is published.
+    let result = Manager::open(
+        MemoryStore::new(),
+        &bare("alice@example.org"),
+        ManagerConfig {
+            label: Some("x".repeat(omemo2::MAX_LABEL_LENGTH + 1)),
+            ..ManagerConfig::default()
+        },
+        &mut rng,
+        1_700_000_000,
+    );
+    assert!(matches!(
+        result,
+        Err(ManagerError::LabelTooLong {
+            length: 257,
+            max: 256
+        })
+    ));
 }

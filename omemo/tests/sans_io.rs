@@ -368,7 +368,7 @@ fn device_and_trust_events_reach_the_application() {
 }
 
 #[test]
-fn an_omemo2_bundle_with_another_identity_than_the_legacy_one_is_refused() {
+fn an_omemo2_bundle_with_another_identity_than_the_legacy_one_is_refused_and_legacy_goes_on() {
     let mut world = World::new();
     let mut alice = world.device("alice@example.org", "phone");
     let legacy_only = ManagerConfig {
@@ -410,11 +410,16 @@ fn an_omemo2_bundle_with_another_identity_than_the_legacy_one_is_refused() {
         }),
         "{seen:?}"
     );
-    assert!(seen.iter().any(|e| matches!(
-        e,
-        Event::NotSent { id: not_sent, error: ManagerError::NoRecipientDevices { skipped } }
-            if *not_sent == id && skipped[0].reason == SkipReason::BundleUnavailable
-    )));
+    // The message goes on the real legacy session: the forged OMEMO 2 entry gains
+    // Mallory nothing.
+    assert!(
+        seen.iter().any(|e| matches!(
+            e,
+            Event::Sent { id: sent, recipients, .. }
+                if *sent == id && recipients.iter().any(|r| r.device_id == bob_id && r.version == Version::Legacy)
+        )),
+        "{seen:?}"
+    );
     let info = alice
         .manager
         .devices(&bare("bob@example.org"), world.now)
@@ -473,7 +478,7 @@ fn a_refused_publication_is_an_event() {
     let mut alice = world.device("alice@example.org", "phone");
     events(&mut alice);
     let mut rng = omemo::os_rng();
-    alice.manager.publish_bundle();
+    alice.manager.connected(world.now).unwrap();
     // The server refuses outright (not a configuration problem).
     while let Some(iq) = alice.manager.poll_transmit() {
         let refusal = common::pep::error(iq.attr("id").unwrap(), "alice@example.org", "forbidden");
@@ -499,4 +504,56 @@ fn a_refused_publication_is_an_event() {
             omemo2::BUNDLES_NODE.to_owned()
         ]
     );
+}
+
+#[test]
+fn requests_wait_unsent_while_the_stream_is_down_and_expire_only_once_sent() {
+    let mut world = World::new();
+    let mut rng = omemo::os_rng();
+    let mut alice = omemo::Manager::open(
+        MemoryStore::new(),
+        &bare("alice@example.org"),
+        ManagerConfig::default(),
+        &mut rng,
+        world.now,
+    )
+    .unwrap();
+    // The server cannot be reached for two minutes: nothing is taken, nothing expires.
+    assert_eq!(
+        alice.poll_timeout(),
+        Some(world.now + ManagerConfig::default().signed_pre_key_rotation_secs)
+    );
+    world.now += 120;
+    alice.handle_timeout(&mut rng, world.now).unwrap();
+    assert_eq!(alice.pending_requests(), 4);
+    // The stream comes up: nothing is asked twice, and the minute starts now.
+    alice.connected(world.now).unwrap();
+    assert_eq!(alice.pending_requests(), 4);
+    let mut sent = Vec::new();
+    while let Some(stanza) = alice.poll_transmit() {
+        sent.push(stanza);
+    }
+    assert_eq!(sent.len(), 4);
+    assert_eq!(alice.poll_timeout(), Some(world.now + 60));
+    world.now += 59;
+    alice.handle_timeout(&mut rng, world.now).unwrap();
+    assert_eq!(alice.pending_requests(), 4, "answers still awaited");
+    for request in &sent {
+        let answer = world.pep.answer("alice@example.org", request);
+        assert_eq!(
+            alice.handle_stanza(&answer, &mut rng, world.now).unwrap(),
+            Handled::Response
+        );
+    }
+    // The answers asked for the own device lists' republication: all is published.
+    while let Some(stanza) = alice.poll_transmit() {
+        let answer = world.pep.answer("alice@example.org", &stanza);
+        alice.handle_stanza(&answer, &mut rng, world.now).unwrap();
+    }
+    assert_eq!(alice.pending_requests(), 0);
+    for version in Version::ALL {
+        world
+            .pep
+            .bundle("alice@example.org", version, alice.device_id());
+    }
 }

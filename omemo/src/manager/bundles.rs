@@ -20,10 +20,12 @@ impl<S: Store> Manager<S> {
         self.own.bundle(version)
     }
 
-    /// Queues the publication of this device's bundles, one per version spoken (and,
-    /// through the own device list fetches in [`Manager::open`], its device id).
-    pub fn publish_bundle(&mut self) {
+    /// Queues the publication of this device's bundles of every version spoken, and
+    /// fetches of the own device lists (this device is put back where it is missing).
+    pub(super) fn republish(&mut self) {
         self.publish_bundles(self.config.versions);
+        let jid = self.own.jid.clone();
+        self.fetch_device_lists(&jid, Versions::BOTH);
     }
 
     /// Queues the publication of this device's bundles of `versions`.
@@ -31,13 +33,6 @@ impl<S: Store> Manager<S> {
         for version in versions.iter() {
             self.publish(Publication::Bundle(version), Some(0));
         }
-    }
-
-    /// Queues fetches of the own device lists; the manager adds this device to each
-    /// where it is missing.
-    pub fn publish_device(&mut self) {
-        let jid = self.own.jid.clone();
-        self.fetch_device_lists(&jid, Versions::BOTH);
     }
 
     /// Rotates the signed prekey when it is older than the rotation period, and drops
@@ -73,20 +68,30 @@ impl<S: Store> Manager<S> {
         now: u64,
     ) -> Result<(), ManagerError> {
         let own_device = (jid == self.own.jid).then_some(self.own.device_id);
-        let candidates: Vec<(u32, Version)> = self
-            .device_records(jid)?
-            .clone()
-            .iter()
-            .filter(|r| Some(r.device_id) != own_device)
-            .filter(|r| match self.inactivity(r, now) {
-                None => true,
-                Some(SkipReason::BundleUnavailable) => r
-                    .bundle_failed_at
-                    .is_some_and(|at| now.saturating_sub(at) >= BUNDLE_RETRY_SECS),
-                Some(_) => false,
-            })
-            .filter_map(|r| Some((r.device_id, self.version_for(r)?)))
-            .collect();
+        let mut candidates: Vec<(u32, Version)> = Vec::new();
+        for record in self.device_records(jid)?.clone() {
+            if Some(record.device_id) == own_device
+                || matches!(
+                    self.inactivity(&record, now),
+                    Some(SkipReason::NotListed | SkipReason::Silent)
+                )
+            {
+                continue;
+            }
+            // The version it is encrypted in, and the newest one whose bundle failed
+            // once a day has passed (it may have been fixed).
+            candidates.extend(self.version_for(&record).map(|v| (record.device_id, v)));
+            let retry_due = record
+                .bundle_failed_at
+                .is_some_and(|at| now.saturating_sub(at) >= BUNDLE_RETRY_SECS);
+            let failed = self
+                .listed_versions(&record)
+                .intersection(record.bundle_failed)
+                .newest();
+            if let (true, Some(version)) = (retry_due, failed) {
+                candidates.push((record.device_id, version));
+            }
+        }
         for (device_id, version) in candidates {
             if self.session(jid, device_id, version)?.is_some() {
                 continue;
@@ -152,8 +157,9 @@ impl<S: Store> Manager<S> {
                 let key = *bundle.identity_key.curve25519().as_bytes();
                 match record.identity_key {
                     Some(known) if known != key => {
-                        tracing::warn!(%jid, device_id, "bundle identity key differs from the known one; refused");
+                        tracing::warn!(%jid, device_id, %version, "bundle identity key differs from the known one; refused");
                         record.bundle_failed_at = Some(now);
+                        record.bundle_failed.insert(version);
                         identity_refused = true;
                     }
                     known => {
@@ -162,7 +168,10 @@ impl<S: Store> Manager<S> {
                             record.trust = initial_trust;
                             identity_learned = true;
                         }
-                        record.bundle_failed_at = None;
+                        record.bundle_failed.set(version, false);
+                        if record.bundle_failed.is_empty() {
+                            record.bundle_failed_at = None;
+                        }
                         batch.ops.push(Op::PutSession {
                             jid: jid.to_owned(),
                             device_id,
@@ -174,8 +183,9 @@ impl<S: Store> Manager<S> {
                 }
             }
             Err(error) => {
-                tracing::warn!(%jid, device_id, %version, %error, "bundle unusable; device inactive");
+                tracing::warn!(%jid, device_id, %version, %error, "bundle unusable; version not used for the device");
                 record.bundle_failed_at = Some(now);
+                record.bundle_failed.insert(version);
             }
         }
         batch.ops.push(Op::PutDevice(record.clone()));
@@ -191,8 +201,10 @@ impl<S: Store> Manager<S> {
             });
         }
         self.cache_device(record)?;
-        if let Some(session) = new_session {
-            self.sessions.insert(jid, device_id, session);
+        match new_session {
+            Some(session) => self.sessions.insert(jid, device_id, session),
+            // The device may be reachable in its other version: fetch that bundle.
+            None => self.fetch_missing_bundles(jid, now)?,
         }
         Ok(())
     }

@@ -40,22 +40,26 @@ impl<S: Store> Manager<S> {
         self.directory.records(&self.store, jid)
     }
 
+    /// The versions a device is listed in that this manager speaks.
+    pub(super) fn listed_versions(&self, record: &DeviceRecord) -> Versions {
+        record.listed.intersection(self.config.versions)
+    }
+
     /// The version messages to a device are encrypted in: OMEMO 2 when it is on its
     /// owner's OMEMO 2 list, legacy when only on the legacy list (of the versions this
-    /// manager speaks); `None` when on neither.
+    /// manager speaks), leaving out a version whose bundle failed; `None` when none is
+    /// left.
     pub(super) fn version_for(&self, record: &DeviceRecord) -> Option<Version> {
-        self.config
-            .versions
-            .iter()
-            .rev()
-            .find(|v| record.listed.contains(*v))
+        self.listed_versions(record)
+            .difference(record.bundle_failed)
+            .newest()
     }
 
     /// Why a device is not encrypted to, or `None` when it is active.
     pub(super) fn inactivity(&self, record: &DeviceRecord, now: u64) -> Option<SkipReason> {
-        if self.version_for(record).is_none() {
+        if self.listed_versions(record).is_empty() {
             Some(SkipReason::NotListed)
-        } else if record.bundle_failed_at.is_some() {
+        } else if self.version_for(record).is_none() {
             Some(SkipReason::BundleUnavailable)
         } else if record
             .last_message_at
@@ -142,12 +146,18 @@ impl<S: Store> Manager<S> {
     /// it leaves the own device lists of every version spoken and its bundles are
     /// retracted, so that contacts stop encrypting to it. Its record stays, so late
     /// messages from it still decrypt. A device that is still running puts itself back
-    /// on the lists when it sees them.
-    pub fn remove_own_device(&mut self, device_id: u32) -> Result<(), ManagerError> {
+    /// on the lists when it sees them. Fails with [`ManagerError::OwnListsUnknown`] until
+    /// the own lists have arrived (the lists published are the ones fetched, minus the
+    /// device).
+    pub fn remove_own_device(&mut self, device_id: u32, now: u64) -> Result<(), ManagerError> {
+        self.clock = self.clock.max(now);
         if device_id == self.own.device_id {
             return Err(ManagerError::RemovingThisDevice);
         }
         let jid = self.own.jid.clone();
+        if !self.directory.has_lists(&jid, self.config.versions) {
+            return Err(ManagerError::OwnListsUnknown);
+        }
         let mut records = self.device_records(&jid)?.clone();
         let Some(record) = records.iter_mut().find(|r| r.device_id == device_id) else {
             return Err(ManagerError::UnknownDevice { jid, device_id });
@@ -297,6 +307,7 @@ impl<S: Store> Manager<S> {
             entries.clear();
         }
         let own_device = self.own.device_id;
+        let mut republish = None;
         if own {
             let own_entry = self.own.list_entry(version);
             let published = entries.iter().find(|d| d.id == own_device);
@@ -308,7 +319,7 @@ impl<S: Store> Manager<S> {
                     .collect();
                 republished.push(own_entry);
                 republished.sort_by_key(|d| d.id);
-                self.publish(Publication::DeviceList(version, republished), Some(0));
+                republish = Some(Publication::DeviceList(version, republished));
             }
         }
         let mut records = self.device_records(jid)?.clone();
@@ -351,7 +362,10 @@ impl<S: Store> Manager<S> {
                 ops: changed.into_iter().map(Op::PutDevice).collect(),
             })?;
         }
-        // Committed: now memory.
+        // Committed: now memory and the follow-ups.
+        if let Some(publication) = republish {
+            self.publish(publication, Some(0));
+        }
         for (device_id, versions) in added {
             self.events.push_back(Event::DeviceAdded {
                 jid: jid.to_owned(),
@@ -398,6 +412,7 @@ pub(super) fn new_device(jid: &str, device_id: u32, listed: Versions) -> DeviceR
         trust: Trust::Undecided,
         last_message_at: None,
         bundle_failed_at: None,
+        bundle_failed: Versions::NONE,
         label: None,
         label_signature: None,
     }

@@ -136,8 +136,7 @@ impl<S: Store> Manager<S> {
         }
         self.last_repair = Some(now);
         tracing::info!("a message was not for this device: checking the own device lists");
-        self.publish_device();
-        self.publish_bundle();
+        self.republish();
     }
 
     /// Queues `body` for `recipients` (bare JIDs; the first one is the `to` of the
@@ -205,10 +204,13 @@ impl<S: Store> Manager<S> {
 
     /// The next stanza to send: IQ requests (their answers go to
     /// [`Manager::handle_stanza`]), then messages (encrypted ones from
-    /// [`Manager::send`], session completions, heartbeats).
+    /// [`Manager::send`], session completions, heartbeats). A request's answer is
+    /// awaited for a minute from the latest `now` given to the manager, so take stanzas
+    /// only while the stream is up, and give the time of a new stream to
+    /// [`Manager::connected`].
     pub fn poll_transmit(&mut self) -> Option<Element> {
         self.requests
-            .poll()
+            .poll(self.clock)
             .map(|request| request.stanza)
             .or_else(|| self.messages.pop_front())
     }

@@ -104,8 +104,10 @@ pub enum Event {
         /// The device.
         device_id: u32,
     },
-    /// A bundle or key exchange showed another identity key for a known device; it was
-    /// refused and the device keeps its old one.
+    /// A bundle (signed by its identity) showed another identity key for a known
+    /// device; it was refused and the device keeps its old one. A key exchange that
+    /// claims another identity is [`Handled::Undecryptable`] with
+    /// [`ManagerError::IdentityChanged`] instead: it is not authenticated.
     IdentityChangeRefused {
         /// Its owner.
         jid: String,

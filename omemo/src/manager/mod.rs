@@ -60,6 +60,7 @@ use crate::consts::{
 };
 use crate::error::ManagerError;
 use crate::ratchet::RatchetLimits;
+use crate::stanza::omemo2::MAX_LABEL_LENGTH;
 use crate::store::{AccountRecord, Store};
 use crate::version::Versions;
 
@@ -101,7 +102,9 @@ pub struct ManagerConfig {
     /// stay in the store.
     pub versions: Versions,
     /// This device's label in the OMEMO 2 device list (signed with the identity key),
-    /// shown by other clients next to its fingerprint.
+    /// shown by other clients next to its fingerprint; at most
+    /// [`stanza::omemo2::MAX_LABEL_LENGTH`](crate::stanza::omemo2::MAX_LABEL_LENGTH)
+    /// bytes.
     pub label: Option<String>,
     /// How long [`Manager::send`] holds a message for the device lists and bundles it
     /// needs, in seconds; then it goes to the devices known by then.
@@ -185,6 +188,13 @@ impl<S: Store> Manager<S> {
         if config.versions.is_empty() {
             return Err(ManagerError::NoVersions);
         }
+        let label_length = config.label.as_ref().map_or(0, String::len);
+        if label_length > MAX_LABEL_LENGTH {
+            return Err(ManagerError::LabelTooLong {
+                length: label_length,
+                max: MAX_LABEL_LENGTH,
+            });
+        }
         let mut manager = match store.load_account()? {
             Some(account) => Self::load(store, config, account, rng, now)?,
             None => Self::create(store, config, jid.clone(), rng, now)?,
@@ -198,8 +208,7 @@ impl<S: Store> Manager<S> {
         manager.own.set_label(manager.config.label.as_deref(), rng);
         manager.requests = Requests::new(rng.next_u32());
         manager.clock = now;
-        manager.fetch_device_lists(&jid, Versions::BOTH);
-        manager.publish_bundle();
+        manager.republish();
         Ok(manager)
     }
 
@@ -291,13 +300,12 @@ impl<S: Store> Manager<S> {
         self.requests.clear();
     }
 
-    /// A new stream is up: fetches the own device lists (this device is put back where
-    /// missing) and republishes the bundles, and asks again for what queued messages
-    /// wait for.
+    /// A stream is up (the first one too): fetches the own device lists (this device is
+    /// put back where missing) and republishes the bundles, and asks again for what
+    /// queued messages wait for. Requests already queued are not duplicated.
     pub fn connected(&mut self, now: u64) -> Result<(), ManagerError> {
         self.clock = self.clock.max(now);
-        self.publish_device();
-        self.publish_bundle();
+        self.republish();
         let waiting: Vec<jid::BareJid> = self.outbox.recipients();
         if !waiting.is_empty() {
             self.prepare(&waiting, now)?;

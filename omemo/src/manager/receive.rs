@@ -5,7 +5,6 @@ use rand_core::CryptoRng;
 
 use super::Manager;
 use super::devices::new_device;
-use super::events::Event;
 use super::own_device::Refill;
 use crate::consts::MAX_KEY_ATTEMPTS;
 use crate::error::{DecryptError, ManagerError};
@@ -265,11 +264,9 @@ impl<S: Store> Manager<S> {
                     .iter()
                     .find(|r| r.device_id == device_id)
                     .and_then(|r| r.identity_key);
+                // Not authenticated yet: an error for this message, no event (anyone on
+                // the path could forge the claim).
                 if known.is_some_and(|k| k != *kex.identity_key().curve25519().as_bytes()) {
-                    self.events.push_back(Event::IdentityChangeRefused {
-                        jid: sender.to_owned(),
-                        device_id,
-                    });
                     return Err(ManagerError::IdentityChanged {
                         jid: sender.to_owned(),
                         device_id,

@@ -107,11 +107,12 @@ fn needs_configuration(condition: &str) -> bool {
 }
 
 /// The IQ requests of one manager: those queued for the caller to send, and every one
-/// not answered yet (queued or sent) with what it is for and when it was queued.
+/// not answered yet (queued or sent) with what it is for and, once handed out, when.
+/// Only requests handed out expire: one still queued (the stream is not up yet) waits.
 #[derive(Default)]
 pub(super) struct Requests {
     queue: VecDeque<Request>,
-    pending: HashMap<String, (Pending, u64)>,
+    pending: HashMap<String, (Pending, Option<u64>)>,
     next: u64,
     /// Random per-instance prefix of request ids, so two managers never collide.
     prefix: u32,
@@ -125,18 +126,22 @@ impl Requests {
         }
     }
 
-    /// Queues the request `build` makes from its id, for `pending`, stamped `now`.
-    pub(super) fn push(&mut self, pending: Pending, now: u64, build: impl FnOnce(&str) -> Element) {
+    /// Queues the request `build` makes from its id, for `pending`.
+    pub(super) fn push(&mut self, pending: Pending, build: impl FnOnce(&str) -> Element) {
         self.next += 1;
         let id = format!("omemo-{:08x}-{}", self.prefix, self.next);
         let stanza = build(&id);
-        self.pending.insert(id.clone(), (pending, now));
+        self.pending.insert(id.clone(), (pending, None));
         self.queue.push_back(Request { id, stanza });
     }
 
-    /// The next request to send.
-    pub(super) fn poll(&mut self) -> Option<Request> {
-        self.queue.pop_front()
+    /// The next request to send, stamped as sent at `now`.
+    pub(super) fn poll(&mut self, now: u64) -> Option<Request> {
+        let request = self.queue.pop_front()?;
+        if let Some((_, sent)) = self.pending.get_mut(&request.id) {
+            *sent = Some(now);
+        }
+        Some(request)
     }
 
     /// Requests not answered yet.
@@ -150,14 +155,13 @@ impl Requests {
         self.queue.clear();
     }
 
-    /// Forgets requests unanswered for longer than [`REQUEST_TIMEOUT_SECS`] (the answer
-    /// was lost), so that what they asked for is asked again.
+    /// Forgets requests sent and unanswered for longer than [`REQUEST_TIMEOUT_SECS`]
+    /// (the answer was lost), so that what they asked for is asked again.
     pub(super) fn expire(&mut self, now: u64) {
         let before = self.pending.len();
-        self.pending
-            .retain(|_, (_, at)| now.saturating_sub(*at) < REQUEST_TIMEOUT_SECS);
-        let pending = &self.pending;
-        self.queue.retain(|r| pending.contains_key(&r.id));
+        self.pending.retain(|_, (_, sent)| {
+            sent.is_none_or(|at| now.saturating_sub(at) < REQUEST_TIMEOUT_SECS)
+        });
         if self.pending.len() < before {
             tracing::info!(
                 expired = before - self.pending.len(),
@@ -180,11 +184,12 @@ impl Requests {
         })
     }
 
-    /// When the oldest unanswered request expires.
+    /// When the oldest request sent and unanswered expires.
     pub(super) fn next_expiry(&self) -> Option<u64> {
         self.pending
             .values()
-            .map(|(_, at)| at + REQUEST_TIMEOUT_SECS)
+            .filter_map(|(_, sent)| *sent)
+            .map(|at| at + REQUEST_TIMEOUT_SECS)
             .min()
     }
 
@@ -204,7 +209,6 @@ impl Requests {
     fn update_queued(
         &mut self,
         publication: Publication,
-        now: u64,
         build: impl FnOnce(&Publication, &str, Option<usize>) -> Element,
     ) -> Result<(), Publication> {
         let pending = &self.pending;
@@ -232,7 +236,7 @@ impl Requests {
                     publication,
                     options,
                 },
-                now,
+                None,
             ),
         );
         Ok(())
@@ -241,7 +245,7 @@ impl Requests {
 
 impl<S: Store> Manager<S> {
     pub(super) fn queue(&mut self, pending: Pending, build: impl FnOnce(&str) -> Element) {
-        self.requests.push(pending, self.clock, build);
+        self.requests.push(pending, build);
     }
 
     pub(super) fn expire_requests(&mut self, now: u64) {
@@ -458,10 +462,7 @@ impl<S: Store> Manager<S> {
         // A publication of the same item that is queued and not sent yet is brought up
         // to date instead of queueing another one (a burst of new senders refills the
         // bundle many times).
-        let Err(publication) = self
-            .requests
-            .update_queued(publication, self.clock, stanza_for)
-        else {
+        let Err(publication) = self.requests.update_queued(publication, stanza_for) else {
             return;
         };
         let pending = Pending::Publish {

@@ -74,7 +74,9 @@ const BUNDLE: BundleLayout = BundleLayout {
 
 /// Longest device label accepted, in bytes (XEP-0384 asks for labels under 53 code points;
 /// deployed clients are not held to it, but a label is no place for a kilobyte).
-const MAX_LABEL_LENGTH: usize = 256;
+pub const MAX_LABEL_LENGTH: usize = 256;
+/// Length of a `labelsig`: an Ed25519 signature.
+const LABEL_SIGNATURE_LENGTH: usize = 64;
 
 /// The item id of the bundle of `device_id` on [`BUNDLES_NODE`]: the id in decimal.
 ///
@@ -283,8 +285,8 @@ impl ListedDevice {
 /// duplicates (the first entry of an id wins).
 ///
 /// `<device>` entries whose `id` is missing or not a `u32` are skipped, and so are labels
-/// longer than 256 bytes and `labelsig`s that are not base64 (the device stays, its label
-/// goes). An empty list is valid. Fails when the element is not an OMEMO 2 `<devices>` or
+/// longer than [`MAX_LABEL_LENGTH`] bytes and `labelsig`s that are not 64 bytes of base64
+/// (the device stays, its label goes). An empty list is valid. Fails when the element is not an OMEMO 2 `<devices>` or
 /// names more than `cap` distinct devices.
 pub fn parse_device_list(devices: &Element, cap: usize) -> Result<Vec<ListedDevice>, StanzaError> {
     expect_element(devices, "devices", NAMESPACE)?;
@@ -302,7 +304,8 @@ pub fn parse_device_list(devices: &Element, cap: usize) -> Result<Vec<ListedDevi
             .filter(|label| label.len() <= MAX_LABEL_LENGTH);
         let label_signature = device
             .attr("labelsig")
-            .and_then(|sig| decode_base64_attr("labelsig", sig, MAX_FIELD_TEXT_LENGTH).ok());
+            .and_then(|sig| decode_base64_attr("labelsig", sig, MAX_FIELD_TEXT_LENGTH).ok())
+            .filter(|sig| sig.len() == LABEL_SIGNATURE_LENGTH);
         let (label, label_signature) = match (label, label_signature) {
             (Some(label), Some(signature)) => (Some(label.to_owned()), Some(signature)),
             _ => (None, None),
@@ -566,10 +569,12 @@ mod tests {
 
     #[test]
     fn device_list_parses_in_order_without_duplicates_and_round_trips() {
-        let list = parse(
+        let signature = crate::stanza::xml::encode_base64(&[0; 64]);
+        let list = parse(&format!(
             "<devices xmlns='urn:xmpp:omemo:2'><device id='7'/><device id='x'/><device/>\
-             <device id='8' label='Phone' labelsig='AAAA'/><device id='7' label='dup' labelsig='AAAA'/></devices>",
-        );
+             <device id='8' label='Phone' labelsig='{signature}'/>\
+             <device id='7' label='dup' labelsig='{signature}'/></devices>",
+        ));
         let devices = parse_device_list(&list, 10).unwrap();
         assert_eq!(
             devices,
@@ -578,7 +583,7 @@ mod tests {
                 ListedDevice {
                     id: 8,
                     label: Some("Phone".into()),
-                    label_signature: Some(vec![0, 0, 0]),
+                    label_signature: Some(vec![0; 64]),
                 }
             ]
         );
@@ -645,6 +650,14 @@ mod tests {
             "<devices xmlns='urn:xmpp:omemo:2'><device id='4' label='{long}' labelsig='AAAA'/></devices>"
         ));
         assert_eq!(parse_device_list(&list, 10), Ok(vec![ListedDevice::new(4)]));
+        // So is a signature that cannot be an Ed25519 one (too short or too long).
+        for length in [63, 65, 2000] {
+            let signature = crate::stanza::xml::encode_base64(&vec![7u8; length]);
+            let list = parse(&format!(
+                "<devices xmlns='urn:xmpp:omemo:2'><device id='5' label='x' labelsig='{signature}'/></devices>"
+            ));
+            assert_eq!(parse_device_list(&list, 10), Ok(vec![ListedDevice::new(5)]));
+        }
     }
 
     // ---- bundles ----

@@ -146,6 +146,7 @@ pub(super) fn sample_device(jid: &str, device_id: u32) -> DeviceRecord {
         trust: Trust::Blind,
         last_message_at: Some(1_700_000_000),
         bundle_failed_at: None,
+        bundle_failed: Versions::NONE,
         label: None,
         label_signature: None,
     }
@@ -447,6 +448,7 @@ pub(super) fn devices_are_sorted_by_id_and_isolated_by_jid<S: Store>(store: &mut
         trust: Trust::Distrusted,
         last_message_at: None,
         bundle_failed_at: Some(1_800_000_000),
+        bundle_failed: Versions::only(Version::Omemo2),
         ..sample_device(ALICE, 20)
     };
     commit(store, vec![Op::PutDevice(replaced.clone())]);
@@ -469,6 +471,7 @@ pub(super) fn device_fields_round_trip_at_their_extremes<S: Store>(store: &mut S
         trust: Trust::Undecided,
         last_message_at: None,
         bundle_failed_at: None,
+        bundle_failed: Versions::NONE,
         label: None,
         label_signature: None,
     };
@@ -480,6 +483,7 @@ pub(super) fn device_fields_round_trip_at_their_extremes<S: Store>(store: &mut S
         trust: Trust::Verified,
         last_message_at: Some(i64::MAX as u64),
         bundle_failed_at: Some(0),
+        bundle_failed: Versions::BOTH,
         label: Some("ü".repeat(128)),
         label_signature: Some(vec![0xff; 64]),
     };
@@ -663,6 +667,7 @@ fn invalid_ops() -> Vec<(&'static str, Op)> {
             "device failure time beyond i64",
             Op::PutDevice(DeviceRecord {
                 bundle_failed_at: Some(i64::MAX as u64 + 1),
+                bundle_failed: Versions::NONE,
                 ..sample_device(ALICE, 3)
             }),
         ),

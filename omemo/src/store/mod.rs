@@ -111,8 +111,11 @@ pub struct DeviceRecord {
     pub trust: Trust,
     /// When a message from it last decrypted, seconds since the Unix epoch.
     pub last_message_at: Option<u64>,
-    /// When its bundle last failed to fetch or verify (then it is inactive).
+    /// When its bundle last failed to fetch or verify.
     pub bundle_failed_at: Option<u64>,
+    /// The versions whose bundle failed then (the device is not encrypted to in those
+    /// until a retry works).
+    pub bundle_failed: Versions,
     /// The label its OMEMO 2 list entry gives it, as published (not yet verified).
     pub label: Option<String>,
     /// The signature of `label` by the device's identity key, as published.

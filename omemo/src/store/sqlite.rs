@@ -76,6 +76,7 @@ const STATEMENT_CACHE_CAPACITY: usize = 32;
 ///     trust: Trust::Undecided,
 ///     last_message_at: None,
 ///     bundle_failed_at: None,
+///     bundle_failed: Versions::NONE,
 ///     label: Some("Phone".to_owned()),
 ///     label_signature: Some(vec![7; 64]),
 /// };
@@ -264,15 +265,16 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
             conn.prepare_cached(
                 "INSERT INTO devices (jid, device_id, listed_legacy, listed_omemo2,
                      identity_key, trust, last_message_at, bundle_failed_at, label,
-                     label_signature)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                     label_signature, bundle_failed_versions)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                  ON CONFLICT (jid, device_id) DO UPDATE SET
                      listed_legacy = excluded.listed_legacy,
                      listed_omemo2 = excluded.listed_omemo2,
                      identity_key = excluded.identity_key, trust = excluded.trust,
                      last_message_at = excluded.last_message_at,
                      bundle_failed_at = excluded.bundle_failed_at,
-                     label = excluded.label, label_signature = excluded.label_signature",
+                     label = excluded.label, label_signature = excluded.label_signature,
+                     bundle_failed_versions = excluded.bundle_failed_versions",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -286,6 +288,7 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
                     bundle_failed_at,
                     r.label,
                     r.label_signature,
+                    r.bundle_failed.to_bits(),
                 ])
             })
         }
@@ -392,7 +395,8 @@ impl Store for SqliteStore {
             .conn
             .prepare_cached(
                 "SELECT device_id, listed_legacy, identity_key, trust, last_message_at,
-                     bundle_failed_at, listed_omemo2, label, label_signature
+                     bundle_failed_at, listed_omemo2, label, label_signature,
+                     bundle_failed_versions
                  FROM devices WHERE jid = ?1 ORDER BY device_id",
             )
             .map_err(backend)?;
@@ -432,6 +436,15 @@ impl Store for SqliteStore {
                 bundle_failed_at: optional_integer(row, 5, "device bundle_failed_at")?
                     .map(|t| to_u64("device bundle_failed_at", t))
                     .transpose()?,
+                bundle_failed: {
+                    let bits = integer(row, 9, "device bundle_failed_versions")?;
+                    u8::try_from(bits)
+                        .ok()
+                        .and_then(Versions::from_bits)
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!("device bundle_failed_versions {bits}"))
+                        })?
+                },
                 label: optional_text(row, 7, "device label")?,
                 label_signature: optional_blob(row, 8, "device label signature")?
                     .map(<[u8]>::to_vec),
@@ -781,6 +794,7 @@ mod tests {
         assert_corrupt_after("UPDATE devices SET trust = 7", devices);
         assert_corrupt_after("UPDATE devices SET listed_legacy = 2", devices);
         assert_corrupt_after("UPDATE devices SET listed_omemo2 = -1", devices);
+        assert_corrupt_after("UPDATE devices SET bundle_failed_versions = 4", devices);
         assert_corrupt_after("UPDATE devices SET label = CAST(x'ff' AS TEXT)", devices);
         assert_corrupt_after("UPDATE devices SET last_message_at = -1", devices);
         assert_corrupt_after("UPDATE devices SET device_id = 0", devices);
