@@ -470,15 +470,7 @@ fn a_removed_own_device_leaves_both_lists_and_its_bundles_are_retracted() {
     let lost_id = lost.manager.device_id();
     drop(lost);
     // Not before the own lists are here: the change could drop devices added meanwhile.
-    let mut rng = omemo::os_rng();
-    let mut early = Manager::open(
-        MemoryStore::new(),
-        &bare("alice@example.org"),
-        ManagerConfig::default(),
-        &mut rng,
-        world.now,
-    )
-    .unwrap();
+    let mut early = world.unconnected("alice@example.org");
     assert_eq!(
         early.remove_own_device(lost_id, world.now),
         Err(ManagerError::OwnListsUnknown)

@@ -510,14 +510,7 @@ fn a_refused_publication_is_an_event() {
 fn requests_wait_unsent_while_the_stream_is_down_and_expire_only_once_sent() {
     let mut world = World::new();
     let mut rng = omemo::os_rng();
-    let mut alice = omemo::Manager::open(
-        MemoryStore::new(),
-        &bare("alice@example.org"),
-        ManagerConfig::default(),
-        &mut rng,
-        world.now,
-    )
-    .unwrap();
+    let mut alice = world.unconnected("alice@example.org");
     // The server cannot be reached for two minutes: nothing is taken, nothing expires.
     assert_eq!(
         alice.poll_timeout(),

@@ -184,6 +184,16 @@ client() {
     return "$rc"
 }
 
+# send_expect_echo LOGNAME TEXT SEND-ARGS...: `omemo-bot send SEND-ARGS --wait-reply 30 TEXT`
+# must exit 0 and print TEXT (the echo); its stderr goes to $WORK/LOGNAME.log.
+send_expect_echo() {
+    local log="$1" text="$2" out
+    shift 2
+    out="$("$BOT" send "$@" --wait-reply 30 "$text" 2>"$WORK/$log.log")" \
+        || fail "$log exited $?: $(tail -n 5 "$WORK/$log.log")"
+    [ "$out" = "$text" ] || fail "$log printed '$out', want '$text'"
+}
+
 # start_echo_peer NAME ACCOUNT EXTRA...: slixmpp_peer.py echo in the background, waits for
 # READY; its stdout goes to $WORK/NAME.out. Sets ECHO_PID.
 start_echo_peer() {
@@ -250,18 +260,13 @@ scenario_1() {
 }
 
 scenario_2() {
-    local out
     start_echo_peer s2-echo bob
     local -a opts
     mapfile -t opts < <(bot_opts dave)
     local text1="first contact ✓ <&> \"quotes\" ünïcödé" text2="second message, same session"
-    out="$("$BOT" send "${opts[@]}" --to bob@localhost --wait-reply 30 "$text1" 2>"$WORK/s2-send1.log")" \
-        || fail "send 1 exited $?: $(tail -n 5 "$WORK/s2-send1.log")"
-    [ "$out" = "$text1" ] || fail "send 1 printed '$out', want '$text1'"
+    send_expect_echo s2-send1 "$text1" "${opts[@]}" --to bob@localhost
     grep -q '"text": "first contact' "$WORK/s2-echo.out" || fail "the echo peer did not report the message"
-    out="$("$BOT" send "${opts[@]}" --to bob@localhost --wait-reply 30 "$text2" 2>"$WORK/s2-send2.log")" \
-        || fail "send 2 exited $?: $(tail -n 5 "$WORK/s2-send2.log")"
-    [ "$out" = "$text2" ] || fail "send 2 printed '$out', want '$text2'"
+    send_expect_echo s2-send2 "$text2" "${opts[@]}" --to bob@localhost
     if grep -q '^ERROR ' "$WORK/s2-echo.out"; then
         fail "echo peer errors: $(grep '^ERROR ' "$WORK/s2-echo.out")"
     fi
@@ -272,16 +277,12 @@ scenario_2() {
 }
 
 scenario_3() {
-    local out rc bot_device
+    local rc bot_device
     start_bot bot3 bot3
     local -a opts
     mapfile -t opts < <(bot_opts carol)
-    out="$("$BOT" send "${opts[@]}" --to bot3@localhost --wait-reply 30 "hello from carol" 2>"$WORK/s3-send1.log")" \
-        || fail "send 1 exited $?: $(tail -n 5 "$WORK/s3-send1.log")"
-    [ "$out" = "hello from carol" ] || fail "send 1 printed '$out'"
-    out="$("$BOT" send "${opts[@]}" --to bot3@localhost --wait-reply 30 "and again" 2>"$WORK/s3-send2.log")" \
-        || fail "send 2 exited $?: $(tail -n 5 "$WORK/s3-send2.log")"
-    [ "$out" = "and again" ] || fail "send 2 printed '$out'"
+    send_expect_echo s3-send1 "hello from carol" "${opts[@]}" --to bot3@localhost
+    send_expect_echo s3-send2 "and again" "${opts[@]}" --to bot3@localhost
     # `devices` shows the bot's device with the fingerprint `fingerprint` prints.
     bot_device="$(device_id bot3)"
     local fp
@@ -298,9 +299,7 @@ scenario_3() {
     [ "$rc" -ne 0 ] || fail "send to a distrusted device succeeded"
     "$BOT" trust --jid carol@localhost --store "$WORK/carol.db" bot3@localhost "$bot_device" \
         >/dev/null 2>&1 || fail "trust failed"
-    out="$("$BOT" send "${opts[@]}" --to bot3@localhost --wait-reply 30 "verified now" 2>"$WORK/s3-send4.log")" \
-        || fail "send 4 exited $?: $(tail -n 5 "$WORK/s3-send4.log")"
-    [ "$out" = "verified now" ] || fail "send 4 printed '$out'"
+    send_expect_echo s3-send4 "verified now" "${opts[@]}" --to bot3@localhost
     rc=0
     "$BOT" trust --jid carol@localhost --store "$WORK/carol.db" bot3@localhost 12345 >/dev/null 2>&1 || rc=$?
     [ "$rc" -eq 1 ] || fail "trust of an unknown device exited $rc, want 1"
@@ -433,17 +432,13 @@ scenario_7() {
 }
 
 scenario_8() {
-    local out rc
+    local rc
     start_echo_peer s8-echo heidi --omemo-version omemo2
     local -a opts
     mapfile -t opts < <(bot_opts ivan)
     local text1="OMEMO 2 first contact ✓ <&> ünïcödé" text2="second, --version omemo2"
-    out="$("$BOT" send "${opts[@]}" --to heidi@localhost --wait-reply 30 "$text1" 2>"$WORK/s8-send1.log")" \
-        || fail "send 1 exited $?: $(tail -n 5 "$WORK/s8-send1.log")"
-    [ "$out" = "$text1" ] || fail "send 1 printed '$out', want '$text1'"
-    out="$("$BOT" send "${opts[@]}" --version omemo2 --to heidi@localhost --wait-reply 30 "$text2" \
-        2>"$WORK/s8-send2.log")" || fail "send 2 exited $?: $(tail -n 5 "$WORK/s8-send2.log")"
-    [ "$out" = "$text2" ] || fail "send 2 printed '$out', want '$text2'"
+    send_expect_echo s8-send1 "$text1" "${opts[@]}" --to heidi@localhost
+    send_expect_echo s8-send2 "$text2" "${opts[@]}" --version omemo2 --to heidi@localhost
     rc=0
     "$BOT" send "${opts[@]}" --version legacy --to heidi@localhost "legacy only" \
         >/dev/null 2>"$WORK/s8-send3.log" || rc=$?

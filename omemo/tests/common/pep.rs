@@ -327,6 +327,20 @@ impl World {
         self.config.versions.newest().unwrap()
     }
 
+    /// A manager of this world's configuration whose requests are not answered yet (the
+    /// stream is not up).
+    pub fn unconnected(&self, jid: &str) -> Manager<MemoryStore> {
+        let mut rng = omemo::os_rng();
+        Manager::open(
+            MemoryStore::new(),
+            &bare(jid),
+            self.config.clone(),
+            &mut rng,
+            self.now,
+        )
+        .unwrap()
+    }
+
     pub fn device(&mut self, jid: &str, resource: &str) -> Device<MemoryStore> {
         let config = self.config.clone();
         self.device_with(jid, resource, MemoryStore::new(), config)
