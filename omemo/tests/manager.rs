@@ -42,7 +42,7 @@ in_every_setup!(
     bundle_with_a_bad_signature_makes_the_device_inactive,
     temporary_bundle_fetch_errors_are_retried_and_lost_connections_forgotten,
     refused_publish_options_lead_to_node_configuration_and_a_new_publish,
-    device_lists_with_several_items_merge_and_belong_to_their_bare_jid,
+    device_lists_with_several_items_merge_and_only_their_owner_sends_them,
     unsolicited_empty_key_exchange_is_consumed_silently,
     heartbeat_after_many_messages_without_reply,
     devices_silent_for_too_long_are_not_encrypted_to,
@@ -549,17 +549,18 @@ fn refused_publish_options_lead_to_node_configuration_and_a_new_publish(versions
     }
 }
 
-fn device_lists_with_several_items_merge_and_belong_to_their_bare_jid(versions: Versions) {
+fn device_lists_with_several_items_merge_and_only_their_owner_sends_them(versions: Versions) {
     let mut world = World::speaking(versions);
     let mut rng = omemo::os_rng();
     let mut alice = world.device("alice@example.org", "phone");
     let now = world.now;
-    // Two items (clients that did not use 'current'), sent from a full JID.
+    // Two items (clients that did not use 'current'), from the owner's bare JID written
+    // in another case: they belong to the normalised JID, as messages from it do.
     assert!(
         alice
             .manager
             .handle_stanza(
-                &device_list_event(world.version(), "bob@example.org/laptop", &[&[1, 2], &[3]]),
+                &device_list_event(world.version(), "Bob@EXAMPLE.org", &[&[1, 2], &[3]]),
                 &mut rng,
                 now
             )
@@ -574,6 +575,20 @@ fn device_lists_with_several_items_merge_and_belong_to_their_bare_jid(versions: 
         .map(|d| d.device_id)
         .collect();
     assert_eq!(ids, vec![1, 2, 3]);
+    // PEP notifications come from the owner's bare JID; one from a full JID is a message
+    // anyone could send (200 made-up devices per message): dropped, nothing stored.
+    let forged = device_list_event(world.version(), "mallory@example.org/x", &[&[4, 5, 6]]);
+    assert!(matches!(
+        alice.manager.handle_stanza(&forged, &mut rng, now).unwrap(),
+        Handled::Dropped(_)
+    ));
+    assert!(
+        alice
+            .manager
+            .devices(&bare("mallory@example.org"), now)
+            .unwrap()
+            .is_empty()
+    );
     // An event without a sender is attributed to nobody.
     let mut anonymous = device_list_event(world.version(), "x@example.org", &[&[9]]);
     anonymous.attrs_mut().clear();

@@ -232,17 +232,15 @@ impl<S: Store> Manager<S> {
         }
     }
 
-    /// Handles a PEP notification (a `<message>` with a pubsub event). Returns `false`
+    /// Applies a PEP notification from `owner` (a normalised bare JID). Returns `false`
     /// for events of other nodes (and of versions not spoken).
     pub(super) fn handle_event(
         &mut self,
-        message: &Element,
+        owner: &str,
+        event: stanza::PubsubEvent,
         now: u64,
     ) -> Result<bool, ManagerError> {
         self.clock = self.clock.max(now);
-        let Some(event) = stanza::parse_event(message) else {
-            return Ok(false);
-        };
         let Some(version) = self
             .config
             .versions
@@ -251,7 +249,7 @@ impl<S: Store> Manager<S> {
         else {
             return Ok(false);
         };
-        self.device_list_fetched(&event.from, version, &event.payloads, now)?;
+        self.device_list_fetched(owner, version, &event.payloads, now)?;
         Ok(true)
     }
 

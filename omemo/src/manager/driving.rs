@@ -49,8 +49,19 @@ impl<S: Store> Manager<S> {
                 })
             }
             "message" if stanza.attr("type") != Some("error") => {
-                if stanza::parse_event(stanza).is_some() {
-                    return Ok(if self.handle_event(stanza, now)? {
+                if let Some(event) = stanza::parse_event(stanza) {
+                    // PEP notifications come from the bare JID that owns the node; a
+                    // message from anywhere else (a full JID: any client) is no event.
+                    let Some(owner) = stanza
+                        .attr("from")
+                        .and_then(|from| jid::Jid::new(from).ok())
+                        .filter(|from| from.resource().is_none())
+                    else {
+                        tracing::warn!(from = stanza.attr("from").unwrap_or_default(), "pubsub event not from a bare JID; dropped");
+                        return Ok(Handled::Dropped("pubsub event not from its owner's bare JID"));
+                    };
+                    let owner = owner.to_bare().to_string();
+                    return Ok(if self.handle_event(&owner, event, now)? {
                         Handled::DeviceList
                     } else {
                         Handled::Unhandled
