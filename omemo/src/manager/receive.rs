@@ -121,6 +121,8 @@ struct Opened {
     key: KeyMaterial,
     /// The one-time prekey a new session was built with.
     used_pre_key: Option<u32>,
+    /// Messages received on the receiving chain before this one (0 for a new session).
+    chain_before: u32,
 }
 
 impl<S: Store> Manager<S> {
@@ -246,6 +248,7 @@ impl<S: Store> Manager<S> {
     ) -> Result<Opened, ManagerError> {
         let version = message.version();
         let existing = self.session(sender, device_id, version)?.cloned();
+        let chain_before = existing.as_ref().map_or(0, Session::receiving_chain_length);
         let (session, key, used_pre_key) = match (message, existing) {
             (RatchetMessage::Authenticated(message), Some(mut session)) => {
                 let key = session.decrypt(rng, message)?;
@@ -291,6 +294,7 @@ impl<S: Store> Manager<S> {
             session,
             key: KeyMaterial::from_bytes(key.to_vec()),
             used_pre_key,
+            chain_before,
         })
     }
 
@@ -309,6 +313,7 @@ impl<S: Store> Manager<S> {
         let Opened {
             session,
             used_pre_key,
+            chain_before,
             ..
         } = opened;
         let mut batch = Batch::default();
@@ -346,7 +351,10 @@ impl<S: Store> Manager<S> {
             self.identity_learned(&record);
         }
         self.cache_device(record)?;
-        let heartbeat = session.receiving_chain_length() > self.config.heartbeat_after;
+        // One heartbeat when a one-sided chain crosses the limit, not one per message
+        // after it.
+        let after = self.config.heartbeat_after;
+        let heartbeat = session.receiving_chain_length() > after && chain_before <= after;
         self.sessions.insert(sender, device_id, session);
         if let Some(refill) = refill {
             let version = self.own.apply_refill(refill);
