@@ -53,6 +53,7 @@ in_every_setup!(
     iq_answers_from_anyone_but_the_asked_entity_are_ignored,
     trust_needs_a_known_identity_and_device_id_zero_is_ignored,
     requests_without_an_answer_are_forgotten_and_asked_again,
+    a_bad_own_device_list_is_never_replaced_by_this_device_alone,
 );
 
 /// The bundle a manager publishes in the version of `world`.
@@ -1151,4 +1152,56 @@ fn requests_without_an_answer_are_forgotten_and_asked_again(versions: Versions) 
     );
     let stanza = world.send(&mut alice, "bob@example.org", "asked again");
     assert!(String::from(&stanza).contains("encrypted"));
+}
+
+fn a_bad_own_device_list_is_never_replaced_by_this_device_alone(versions: Versions) {
+    let mut world = World::speaking(versions);
+    let mut alice = world.device("alice@example.org", "phone");
+    let _desktop = world.device("alice@example.org", "desktop");
+    let mut rng = omemo::os_rng();
+    let node = device_list_node(world.version());
+    let event_with = |payload: Element| {
+        Element::builder("message", "jabber:client")
+            .attr("from".try_into().unwrap(), "alice@example.org")
+            .append(
+                Element::builder("event", PUBSUB_EVENT)
+                    .append(
+                        Element::builder("items", PUBSUB_EVENT)
+                            .attr("node".try_into().unwrap(), node)
+                            .append(
+                                Element::builder("item", PUBSUB_EVENT)
+                                    .attr("id".try_into().unwrap(), "current")
+                                    .append(payload)
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    };
+    // A list that does not parse, and one over the cap: neither is a list without the
+    // other devices, so neither is "fixed" by publishing this device alone.
+    let garbage = Element::builder("list", "urn:example:not-omemo").build();
+    let ids: Vec<u32> = (1..=10_000).collect();
+    let huge = common::pep::device_list_element(world.version(), &ids);
+    for payload in [garbage, huge] {
+        let handled = alice
+            .manager
+            .handle_stanza(&event_with(payload), &mut rng, world.now)
+            .unwrap();
+        assert_eq!(handled, Handled::DeviceList);
+        assert!(
+            alice.manager.poll_transmit().is_none(),
+            "the own list was republished from a bad one"
+        );
+    }
+    // An empty list (a reset by another client) is taken: this device puts itself back.
+    let empty = common::pep::device_list_element(world.version(), &[]);
+    alice
+        .manager
+        .handle_stanza(&event_with(empty), &mut rng, world.now)
+        .unwrap();
+    let republished = alice.manager.poll_transmit().expect("republication");
+    assert!(String::from(&republished).contains(&alice.manager.device_id().to_string()));
 }

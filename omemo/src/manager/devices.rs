@@ -281,6 +281,7 @@ impl<S: Store> Manager<S> {
     ) -> Result<(), ManagerError> {
         let cap = self.config.max_devices_per_jid;
         let mut entries: Vec<ListedDevice> = Vec::new();
+        let mut broken = false;
         for payload in payloads {
             // A broken item (stale clients leave many) does not spoil the others.
             let parsed = match version {
@@ -290,7 +291,10 @@ impl<S: Store> Manager<S> {
             };
             match parsed {
                 Ok(list) => entries.extend(list),
-                Err(error) => tracing::warn!(%jid, %version, %error, "device list item skipped"),
+                Err(error) => {
+                    broken = true;
+                    tracing::warn!(%jid, %version, %error, "device list item skipped");
+                }
             }
         }
         entries.retain(|d| d.id != 0);
@@ -299,14 +303,16 @@ impl<S: Store> Manager<S> {
         let own = jid == self.own.jid;
         if entries.len() > cap {
             tracing::warn!(%jid, %version, count = entries.len(), cap, "device list refused: too many devices");
-            if !own {
-                return Ok(());
-            }
-            entries.clear();
+            return Ok(());
         }
         let own_device = self.own.device_id;
         let mut republish = None;
-        if own {
+        // The own list is republished with this device added only when it was read
+        // whole: a list that did not parse says nothing of the other devices, and
+        // publishing this device alone would take them off it.
+        if own && broken {
+            tracing::warn!(%version, "own device list unreadable; not republished");
+        } else if own {
             let own_entry = self.own.list_entry(version);
             let published = entries.iter().find(|d| d.id == own_device);
             if published.is_none_or(|d| d.label != own_entry.label) {
