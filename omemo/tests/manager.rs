@@ -54,6 +54,7 @@ in_every_setup!(
     trust_needs_a_known_identity_and_device_id_zero_is_ignored,
     requests_without_an_answer_are_forgotten_and_asked_again,
     a_bad_own_device_list_is_never_replaced_by_this_device_alone,
+    an_unreadable_session_skips_its_device_and_not_the_message,
 );
 
 /// The bundle a manager publishes in the version of `world`.
@@ -1204,4 +1205,60 @@ fn a_bad_own_device_list_is_never_replaced_by_this_device_alone(versions: Versio
         .unwrap();
     let republished = alice.manager.poll_transmit().expect("republication");
     assert!(String::from(&republished).contains(&alice.manager.device_id().to_string()));
+}
+
+fn an_unreadable_session_skips_its_device_and_not_the_message(versions: Versions) {
+    let mut world = World::speaking(versions);
+    let mut alice = world.device("alice@example.org", "phone");
+    let mut bob1 = world.device("bob@example.org", "one");
+    let bob2 = world.device("bob@example.org", "two");
+    let first = world.send(&mut alice, "bob@example.org", "both");
+    assert_eq!(body(world.receive(&mut bob1, &first)), "both");
+    // Bob's second session in Alice's store becomes unreadable (corrupt, or written by a
+    // newer release).
+    let mut store = alice.manager.into_store();
+    store
+        .commit(omemo::Batch {
+            ops: vec![omemo::Op::PutSession {
+                jid: "bob@example.org".into(),
+                device_id: bob2.manager.device_id(),
+                version: world.version(),
+                state: vec![0xff; 40].into(),
+            }],
+        })
+        .unwrap();
+    let config = world.config.clone();
+    let mut alice = world.device_with("alice@example.org", "phone", store, config);
+    world.prepare(&mut alice, "bob@example.org");
+    let mut rng = omemo::os_rng();
+    let sent = alice
+        .manager
+        .encrypt(
+            &[bare("bob@example.org")],
+            "one of you",
+            &mut rng,
+            world.now,
+        )
+        .unwrap();
+    assert_eq!(
+        sent.recipients
+            .iter()
+            .map(|r| r.device_id)
+            .collect::<Vec<_>>(),
+        vec![bob1.manager.device_id()]
+    );
+    assert!(
+        sent.skipped
+            .iter()
+            .any(|s| s.device_id == bob2.manager.device_id()
+                && s.reason == SkipReason::SessionUnreadable)
+    );
+    let stanza = with_from(sent.stanza, &alice.full_jid);
+    assert_eq!(body(world.receive(&mut bob1, &stanza)), "one of you");
+    // The devices are still listed for the user to see.
+    let devices = alice
+        .manager
+        .devices(&bare("bob@example.org"), world.now)
+        .unwrap();
+    assert_eq!(devices.len(), 2);
 }

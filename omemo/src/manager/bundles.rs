@@ -93,7 +93,7 @@ impl<S: Store> Manager<S> {
             }
         }
         for (device_id, version) in candidates {
-            if self.session(jid, device_id, version)?.is_some() {
+            if self.has_session(jid, device_id, version)? {
                 continue;
             }
             let pending = Pending::FetchBundle {
@@ -138,7 +138,7 @@ impl<S: Store> Manager<S> {
         let initial_trust = self.initial_trust(jid)?;
         // A session that came into being while the fetch was under way (an incoming key
         // exchange) is kept; the bundle is not needed any more.
-        if self.session(jid, device_id, version)?.is_some() {
+        if self.has_session(jid, device_id, version)? {
             return Ok(());
         }
         let Some(mut record) = self

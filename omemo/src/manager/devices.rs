@@ -104,7 +104,12 @@ impl<S: Store> Manager<S> {
             label: record.label.clone(),
             label_signature: record.label_signature.clone(),
         };
-        let session = self.session(&record.jid, record.device_id, Version::Omemo2)?;
+        let session = match self.session(&record.jid, record.device_id, Version::Omemo2) {
+            Ok(session) => session,
+            Err(error @ ManagerError::Store(_)) => return Err(error),
+            // An unreadable session cannot vouch for a label.
+            Err(_) => None,
+        };
         Ok(session
             .and_then(|s| listed.verified_label(s.remote_identity()))
             .map(str::to_owned))

@@ -57,8 +57,13 @@ impl<S: Store> Manager<S> {
                         .and_then(|from| jid::Jid::new(from).ok())
                         .filter(|from| from.resource().is_none())
                     else {
-                        tracing::warn!(from = stanza.attr("from").unwrap_or_default(), "pubsub event not from a bare JID; dropped");
-                        return Ok(Handled::Dropped("pubsub event not from its owner's bare JID"));
+                        tracing::warn!(
+                            from = stanza.attr("from").unwrap_or_default(),
+                            "pubsub event not from a bare JID; dropped"
+                        );
+                        return Ok(Handled::Dropped(
+                            "pubsub event not from its owner's bare JID",
+                        ));
                     };
                     let owner = owner.to_bare().to_string();
                     return Ok(if self.handle_event(&owner, event, now)? {

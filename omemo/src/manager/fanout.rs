@@ -25,6 +25,9 @@ pub enum SkipReason {
     /// Its bundle is missing, invalid (bad signature, malformed) or shows another
     /// identity key than the one known for the device.
     BundleUnavailable,
+    /// The stored session with it cannot be read (corrupt, or written by a newer
+    /// release); the other devices still get the message.
+    SessionUnreadable,
     /// Not on its owner's device list of a version this manager speaks (any more).
     NotListed,
     /// No message from it for longer than [`ManagerConfig::inactive_after_secs`].
@@ -108,6 +111,21 @@ impl Fanout {
 }
 
 impl<S: Store> Manager<S> {
+    /// Whether there is a session of `version` with a device, readable or not (an
+    /// unreadable one is not replaced by one built from a bundle behind the user's back).
+    pub(super) fn has_session(
+        &mut self,
+        jid: &str,
+        device_id: u32,
+        version: Version,
+    ) -> Result<bool, ManagerError> {
+        match self.session(jid, device_id, version) {
+            Ok(session) => Ok(session.is_some()),
+            Err(error @ ManagerError::Store(_)) => Err(error),
+            Err(_) => Ok(true),
+        }
+    }
+
     /// The session of `version` with a device, from memory or the store.
     pub(super) fn session(
         &mut self,
@@ -267,9 +285,18 @@ impl<S: Store> Manager<S> {
                 };
                 // Without a session the identity (and so the trust) may not be known yet:
                 // the missing session is the reason.
-                if self.session(jid, record.device_id, version)?.is_none() {
-                    skip(SkipReason::NoSession);
-                    continue;
+                match self.session(jid, record.device_id, version) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        skip(SkipReason::NoSession);
+                        continue;
+                    }
+                    Err(error @ ManagerError::Store(_)) => return Err(error),
+                    Err(error) => {
+                        tracing::warn!(%jid, device_id = record.device_id, %version, %error, "stored session unreadable; device skipped");
+                        skip(SkipReason::SessionUnreadable);
+                        continue;
+                    }
                 }
                 if !matches!(record.trust, Trust::Blind | Trust::Verified) {
                     skip(SkipReason::Untrusted(record.trust));
