@@ -550,3 +550,138 @@ fn requests_wait_unsent_while_the_stream_is_down_and_expire_only_once_sent() {
             .bundle("alice@example.org", version, alice.device_id());
     }
 }
+
+#[test]
+fn two_first_contacts_on_one_prekey_heal_with_a_rebuilt_session() {
+    let mut world = World::new();
+    let single = ManagerConfig {
+        pre_key_count: 1,
+        ..ManagerConfig::default()
+    };
+    let mut bob = world.device_with("bob@example.org", "pc", MemoryStore::new(), single);
+    let mut alice = world.device("alice@example.org", "phone");
+    let mut carol = world.device("carol@example.org", "phone");
+    let mut rng = omemo::os_rng();
+    // Both fetch Bob's bundle, with its one prekey, before he reads either message.
+    let from_alice = world.send(&mut alice, "bob@example.org", "first");
+    let from_carol = world.send(&mut carol, "bob@example.org", "second");
+    let from_carol_again = world.send(&mut carol, "bob@example.org", "second, again");
+    events(&mut bob);
+    assert!(matches!(
+        bob.manager
+            .handle_stanza(&from_alice, &mut rng, world.now)
+            .unwrap(),
+        Handled::Message { .. }
+    ));
+    // Carol's key exchange names the prekey Alice's used up: Bob builds a new session
+    // from Carol's bundle and tells her with an empty key exchange.
+    let handled = bob
+        .manager
+        .handle_stanza(&from_carol, &mut rng, world.now)
+        .unwrap();
+    assert!(matches!(
+        handled,
+        Handled::Undecryptable {
+            error: ManagerError::UnknownPreKey(_),
+            ..
+        }
+    ));
+    world.run(&mut bob);
+    let carol_id = carol.manager.device_id();
+    let seen = events(&mut bob);
+    assert!(
+        seen.contains(&Event::SessionRebuilt {
+            jid: "carol@example.org".into(),
+            device_id: carol_id,
+            version: Version::Omemo2
+        }),
+        "{seen:?}"
+    );
+    // Her next message on the old session does not rebuild again (rate limit).
+    bob.manager
+        .handle_stanza(&from_carol_again, &mut rng, world.now)
+        .unwrap();
+    assert!(events(&mut bob).contains(&Event::RebuildHeldBack {
+        jid: "carol@example.org".into(),
+        device_id: carol_id,
+        version: Version::Omemo2
+    }));
+    assert!(bob.manager.poll_transmit().is_none(), "no second rebuild");
+    // Carol takes the empty key exchange (the completion of Alice's session went to
+    // Alice); from then on both directions work.
+    let rebuilt: Vec<Element> = std::iter::from_fn(|| bob.next_message())
+        .filter(|m| m.attr("to") == Some("carol@example.org"))
+        .collect();
+    assert_eq!(rebuilt.len(), 1);
+    assert_eq!(world.receive(&mut carol, &rebuilt[0]).unwrap().body, None);
+    let healed = world.send(&mut carol, "bob@example.org", "third");
+    assert_eq!(
+        world.receive(&mut bob, &healed).unwrap().body.as_deref(),
+        Some("third")
+    );
+    let answer = world.send(&mut bob, "carol@example.org", "hello Carol");
+    assert_eq!(
+        world.receive(&mut carol, &answer).unwrap().body.as_deref(),
+        Some("hello Carol")
+    );
+    // A failed MAC never rebuilds: anyone can forge one.
+    let mut tampered = world.send(&mut carol, "bob@example.org", "fourth");
+    let encrypted = tampered
+        .get_child_mut("encrypted", Version::Omemo2.namespace())
+        .unwrap();
+    let payload = encrypted
+        .get_child_mut("payload", Version::Omemo2.namespace())
+        .unwrap();
+    let text = payload.text();
+    let flipped = format!(
+        "{}{}",
+        if text.starts_with('A') { "B" } else { "A" },
+        &text[1..]
+    );
+    let _ = payload.take_nodes();
+    payload.append_text(flipped);
+    events(&mut bob);
+    bob.manager
+        .handle_stanza(&tampered, &mut rng, world.now)
+        .unwrap();
+    assert!(bob.manager.poll_transmit().is_none());
+    assert!(events(&mut bob).is_empty());
+}
+
+#[test]
+fn a_manual_reset_rebuilds_the_sessions_of_a_contact() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let mut bob = world.device("bob@example.org", "pc");
+    let first = world.send(&mut alice, "bob@example.org", "hi");
+    world.receive(&mut bob, &first).unwrap();
+    world.run(&mut bob);
+    events(&mut alice);
+    alice
+        .manager
+        .reset_session(&bare("bob@example.org"), None, world.now)
+        .unwrap();
+    world.run(&mut alice);
+    assert!(events(&mut alice).iter().any(|e| matches!(
+        e,
+        Event::SessionRebuilt { device_id, .. } if *device_id == bob.manager.device_id()
+    )));
+    let reset = alice.next_message().expect("the empty key exchange");
+    assert!(
+        String::from(&reset)
+            .replace('"', "'")
+            .contains("kex='true'")
+    );
+    assert_eq!(world.receive(&mut bob, &reset).unwrap().body, None);
+    let after = world.send(&mut alice, "bob@example.org", "after the reset");
+    assert_eq!(
+        world.receive(&mut bob, &after).unwrap().body.as_deref(),
+        Some("after the reset")
+    );
+    assert!(matches!(
+        alice
+            .manager
+            .reset_session(&bare("bob@example.org"), Some(7), world.now),
+        Err(ManagerError::UnknownDevice { device_id: 7, .. })
+    ));
+}

@@ -3,6 +3,7 @@
 
 use rand_core::CryptoRng;
 
+use super::devices::new_device;
 use super::events::Event;
 use super::request::{Pending, Publication};
 use super::{Manager, SkipReason};
@@ -96,40 +97,57 @@ impl<S: Store> Manager<S> {
             if self.has_session(jid, device_id, version)? {
                 continue;
             }
-            let pending = Pending::FetchBundle {
-                jid: jid.to_owned(),
-                device_id,
-                version,
-            };
-            if !self.is_pending(&pending) {
-                let to = jid.to_owned();
-                self.queue(pending, |id| match version {
-                    Version::Legacy => {
-                        stanza::fetch_items_iq(id, &to, &legacy::bundle_node(device_id), None)
-                    }
-                    Version::Omemo2 => stanza::fetch_item_iq(
-                        id,
-                        &to,
-                        omemo2::BUNDLES_NODE,
-                        &omemo2::bundle_item_id(device_id),
-                    ),
-                });
-            }
+            self.fetch_bundle(jid, device_id, version, false);
         }
         Ok(())
+    }
+
+    /// Queues a fetch of the bundle of `device_id` of `jid` in `version` unless one is
+    /// under way; with `rebuild`, the session built from it replaces an existing one.
+    pub(super) fn fetch_bundle(
+        &mut self,
+        jid: &str,
+        device_id: u32,
+        version: Version,
+        rebuild: bool,
+    ) {
+        let pending = Pending::FetchBundle {
+            jid: jid.to_owned(),
+            device_id,
+            version,
+            rebuild,
+        };
+        if !self.is_pending(&pending) {
+            let to = jid.to_owned();
+            self.queue(pending, |id| match version {
+                Version::Legacy => {
+                    stanza::fetch_items_iq(id, &to, &legacy::bundle_node(device_id), None)
+                }
+                Version::Omemo2 => stanza::fetch_item_iq(
+                    id,
+                    &to,
+                    omemo2::BUNDLES_NODE,
+                    &omemo2::bundle_item_id(device_id),
+                ),
+            });
+        }
     }
 
     /// A bundle arrived (or failed to): verify it, check the identity against what is
     /// known of the device, and build a session from it.
     pub(super) fn bundle_fetched(
         &mut self,
-        jid: &str,
-        device_id: u32,
-        version: Version,
+        fetched: Fetched<'_>,
         bundle: Result<PreKeyBundle, StanzaError>,
         rng: &mut impl CryptoRng,
         now: u64,
     ) -> Result<(), ManagerError> {
+        let Fetched {
+            jid,
+            device_id,
+            version,
+            rebuild,
+        } = fetched;
         let identity = self.own.identity.clone();
         let result = bundle.map_err(ManagerError::from).and_then(|bundle| {
             let session = Session::initiate(rng, &identity, &bundle)?;
@@ -137,15 +155,17 @@ impl<S: Store> Manager<S> {
         });
         let initial_trust = self.initial_trust(jid)?;
         // A session that came into being while the fetch was under way (an incoming key
-        // exchange) is kept; the bundle is not needed any more.
-        if self.has_session(jid, device_id, version)? {
+        // exchange) is kept; the bundle is not needed any more. A rebuild replaces it.
+        if !rebuild && self.has_session(jid, device_id, version)? {
             return Ok(());
         }
-        let Some(mut record) = self
+        let known = self
             .device_records(jid)?
             .iter()
             .find(|r| r.device_id == device_id)
-            .cloned()
+            .cloned();
+        let Some(mut record) =
+            known.or_else(|| rebuild.then(|| new_device(jid, device_id, Versions::NONE)))
         else {
             return Ok(());
         };
@@ -202,10 +222,31 @@ impl<S: Store> Manager<S> {
         }
         self.cache_device(record)?;
         match new_session {
-            Some(session) => self.sessions.insert(jid, device_id, session),
+            Some(session) => {
+                self.sessions.insert(jid, device_id, session);
+                if rebuild {
+                    // The empty key exchange lets the device build the same session.
+                    self.empty_message_to(jid, device_id, version, rng)?;
+                    tracing::info!(%jid, device_id, %version, "session rebuilt");
+                    self.events.push_back(Event::SessionRebuilt {
+                        jid: jid.to_owned(),
+                        device_id,
+                        version,
+                    });
+                }
+            }
             // The device may be reachable in its other version: fetch that bundle.
             None => self.fetch_missing_bundles(jid, now)?,
         }
         Ok(())
     }
+}
+
+/// Which bundle a fetch was for.
+pub(super) struct Fetched<'a> {
+    pub(super) jid: &'a str,
+    pub(super) device_id: u32,
+    pub(super) version: Version,
+    /// The session replaces an existing one and is announced (healing).
+    pub(super) rebuild: bool,
 }

@@ -18,6 +18,8 @@ pub(super) struct DeviceDirectory {
     wanted: HashSet<String>,
     /// The device lists (JID, version) answered since the manager was opened.
     known_lists: HashSet<(String, Version)>,
+    /// When each session (JID, device, version) was last rebuilt to heal it.
+    rebuilt: HashMap<(String, u32, Version), u64>,
 }
 
 impl DeviceDirectory {
@@ -105,6 +107,28 @@ impl DeviceDirectory {
     /// Asks for `jid`'s bundles as soon as its device list arrives.
     pub(super) fn want_bundles(&mut self, jid: &str) {
         self.wanted.insert(jid.to_owned());
+    }
+
+    /// Whether the session with `device_id` of `jid` in `version` may be rebuilt at `now`
+    /// (not rebuilt in the last `every` seconds); if so, notes the rebuild.
+    pub(super) fn rebuild_due(
+        &mut self,
+        jid: &str,
+        device_id: u32,
+        version: Version,
+        now: u64,
+        every: u64,
+    ) -> bool {
+        let key = (jid.to_owned(), device_id, version);
+        if self
+            .rebuilt
+            .get(&key)
+            .is_some_and(|at| now.saturating_sub(*at) < every)
+        {
+            return false;
+        }
+        self.rebuilt.insert(key, now);
+        true
     }
 
     /// Drops the cached records (another process may have changed the store).

@@ -126,10 +126,79 @@ impl<S: Store> Manager<S> {
                 if error == ManagerError::NotForThisDevice && via == Via::Direct {
                     self.repair_own_device(now);
                 }
+                if heals(&error) {
+                    self.heal(message, now);
+                }
                 tracing::warn!(from = message.attr("from").unwrap_or_default(), %error, ?via, "OMEMO message not decrypted");
                 Ok(Handled::Undecryptable { error, via })
             }
         }
+    }
+
+    /// A message for this device that no session can read (its prekey is gone, or there
+    /// is no session): builds a new session to the sender's device and sends it an empty
+    /// key exchange (XEP-0384: "create a session and notify the sender"), at most once
+    /// per [`ManagerConfig::rebuild_every_secs`](super::ManagerConfig::rebuild_every_secs)
+    /// per device.
+    fn heal(&mut self, message: &Element, now: u64) {
+        let Some(sender) = message
+            .attr("from")
+            .and_then(|from| jid::Jid::new(from).ok())
+            .map(|from| from.to_bare().to_string())
+        else {
+            return;
+        };
+        let Some((device_id, version)) = self.addressed_element(message) else {
+            return;
+        };
+        let every = self.config.rebuild_every_secs;
+        if self
+            .directory
+            .rebuild_due(&sender, device_id, version, now, every)
+        {
+            tracing::info!(%sender, device_id, %version, "rebuilding the session");
+            self.fetch_bundle(&sender, device_id, version, true);
+        } else {
+            tracing::info!(%sender, device_id, %version, "session rebuild held back");
+            self.events.push_back(Event::RebuildHeldBack {
+                jid: sender,
+                device_id,
+                version,
+            });
+        }
+    }
+
+    /// Builds new sessions with the devices of `jid` (only `device_id` when given), each
+    /// in its version, from their bundles, and sends each an empty key exchange: the
+    /// manual reset XEP-0384 asks clients to offer. Not rate-limited; an
+    /// [`Event::SessionRebuilt`] follows per device.
+    pub fn reset_session(
+        &mut self,
+        jid: &BareJid,
+        device_id: Option<u32>,
+        now: u64,
+    ) -> Result<(), ManagerError> {
+        self.clock = self.clock.max(now);
+        let jid = jid.as_str();
+        let records = self.device_records(jid)?.clone();
+        let mut targets: Vec<(u32, crate::Version)> = records
+            .iter()
+            .filter(|r| device_id.is_none_or(|id| id == r.device_id))
+            .filter_map(|r| Some((r.device_id, self.version_for(r)?)))
+            .collect();
+        if jid == self.own.jid {
+            targets.retain(|(id, _)| *id != self.own.device_id);
+        }
+        if let (Some(id), true) = (device_id, targets.is_empty()) {
+            return Err(ManagerError::UnknownDevice {
+                jid: jid.to_owned(),
+                device_id: id,
+            });
+        }
+        for (id, version) in targets {
+            self.fetch_bundle(jid, id, version, true);
+        }
+        Ok(())
     }
 
     /// Whether `message` carries an `<encrypted>` element of a version spoken.
@@ -271,6 +340,17 @@ impl<S: Store> Manager<S> {
     pub fn queued_messages(&self) -> usize {
         self.outbox.len()
     }
+}
+
+/// Failures a new session heals: the sender used a prekey this device no longer has, or
+/// no session exists. Never a failed MAC or a bad payload, which anyone can forge.
+fn heals(error: &ManagerError) -> bool {
+    matches!(
+        error,
+        ManagerError::UnknownPreKey(_)
+            | ManagerError::UnknownSignedPreKey(_)
+            | ManagerError::NoSession
+    )
 }
 
 /// Whether an OMEMO message carries a payload in any version (an empty one is a key

@@ -8,7 +8,7 @@ use std::fmt;
 use super::{Decrypted, Recipient, SkippedDevice};
 use crate::Fingerprint;
 use crate::error::ManagerError;
-use crate::version::Versions;
+use crate::version::{Version, Versions};
 
 /// The handle of a message given to [`Manager::send`](super::Manager::send), named
 /// again in its [`Event::Sent`] or [`Event::NotSent`].
@@ -123,6 +123,28 @@ pub enum Event {
         device_id: u32,
         /// The fingerprint to compare.
         fingerprint: Fingerprint,
+    },
+    /// A session with a device was rebuilt from its bundle, and an empty key exchange
+    /// sent to it, because its message named a prekey this device no longer has or came
+    /// without a session (see [`Manager::reset_session`](super::Manager::reset_session)
+    /// for doing it by hand).
+    SessionRebuilt {
+        /// Its owner.
+        jid: String,
+        /// The device.
+        device_id: u32,
+        /// The version of the session.
+        version: Version,
+    },
+    /// A rebuild was due but held back: the session with this device was rebuilt too
+    /// recently ([`ManagerConfig::rebuild_every_secs`](super::ManagerConfig::rebuild_every_secs)).
+    RebuildHeldBack {
+        /// Its owner.
+        jid: String,
+        /// The device.
+        device_id: u32,
+        /// The version of the session.
+        version: Version,
     },
     /// The server refused to publish one of this device's nodes (device list or
     /// bundle): contacts may not find it.

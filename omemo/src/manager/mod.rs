@@ -55,8 +55,8 @@ use session_cache::SessionCache;
 use crate::Fingerprint;
 use crate::consts::{
     DEFAULT_HEARTBEAT_AFTER, DEFAULT_INACTIVE_AFTER_SECS, DEFAULT_MAX_DEVICES_PER_JID,
-    DEFAULT_PRE_KEY_COUNT, DEFAULT_SEND_TIMEOUT_SECS, DEFAULT_SIGNED_PRE_KEY_GRACE_SECS,
-    DEFAULT_SIGNED_PRE_KEY_ROTATION_SECS,
+    DEFAULT_PRE_KEY_COUNT, DEFAULT_REBUILD_EVERY_SECS, DEFAULT_SEND_TIMEOUT_SECS,
+    DEFAULT_SIGNED_PRE_KEY_GRACE_SECS, DEFAULT_SIGNED_PRE_KEY_ROTATION_SECS,
 };
 use crate::error::ManagerError;
 use crate::ratchet::RatchetLimits;
@@ -109,6 +109,9 @@ pub struct ManagerConfig {
     /// How long [`Manager::send`] holds a message for the device lists and bundles it
     /// needs, in seconds; then it goes to the devices known by then.
     pub send_timeout_secs: u64,
+    /// At most one automatic session rebuild per device in this many seconds (a message
+    /// naming a used prekey, or one without a session, triggers one).
+    pub rebuild_every_secs: u64,
 }
 
 impl Default for ManagerConfig {
@@ -129,6 +132,7 @@ impl Default for ManagerConfig {
             versions: Versions::BOTH,
             label: None,
             send_timeout_secs: DEFAULT_SEND_TIMEOUT_SECS,
+            rebuild_every_secs: DEFAULT_REBUILD_EVERY_SECS,
         }
     }
 }

@@ -206,6 +206,16 @@ impl<S: Store> Manager<S> {
         Err(last_error)
     }
 
+    /// The sender device and the version of the element of `message` that has a key for
+    /// this device, if any.
+    pub(super) fn addressed_element(&self, message: &Element) -> Option<(u32, Version)> {
+        self.config.versions.iter().rev().find_map(|version| {
+            let incoming = Incoming::find(message, version)?.ok()?;
+            let keys = incoming.keys_for(&self.own.jid, self.own.device_id);
+            (!keys.is_empty()).then(|| (incoming.sender_device(), version))
+        })
+    }
+
     /// Decrypts the payload (legacy: the body; OMEMO 2: the SCE envelope, whose affixes
     /// are checked against the sender and this account).
     fn open_payload(

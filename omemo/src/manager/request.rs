@@ -69,6 +69,9 @@ pub(super) enum Pending {
         jid: String,
         device_id: u32,
         version: Version,
+        /// Build a new session even if one exists (healing), and announce it with an
+        /// empty key exchange.
+        rebuild: bool,
     },
     /// A publish with the options of attempt `options` ([`Publication::options`]), or
     /// without options.
@@ -309,6 +312,7 @@ impl<S: Store> Manager<S> {
                 jid,
                 device_id,
                 version,
+                rebuild,
             } => match result {
                 // A temporary failure (wait, timeout, server trouble) is retried on the
                 // next `prepare`; a missing or broken bundle makes the device inactive.
@@ -323,7 +327,13 @@ impl<S: Store> Manager<S> {
                         },
                         None => Err(StanzaError::MissingElement("bundle")),
                     });
-                    self.bundle_fetched(&jid, device_id, version, bundle, rng, now)?;
+                    let fetched = super::bundles::Fetched {
+                        jid: &jid,
+                        device_id,
+                        version,
+                        rebuild,
+                    };
+                    self.bundle_fetched(fetched, bundle, rng, now)?;
                 }
             },
             Pending::Publish {
