@@ -40,9 +40,11 @@ pub(crate) enum Command {
     Fingerprint(FingerprintArgs),
     /// Fetch and print the devices of a JID with their fingerprints and trust.
     Devices(DevicesArgs),
-    /// Mark a device of a JID as verified (store only; stop a running bot first).
+    /// Mark a device of a JID as verified (in the store; a running bot sees it at its next
+    /// message).
     Trust(TrustArgs),
-    /// Mark a device of a JID as distrusted (store only; stop a running bot first).
+    /// Mark a device of a JID as distrusted (in the store; a running bot sees it at its next
+    /// message).
     Distrust(TrustArgs),
     /// (Re)publish the own device list entry and bundle, then exit.
     Publish(PublishArgs),

@@ -1262,3 +1262,60 @@ fn an_unreadable_session_skips_its_device_and_not_the_message(versions: Versions
         .unwrap();
     assert_eq!(devices.len(), 2);
 }
+
+#[test]
+fn a_trust_decision_made_by_another_process_holds_in_a_running_manager() {
+    let dir = std::env::temp_dir().join(format!("omemo-trust-elsewhere-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bot.sqlite");
+    let _ = std::fs::remove_file(&path);
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let config = world.config.clone();
+    let mut bot = world.device_with(
+        "bot@example.org",
+        "run",
+        SqliteStore::open(&path).unwrap(),
+        config,
+    );
+    let first = world.send(&mut alice, "bot@example.org", "hello");
+    assert_eq!(world.receive(&mut bot, &first).unwrap().trust, Trust::Blind);
+    // While the bot runs, the command-line tool distrusts Alice's device in the same
+    // file (its own connection, its own manager).
+    let alice_id = alice.manager.device_id();
+    let mut cli = Manager::open(
+        SqliteStore::open(&path).unwrap(),
+        &bare("bot@example.org"),
+        ManagerConfig::default(),
+        &mut omemo::os_rng(),
+        world.now,
+    )
+    .unwrap();
+    cli.set_trust(&bare("alice@example.org"), alice_id, Trust::Distrusted)
+        .unwrap();
+    drop(cli);
+    // The running bot sees it at the next message, and does not write its cached
+    // record back over it.
+    let second = world.send(&mut alice, "bot@example.org", "still there?");
+    assert_eq!(
+        world.receive(&mut bot, &second).unwrap().trust,
+        Trust::Distrusted
+    );
+    let mut rng = omemo::os_rng();
+    assert_eq!(
+        skip_reasons(bot.manager.encrypt(
+            &[bare("alice@example.org")],
+            "echo",
+            &mut rng,
+            world.now
+        )),
+        vec![SkipReason::Untrusted(Trust::Distrusted)]
+    );
+    let stored = SqliteStore::open(&path)
+        .unwrap()
+        .load_devices("alice@example.org")
+        .unwrap();
+    assert_eq!(stored[0].trust, Trust::Distrusted);
+    drop(bot);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -9,7 +9,8 @@
 #   2. omemo-bot send -> slixmpp-omemo echo peer: first contact by prekey message, the echo
 #      is decrypted and printed (--wait-reply); a second message on the session.
 #   3. omemo-bot send -> omemo-bot run, twice; fingerprint/devices agree; distrust makes
-#      send fail, trust makes it work again.
+#      send fail, trust makes it work again; a distrust in the running bot's store stops
+#      its next echo to that device, without a restart.
 #   4. Restarts: SIGTERM in the middle of a conversation, then kill -9 with messages sent
 #      while the bot is down; the conversation goes on, every message is echoed, the
 #      device id never changes.
@@ -303,9 +304,24 @@ scenario_3() {
     rc=0
     "$BOT" trust --jid carol@localhost --store "$WORK/carol.db" bot3@localhost 12345 >/dev/null 2>&1 || rc=$?
     [ "$rc" -eq 1 ] || fail "trust of an unknown device exited $rc, want 1"
+    # The bot's operator distrusts carol's device while the bot runs: the next message
+    # gets no echo, without a restart; trusted again, it does.
+    local carol_device
+    carol_device="$(device_id carol)"
+    "$BOT" distrust --jid bot3@localhost --store "$WORK/bot3.db" carol@localhost "$carol_device" \
+        >/dev/null 2>"$WORK/s3-distrust.log" || fail "distrust in the bot's store failed: $(cat "$WORK/s3-distrust.log")"
+    rc=0
+    "$BOT" send "${opts[@]}" --to bot3@localhost --wait-reply 5 "after the distrust" >/dev/null \
+        2>"$WORK/s3-send5.log" || rc=$?
+    [ "$rc" -eq 3 ] || fail "a distrusted device got an echo (send exited $rc)"
+    grep -q "message from a distrusted device not answered" "$WORK/bot3.log" \
+        || fail "the running bot did not see the distrust"
+    "$BOT" trust --jid bot3@localhost --store "$WORK/bot3.db" carol@localhost "$carol_device" \
+        >/dev/null 2>&1 || fail "trust in the bot's store failed"
+    send_expect_echo s3-send6 "trusted again" "${opts[@]}" --to bot3@localhost
     stop_bot INT
     [ "$STOP_RC" = 0 ] || fail "the bot did not exit 0 on SIGINT (exit $STOP_RC)"
-    echo "3 echoes between two omemo-bots; distrust/trust respected"
+    echo "4 echoes between two omemo-bots; distrust/trust respected, also while the bot runs"
 }
 
 scenario_4() {

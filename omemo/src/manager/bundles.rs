@@ -209,6 +209,13 @@ impl<S: Store> Manager<S> {
             }
         }
         batch.ops.push(Op::PutDevice(record.clone()));
+        if identity_learned {
+            batch.ops.push(Op::SetTrust {
+                jid: jid.to_owned(),
+                device_id,
+                trust: record.trust,
+            });
+        }
         self.store.commit(batch)?;
         // Committed: now memory.
         if identity_learned {

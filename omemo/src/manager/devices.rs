@@ -77,6 +77,7 @@ impl<S: Store> Manager<S> {
         jid: &jid::BareJid,
         now: u64,
     ) -> Result<Vec<DeviceInfo>, ManagerError> {
+        self.notice_external_changes()?;
         let records = self.device_records(jid.as_str())?.clone();
         let mut devices = Vec::with_capacity(records.len());
         for record in records {
@@ -122,6 +123,7 @@ impl<S: Store> Manager<S> {
         device_id: u32,
         trust: Trust,
     ) -> Result<(), ManagerError> {
+        self.notice_external_changes()?;
         let unknown = || ManagerError::UnknownDevice {
             jid: jid.to_string(),
             device_id,
@@ -142,7 +144,11 @@ impl<S: Store> Manager<S> {
         }
         record.trust = trust;
         self.store.commit(Batch {
-            ops: vec![Op::PutDevice(record.clone())],
+            ops: vec![Op::SetTrust {
+                jid: record.jid.clone(),
+                device_id,
+                trust,
+            }],
         })?;
         self.cache_device(record)
     }

@@ -175,6 +175,7 @@ impl<S: Store> Manager<S> {
         now: u64,
     ) -> Result<Encrypted, ManagerError> {
         self.clock = self.clock.max(now);
+        self.notice_external_changes()?;
         let to = recipients
             .first()
             .ok_or(ManagerError::NoRecipients)?

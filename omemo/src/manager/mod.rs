@@ -319,9 +319,19 @@ impl<S: Store> Manager<S> {
 
     /// Drops the cached device records and sessions, so that changes another process made
     /// to the store (for example a trust decision) are seen. Everything in the cache is
-    /// already committed.
+    /// already committed. The manager does this by itself when the store says another
+    /// process committed ([`Store::changed_elsewhere`]).
     pub fn reload_from_store(&mut self) {
         self.directory.forget_records();
         self.sessions.clear();
+    }
+
+    /// Reloads when another process committed to the store since the last look.
+    pub(super) fn notice_external_changes(&mut self) -> Result<(), ManagerError> {
+        if self.store.changed_elsewhere()? {
+            tracing::debug!("the store changed elsewhere; reloading");
+            self.reload_from_store();
+        }
+        Ok(())
     }
 }

@@ -154,6 +154,7 @@ impl<S: Store> Manager<S> {
         now: u64,
     ) -> Result<Decrypted, ManagerError> {
         self.clock = self.clock.max(now);
+        self.notice_external_changes()?;
         let from = message.attr("from").ok_or(ManagerError::MissingSender)?;
         let sender = jid::Jid::new(from)
             .map_err(|_| ManagerError::MissingSender)?
@@ -353,6 +354,13 @@ impl<S: Store> Manager<S> {
         }
         record.last_message_at = Some(now);
         batch.ops.push(Op::PutDevice(record.clone()));
+        if identity_learned {
+            batch.ops.push(Op::SetTrust {
+                jid: sender.to_owned(),
+                device_id,
+                trust: record.trust,
+            });
+        }
         self.store.commit(batch)?;
 
         // Committed: now memory.

@@ -439,7 +439,8 @@ pub(super) fn devices_are_sorted_by_id_and_isolated_by_jid<S: Store>(store: &mut
         sample_device(ALICE, 20)
     );
 
-    // Put replaces the whole record, and only its own.
+    // Put replaces the whole record but its trust, and only its own; the trust changes
+    // with SetTrust alone (a decision made elsewhere is never written back over).
     let replaced = DeviceRecord {
         listed: Versions::only(Version::Omemo2),
         label: Some("Laptop".to_owned()),
@@ -454,7 +455,32 @@ pub(super) fn devices_are_sorted_by_id_and_isolated_by_jid<S: Store>(store: &mut
     commit(store, vec![Op::PutDevice(replaced.clone())]);
     let alice = store.load_devices(ALICE).unwrap();
     assert_eq!(alice.len(), 4);
-    assert_eq!(alice[1], replaced);
+    assert_eq!(
+        alice[1],
+        DeviceRecord {
+            trust: sample_device(ALICE, 20).trust,
+            ..replaced.clone()
+        }
+    );
+    commit(
+        store,
+        vec![Op::SetTrust {
+            jid: ALICE.to_owned(),
+            device_id: 20,
+            trust: Trust::Distrusted,
+        }],
+    );
+    assert_eq!(store.load_devices(ALICE).unwrap()[1], replaced);
+    // SetTrust of an unknown device changes nothing.
+    commit(
+        store,
+        vec![Op::SetTrust {
+            jid: "nobody@example.org".to_owned(),
+            device_id: 20,
+            trust: Trust::Verified,
+        }],
+    );
+    assert!(store.load_devices("nobody@example.org").unwrap().is_empty());
     assert_eq!(alice[0], sample_device(ALICE, 1));
     assert_eq!(
         store.load_devices(BOB).unwrap(),
@@ -520,22 +546,16 @@ pub(super) fn every_trust_level_round_trips<S: Store>(store: &mut S) {
         .collect();
     assert_eq!(stored, levels);
 
-    // And each level replaces any other.
+    // And each level replaces any other (through SetTrust).
+    commit(store, vec![Op::PutDevice(sample_device(BOB, 9))]);
+    let set = |trust| Op::SetTrust {
+        jid: BOB.to_owned(),
+        device_id: 9,
+        trust,
+    };
     for (from, to) in levels.iter().zip(levels.iter().rev()) {
-        commit(
-            store,
-            vec![Op::PutDevice(DeviceRecord {
-                trust: *from,
-                ..sample_device(BOB, 9)
-            })],
-        );
-        commit(
-            store,
-            vec![Op::PutDevice(DeviceRecord {
-                trust: *to,
-                ..sample_device(BOB, 9)
-            })],
-        );
+        commit(store, vec![set(*from)]);
+        commit(store, vec![set(*to)]);
         assert_eq!(store.load_devices(BOB).unwrap()[0].trust, *to);
     }
 }

@@ -81,11 +81,25 @@ impl MemoryStore {
                     }
                 }
             }
-            Op::PutDevice(record) => {
-                self.devices
-                    .entry(record.jid.clone())
-                    .or_default()
-                    .insert(record.device_id, record);
+            Op::PutDevice(mut record) => {
+                let devices = self.devices.entry(record.jid.clone()).or_default();
+                if let Some(existing) = devices.get(&record.device_id) {
+                    record.trust = existing.trust;
+                }
+                devices.insert(record.device_id, record);
+            }
+            Op::SetTrust {
+                jid,
+                device_id,
+                trust,
+            } => {
+                if let Some(record) = self
+                    .devices
+                    .get_mut(&jid)
+                    .and_then(|devices| devices.get_mut(&device_id))
+                {
+                    record.trust = trust;
+                }
             }
         }
     }
@@ -111,6 +125,7 @@ fn check(op: &Op) -> Result<(), StoreError> {
             check_time("device last_message_at", record.last_message_at)?;
             check_time("device bundle_failed_at", record.bundle_failed_at)?;
         }
+        Op::SetTrust { device_id, .. } => check_device_id(*device_id)?,
         Op::DeleteSignedPreKey { .. }
         | Op::PutPreKey(_)
         | Op::DeletePreKey { .. }

@@ -172,8 +172,19 @@ pub enum Op {
         /// The protocol version of the session.
         version: Version,
     },
-    /// Create or replace a device record.
+    /// Create a device record, or update an existing one in every field but its trust
+    /// (which only [`Op::SetTrust`] changes, so that a decision another process made is
+    /// never written back over).
     PutDevice(DeviceRecord),
+    /// Set the trust of an existing device record.
+    SetTrust {
+        /// Bare JID of the device.
+        jid: String,
+        /// Its device id.
+        device_id: u32,
+        /// The decision.
+        trust: Trust,
+    },
 }
 
 impl Batch {
@@ -224,6 +235,14 @@ pub trait Store {
     fn load_devices(&self, jid: &str) -> Result<Vec<DeviceRecord>, StoreError>;
     /// Applies every op of `batch` in one transaction.
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError>;
+
+    /// Whether another process (or connection) committed to the store since the last
+    /// call: the manager then reloads what it keeps in memory (a trust decision made
+    /// with a command-line tool reaches a running client). A store only one process
+    /// uses keeps the default, `false`.
+    fn changed_elsewhere(&self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
 }
 
 impl fmt::Debug for AccountRecord {
@@ -293,6 +312,16 @@ impl fmt::Debug for Op {
                 .field("version", version)
                 .finish(),
             Self::PutDevice(r) => f.debug_tuple("PutDevice").field(r).finish(),
+            Self::SetTrust {
+                jid,
+                device_id,
+                trust,
+            } => f
+                .debug_struct("SetTrust")
+                .field("jid", jid)
+                .field("device_id", device_id)
+                .field("trust", trust)
+                .finish(),
         }
     }
 }

@@ -88,6 +88,9 @@ const STATEMENT_CACHE_CAPACITY: usize = 32;
 /// ```
 pub struct SqliteStore {
     conn: Connection,
+    /// SQLite's `data_version` when last looked at: it changes when another connection
+    /// commits.
+    data_version: std::cell::Cell<i64>,
 }
 
 impl SqliteStore {
@@ -138,7 +141,12 @@ impl SqliteStore {
             .map_err(backend)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         migrate(&mut conn)?;
-        Ok(Self { conn })
+        let store = Self {
+            conn,
+            data_version: std::cell::Cell::new(0),
+        };
+        store.changed_elsewhere()?;
+        Ok(store)
     }
 }
 
@@ -253,6 +261,13 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
                 "DELETE FROM sessions WHERE jid = ?1 AND device_id = ?2 AND version = ?3",
             )
             .and_then(|mut s| s.execute(params![jid, device_id, version.to_code()])),
+        Op::SetTrust {
+            jid,
+            device_id,
+            trust,
+        } => conn
+            .prepare_cached("UPDATE devices SET trust = ?3 WHERE jid = ?1 AND device_id = ?2")
+            .and_then(|mut s| s.execute(params![jid, device_id, trust.to_code()])),
         Op::PutDevice(r) => {
             let last_message_at = r
                 .last_message_at
@@ -270,7 +285,7 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
                  ON CONFLICT (jid, device_id) DO UPDATE SET
                      listed_legacy = excluded.listed_legacy,
                      listed_omemo2 = excluded.listed_omemo2,
-                     identity_key = excluded.identity_key, trust = excluded.trust,
+                     identity_key = excluded.identity_key,
                      last_message_at = excluded.last_message_at,
                      bundle_failed_at = excluded.bundle_failed_at,
                      label = excluded.label, label_signature = excluded.label_signature,
@@ -451,6 +466,14 @@ impl Store for SqliteStore {
             });
         }
         Ok(devices)
+    }
+
+    fn changed_elsewhere(&self) -> Result<bool, StoreError> {
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "data_version", |row| row.get(0))
+            .map_err(backend)?;
+        Ok(self.data_version.replace(version) != version)
     }
 
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
