@@ -85,16 +85,30 @@ fn login(account: &Account, connection: &Connection) -> Result<Login, BotError> 
     })
 }
 
+/// How a command uses the store.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// It sends and receives: it takes the store's lock (one such process per store).
+    Online,
+    /// A short administrative change or look, possibly beside a running bot, which
+    /// sees the change at its next message.
+    Alongside,
+}
+
 /// Opens (or creates) the store and the OMEMO account in it, speaking `versions`.
 fn open_manager(
     jid: &BareJid,
     store: &Path,
     versions: Versions,
+    how: Use,
 ) -> Result<Manager<SqliteStore>, BotError> {
     if let Some(parent) = store.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
-    let store = SqliteStore::open(store)?;
+    let store = match how {
+        Use::Online => SqliteStore::open(store)?,
+        Use::Alongside => SqliteStore::open_alongside(store)?,
+    };
     let config = ManagerConfig {
         versions,
         ..ManagerConfig::default()
@@ -115,7 +129,7 @@ async fn go_online(
     versions: Versions,
     serve: bool,
 ) -> Result<Client<SqliteStore>, BotError> {
-    let manager = open_manager(&account.jid, &account.store, versions)?;
+    let manager = open_manager(&account.jid, &account.store, versions, Use::Online)?;
     let config = ClientConfig {
         accept_subscriptions: serve,
         kind: "bot".to_owned(),
@@ -241,7 +255,12 @@ impl Echo {
 }
 
 async fn run(args: RunArgs) -> Result<(), BotError> {
-    let manager = open_manager(&args.account.jid, &args.account.store, Versions::BOTH)?;
+    let manager = open_manager(
+        &args.account.jid,
+        &args.account.store,
+        Versions::BOTH,
+        Use::Online,
+    )?;
     let config = ClientConfig {
         accept_subscriptions: true,
         kind: "bot".to_owned(),
@@ -391,7 +410,12 @@ async fn send(args: SendArgs) -> Result<(), BotError> {
 }
 
 fn fingerprint(args: &FingerprintArgs) -> Result<(), BotError> {
-    let manager = open_manager(&args.account.jid, &args.account.store, Versions::BOTH)?;
+    let manager = open_manager(
+        &args.account.jid,
+        &args.account.store,
+        Versions::BOTH,
+        Use::Alongside,
+    )?;
     let fingerprint = manager.fingerprint();
     let link = uri::fingerprint_uri(
         &args.account.jid,
@@ -495,7 +519,12 @@ async fn devices(args: DevicesArgs) -> Result<(), BotError> {
 }
 
 fn set_trust(args: &TrustArgs, trust: Trust) -> Result<(), BotError> {
-    let mut manager = open_manager(&args.account.jid, &args.account.store, Versions::BOTH)?;
+    let mut manager = open_manager(
+        &args.account.jid,
+        &args.account.store,
+        Versions::BOTH,
+        Use::Alongside,
+    )?;
     manager.set_trust(&args.of, args.device_id, trust)?;
     println!(
         "device {} of {} is now {} (in both OMEMO versions)",

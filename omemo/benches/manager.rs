@@ -278,7 +278,7 @@ impl World<SqliteStore> {
                 label_signature: None,
             }));
         }
-        let mut second = SqliteStore::open(self.path.as_ref().unwrap()).unwrap();
+        let mut second = SqliteStore::open_alongside(self.path.as_ref().unwrap()).unwrap();
         second.commit(Batch { ops }).unwrap();
     }
 }

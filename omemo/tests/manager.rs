@@ -1283,8 +1283,13 @@ fn a_trust_decision_made_by_another_process_holds_in_a_running_manager() {
     // While the bot runs, the command-line tool distrusts Alice's device in the same
     // file (its own connection, its own manager).
     let alice_id = alice.manager.device_id();
+    // The running bot holds the store's lock: the tool opens it alongside.
+    assert!(matches!(
+        SqliteStore::open(&path),
+        Err(omemo::StoreError::InUse { .. })
+    ));
     let mut cli = Manager::open(
-        SqliteStore::open(&path).unwrap(),
+        SqliteStore::open_alongside(&path).unwrap(),
         &bare("bot@example.org"),
         ManagerConfig::default(),
         &mut omemo::os_rng(),
@@ -1311,7 +1316,7 @@ fn a_trust_decision_made_by_another_process_holds_in_a_running_manager() {
         )),
         vec![SkipReason::Untrusted(Trust::Distrusted)]
     );
-    let stored = SqliteStore::open(&path)
+    let stored = SqliteStore::open_alongside(&path)
         .unwrap()
         .load_devices("alice@example.org")
         .unwrap();

@@ -10,7 +10,8 @@
 #      is decrypted and printed (--wait-reply); a second message on the session.
 #   3. omemo-bot send -> omemo-bot run, twice; fingerprint/devices agree; distrust makes
 #      send fail, trust makes it work again; a distrust in the running bot's store stops
-#      its next echo to that device, without a restart.
+#      its next echo to that device, without a restart; a second `run` on its store is
+#      refused with a clear error.
 #   4. Restarts: SIGTERM in the middle of a conversation, then kill -9 with messages sent
 #      while the bot is down; the conversation goes on, every message is echoed, the
 #      device id never changes.
@@ -304,6 +305,15 @@ scenario_3() {
     rc=0
     "$BOT" trust --jid carol@localhost --store "$WORK/carol.db" bot3@localhost 12345 >/dev/null 2>&1 || rc=$?
     [ "$rc" -eq 1 ] || fail "trust of an unknown device exited $rc, want 1"
+    # A second `run` on the running bot's store is refused with a clear error (two
+    # would reuse message keys).
+    local -a bot3_opts
+    mapfile -t bot3_opts < <(bot_opts bot3)
+    rc=0
+    timeout 20 "$BOT" run "${bot3_opts[@]}" </dev/null >/dev/null 2>"$WORK/s3-second-run.log" || rc=$?
+    [ "$rc" -eq 1 ] || fail "a second run on one store exited $rc, want 1"
+    grep -q "bot3.db is in use by another process" "$WORK/s3-second-run.log" \
+        || fail "no clear error for the second run: $(tail -n 2 "$WORK/s3-second-run.log")"
     # The bot's operator distrusts carol's device while the bot runs: the next message
     # gets no echo, without a restart; trusted again, it does.
     local carol_device

@@ -204,6 +204,14 @@ pub enum StoreError {
     /// Stored data is not valid.
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// Another process runs a manager on this store file (two would reuse message keys
+    /// and undo each other's sessions). Stop it first, or open the store with
+    /// `SqliteStore::open_alongside` for a short administrative change.
+    #[error("the store {path} is in use by another process")]
+    InUse {
+        /// The store file.
+        path: String,
+    },
     /// The store was written by a newer schema than this crate knows.
     #[error("store schema version {found} is newer than supported {supported}")]
     UnsupportedSchema {

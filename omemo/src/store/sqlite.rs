@@ -88,6 +88,10 @@ const STATEMENT_CACHE_CAPACITY: usize = 32;
 /// ```
 pub struct SqliteStore {
     conn: Connection,
+    /// The exclusive lock on `<file>.lock`, held while the store is open (released by
+    /// the system if the process dies); `None` for in-memory stores and stores opened
+    /// alongside a running process.
+    _lock: Option<std::fs::File>,
     /// SQLite's `data_version` when last looked at: it changes when another connection
     /// commits.
     data_version: std::cell::Cell<i64>,
@@ -102,9 +106,26 @@ impl SqliteStore {
     /// [`StoreError::Backend`] if it cannot be opened, is not a database, or is locked
     /// for longer than the busy timeout.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        create_private(path.as_ref())?;
+        let path = path.as_ref();
+        create_private(path)?;
+        let lock = lock(path)?;
         let conn = Connection::open(path).map_err(backend)?;
-        Self::setup(conn, true)
+        Self::setup(conn, true, Some(lock))
+    }
+
+    /// Opens a store another process may be running (`omemo-bot run`), without its lock:
+    /// for short administrative changes such as a trust decision, which the running
+    /// process picks up at its next operation ([`Store::changed_elsewhere`]). Never run
+    /// a manager that sends or receives on a store opened this way.
+    ///
+    /// # Errors
+    ///
+    /// As [`SqliteStore::open`], but never [`StoreError::InUse`].
+    pub fn open_alongside(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        create_private(path)?;
+        let conn = Connection::open(path).map_err(backend)?;
+        Self::setup(conn, true, None)
     }
 
     /// A fresh database that lives in memory and is gone on drop.
@@ -114,10 +135,14 @@ impl SqliteStore {
     /// [`StoreError::Backend`] if SQLite cannot allocate it.
     pub fn open_in_memory() -> Result<Self, StoreError> {
         let conn = Connection::open_in_memory().map_err(backend)?;
-        Self::setup(conn, false)
+        Self::setup(conn, false, None)
     }
 
-    fn setup(mut conn: Connection, file: bool) -> Result<Self, StoreError> {
+    fn setup(
+        mut conn: Connection,
+        file: bool,
+        lock: Option<std::fs::File>,
+    ) -> Result<Self, StoreError> {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
         // Refuse a newer schema before changing anything in the file.
         check_version(schema_version(&conn)?)?;
@@ -143,10 +168,34 @@ impl SqliteStore {
         migrate(&mut conn)?;
         let store = Self {
             conn,
+            _lock: lock,
             data_version: std::cell::Cell::new(0),
         };
         store.changed_elsewhere()?;
         Ok(store)
+    }
+}
+
+/// Takes the exclusive lock of the store at `path` (on `<path>.lock`, created with the
+/// store's permissions).
+fn lock(path: &Path) -> Result<std::fs::File, StoreError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = std::path::PathBuf::from(name);
+    create_private(&lock_path)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Backend(format!("{}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse {
+            path: path.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(StoreError::Backend(format!("{}: {e}", lock_path.display())))
+        }
     }
 }
 
@@ -756,6 +805,35 @@ mod tests {
             )
             .unwrap();
         assert_eq!(tables, 1, "the migration's other tables were rolled back");
+    }
+
+    #[test]
+    fn a_second_process_on_one_store_gets_a_clear_error_and_tools_open_it_alongside() {
+        let path = TempPath::new();
+        let first = SqliteStore::open(path.path()).unwrap();
+        match SqliteStore::open(path.path()) {
+            Err(StoreError::InUse { path: named }) => {
+                assert_eq!(named, path.path().display().to_string());
+            }
+            other => panic!("expected InUse, got {:?}", other.map(drop)),
+        }
+        let error = SqliteStore::open(path.path()).map(drop).unwrap_err();
+        assert!(
+            error.to_string().contains("in use by another process"),
+            "{error}"
+        );
+        // A tool's administrative change goes in alongside, and the running side sees
+        // that someone else committed.
+        assert!(!first.changed_elsewhere().unwrap());
+        let mut tool = SqliteStore::open_alongside(path.path()).unwrap();
+        commit(&mut tool, vec![Op::PutAccount(sample_account())]);
+        assert!(first.changed_elsewhere().unwrap());
+        assert!(!first.changed_elsewhere().unwrap(), "reported once");
+        drop(first);
+        assert!(
+            SqliteStore::open(path.path()).is_ok(),
+            "the lock goes with the store"
+        );
     }
 
     #[test]
