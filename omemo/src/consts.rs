@@ -100,6 +100,9 @@ pub(crate) const REQUEST_TIMEOUT_SECS: u64 = 60;
 /// At most one repair of the own device lists per this period, however many messages
 /// arrive that were not encrypted for this device.
 pub(crate) const REPAIR_EVERY_SECS: u64 = 60;
+/// Sessions one JID's key exchanges may start per hour: more than any person's devices
+/// need, few enough that made-up device ids cannot drain the prekeys.
+pub(crate) const DEFAULT_NEW_SESSIONS_PER_HOUR: u32 = 20;
 /// At most one automatic session rebuild per device per this period: an hour.
 pub(crate) const DEFAULT_REBUILD_EVERY_SECS: u64 = 3600;
 /// How long `Manager::send` holds a message for the device lists and bundles it needs.

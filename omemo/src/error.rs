@@ -323,6 +323,14 @@ pub enum ManagerError {
     /// could drop devices another client added; try again once they have.
     #[error("the own device lists have not arrived yet")]
     OwnListsUnknown,
+    /// A key exchange from a JID that started too many sessions in the last hour
+    /// ([`ManagerConfig::new_sessions_per_hour`](crate::ManagerConfig::new_sessions_per_hour));
+    /// nothing was stored and no prekey used.
+    #[error("{jid} started too many new sessions in the last hour")]
+    TooManyNewSessions {
+        /// The JID.
+        jid: String,
+    },
     /// The configuration turns every protocol version off.
     #[error("no OMEMO version is turned on in the configuration")]
     NoVersions,

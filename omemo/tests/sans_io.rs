@@ -685,3 +685,62 @@ fn a_manual_reset_rebuilds_the_sessions_of_a_contact() {
         Err(ManagerError::UnknownDevice { device_id: 7, .. })
     ));
 }
+
+#[test]
+fn a_stranger_with_made_up_devices_gets_a_few_sessions_an_hour() {
+    let mut world = World::new();
+    let mut bob = world.device("bob@example.org", "pc");
+    let small = ManagerConfig {
+        pre_key_count: 1,
+        ..ManagerConfig::default()
+    };
+    let limit = ManagerConfig::default().new_sessions_per_hour as usize;
+    let mut rng = omemo::os_rng();
+    let mut refused = 0;
+    for i in 0..limit + 3 {
+        let mut device = world.device_with(
+            "mallory@example.org",
+            &format!("d{i}"),
+            MemoryStore::new(),
+            small.clone(),
+        );
+        let stanza = world.send(&mut device, "bob@example.org", "hi");
+        let pre_keys = bob.manager.own_bundle(Version::Omemo2).unwrap().pre_keys;
+        match bob
+            .manager
+            .handle_stanza(&stanza, &mut rng, world.now)
+            .unwrap()
+        {
+            Handled::Message { .. } => {}
+            Handled::Undecryptable {
+                error: ManagerError::TooManyNewSessions { jid },
+                ..
+            } => {
+                assert_eq!(jid, "mallory@example.org");
+                assert_eq!(
+                    bob.manager.own_bundle(Version::Omemo2).unwrap().pre_keys,
+                    pre_keys,
+                    "a refused key exchange uses no prekey"
+                );
+                refused += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        world.run(&mut bob);
+    }
+    assert_eq!(refused, 3);
+    // Someone else is still served; an hour later Mallory's devices are too.
+    let mut alice = world.device("alice@example.org", "phone");
+    let hello = world.send(&mut alice, "bob@example.org", "hello");
+    assert_eq!(
+        world.receive(&mut bob, &hello).unwrap().body.as_deref(),
+        Some("hello")
+    );
+    world.now += 3600;
+    let mut late = world.device_with("mallory@example.org", "late", MemoryStore::new(), small);
+    let again = world.send(&mut late, "bob@example.org", "later");
+    assert_eq!(
+        world.receive(&mut bob, &again).unwrap().body.as_deref(),
+        Some("later")
+    );
+}

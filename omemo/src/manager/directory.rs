@@ -2,7 +2,7 @@
 //! key, trust) loaded from the store once and kept in step with it, which JIDs' device
 //! lists arrived, and which JIDs' bundles are wanted as soon as their list arrives.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::TrustPolicy;
 use crate::error::ManagerError;
@@ -20,7 +20,13 @@ pub(super) struct DeviceDirectory {
     known_lists: HashSet<(String, Version)>,
     /// When each session (JID, device, version) was last rebuilt to heal it.
     rebuilt: HashMap<(String, u32, Version), u64>,
+    /// When sessions started by others' key exchanges were built, per JID, within the
+    /// last hour.
+    new_sessions: HashMap<String, VecDeque<u64>>,
 }
+
+/// The window of [`DeviceDirectory::new_session_allowed`].
+const HOUR: u64 = 3600;
 
 impl DeviceDirectory {
     /// The records of `jid`'s devices, loaded from `store` once.
@@ -129,6 +135,33 @@ impl DeviceDirectory {
         }
         self.rebuilt.insert(key, now);
         true
+    }
+
+    /// Whether a key exchange from `jid` may build a new session at `now`: fewer than
+    /// `per_hour` were built in the last hour.
+    pub(super) fn new_session_allowed(&mut self, jid: &str, now: u64, per_hour: u32) -> bool {
+        let Some(times) = self.new_sessions.get_mut(jid) else {
+            return per_hour > 0;
+        };
+        while times
+            .front()
+            .is_some_and(|at| now.saturating_sub(*at) >= HOUR)
+        {
+            times.pop_front();
+        }
+        if times.is_empty() {
+            self.new_sessions.remove(jid);
+            return per_hour > 0;
+        }
+        times.len() < per_hour as usize
+    }
+
+    /// Notes a session built from `jid`'s key exchange at `now`.
+    pub(super) fn note_new_session(&mut self, jid: &str, now: u64) {
+        self.new_sessions
+            .entry(jid.to_owned())
+            .or_default()
+            .push_back(now);
     }
 
     /// Drops the cached records (another process may have changed the store).

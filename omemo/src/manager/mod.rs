@@ -55,8 +55,9 @@ use session_cache::SessionCache;
 use crate::Fingerprint;
 use crate::consts::{
     DEFAULT_HEARTBEAT_AFTER, DEFAULT_INACTIVE_AFTER_SECS, DEFAULT_MAX_DEVICES_PER_JID,
-    DEFAULT_PRE_KEY_COUNT, DEFAULT_REBUILD_EVERY_SECS, DEFAULT_SEND_TIMEOUT_SECS,
-    DEFAULT_SIGNED_PRE_KEY_GRACE_SECS, DEFAULT_SIGNED_PRE_KEY_ROTATION_SECS,
+    DEFAULT_NEW_SESSIONS_PER_HOUR, DEFAULT_PRE_KEY_COUNT, DEFAULT_REBUILD_EVERY_SECS,
+    DEFAULT_SEND_TIMEOUT_SECS, DEFAULT_SIGNED_PRE_KEY_GRACE_SECS,
+    DEFAULT_SIGNED_PRE_KEY_ROTATION_SECS,
 };
 use crate::error::ManagerError;
 use crate::ratchet::RatchetLimits;
@@ -112,6 +113,9 @@ pub struct ManagerConfig {
     /// At most one automatic session rebuild per device in this many seconds (a message
     /// naming a used prekey, or one without a session, triggers one).
     pub rebuild_every_secs: u64,
+    /// Sessions one JID's key exchanges may start per hour (each costs a prekey and
+    /// memory; a stranger can make up device ids at will).
+    pub new_sessions_per_hour: u32,
 }
 
 impl Default for ManagerConfig {
@@ -133,6 +137,7 @@ impl Default for ManagerConfig {
             label: None,
             send_timeout_secs: DEFAULT_SEND_TIMEOUT_SECS,
             rebuild_every_secs: DEFAULT_REBUILD_EVERY_SECS,
+            new_sessions_per_hour: DEFAULT_NEW_SESSIONS_PER_HOUR,
         }
     }
 }

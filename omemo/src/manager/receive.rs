@@ -190,7 +190,7 @@ impl<S: Store> Manager<S> {
             {
                 let opened = RatchetMessage::from_bytes(version, &key.data, key.key_exchange)
                     .map_err(ManagerError::from)
-                    .and_then(|parsed| self.open_key(&sender, device_id, &parsed, rng))
+                    .and_then(|parsed| self.open_key(&sender, device_id, &parsed, rng, now))
                     .and_then(|opened| {
                         let plaintext =
                             self.open_payload(&sender, recipient, incoming, &opened.key)?;
@@ -256,6 +256,7 @@ impl<S: Store> Manager<S> {
         device_id: u32,
         message: &RatchetMessage,
         rng: &mut impl CryptoRng,
+        now: u64,
     ) -> Result<Opened, ManagerError> {
         let version = message.version();
         let existing = self.session(sender, device_id, version)?.cloned();
@@ -284,6 +285,14 @@ impl<S: Store> Manager<S> {
                     return Err(ManagerError::IdentityChanged {
                         jid: sender.to_owned(),
                         device_id,
+                    });
+                }
+                // Each new session costs a prekey and memory: a stranger with made-up
+                // device ids gets only a few per hour.
+                let limit = self.config.new_sessions_per_hour;
+                if !self.directory.new_session_allowed(sender, now, limit) {
+                    return Err(ManagerError::TooManyNewSessions {
+                        jid: sender.to_owned(),
                     });
                 }
                 let pre_key_id = kex.pre_key_id().ok_or(DecryptError::MissingPreKey)?;
@@ -374,6 +383,9 @@ impl<S: Store> Manager<S> {
         let after = self.config.heartbeat_after;
         let heartbeat = session.receiving_chain_length() > after && chain_before <= after;
         self.sessions.insert(sender, device_id, session);
+        if used_pre_key.is_some() {
+            self.directory.note_new_session(sender, now);
+        }
         if let Some(refill) = refill {
             let version = self.own.apply_refill(refill);
             self.publish_bundles(Versions::only(version));
