@@ -103,6 +103,9 @@ pub(crate) const REPAIR_EVERY_SECS: u64 = 60;
 /// Sessions one JID's key exchanges may start per hour: more than any person's devices
 /// need, few enough that made-up device ids cannot drain the prekeys.
 pub(crate) const DEFAULT_NEW_SESSIONS_PER_HOUR: u32 = 20;
+/// Sessions a manager keeps in memory (a session is a few kilobytes with its skipped
+/// keys).
+pub(crate) const DEFAULT_SESSION_CACHE_SIZE: usize = 1000;
 /// At most one automatic session rebuild per device per this period: an hour.
 pub(crate) const DEFAULT_REBUILD_EVERY_SECS: u64 = 3600;
 /// How long `Manager::send` holds a message for the device lists and bundles it needs.

@@ -744,3 +744,34 @@ fn a_stranger_with_made_up_devices_gets_a_few_sessions_an_hour() {
         Some("later")
     );
 }
+
+#[test]
+fn the_session_cache_is_bounded_and_conversations_go_on_from_the_store() {
+    let mut world = World::new();
+    let tiny = ManagerConfig {
+        session_cache_size: 2,
+        ..ManagerConfig::default()
+    };
+    let mut bob = world.device_with("bob@example.org", "pc", MemoryStore::new(), tiny);
+    let mut peers: Vec<_> = ["a", "c", "d", "e"]
+        .iter()
+        .map(|name| world.device(&format!("{name}@example.org"), "x"))
+        .collect();
+    for round in 0..3 {
+        for peer in peers.iter_mut() {
+            let jid = peer.manager.jid().to_owned();
+            let text = format!("round {round} from {jid}");
+            let stanza = world.send(peer, "bob@example.org", &text);
+            assert_eq!(
+                world.receive(&mut bob, &stanza).unwrap().body.as_deref(),
+                Some(text.as_str())
+            );
+            assert!(bob.manager.cached_sessions() <= 2);
+            let answer = world.send(&mut bob, &jid, "echo");
+            assert_eq!(
+                world.receive(peer, &answer).unwrap().body.as_deref(),
+                Some("echo")
+            );
+        }
+    }
+}

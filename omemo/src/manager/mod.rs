@@ -56,7 +56,7 @@ use crate::Fingerprint;
 use crate::consts::{
     DEFAULT_HEARTBEAT_AFTER, DEFAULT_INACTIVE_AFTER_SECS, DEFAULT_MAX_DEVICES_PER_JID,
     DEFAULT_NEW_SESSIONS_PER_HOUR, DEFAULT_PRE_KEY_COUNT, DEFAULT_REBUILD_EVERY_SECS,
-    DEFAULT_SEND_TIMEOUT_SECS, DEFAULT_SIGNED_PRE_KEY_GRACE_SECS,
+    DEFAULT_SEND_TIMEOUT_SECS, DEFAULT_SESSION_CACHE_SIZE, DEFAULT_SIGNED_PRE_KEY_GRACE_SECS,
     DEFAULT_SIGNED_PRE_KEY_ROTATION_SECS,
 };
 use crate::error::ManagerError;
@@ -116,6 +116,9 @@ pub struct ManagerConfig {
     /// Sessions one JID's key exchanges may start per hour (each costs a prekey and
     /// memory; a stranger can make up device ids at will).
     pub new_sessions_per_hour: u32,
+    /// Sessions kept in memory; past this the least recently used one is dropped (it
+    /// stays in the store and is loaded again when needed).
+    pub session_cache_size: usize,
 }
 
 impl Default for ManagerConfig {
@@ -138,6 +141,7 @@ impl Default for ManagerConfig {
             send_timeout_secs: DEFAULT_SEND_TIMEOUT_SECS,
             rebuild_every_secs: DEFAULT_REBUILD_EVERY_SECS,
             new_sessions_per_hour: DEFAULT_NEW_SESSIONS_PER_HOUR,
+            session_cache_size: DEFAULT_SESSION_CACHE_SIZE,
         }
     }
 }
@@ -256,7 +260,7 @@ impl<S: Store> Manager<S> {
     }
 
     fn assemble(store: S, config: ManagerConfig, own: OwnDevice) -> Self {
-        let sessions = SessionCache::new(config.ratchet_limits);
+        let sessions = SessionCache::new(config.ratchet_limits, config.session_cache_size);
         Self {
             store,
             config,
@@ -285,6 +289,12 @@ impl<S: Store> Manager<S> {
     /// This device's fingerprint.
     pub fn fingerprint(&self) -> Fingerprint {
         self.own.identity.identity_key().fingerprint()
+    }
+
+    /// Sessions held in memory (at most
+    /// [`ManagerConfig::session_cache_size`]).
+    pub fn cached_sessions(&self) -> usize {
+        self.sessions.len()
     }
 
     /// The store, for reading.

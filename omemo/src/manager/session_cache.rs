@@ -1,6 +1,7 @@
 //! The sessions with other devices in memory: loaded from the store on first use, kept
-//! up to date by the manager after each commit, and dropped when a commit failed so that
-//! the stored state rules.
+//! up to date by the manager after each commit, dropped when a commit failed so that the
+//! stored state rules, and bounded: past its capacity the least recently used session
+//! goes (it is in the store, and comes back on its next use).
 
 use std::collections::HashMap;
 
@@ -9,18 +10,24 @@ use crate::ratchet::{RatchetLimits, Session};
 use crate::store::Store;
 use crate::version::Version;
 
+type Key = (String, u32, Version);
+
 /// The sessions by (bare JID, device id, protocol version), every one with the manager's
-/// skip limits.
+/// skip limits, each with the tick of its last use.
 pub(super) struct SessionCache {
-    sessions: HashMap<(String, u32, Version), Session>,
+    sessions: HashMap<Key, (Session, u64)>,
     limits: RatchetLimits,
+    capacity: usize,
+    tick: u64,
 }
 
 impl SessionCache {
-    pub(super) fn new(limits: RatchetLimits) -> Self {
+    pub(super) fn new(limits: RatchetLimits, capacity: usize) -> Self {
         Self {
             sessions: HashMap::new(),
             limits,
+            capacity: capacity.max(1),
+            tick: 0,
         }
     }
 
@@ -40,15 +47,31 @@ impl SessionCache {
             let session = Session::from_bytes(&bytes)?;
             self.insert(jid, device_id, session);
         }
-        Ok(self.sessions.get_mut(&key))
+        self.tick += 1;
+        let tick = self.tick;
+        Ok(self.sessions.get_mut(&key).map(|(session, used)| {
+            *used = tick;
+            session
+        }))
     }
 
     /// Keeps `session` (committed to the store) as the one of its version with
-    /// `device_id` of `jid`.
+    /// `device_id` of `jid`, making room by dropping the least recently used one.
     pub(super) fn insert(&mut self, jid: &str, device_id: u32, mut session: Session) {
         session.set_limits(self.limits);
         let key = (jid.to_owned(), device_id, session.version());
-        self.sessions.insert(key, session);
+        if !self.sessions.contains_key(&key) && self.sessions.len() >= self.capacity {
+            let oldest = self
+                .sessions
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(key, _)| key.clone());
+            if let Some(oldest) = oldest {
+                self.sessions.remove(&oldest);
+            }
+        }
+        self.tick += 1;
+        self.sessions.insert(key, (session, self.tick));
     }
 
     /// Forgets the session of `version` with `device_id` of `jid` (its stored state
@@ -60,5 +83,10 @@ impl SessionCache {
     /// Forgets every session.
     pub(super) fn clear(&mut self) {
         self.sessions.clear();
+    }
+
+    /// Sessions in memory.
+    pub(super) fn len(&self) -> usize {
+        self.sessions.len()
     }
 }
