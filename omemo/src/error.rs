@@ -331,6 +331,16 @@ pub enum ManagerError {
         /// The JID.
         jid: String,
     },
+    /// A message from a device of a JID that already has as many device records as a
+    /// device list may name ([`ManagerConfig::max_devices_per_jid`](crate::ManagerConfig::max_devices_per_jid));
+    /// nothing was stored.
+    #[error("{jid} already has {cap} devices")]
+    TooManyDevices {
+        /// The JID.
+        jid: String,
+        /// The cap.
+        cap: usize,
+    },
     /// The configuration turns every protocol version off.
     #[error("no OMEMO version is turned on in the configuration")]
     NoVersions,

@@ -7,6 +7,7 @@ mod common;
 
 use common::pep::{Device, World, bare, device_list_event, with_from};
 use minidom::Element;
+use omemo::Store as _;
 use omemo::stanza::omemo2;
 use omemo::{
     Event, Handled, ManagerConfig, ManagerError, MemoryStore, SkipReason, Trust, TrustPolicy,
@@ -773,5 +774,80 @@ fn the_session_cache_is_bounded_and_conversations_go_on_from_the_store() {
                 Some("echo")
             );
         }
+    }
+}
+
+#[test]
+fn device_records_are_capped_per_jid_and_long_silent_unlisted_ones_pruned() {
+    let mut world = World::new();
+    let config = ManagerConfig {
+        max_devices_per_jid: 3,
+        ..ManagerConfig::default()
+    };
+    let mut bob = world.device_with("bob@example.org", "pc", MemoryStore::new(), config);
+    let small = ManagerConfig {
+        pre_key_count: 1,
+        ..ManagerConfig::default()
+    };
+    let mut rng = omemo::os_rng();
+    let mut mallory = Vec::new();
+    for i in 0..4 {
+        let mut device = world.device_with(
+            "mallory@example.org",
+            &format!("d{i}"),
+            MemoryStore::new(),
+            small.clone(),
+        );
+        let stanza = world.send(&mut device, "bob@example.org", "hi");
+        let handled = bob
+            .manager
+            .handle_stanza(&stanza, &mut rng, world.now)
+            .unwrap();
+        world.run(&mut bob);
+        if i < 3 {
+            assert!(
+                matches!(handled, Handled::Message { .. }),
+                "{i}: {handled:?}"
+            );
+        } else {
+            assert_eq!(
+                handled,
+                Handled::Undecryptable {
+                    error: ManagerError::TooManyDevices {
+                        jid: "mallory@example.org".into(),
+                        cap: 3
+                    },
+                    via: Via::Direct
+                }
+            );
+        }
+        mallory.push(device);
+    }
+    let records = |bob: &mut Device<MemoryStore>, now| {
+        bob.manager
+            .devices(&bare("mallory@example.org"), now)
+            .unwrap()
+            .len()
+    };
+    assert_eq!(records(&mut bob, world.now), 3);
+    // Mallory's devices leave her lists; 91 days later the next list drops their records
+    // and sessions.
+    world.now += 91 * 24 * 3600;
+    for version in Version::ALL {
+        let event = device_list_event(version, "mallory@example.org", &[&[]]);
+        bob.manager
+            .handle_stanza(&event, &mut rng, world.now)
+            .unwrap();
+    }
+    assert_eq!(records(&mut bob, world.now), 0);
+    let id = mallory[0].manager.device_id();
+    for version in Version::ALL {
+        assert!(
+            bob.manager
+                .store()
+                .load_session("mallory@example.org", id, version)
+                .unwrap()
+                .is_none()
+        );
     }
 }

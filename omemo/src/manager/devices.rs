@@ -371,11 +371,39 @@ impl<S: Store> Manager<S> {
             changed.push(record);
         }
         records.sort_by_key(|r| r.device_id);
-        if !changed.is_empty() {
-            tracing::debug!(%jid, %version, devices = entries.len(), changed = changed.len(), now, "device list updated");
-            self.store.commit(Batch {
-                ops: changed.into_iter().map(Op::PutDevice).collect(),
-            })?;
+        // Devices on no list any more that have been silent for long are dropped with
+        // their sessions, and so are those that never wrote once the JID has more
+        // records than a list may name (a list that changes often would pile them up).
+        // A manual trust decision keeps its record.
+        let inactive_after = self.config.inactive_after_secs;
+        let crowded = records.len() > cap;
+        let prune: Vec<u32> = records
+            .iter()
+            .filter(|r| {
+                r.listed.is_empty()
+                    && matches!(r.trust, Trust::Undecided | Trust::Blind)
+                    && match r.last_message_at {
+                        Some(at) => now.saturating_sub(at) > inactive_after,
+                        None => crowded,
+                    }
+            })
+            .map(|r| r.device_id)
+            .collect();
+        records.retain(|r| !prune.contains(&r.device_id));
+        changed.retain(|r| !prune.contains(&r.device_id));
+        if !changed.is_empty() || !prune.is_empty() {
+            tracing::debug!(%jid, %version, devices = entries.len(), changed = changed.len(), pruned = prune.len(), now, "device list updated");
+            let mut ops: Vec<Op> = changed.into_iter().map(Op::PutDevice).collect();
+            ops.extend(prune.iter().map(|&device_id| Op::DeleteDevice {
+                jid: jid.to_owned(),
+                device_id,
+            }));
+            self.store.commit(Batch { ops })?;
+        }
+        for &device_id in &prune {
+            for version in Version::ALL {
+                self.sessions.forget(jid, device_id, version);
+            }
         }
         // Committed: now memory and the follow-ups.
         if let Some(publication) = republish {

@@ -336,6 +336,16 @@ impl<S: Store> Manager<S> {
             chain_before,
             ..
         } = opened;
+        // A device not seen before becomes a record; a JID gets no more records than a
+        // device list may name (made-up device ids would fill the store).
+        let cap = self.config.max_devices_per_jid;
+        let records = self.device_records(sender)?;
+        if !records.iter().any(|r| r.device_id == device_id) && records.len() >= cap {
+            return Err(ManagerError::TooManyDevices {
+                jid: sender.to_owned(),
+                cap,
+            });
+        }
         let mut batch = Batch::default();
         batch.ops.push(Op::PutSession {
             jid: sender.to_owned(),

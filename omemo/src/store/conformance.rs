@@ -481,6 +481,31 @@ pub(super) fn devices_are_sorted_by_id_and_isolated_by_jid<S: Store>(store: &mut
         }],
     );
     assert!(store.load_devices("nobody@example.org").unwrap().is_empty());
+    // DeleteDevice takes the record and its sessions of every version, and nothing else.
+    commit(
+        store,
+        vec![
+            put_session_of(Version::Legacy, ALICE, 20, b"legacy"),
+            put_session_of(Version::Omemo2, ALICE, 20, b"omemo2"),
+            put_session_of(Version::Omemo2, ALICE, 1, b"kept"),
+            Op::DeleteDevice {
+                jid: ALICE.to_owned(),
+                device_id: 20,
+            },
+        ],
+    );
+    let alice = store.load_devices(ALICE).unwrap();
+    assert!(alice.iter().all(|d| d.device_id != 20));
+    assert_eq!(alice.len(), 3);
+    for version in Version::ALL {
+        assert!(store.load_session(ALICE, 20, version).unwrap().is_none());
+    }
+    assert!(
+        store
+            .load_session(ALICE, 1, Version::Omemo2)
+            .unwrap()
+            .is_some()
+    );
     assert_eq!(alice[0], sample_device(ALICE, 1));
     assert_eq!(
         store.load_devices(BOB).unwrap(),

@@ -81,6 +81,20 @@ impl MemoryStore {
                     }
                 }
             }
+            Op::DeleteDevice { jid, device_id } => {
+                if let Some(by_device) = self.sessions.get_mut(&jid) {
+                    by_device.retain(|(id, _), _| *id != device_id);
+                    if by_device.is_empty() {
+                        self.sessions.remove(&jid);
+                    }
+                }
+                if let Some(devices) = self.devices.get_mut(&jid) {
+                    devices.remove(&device_id);
+                    if devices.is_empty() {
+                        self.devices.remove(&jid);
+                    }
+                }
+            }
             Op::PutDevice(mut record) => {
                 let devices = self.devices.entry(record.jid.clone()).or_default();
                 if let Some(existing) = devices.get(&record.device_id) {
@@ -125,7 +139,9 @@ fn check(op: &Op) -> Result<(), StoreError> {
             check_time("device last_message_at", record.last_message_at)?;
             check_time("device bundle_failed_at", record.bundle_failed_at)?;
         }
-        Op::SetTrust { device_id, .. } => check_device_id(*device_id)?,
+        Op::SetTrust { device_id, .. } | Op::DeleteDevice { device_id, .. } => {
+            check_device_id(*device_id)?
+        }
         Op::DeleteSignedPreKey { .. }
         | Op::PutPreKey(_)
         | Op::DeletePreKey { .. }

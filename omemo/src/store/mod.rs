@@ -176,6 +176,14 @@ pub enum Op {
     /// (which only [`Op::SetTrust`] changes, so that a decision another process made is
     /// never written back over).
     PutDevice(DeviceRecord),
+    /// Delete a device record and its sessions of every version (a device that left its
+    /// owner's lists long ago).
+    DeleteDevice {
+        /// Bare JID of the device.
+        jid: String,
+        /// Its device id.
+        device_id: u32,
+    },
     /// Set the trust of an existing device record.
     SetTrust {
         /// Bare JID of the device.
@@ -320,6 +328,11 @@ impl fmt::Debug for Op {
                 .field("version", version)
                 .finish(),
             Self::PutDevice(r) => f.debug_tuple("PutDevice").field(r).finish(),
+            Self::DeleteDevice { jid, device_id } => f
+                .debug_struct("DeleteDevice")
+                .field("jid", jid)
+                .field("device_id", device_id)
+                .finish(),
             Self::SetTrust {
                 jid,
                 device_id,

@@ -310,6 +310,13 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
                 "DELETE FROM sessions WHERE jid = ?1 AND device_id = ?2 AND version = ?3",
             )
             .and_then(|mut s| s.execute(params![jid, device_id, version.to_code()])),
+        Op::DeleteDevice { jid, device_id } => conn
+            .prepare_cached("DELETE FROM sessions WHERE jid = ?1 AND device_id = ?2")
+            .and_then(|mut s| s.execute(params![jid, device_id]))
+            .and_then(|_| {
+                conn.prepare_cached("DELETE FROM devices WHERE jid = ?1 AND device_id = ?2")
+            })
+            .and_then(|mut s| s.execute(params![jid, device_id])),
         Op::SetTrust {
             jid,
             device_id,
