@@ -860,6 +860,14 @@ impl Store for FlakyStore {
     ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, omemo::StoreError> {
         self.inner.load_session(jid, device_id, version)
     }
+    fn load_previous_session(
+        &self,
+        jid: &str,
+        device_id: u32,
+        version: Version,
+    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, omemo::StoreError> {
+        self.inner.load_previous_session(jid, device_id, version)
+    }
     fn load_devices(&self, jid: &str) -> Result<Vec<omemo::DeviceRecord>, omemo::StoreError> {
         self.inner.load_devices(jid)
     }

@@ -851,3 +851,49 @@ fn device_records_are_capped_per_jid_and_long_silent_unlisted_ones_pruned() {
         );
     }
 }
+
+#[test]
+fn two_devices_that_start_sessions_with_each_other_at_once_converge() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let mut bob = world.device("bob@example.org", "pc");
+    // Both write first, before either message arrives: two key exchanges cross.
+    let from_alice = world.send(&mut alice, "bob@example.org", "hi Bob");
+    let from_bob = world.send(&mut bob, "alice@example.org", "hi Alice");
+    assert_eq!(
+        world
+            .receive(&mut bob, &from_alice)
+            .unwrap()
+            .body
+            .as_deref(),
+        Some("hi Bob")
+    );
+    assert_eq!(
+        world
+            .receive(&mut alice, &from_bob)
+            .unwrap()
+            .body
+            .as_deref(),
+        Some("hi Alice")
+    );
+    // Each now holds the session the other's key exchange built, and the one it started
+    // as the previous; whatever either sends next decrypts on the other side, and they
+    // end up on one session.
+    let mut deliver = |from: &mut Device<MemoryStore>, to: &mut Device<MemoryStore>, text: &str| {
+        let stanza = world.send(from, to.manager.jid(), text);
+        let received = world.receive(to, &stanza);
+        assert_eq!(
+            received.map(|d| d.body),
+            Ok(Some(text.to_owned())),
+            "{text}"
+        );
+        while let Some(completion) = to.next_message() {
+            world.receive(from, &completion).unwrap();
+        }
+    };
+    for round in 0..4 {
+        deliver(&mut alice, &mut bob, &format!("a{round}"));
+        deliver(&mut bob, &mut alice, &format!("b{round}"));
+        deliver(&mut bob, &mut alice, &format!("b{round}'"));
+    }
+}

@@ -123,6 +123,8 @@ struct Opened {
     used_pre_key: Option<u32>,
     /// Messages received on the receiving chain before this one (0 for a new session).
     chain_before: u32,
+    /// The current session this one replaces, kept as the previous one.
+    replaced: Option<Session>,
 }
 
 impl<S: Store> Manager<S> {
@@ -261,10 +263,23 @@ impl<S: Store> Manager<S> {
         let version = message.version();
         let existing = self.session(sender, device_id, version)?.cloned();
         let chain_before = existing.as_ref().map_or(0, Session::receiving_chain_length);
+        // A message that does not fit the current session may fit the one it replaced
+        // (both sides started a session at the same moment): that one becomes current
+        // again and the other previous, as libsignal does.
+        let mut replaced = None;
         let (session, key, used_pre_key) = match (message, existing) {
             (RatchetMessage::Authenticated(message), Some(mut session)) => {
-                let key = session.decrypt(rng, message)?;
-                (session, key, None)
+                match session.decrypt(rng, message) {
+                    Ok(key) => (session, key, None),
+                    Err(error) => {
+                        let mut previous = self
+                            .previous_session(sender, device_id, version)?
+                            .ok_or(error.clone())?;
+                        let key = previous.decrypt(rng, message).map_err(|_| error)?;
+                        replaced = Some(session);
+                        (previous, key, None)
+                    }
+                }
             }
             (RatchetMessage::Authenticated(_), None) => return Err(ManagerError::NoSession),
             (RatchetMessage::KeyExchange(kex), Some(mut session))
@@ -273,7 +288,20 @@ impl<S: Store> Manager<S> {
                 let key = session.decrypt_key_exchange(rng, kex)?;
                 (session, key, None)
             }
-            (RatchetMessage::KeyExchange(kex), _) => {
+            (RatchetMessage::KeyExchange(kex), existing)
+                if self
+                    .previous_session(sender, device_id, version)?
+                    .is_some_and(|previous| previous.matches_key_exchange(kex)) =>
+            {
+                let mut previous = self
+                    .previous_session(sender, device_id, version)?
+                    .ok_or(ManagerError::NoSession)?;
+                let key = previous.decrypt_key_exchange(rng, kex)?;
+                replaced = existing;
+                (previous, key, None)
+            }
+            (RatchetMessage::KeyExchange(kex), existing) => {
+                replaced = existing;
                 let known = self
                     .device_records(sender)?
                     .iter()
@@ -315,7 +343,25 @@ impl<S: Store> Manager<S> {
             key: KeyMaterial::from_bytes(key.to_vec()),
             used_pre_key,
             chain_before,
+            replaced,
         })
+    }
+
+    /// The session of `version` with a device that the current one replaced, if kept
+    /// and readable.
+    fn previous_session(
+        &self,
+        jid: &str,
+        device_id: u32,
+        version: Version,
+    ) -> Result<Option<Session>, ManagerError> {
+        let Some(bytes) = self.store.load_previous_session(jid, device_id, version)? else {
+            return Ok(None);
+        };
+        Ok(Session::from_bytes(&bytes).ok().map(|mut session| {
+            session.set_limits(self.config.ratchet_limits);
+            session
+        }))
     }
 
     /// Commits everything an authenticated message changes in one transaction, then
@@ -334,6 +380,7 @@ impl<S: Store> Manager<S> {
             session,
             used_pre_key,
             chain_before,
+            replaced,
             ..
         } = opened;
         // A device not seen before becomes a record; a JID gets no more records than a
@@ -353,6 +400,14 @@ impl<S: Store> Manager<S> {
             version: session.version(),
             state: session.to_bytes(),
         });
+        if let Some(replaced) = &replaced {
+            batch.ops.push(Op::PutPreviousSession {
+                jid: sender.to_owned(),
+                device_id,
+                version,
+                state: Some(replaced.to_bytes()),
+            });
+        }
         let refill: Option<Refill> = used_pre_key.map(|id| {
             self.own
                 .plan_refill(version, id, self.config.pre_key_count, rng)

@@ -31,6 +31,8 @@ pub struct MemoryStore {
     pre_keys: BTreeMap<(Version, u32), PreKeyRecord>,
     /// Sessions by bare JID, then device id and version.
     sessions: HashMap<String, SessionsOfJid>,
+    /// The sessions the current ones replaced, by (bare JID, device id, version).
+    previous_sessions: HashMap<(String, u32, Version), Zeroizing<Vec<u8>>>,
     /// Devices by bare JID, then device id (ordered, as `load_devices` returns them).
     devices: HashMap<String, BTreeMap<u32, DeviceRecord>>,
 }
@@ -69,11 +71,33 @@ impl MemoryStore {
                     .or_default()
                     .insert((device_id, version), state);
             }
+            Op::PutPreviousSession {
+                jid,
+                device_id,
+                version,
+                state,
+            } => {
+                let current = self
+                    .sessions
+                    .get(&jid)
+                    .is_some_and(|by_device| by_device.contains_key(&(device_id, version)));
+                let key = (jid, device_id, version);
+                match state {
+                    Some(state) if current => {
+                        self.previous_sessions.insert(key, state);
+                    }
+                    _ => {
+                        self.previous_sessions.remove(&key);
+                    }
+                }
+            }
             Op::DeleteSession {
                 jid,
                 device_id,
                 version,
             } => {
+                self.previous_sessions
+                    .remove(&(jid.clone(), device_id, version));
                 if let Some(by_device) = self.sessions.get_mut(&jid) {
                     by_device.remove(&(device_id, version));
                     if by_device.is_empty() {
@@ -82,6 +106,8 @@ impl MemoryStore {
                 }
             }
             Op::DeleteDevice { jid, device_id } => {
+                self.previous_sessions
+                    .retain(|(j, id, _), _| !(*j == jid && *id == device_id));
                 if let Some(by_device) = self.sessions.get_mut(&jid) {
                     by_device.retain(|(id, _), _| *id != device_id);
                     if by_device.is_empty() {
@@ -133,7 +159,9 @@ fn check(op: &Op) -> Result<(), StoreError> {
         Op::PutSignedPreKey(record) => {
             check_time("signed prekey created_at", Some(record.created_at))?
         }
-        Op::PutSession { device_id, .. } => check_device_id(*device_id)?,
+        Op::PutSession { device_id, .. } | Op::PutPreviousSession { device_id, .. } => {
+            check_device_id(*device_id)?
+        }
         Op::PutDevice(record) => {
             check_device_id(record.device_id)?;
             check_time("device last_message_at", record.last_message_at)?;
@@ -192,6 +220,18 @@ impl Store for MemoryStore {
             .sessions
             .get(jid)
             .and_then(|by_device| by_device.get(&(device_id, version)))
+            .cloned())
+    }
+
+    fn load_previous_session(
+        &self,
+        jid: &str,
+        device_id: u32,
+        version: Version,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        Ok(self
+            .previous_sessions
+            .get(&(jid.to_owned(), device_id, version))
             .cloned())
     }
 

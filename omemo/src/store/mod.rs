@@ -163,7 +163,20 @@ pub enum Op {
         /// The serialized session.
         state: Zeroizing<Vec<u8>>,
     },
-    /// Delete a session.
+    /// Keep `state` as the session of `version` with a device that the current one
+    /// replaced (`None` forgets it). The current session row must exist (put it first
+    /// in the same batch).
+    PutPreviousSession {
+        /// Bare JID of the remote device.
+        jid: String,
+        /// Its device id.
+        device_id: u32,
+        /// The protocol version of the session.
+        version: Version,
+        /// The serialized session it replaced.
+        state: Option<Zeroizing<Vec<u8>>>,
+    },
+    /// Delete a session (and the one it replaced).
     DeleteSession {
         /// Bare JID of the remote device.
         jid: String,
@@ -247,6 +260,18 @@ pub trait Store {
         device_id: u32,
         version: Version,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError>;
+    /// The session of `version` with one device that the current one replaced, if kept
+    /// ([`Op::PutPreviousSession`]). A store that keeps none returns `None`: then two
+    /// devices that start sessions with each other at once heal by rebuilding instead.
+    fn load_previous_session(
+        &self,
+        jid: &str,
+        device_id: u32,
+        version: Version,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let _ = (jid, device_id, version);
+        Ok(None)
+    }
     /// The known devices of a bare JID, by ascending device id.
     fn load_devices(&self, jid: &str) -> Result<Vec<DeviceRecord>, StoreError>;
     /// Applies every op of `batch` in one transaction.
@@ -317,6 +342,18 @@ impl fmt::Debug for Op {
                 .field("device_id", device_id)
                 .field("version", version)
                 .finish_non_exhaustive(),
+            Self::PutPreviousSession {
+                jid,
+                device_id,
+                version,
+                state,
+            } => f
+                .debug_struct("PutPreviousSession")
+                .field("jid", jid)
+                .field("device_id", device_id)
+                .field("version", version)
+                .field("kept", &state.is_some())
+                .finish(),
             Self::DeleteSession {
                 jid,
                 device_id,

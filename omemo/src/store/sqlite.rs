@@ -186,6 +186,29 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// The `state` or `previous` blob of a session row, if the row and the blob exist.
+    fn session_column(
+        &self,
+        column: &str,
+        jid: &str,
+        device_id: u32,
+        version: Version,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let sql = format!(
+            "SELECT {column} FROM sessions WHERE jid = ?1 AND device_id = ?2 AND version = ?3"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(backend)?;
+        let mut rows = stmt
+            .query(params![jid, device_id, version.to_code()])
+            .map_err(backend)?;
+        let Some(row) = rows.next().map_err(backend)? else {
+            return Ok(None);
+        };
+        Ok(optional_blob(row, 0, "session state")?.map(|bytes| Zeroizing::new(bytes.to_vec())))
+    }
+}
+
 /// Takes the exclusive lock of the store at `path` (on `<path>.lock`, created with the
 /// store's permissions).
 fn lock(path: &Path) -> Result<std::fs::File, StoreError> {
@@ -295,6 +318,23 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
                  ON CONFLICT (version, id) DO UPDATE SET secret = excluded.secret",
             )
             .and_then(|mut s| s.execute(params![r.version.to_code(), r.id, r.secret.as_slice()])),
+        Op::PutPreviousSession {
+            jid,
+            device_id,
+            version,
+            state,
+        } => conn
+            .prepare_cached(
+                "UPDATE sessions SET previous = ?4 WHERE jid = ?1 AND device_id = ?2 AND version = ?3",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    jid,
+                    device_id,
+                    version.to_code(),
+                    state.as_ref().map(|s| s.as_slice())
+                ])
+            }),
         Op::DeletePreKey { version, id } => conn
             .prepare_cached("DELETE FROM pre_keys WHERE version = ?1 AND id = ?2")
             .and_then(|mut s| s.execute(params![version.to_code(), id])),
@@ -454,21 +494,16 @@ impl Store for SqliteStore {
         device_id: u32,
         version: Version,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT state FROM sessions WHERE jid = ?1 AND device_id = ?2 AND version = ?3",
-            )
-            .map_err(backend)?;
-        let mut rows = stmt
-            .query(params![jid, device_id, version.to_code()])
-            .map_err(backend)?;
-        let Some(row) = rows.next().map_err(backend)? else {
-            return Ok(None);
-        };
-        Ok(Some(Zeroizing::new(
-            blob(row, 0, "session state")?.to_vec(),
-        )))
+        self.session_column("state", jid, device_id, version)
+    }
+
+    fn load_previous_session(
+        &self,
+        jid: &str,
+        device_id: u32,
+        version: Version,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        self.session_column("previous", jid, device_id, version)
     }
 
     fn load_devices(&self, jid: &str) -> Result<Vec<DeviceRecord>, StoreError> {

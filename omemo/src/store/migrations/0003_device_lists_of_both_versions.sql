@@ -4,6 +4,9 @@
 -- signature by the device's identity key, stored as published and verified when shown.
 -- A bundle fails per version (`bundle_failed_versions`: bit 0 legacy, bit 1 OMEMO 2,
 -- `Versions::to_bits`); every failure a version-2 store recorded was a legacy one.
+-- A session row also keeps the state it replaced (`previous`), which a message that does
+-- not fit the current one is tried on (two devices that start sessions with each other
+-- at the same moment then converge).
 -- Runs inside the migration transaction of `SqliteStore::open`.
 
 ALTER TABLE devices RENAME COLUMN listed TO listed_legacy;
@@ -16,3 +19,4 @@ ALTER TABLE devices ADD COLUMN label_signature BLOB
 ALTER TABLE devices ADD COLUMN bundle_failed_versions INTEGER NOT NULL DEFAULT 0
     CHECK (bundle_failed_versions BETWEEN 0 AND 3);
 UPDATE devices SET bundle_failed_versions = 1 WHERE bundle_failed_at IS NOT NULL;
+ALTER TABLE sessions ADD COLUMN previous BLOB;
