@@ -279,8 +279,8 @@ proptest! {
         // every other sends.
         net.settle();
         net.world.now += 2 * 3600;
-        for from in 0..3 {
-            for to in 0..3 {
+        for (from, from_jid) in JIDS.iter().enumerate() {
+            for (to, to_jid) in JIDS.iter().enumerate() {
                 if from == to {
                     continue;
                 }
@@ -299,7 +299,7 @@ proptest! {
                         break;
                     }
                 }
-                prop_assert!(read, "{} could not reach {} after {:?}", JIDS[from], JIDS[to], actions);
+                prop_assert!(read, "{from_jid} could not reach {to_jid} after {actions:?}");
             }
         }
     }
