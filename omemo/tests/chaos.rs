@@ -11,55 +11,10 @@
 mod common;
 
 use common::pep::{Device, World, bare, with_from};
+use common::stores::FlakyStore;
 use minidom::Element;
-use omemo::{
-    Batch, Handled, ManagerConfig, MemoryStore, PreKeyRecord, SignedPreKeyRecord, Store,
-    StoreError, Version, Versions,
-};
+use omemo::{Handled, ManagerConfig, Version, Versions};
 use proptest::prelude::*;
-use zeroize::Zeroizing;
-
-/// A memory store that counts its commits.
-#[derive(Default)]
-struct Counted {
-    inner: MemoryStore,
-    commits: usize,
-}
-
-impl Store for Counted {
-    fn load_account(&self) -> Result<Option<omemo::AccountRecord>, StoreError> {
-        self.inner.load_account()
-    }
-    fn load_signed_pre_keys(&self) -> Result<Vec<SignedPreKeyRecord>, StoreError> {
-        self.inner.load_signed_pre_keys()
-    }
-    fn load_pre_keys(&self) -> Result<Vec<PreKeyRecord>, StoreError> {
-        self.inner.load_pre_keys()
-    }
-    fn load_session(
-        &self,
-        jid: &str,
-        device_id: u32,
-        version: Version,
-    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
-        self.inner.load_session(jid, device_id, version)
-    }
-    fn load_previous_session(
-        &self,
-        jid: &str,
-        device_id: u32,
-        version: Version,
-    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
-        self.inner.load_previous_session(jid, device_id, version)
-    }
-    fn load_devices(&self, jid: &str) -> Result<Vec<omemo::DeviceRecord>, StoreError> {
-        self.inner.load_devices(jid)
-    }
-    fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
-        self.commits += 1;
-        self.inner.commit(batch)
-    }
-}
 
 const JIDS: [&str; 3] = ["alice@example.org", "bob@example.org", "carol@example.org"];
 
@@ -92,7 +47,7 @@ struct InFlight {
 
 struct Net {
     world: World,
-    devices: Vec<Device<Counted>>,
+    devices: Vec<Device<FlakyStore>>,
     flight: Vec<InFlight>,
     sent: usize,
 }
@@ -112,7 +67,7 @@ impl Net {
     fn new() -> Self {
         let mut world = World::new();
         let devices = (0..3)
-            .map(|i| world.device_with(JIDS[i], "r", Counted::default(), config(i)))
+            .map(|i| world.device_with(JIDS[i], "r", FlakyStore::default(), config(i)))
             .collect();
         Self {
             world,
@@ -212,8 +167,12 @@ impl Net {
             Action::Restart(i) => {
                 let old = std::mem::replace(
                     &mut self.devices[i],
-                    self.world
-                        .device_with("spare@example.org", "x", Counted::default(), config(i)),
+                    self.world.device_with(
+                        "spare@example.org",
+                        "x",
+                        FlakyStore::default(),
+                        config(i),
+                    ),
                 );
                 let store = old.manager.into_store();
                 self.devices[i] = self.world.device_with(JIDS[i], "r", store, config(i));

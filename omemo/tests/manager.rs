@@ -8,6 +8,7 @@ mod common;
 use common::pep::{
     PUBSUB_EVENT, World, bare, body, bundle_item, device_list_event, device_list_node, with_from,
 };
+use common::stores::FlakyStore;
 use minidom::Element;
 use omemo::{
     Handled, Manager, ManagerConfig, ManagerError, MemoryStore, SkipReason, SqliteStore, Store,
@@ -833,51 +834,6 @@ fn manual_trust_policy_and_blind_trust_until_the_first_decision(versions: Versio
             ..
         })
     ));
-}
-
-/// A store that counts commits and can be made to fail them.
-struct FlakyStore {
-    inner: MemoryStore,
-    commits: usize,
-    fail: bool,
-}
-
-impl Store for FlakyStore {
-    fn load_account(&self) -> Result<Option<omemo::AccountRecord>, omemo::StoreError> {
-        self.inner.load_account()
-    }
-    fn load_signed_pre_keys(&self) -> Result<Vec<omemo::SignedPreKeyRecord>, omemo::StoreError> {
-        self.inner.load_signed_pre_keys()
-    }
-    fn load_pre_keys(&self) -> Result<Vec<omemo::PreKeyRecord>, omemo::StoreError> {
-        self.inner.load_pre_keys()
-    }
-    fn load_session(
-        &self,
-        jid: &str,
-        device_id: u32,
-        version: Version,
-    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, omemo::StoreError> {
-        self.inner.load_session(jid, device_id, version)
-    }
-    fn load_previous_session(
-        &self,
-        jid: &str,
-        device_id: u32,
-        version: Version,
-    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, omemo::StoreError> {
-        self.inner.load_previous_session(jid, device_id, version)
-    }
-    fn load_devices(&self, jid: &str) -> Result<Vec<omemo::DeviceRecord>, omemo::StoreError> {
-        self.inner.load_devices(jid)
-    }
-    fn commit(&mut self, batch: omemo::Batch) -> Result<(), omemo::StoreError> {
-        if self.fail {
-            return Err(omemo::StoreError::Backend("disk full".into()));
-        }
-        self.commits += 1;
-        self.inner.commit(batch)
-    }
 }
 
 fn decrypt_commits_once_and_only_after_authentication(versions: Versions) {

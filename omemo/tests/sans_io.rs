@@ -615,16 +615,8 @@ fn two_first_contacts_on_one_prekey_heal_with_a_rebuilt_session() {
         .collect();
     assert_eq!(rebuilt.len(), 1);
     assert_eq!(world.receive(&mut carol, &rebuilt[0]).unwrap().body, None);
-    let healed = world.send(&mut carol, "bob@example.org", "third");
-    assert_eq!(
-        world.receive(&mut bob, &healed).unwrap().body.as_deref(),
-        Some("third")
-    );
-    let answer = world.send(&mut bob, "carol@example.org", "hello Carol");
-    assert_eq!(
-        world.receive(&mut carol, &answer).unwrap().body.as_deref(),
-        Some("hello Carol")
-    );
+    world.converse(&mut carol, &mut bob, "third");
+    world.converse(&mut bob, &mut carol, "hello Carol");
     // A failed MAC never rebuilds: anyone can forge one.
     let mut tampered = world.send(&mut carol, "bob@example.org", "fourth");
     let encrypted = tampered
@@ -674,11 +666,7 @@ fn a_manual_reset_rebuilds_the_sessions_of_a_contact() {
             .contains("kex='true'")
     );
     assert_eq!(world.receive(&mut bob, &reset).unwrap().body, None);
-    let after = world.send(&mut alice, "bob@example.org", "after the reset");
-    assert_eq!(
-        world.receive(&mut bob, &after).unwrap().body.as_deref(),
-        Some("after the reset")
-    );
+    world.converse(&mut alice, &mut bob, "after the reset");
     assert!(matches!(
         alice
             .manager
@@ -732,18 +720,10 @@ fn a_stranger_with_made_up_devices_gets_a_few_sessions_an_hour() {
     assert_eq!(refused, 3);
     // Someone else is still served; an hour later Mallory's devices are too.
     let mut alice = world.device("alice@example.org", "phone");
-    let hello = world.send(&mut alice, "bob@example.org", "hello");
-    assert_eq!(
-        world.receive(&mut bob, &hello).unwrap().body.as_deref(),
-        Some("hello")
-    );
+    world.converse(&mut alice, &mut bob, "hello");
     world.now += 3600;
     let mut late = world.device_with("mallory@example.org", "late", MemoryStore::new(), small);
-    let again = world.send(&mut late, "bob@example.org", "later");
-    assert_eq!(
-        world.receive(&mut bob, &again).unwrap().body.as_deref(),
-        Some("later")
-    );
+    world.converse(&mut late, &mut bob, "later");
 }
 
 #[test]
@@ -760,19 +740,10 @@ fn the_session_cache_is_bounded_and_conversations_go_on_from_the_store() {
         .collect();
     for round in 0..3 {
         for peer in peers.iter_mut() {
-            let jid = peer.manager.jid().to_owned();
-            let text = format!("round {round} from {jid}");
-            let stanza = world.send(peer, "bob@example.org", &text);
-            assert_eq!(
-                world.receive(&mut bob, &stanza).unwrap().body.as_deref(),
-                Some(text.as_str())
-            );
+            let text = format!("round {round} from {}", peer.manager.jid());
+            world.converse(peer, &mut bob, &text);
             assert!(bob.manager.cached_sessions() <= 2);
-            let answer = world.send(&mut bob, &jid, "echo");
-            assert_eq!(
-                world.receive(peer, &answer).unwrap().body.as_deref(),
-                Some("echo")
-            );
+            world.converse(&mut bob, peer, "echo");
         }
     }
 }

@@ -6,3 +6,4 @@ pub mod interop;
 pub mod pep;
 pub mod python_peer;
 pub mod sessions;
+pub mod stores;

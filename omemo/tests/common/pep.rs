@@ -413,6 +413,20 @@ impl World {
         with_from(encrypted.stanza, &sender.full_jid)
     }
 
+    /// Sends `text` from `sender` to the account of `receiver` and asserts that
+    /// `receiver` reads it.
+    pub fn converse<S: Store, T: Store>(
+        &mut self,
+        sender: &mut Device<S>,
+        receiver: &mut Device<T>,
+        text: &str,
+    ) {
+        let to = receiver.manager.jid().to_owned();
+        let stanza = self.send(sender, &to, text);
+        let received = self.receive(receiver, &stanza).unwrap();
+        assert_eq!(received.body.as_deref(), Some(text));
+    }
+
     pub fn receive<S: Store>(
         &mut self,
         receiver: &mut Device<S>,
