@@ -165,17 +165,9 @@ impl Net {
                 }
             }
             Action::Restart(i) => {
-                let old = std::mem::replace(
-                    &mut self.devices[i],
-                    self.world.device_with(
-                        "spare@example.org",
-                        "x",
-                        FlakyStore::default(),
-                        config(i),
-                    ),
-                );
-                let store = old.manager.into_store();
-                self.devices[i] = self.world.device_with(JIDS[i], "r", store, config(i));
+                let store = self.devices.remove(i).manager.into_store();
+                let device = self.world.device_with(JIDS[i], "r", store, config(i));
+                self.devices.insert(i, device);
             }
         }
     }

@@ -66,17 +66,7 @@ fn each_device_gets_the_version_of_the_lists_it_is_on() {
     let mut converse = world.device("bob@example.org", "web");
     world.notify(&mut alice);
 
-    world.prepare(&mut alice, "bob@example.org");
-    let mut rng = omemo::os_rng();
-    let sent = alice
-        .manager
-        .encrypt(
-            &[bare("bob@example.org")],
-            "to every kind",
-            &mut rng,
-            world.now,
-        )
-        .unwrap();
+    let sent = world.encrypt(&mut alice, "bob@example.org", "to every kind");
     let version_of = |device: &Device<MemoryStore>| {
         let id = device.manager.device_id();
         sent.recipients
@@ -501,12 +491,7 @@ fn a_removed_own_device_leaves_both_lists_and_its_bundles_are_retracted() {
         assert!(items.iter().all(|(id, _)| *id != item), "{version}");
     }
     world.notify(&mut bob);
-    let mut rng = omemo::os_rng();
-    world.prepare(&mut bob, "alice@example.org");
-    let sent = bob
-        .manager
-        .encrypt(&[bare("alice@example.org")], "hi", &mut rng, world.now)
-        .unwrap();
+    let sent = world.encrypt(&mut bob, "alice@example.org", "hi");
     assert!(sent.recipients.iter().all(|r| r.device_id != lost_id));
     assert!(sent.skipped.iter().any(|s| s.device_id == lost_id));
 }

@@ -158,11 +158,7 @@ fn added_and_removed_devices_are_followed(versions: Versions) {
             .unwrap();
         assert_eq!(handled, Handled::DeviceList);
         if i + 1 < lists(&world) {
-            world.prepare(&mut alice, "bob@example.org");
-            let on_one_list = alice
-                .manager
-                .encrypt(&[bare("bob@example.org")], "still", &mut rng, world.now)
-                .unwrap();
+            let on_one_list = world.encrypt(&mut alice, "bob@example.org", "still");
             let bob2_key = on_one_list
                 .recipients
                 .iter()
@@ -1193,17 +1189,7 @@ fn an_unreadable_session_skips_its_device_and_not_the_message(versions: Versions
         .unwrap();
     let config = world.config.clone();
     let mut alice = world.device_with("alice@example.org", "phone", store, config);
-    world.prepare(&mut alice, "bob@example.org");
-    let mut rng = omemo::os_rng();
-    let sent = alice
-        .manager
-        .encrypt(
-            &[bare("bob@example.org")],
-            "one of you",
-            &mut rng,
-            world.now,
-        )
-        .unwrap();
+    let sent = world.encrypt(&mut alice, "bob@example.org", "one of you");
     assert_eq!(
         sent.recipients
             .iter()

@@ -10,8 +10,8 @@ use minidom::Element;
 use omemo::Store as _;
 use omemo::stanza::omemo2;
 use omemo::{
-    Event, Handled, ManagerConfig, ManagerError, MemoryStore, SkipReason, Trust, TrustPolicy,
-    Version, Via,
+    Decrypted, Event, Handled, ManagerConfig, ManagerError, MemoryStore, SkipReason, Trust,
+    TrustPolicy, Version, Via,
 };
 
 /// Sends `device`'s stanzas: IQ requests are answered by the PEP service unless `hold`
@@ -39,6 +39,15 @@ fn pump(
         }
     }
     held
+}
+
+/// What `device` decrypted from `stanza`; fails the test when it was no message.
+fn decrypted(device: &mut Device<MemoryStore>, stanza: &Element, now: u64) -> (Decrypted, Via) {
+    let mut rng = omemo::os_rng();
+    match device.manager.handle_stanza(stanza, &mut rng, now).unwrap() {
+        Handled::Message { message, via } => (message, via),
+        other => panic!("not decrypted: {other:?}"),
+    }
 }
 
 fn events(device: &mut Device<MemoryStore>) -> Vec<Event> {
@@ -113,13 +122,7 @@ fn send_waits_for_a_late_bundle_and_gives_up_on_one_that_never_comes() {
         (never, SkipReason::NoSession)
     );
     let message = with_from(message, &alice.full_jid);
-    let Handled::Message { message, via } = bob
-        .manager
-        .handle_stanza(&message, &mut rng, world.now)
-        .unwrap()
-    else {
-        panic!("not decrypted")
-    };
+    let (message, via) = decrypted(&mut bob, &message, world.now);
     assert_eq!((message.body.as_deref(), via), (Some("hello"), Via::Direct));
     // A contact none of whose bundles ever comes: the message is not sent, and the
     // event says which devices and why.
@@ -210,13 +213,7 @@ fn carbons_of_both_directions_decrypt_and_forged_ones_are_dropped() {
             .build()
     };
     let received = carbon("received", "alice@example.org", &to_alice);
-    let Handled::Message { message, via } = alice2
-        .manager
-        .handle_stanza(&received, &mut rng, world.now)
-        .unwrap()
-    else {
-        panic!("received carbon not decrypted")
-    };
+    let (message, via) = decrypted(&mut alice2, &received, world.now);
     assert_eq!(via, Via::CarbonReceived);
     assert_eq!(message.body.as_deref(), Some("for both of you"));
     assert!(message.affix_violations.is_empty());
@@ -226,13 +223,7 @@ fn carbons_of_both_directions_decrypt_and_forged_ones_are_dropped() {
     let from_alice = world.send(&mut alice, "bob@example.org", "from the phone");
     // A copy of what the phone sent: from Alice to Bob, and its envelope says so.
     let sent = carbon("sent", "alice@example.org", &from_alice);
-    let Handled::Message { message, via } = alice2
-        .manager
-        .handle_stanza(&sent, &mut rng, world.now)
-        .unwrap()
-    else {
-        panic!("sent carbon not decrypted")
-    };
+    let (message, via) = decrypted(&mut alice2, &sent, world.now);
     assert_eq!(via, Via::CarbonSent);
     assert_eq!(message.sender, "alice@example.org");
     assert!(message.affix_violations.is_empty(), "{message:?}");

@@ -29,7 +29,6 @@ impl<S: Store> Manager<S> {
         rng: &mut impl CryptoRng,
         now: u64,
     ) -> Result<Handled, ManagerError> {
-        self.notice_external_changes()?;
         let handled = self.classify(stanza, rng, now)?;
         self.flush_outbox(rng, now);
         Ok(handled)

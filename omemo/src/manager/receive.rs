@@ -288,20 +288,21 @@ impl<S: Store> Manager<S> {
                 let key = session.decrypt_key_exchange(rng, kex)?;
                 (session, key, None)
             }
-            (RatchetMessage::KeyExchange(kex), existing)
-                if self
-                    .previous_session(sender, device_id, version)?
-                    .is_some_and(|previous| previous.matches_key_exchange(kex)) =>
-            {
-                let mut previous = self
-                    .previous_session(sender, device_id, version)?
-                    .ok_or(ManagerError::NoSession)?;
-                let key = previous.decrypt_key_exchange(rng, kex)?;
-                replaced = existing;
-                (previous, key, None)
-            }
             (RatchetMessage::KeyExchange(kex), existing) => {
                 replaced = existing;
+                let previous = self
+                    .previous_session(sender, device_id, version)?
+                    .filter(|previous| previous.matches_key_exchange(kex));
+                if let Some(mut previous) = previous {
+                    let key = previous.decrypt_key_exchange(rng, kex)?;
+                    return Ok(Opened {
+                        session: previous,
+                        key: KeyMaterial::from_bytes(key.to_vec()),
+                        used_pre_key: None,
+                        chain_before,
+                        replaced,
+                    });
+                }
                 let known = self
                     .device_records(sender)?
                     .iter()

@@ -404,13 +404,24 @@ impl World {
 
     /// Encrypts `body` from `sender` to `to`, fetching what is missing first.
     pub fn send<S: Store>(&mut self, sender: &mut Device<S>, to: &str, body: &str) -> Element {
+        self.encrypt(sender, to, body).stanza
+    }
+
+    /// Like [`World::send`], with who got a key and who did not.
+    pub fn encrypt<S: Store>(
+        &mut self,
+        sender: &mut Device<S>,
+        to: &str,
+        body: &str,
+    ) -> omemo::Encrypted {
         let mut rng = omemo::os_rng();
         self.prepare(sender, to);
-        let encrypted = sender
+        let mut encrypted = sender
             .manager
             .encrypt(&[bare(to)], body, &mut rng, self.now)
             .unwrap();
-        with_from(encrypted.stanza, &sender.full_jid)
+        encrypted.stanza = with_from(encrypted.stanza, &sender.full_jid);
+        encrypted
     }
 
     /// Sends `text` from `sender` to the account of `receiver` and asserts that
