@@ -159,6 +159,11 @@ impl<S: Store> Manager<S> {
         if !rebuild && self.has_session(jid, device_id, version)? {
             return Ok(());
         }
+        let replaced = match self.session(jid, device_id, version) {
+            Ok(session) if rebuild => session.cloned(),
+            Err(error @ ManagerError::Store(_)) => return Err(error),
+            _ => None,
+        };
         let known = self
             .device_records(jid)?
             .iter()
@@ -198,6 +203,17 @@ impl<S: Store> Manager<S> {
                             version: session.version(),
                             state: session.to_bytes(),
                         });
+                        // A rebuild keeps the session it replaces as the previous one:
+                        // the message that triggered it was not authenticated, and the
+                        // peer's next message may still fit the old session.
+                        if let Some(old) = &replaced {
+                            batch.ops.push(Op::PutPreviousSession {
+                                jid: jid.to_owned(),
+                                device_id,
+                                version,
+                                state: Some(old.to_bytes()),
+                            });
+                        }
                         new_session = Some(session);
                     }
                 }
