@@ -4,6 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::FutureExt as _;
 use jid::{BareJid, FullJid};
 use minidom::Element;
 use omemo::stanza::carbons;
@@ -16,6 +17,9 @@ use crate::protocol::{self, Identification, NS_CLIENT, NS_ROSTER};
 
 /// How long the driver sleeps when the manager has no timeout (nothing queued).
 const IDLE_WAKE: Duration = Duration::from_secs(3600);
+/// Stanzas already received that are handled together before the client writes (their
+/// state goes to disk in one write: group commit).
+const MAX_BATCH: usize = 64;
 
 /// The current time in Unix seconds, as the manager wants it.
 pub fn unix_now() -> u64 {
@@ -344,8 +348,11 @@ impl<S: Store> Client<S> {
         }
     }
 
-    /// Closes the stream. The OMEMO state is already in the store.
-    pub async fn close(self) {
+    /// Writes what is due, then closes the stream. The OMEMO state is in the store.
+    pub async fn close(mut self) {
+        if let Err(error) = self.after().await {
+            tracing::warn!(%error, "could not write the last stanzas");
+        }
         if self.manager.queued_messages() > 0 {
             tracing::warn!(
                 count = self.manager.queued_messages(),
@@ -382,14 +389,21 @@ impl<S: Store> Client<S> {
         }
     }
 
-    /// Waits for one stanza or the next timeout (or `until`) and handles it.
+    /// Writes what is due, then waits for one stanza or the next timeout (or `until`)
+    /// and handles it with the stanzas that arrived meanwhile (up to [`MAX_BATCH`]).
     async fn step(&mut self, until: Option<Instant>) -> Result<(), DriverError> {
+        self.after().await?;
         let timer = self.timer();
         let wake = until.map_or(timer, |until| until.min(timer));
         tokio::select! {
             event = self.conn.next() => {
-                let event = event?;
-                self.handle(event).await?;
+                self.handle(event?).await?;
+                for _ in 1..MAX_BATCH {
+                    let Some(event) = self.conn.next().now_or_never() else {
+                        break;
+                    };
+                    self.handle(event?).await?;
+                }
             }
             () = tokio::time::sleep_until(wake) => {
                 if wake == timer {
@@ -431,11 +445,14 @@ impl<S: Store> Client<S> {
     /// Sends the manager's stanzas, declares readiness, collects the manager's events.
     async fn after(&mut self) -> Result<(), DriverError> {
         if self.online {
-            while let Some(stanza) = self
-                .unwritten
-                .pop_front()
-                .or_else(|| self.manager.poll_transmit())
-            {
+            loop {
+                let stanza = match self.unwritten.pop_front() {
+                    Some(stanza) => stanza,
+                    None => match self.manager.poll_transmit()? {
+                        Some(stanza) => stanza,
+                        None => break,
+                    },
+                };
                 let message = (stanza.name() == "message").then(|| stanza.clone());
                 if let Err(error) = self.conn.send(stanza).await {
                     // A request is asked again on the next stream; a message is kept.
@@ -456,6 +473,9 @@ impl<S: Store> Client<S> {
                 }
             }
         }
+        // The deferred commits (the store is shared with other processes) are on disk
+        // before the client waits.
+        self.manager.sync()?;
         self.collect_events();
         Ok(())
     }

@@ -130,7 +130,7 @@ use pep::{Pep, with_from};
 fn drive<S: Store>(pep: &mut Pep, manager: &mut Manager<S>) -> Vec<Element> {
     let jid = manager.jid().to_owned();
     let mut messages = Vec::new();
-    while let Some(stanza) = manager.poll_transmit() {
+    while let Some(stanza) = manager.poll_transmit().unwrap() {
         if stanza.name() != "iq" {
             messages.push(stanza);
             continue;
@@ -399,7 +399,7 @@ fn decrypt_case(
             });
             assert_eq!(decrypted.unwrap().body.as_deref(), Some(BODY));
             assert!(
-                w.alice.poll_transmit().is_none(),
+                w.alice.poll_transmit().unwrap().is_none(),
                 "no heartbeat or request expected"
             );
             sample

@@ -71,6 +71,9 @@ pub(crate) const DEFAULT_SIGNED_PRE_KEY_ROTATION_SECS: u64 = 7 * 24 * 3600;
 pub(crate) const DEFAULT_SIGNED_PRE_KEY_GRACE_SECS: u64 = 7 * 24 * 3600;
 /// Devices accepted from one device list.
 pub(crate) const DEFAULT_MAX_DEVICES_PER_JID: usize = 200;
+/// Skipped message keys kept for all the sessions of one JID together: two sessions'
+/// worth (a stranger's made-up devices share it).
+pub(crate) const DEFAULT_MAX_SKIPPED_KEYS_PER_JID: usize = 2 * DEFAULT_MAX_STORED_SKIPPED_KEYS;
 /// Messages received in one chain without a reply before a heartbeat (python-omemo: 53).
 pub(crate) const DEFAULT_HEARTBEAT_AFTER: u32 = 53;
 /// A device silent for this long is not encrypted to any more: 90 days.

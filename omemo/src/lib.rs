@@ -25,7 +25,7 @@
 //! // A new device first fetches its device lists and publishes its bundles: the IQ
 //! // requests go to your XMPP connection, their answers back to `handle_stanza`.
 //! let mut requests = 0;
-//! while let Some(stanza) = manager.poll_transmit() {
+//! while let Some(stanza) = manager.poll_transmit()? {
 //!     assert_eq!(stanza.name(), "iq");
 //!     requests += 1;
 //! }

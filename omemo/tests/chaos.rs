@@ -165,7 +165,7 @@ impl Net {
                 }
             }
             Action::Restart(i) => {
-                let store = self.devices.remove(i).manager.into_store();
+                let store = self.devices.remove(i).manager.into_store().unwrap();
                 let device = self.world.device_with(JIDS[i], "r", store, config(i));
                 self.devices.insert(i, device);
             }

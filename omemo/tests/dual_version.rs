@@ -143,7 +143,7 @@ fn a_device_that_moves_to_omemo2_keeps_its_trust_and_its_late_legacy_messages() 
         .unwrap();
 
     // Bob's client learns OMEMO 2: same store, same identity and device id.
-    let store = bob.manager.into_store();
+    let store = bob.manager.into_store().unwrap();
     let mut bob = world.device_with("bob@example.org", "pc", store, ManagerConfig::default());
     assert_eq!(bob.manager.device_id(), bob_id);
     world.notify(&mut alice);
@@ -542,7 +542,7 @@ fn a_restart_keeps_the_sessions_of_both_versions() {
         let reply = world.send(&mut bob, jid, "back again");
         assert_eq!(body(world.receive(peer, &reply)), "back again");
     }
-    let store = bob.manager.into_store();
+    let store = bob.manager.into_store().unwrap();
     let carol_id = carol.manager.device_id();
     let dave_id = dave.manager.device_id();
     assert!(

@@ -195,6 +195,7 @@ fn added_and_removed_devices_are_followed(versions: Versions) {
     let request = bob2
         .manager
         .poll_transmit()
+        .unwrap()
         .expect("re-publish of the device list");
     assert!(String::from(&request).contains(&bob2.manager.device_id().to_string()));
 }
@@ -406,7 +407,7 @@ fn absurd_device_lists_are_refused(versions: Versions) {
             .is_empty()
     );
     assert_eq!(
-        alice.manager.poll_transmit(),
+        alice.manager.poll_transmit().unwrap(),
         None,
         "no bundle fetches for a refused list"
     );
@@ -474,7 +475,7 @@ fn temporary_bundle_fetch_errors_are_retried_and_lost_connections_forgotten(vers
         .unwrap();
     // The device lists come; the bundle fetch times out at the server.
     for _ in 0..lists(&world) {
-        let list = alice.manager.poll_transmit().unwrap();
+        let list = alice.manager.poll_transmit().unwrap().unwrap();
         let answer = world.pep.answer("alice@example.org", &list);
         let handled = alice
             .manager
@@ -482,7 +483,7 @@ fn temporary_bundle_fetch_errors_are_retried_and_lost_connections_forgotten(vers
             .unwrap();
         assert_eq!(handled, Handled::Response);
     }
-    let fetch = alice.manager.poll_transmit().unwrap();
+    let fetch = alice.manager.poll_transmit().unwrap().unwrap();
     let timeout = common::pep::error(
         fetch.attr("id").unwrap(),
         "bob@example.org",
@@ -510,7 +511,7 @@ fn temporary_bundle_fetch_errors_are_retried_and_lost_connections_forgotten(vers
     );
     alice.manager.connection_lost();
     assert_eq!(alice.manager.pending_requests(), 0);
-    assert!(alice.manager.poll_transmit().is_none());
+    assert!(alice.manager.poll_transmit().unwrap().is_none());
     // An answer to a forgotten request is not ours any more.
     assert!(
         alice
@@ -835,11 +836,7 @@ fn manual_trust_policy_and_blind_trust_until_the_first_decision(versions: Versio
 fn decrypt_commits_once_and_only_after_authentication(versions: Versions) {
     let mut world = World::speaking(versions);
     let mut alice = world.device("alice@example.org", "phone");
-    let flaky = FlakyStore {
-        inner: MemoryStore::new(),
-        commits: 0,
-        fail: false,
-    };
+    let flaky = FlakyStore::default();
     let mut bob = world.device_with("bob@example.org", "laptop", flaky, world.config.clone());
     let stanza = world.send(&mut alice, "bob@example.org", "first contact");
     // A tampered copy: nothing is written.
@@ -861,7 +858,9 @@ fn decrypt_commits_once_and_only_after_authentication(versions: Versions) {
     );
     // A failing store: the decrypt fails, and nothing changed in memory either.
     bob.manager = {
-        let mut store = std::mem::replace(&mut bob.manager, dummy_manager(&mut world)).into_store();
+        let mut store = std::mem::replace(&mut bob.manager, dummy_manager(&mut world))
+            .into_store()
+            .unwrap();
         store.fail = true;
         Manager::open(
             store,
@@ -883,7 +882,9 @@ fn decrypt_commits_once_and_only_after_authentication(versions: Versions) {
         "the prekey is still there"
     );
     // Once the store works again, the same message decrypts, in exactly one commit.
-    let mut store = std::mem::replace(&mut bob.manager, dummy_manager(&mut world)).into_store();
+    let mut store = std::mem::replace(&mut bob.manager, dummy_manager(&mut world))
+        .into_store()
+        .unwrap();
     store.fail = false;
     bob.manager = Manager::open(
         store,
@@ -893,7 +894,7 @@ fn decrypt_commits_once_and_only_after_authentication(versions: Versions) {
         world.now,
     )
     .unwrap();
-    while bob.manager.poll_transmit().is_some() {}
+    while bob.manager.poll_transmit().unwrap().is_some() {}
     let before = bob.manager.store().commits;
     let mut rng = omemo::os_rng();
     assert_eq!(
@@ -910,11 +911,7 @@ fn decrypt_commits_once_and_only_after_authentication(versions: Versions) {
 }
 
 fn dummy_manager(world: &mut World) -> Manager<FlakyStore> {
-    let store = FlakyStore {
-        inner: MemoryStore::new(),
-        commits: 0,
-        fail: false,
-    };
+    let store = FlakyStore::default();
     Manager::open(
         store,
         &bare("dummy@example.org"),
@@ -942,7 +939,7 @@ fn a_burst_of_new_senders_queues_one_bundle_publication(versions: Versions) {
             .pep
             .set_bundle("bob@example.org", version, bob_id, &current);
     }
-    let requests: Vec<_> = std::iter::from_fn(|| bob.manager.poll_transmit()).collect();
+    let requests: Vec<_> = std::iter::from_fn(|| bob.manager.poll_transmit().unwrap()).collect();
     let publications = requests
         .iter()
         .filter(|r| {
@@ -980,7 +977,7 @@ fn iq_answers_from_anyone_but_the_asked_entity_are_ignored(versions: Versions) {
         .manager
         .prepare(&[bare("bob@example.org")], world.now)
         .unwrap();
-    let request = alice.manager.poll_transmit().unwrap();
+    let request = alice.manager.poll_transmit().unwrap().unwrap();
     // Mallory answers Alice's fetch of Bob's device list with a list of her choice.
     let mut forged = world.pep.answer("bob@example.org", &request);
     forged.set_attr(
@@ -1081,8 +1078,8 @@ fn requests_without_an_answer_are_forgotten_and_asked_again(versions: Versions) 
             .unwrap(),
         lists(&world)
     );
-    let lost = alice.manager.poll_transmit().unwrap();
-    while alice.manager.poll_transmit().is_some() {}
+    let lost = alice.manager.poll_transmit().unwrap().unwrap();
+    while alice.manager.poll_transmit().unwrap().is_some() {}
     // The answer never comes; asking again is suppressed while the request is pending.
     assert_eq!(
         alice
@@ -1091,7 +1088,7 @@ fn requests_without_an_answer_are_forgotten_and_asked_again(versions: Versions) 
             .unwrap(),
         lists(&world)
     );
-    assert!(alice.manager.poll_transmit().is_none());
+    assert!(alice.manager.poll_transmit().unwrap().is_none());
     world.now += 30;
     alice.manager.handle_timeout(&mut rng, world.now).unwrap();
     assert_eq!(
@@ -1153,7 +1150,7 @@ fn a_bad_own_device_list_is_never_replaced_by_this_device_alone(versions: Versio
             .unwrap();
         assert_eq!(handled, Handled::DeviceList);
         assert!(
-            alice.manager.poll_transmit().is_none(),
+            alice.manager.poll_transmit().unwrap().is_none(),
             "the own list was republished from a bad one"
         );
     }
@@ -1163,7 +1160,11 @@ fn a_bad_own_device_list_is_never_replaced_by_this_device_alone(versions: Versio
         .manager
         .handle_stanza(&event_with(empty), &mut rng, world.now)
         .unwrap();
-    let republished = alice.manager.poll_transmit().expect("republication");
+    let republished = alice
+        .manager
+        .poll_transmit()
+        .unwrap()
+        .expect("republication");
     assert!(String::from(&republished).contains(&alice.manager.device_id().to_string()));
 }
 
@@ -1176,7 +1177,7 @@ fn an_unreadable_session_skips_its_device_and_not_the_message(versions: Versions
     assert_eq!(body(world.receive(&mut bob1, &first)), "both");
     // Bob's second session in Alice's store becomes unreadable (corrupt, or written by a
     // newer release).
-    let mut store = alice.manager.into_store();
+    let mut store = alice.manager.into_store().unwrap();
     store
         .commit(omemo::Batch {
             ops: vec![omemo::Op::PutSession {

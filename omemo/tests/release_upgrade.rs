@@ -132,7 +132,7 @@ fn conversation_goes_on_from_a_release_0_1_store() {
 
     // What the migration made of the rows: the old keys are legacy, kept beside the
     // new OMEMO 2 ones; the legacy session stays beside the new OMEMO 2 one.
-    let store = bob.manager.into_store();
+    let store = bob.manager.into_store().unwrap();
     let signed: Vec<Version> = store
         .load_signed_pre_keys()
         .unwrap()

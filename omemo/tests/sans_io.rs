@@ -6,12 +6,12 @@
 mod common;
 
 use common::pep::{Device, World, bare, device_list_event, with_from};
+use common::stores::FlakyStore;
 use minidom::Element;
-use omemo::Store as _;
 use omemo::stanza::omemo2;
 use omemo::{
-    Decrypted, Event, Handled, ManagerConfig, ManagerError, MemoryStore, SkipReason, Trust,
-    TrustPolicy, Version, Via,
+    Decrypted, Event, Handled, Manager, ManagerConfig, ManagerError, MemoryStore, SkipReason,
+    Store, Trust, TrustPolicy, Version, Via,
 };
 
 /// Sends `device`'s stanzas: IQ requests are answered by the PEP service unless `hold`
@@ -24,7 +24,7 @@ fn pump(
     let mut rng = omemo::os_rng();
     let jid = device.manager.jid().to_owned();
     let mut held = Vec::new();
-    while let Some(stanza) = device.manager.poll_transmit() {
+    while let Some(stanza) = device.manager.poll_transmit().unwrap() {
         if stanza.name() != "iq" {
             device.sent.push_back(stanza);
         } else if hold(&stanza) {
@@ -42,7 +42,7 @@ fn pump(
 }
 
 /// What `device` decrypted from `stanza`; fails the test when it was no message.
-fn decrypted(device: &mut Device<MemoryStore>, stanza: &Element, now: u64) -> (Decrypted, Via) {
+fn decrypted<S: Store>(device: &mut Device<S>, stanza: &Element, now: u64) -> (Decrypted, Via) {
     let mut rng = omemo::os_rng();
     match device.manager.handle_stanza(stanza, &mut rng, now).unwrap() {
         Handled::Message { message, via } => (message, via),
@@ -50,7 +50,7 @@ fn decrypted(device: &mut Device<MemoryStore>, stanza: &Element, now: u64) -> (D
     }
 }
 
-fn events(device: &mut Device<MemoryStore>) -> Vec<Event> {
+fn events<S: Store>(device: &mut Device<S>) -> Vec<Event> {
     std::iter::from_fn(|| device.manager.poll_event()).collect()
 }
 
@@ -91,7 +91,7 @@ fn send_waits_for_a_late_bundle_and_gives_up_on_one_that_never_comes() {
         .manager
         .handle_stanza(&answer, &mut rng, world.now)
         .unwrap();
-    assert!(alice.manager.poll_transmit().is_none());
+    assert!(alice.manager.poll_transmit().unwrap().is_none());
     assert!(
         events(&mut alice)
             .iter()
@@ -101,7 +101,7 @@ fn send_waits_for_a_late_bundle_and_gives_up_on_one_that_never_comes() {
     // event names the other.
     world.now = deadline;
     alice.manager.handle_timeout(&mut rng, world.now).unwrap();
-    let message = alice.manager.poll_transmit().expect("the message");
+    let message = alice.manager.poll_transmit().unwrap().expect("the message");
     let sent = events(&mut alice);
     let Some(Event::Sent {
         id: sent_id,
@@ -152,7 +152,7 @@ fn send_waits_for_a_late_bundle_and_gives_up_on_one_that_never_comes() {
         "{not_sent:?}"
     );
     assert_eq!(alice.manager.queued_messages(), 0);
-    drop(carol.manager.poll_transmit());
+    drop(carol.manager.poll_transmit().unwrap());
     assert!(matches!(
         alice.manager.send(&[], "to nobody", &mut rng, world.now),
         Err(ManagerError::NoRecipients)
@@ -175,6 +175,14 @@ fn messages_to_known_devices_go_out_at_once_and_in_order() {
         .send(&[bare("bob@example.org")], "two", &mut rng, world.now)
         .unwrap();
     assert!(first < second);
+    // Each message's Sent follows when its stanza is handed out.
+    assert!(
+        !events(&mut alice)
+            .iter()
+            .any(|e| matches!(e, Event::Sent { .. }))
+    );
+    let stanzas: Vec<_> = std::iter::from_fn(|| alice.manager.poll_transmit().unwrap()).collect();
+    assert_eq!(stanzas.len(), 2);
     let ids: Vec<_> = events(&mut alice)
         .into_iter()
         .filter_map(|e| match e {
@@ -307,7 +315,7 @@ fn a_message_not_for_this_device_is_reported_and_repairs_the_own_lists_once() {
         .handle_stanza(&stanza, &mut rng, world.now)
         .unwrap();
     assert!(
-        carol.manager.poll_transmit().is_none(),
+        carol.manager.poll_transmit().unwrap().is_none(),
         "once a minute at most"
     );
 }
@@ -472,7 +480,7 @@ fn a_refused_publication_is_an_event() {
     let mut rng = omemo::os_rng();
     alice.manager.connected(world.now).unwrap();
     // The server refuses outright (not a configuration problem).
-    while let Some(iq) = alice.manager.poll_transmit() {
+    while let Some(iq) = alice.manager.poll_transmit().unwrap() {
         let refusal = common::pep::error(iq.attr("id").unwrap(), "alice@example.org", "forbidden");
         alice
             .manager
@@ -515,7 +523,7 @@ fn requests_wait_unsent_while_the_stream_is_down_and_expire_only_once_sent() {
     alice.connected(world.now).unwrap();
     assert_eq!(alice.pending_requests(), 4);
     let mut sent = Vec::new();
-    while let Some(stanza) = alice.poll_transmit() {
+    while let Some(stanza) = alice.poll_transmit().unwrap() {
         sent.push(stanza);
     }
     assert_eq!(sent.len(), 4);
@@ -531,7 +539,7 @@ fn requests_wait_unsent_while_the_stream_is_down_and_expire_only_once_sent() {
         );
     }
     // The answers asked for the own device lists' republication: all is published.
-    while let Some(stanza) = alice.poll_transmit() {
+    while let Some(stanza) = alice.poll_transmit().unwrap() {
         let answer = world.pep.answer("alice@example.org", &stanza);
         alice.handle_stanza(&answer, &mut rng, world.now).unwrap();
     }
@@ -598,7 +606,10 @@ fn two_first_contacts_on_one_prekey_heal_with_a_rebuilt_session() {
         device_id: carol_id,
         version: Version::Omemo2
     }));
-    assert!(bob.manager.poll_transmit().is_none(), "no second rebuild");
+    assert!(
+        bob.manager.poll_transmit().unwrap().is_none(),
+        "no second rebuild"
+    );
     // Carol takes the empty key exchange (the completion of Alice's session went to
     // Alice); from then on both directions work.
     let rebuilt: Vec<Element> = std::iter::from_fn(|| bob.next_message())
@@ -628,7 +639,7 @@ fn two_first_contacts_on_one_prekey_heal_with_a_rebuilt_session() {
     bob.manager
         .handle_stanza(&tampered, &mut rng, world.now)
         .unwrap();
-    assert!(bob.manager.poll_transmit().is_none());
+    assert!(bob.manager.poll_transmit().unwrap().is_none());
     assert!(events(&mut bob).is_empty());
 }
 
@@ -860,4 +871,183 @@ fn two_devices_that_start_sessions_with_each_other_at_once_converge() {
         deliver(&mut bob, &mut alice, &format!("b{round}"));
         deliver(&mut bob, &mut alice, &format!("b{round}'"));
     }
+}
+
+/// A device whose store counts disk writes and can fail them.
+fn flaky_device(world: &mut World, jid: &str) -> Device<FlakyStore> {
+    let config = world.config.clone();
+    world.device_with(jid, "laptop", FlakyStore::default(), config)
+}
+
+#[test]
+fn everything_handled_before_a_poll_reaches_the_disk_in_one_write() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let mut bob = flaky_device(&mut world, "bob@example.org");
+    world.prepare(&mut bob, "alice@example.org");
+    let incoming: Vec<Element> = (0..10)
+        .map(|i| world.send(&mut alice, "bob@example.org", &format!("message {i}")))
+        .collect();
+    let mut rng = omemo::os_rng();
+    let (writes, commits) = (bob.manager.store().disk_writes, bob.manager.store().commits);
+    for stanza in &incoming {
+        let (message, _) = decrypted(&mut bob, stanza, world.now);
+        let reply = format!("re: {}", message.body.unwrap());
+        bob.manager
+            .send(&[bare("alice@example.org")], &reply, &mut rng, world.now)
+            .unwrap();
+    }
+    assert!(
+        bob.manager.store().commits >= commits + 20,
+        "one commit per decrypt and per reply"
+    );
+    assert_eq!(
+        bob.manager.store().disk_writes,
+        writes,
+        "nothing on disk before a poll"
+    );
+    let stanzas: Vec<Element> =
+        std::iter::from_fn(|| bob.manager.poll_transmit().unwrap()).collect();
+    assert_eq!(
+        bob.manager.store().disk_writes,
+        writes + 1,
+        "one disk write for all"
+    );
+    let replies: Vec<&Element> = stanzas.iter().filter(|s| s.name() == "message").collect();
+    assert_eq!(
+        replies.len(),
+        11,
+        "ten replies and the completion of the key exchange"
+    );
+    let with_payload = |m: &&Element| String::from(*m).contains("<payload");
+    for (i, reply) in replies.into_iter().filter(with_payload).enumerate() {
+        let reply = with_from(reply.clone(), &bob.full_jid);
+        let read = world.receive(&mut alice, &reply).unwrap();
+        assert_eq!(read.body.unwrap(), format!("re: message {i}"));
+    }
+}
+
+#[test]
+fn a_failed_disk_write_hands_out_nothing_built_on_the_lost_state() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let mut bob = flaky_device(&mut world, "bob@example.org");
+    world.prepare(&mut bob, "alice@example.org");
+    let mut rng = omemo::os_rng();
+    let first = world.send(&mut alice, "bob@example.org", "first");
+    decrypted(&mut bob, &first, world.now);
+    while bob.manager.poll_transmit().unwrap().is_some() {}
+    drop(events(&mut bob));
+
+    let second = world.send(&mut alice, "bob@example.org", "second");
+    decrypted(&mut bob, &second, world.now);
+    let lost = bob
+        .manager
+        .send(
+            &[bare("alice@example.org")],
+            "lost reply",
+            &mut rng,
+            world.now,
+        )
+        .unwrap();
+    bob.manager.store().fail_sync.set(true);
+    assert!(matches!(
+        bob.manager.poll_transmit(),
+        Err(ManagerError::Store(_))
+    ));
+    let reported: Vec<Event> = events(&mut bob);
+    assert!(
+        reported.iter().any(
+            |e| matches!(e, Event::NotSent { id, error: ManagerError::Store(_) } if *id == lost)
+        )
+    );
+    assert!(!reported.iter().any(|e| matches!(e, Event::Sent { .. })));
+    bob.manager.store().fail_sync.set(false);
+    assert!(
+        bob.manager.poll_transmit().unwrap().is_none(),
+        "the reply is dropped"
+    );
+
+    // Back at the last sync: the second message reads again, and the conversation goes on.
+    let (again, _) = decrypted(&mut bob, &second, world.now);
+    assert_eq!(again.body.as_deref(), Some("second"));
+    bob.manager
+        .send(
+            &[bare("alice@example.org")],
+            "kept reply",
+            &mut rng,
+            world.now,
+        )
+        .unwrap();
+    let reply = bob.manager.poll_transmit().unwrap().expect("the reply");
+    let read = world
+        .receive(&mut alice, &with_from(reply, &bob.full_jid))
+        .unwrap();
+    assert_eq!(read.body.as_deref(), Some("kept reply"));
+}
+
+/// The skipped message keys bob's sessions with `jid`'s `devices` hold, in the store.
+fn skipped_keys_held(bob: &Device<MemoryStore>, jid: &str, devices: &[u32]) -> usize {
+    let store = bob.manager.store();
+    devices
+        .iter()
+        .filter_map(|&id| store.load_session(jid, id, Version::Omemo2).unwrap())
+        .map(|bytes| {
+            omemo::hazmat::Session::from_bytes(&bytes)
+                .unwrap()
+                .skipped_key_count()
+        })
+        .sum()
+}
+
+#[test]
+fn skipped_keys_are_bounded_per_jid_across_its_devices_and_restarts() {
+    let mut world = World::new();
+    let mut bob = world.device("bob@example.org", "pc");
+    let mallory = "mallory@example.org";
+    let per_jid = ManagerConfig::default().max_skipped_keys_per_jid;
+    assert_eq!(per_jid, 2000);
+    let mut rng = omemo::os_rng();
+    let mut devices = Vec::new();
+    let mut late = None;
+    for i in 0..5 {
+        if i == 4 {
+            // Counted again from the store after a restart.
+            let store = bob.manager.into_store().unwrap();
+            bob.manager = Manager::open(
+                store,
+                &bare("bob@example.org"),
+                world.config.clone(),
+                &mut rng,
+                world.now,
+            )
+            .unwrap();
+            world.run(&mut bob);
+        }
+        let mut device = world.device(mallory, &format!("d{i}"));
+        devices.push(device.manager.device_id());
+        // 900 messages lost on the way, then one that arrives: 900 keys skipped.
+        let first = world.send(&mut device, "bob@example.org", "lost 0");
+        for n in 1..900 {
+            let lost = world.send(&mut device, "bob@example.org", &format!("lost {n}"));
+            if i == 0 && n == 5 {
+                late = Some(lost);
+            }
+        }
+        drop(first);
+        let arrives = world.send(&mut device, "bob@example.org", "arrives");
+        let (message, _) = decrypted(&mut bob, &arrives, world.now);
+        assert_eq!(message.body.as_deref(), Some("arrives"));
+        let held = skipped_keys_held(&bob, mallory, &devices);
+        assert!(held <= per_jid, "{held} skipped keys held for one JID");
+        if i >= 2 {
+            assert_eq!(
+                held, per_jid,
+                "the newest sessions give up their oldest keys"
+            );
+        }
+    }
+    // The first device's keys were kept: its late message still reads.
+    let (message, _) = decrypted(&mut bob, &late.unwrap(), world.now);
+    assert_eq!(message.body.as_deref(), Some("lost 5"));
 }

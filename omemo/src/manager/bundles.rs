@@ -52,7 +52,7 @@ impl<S: Store> Manager<S> {
             &mut batch,
         );
         if let Some(rotation) = rotation {
-            self.store.commit(batch)?;
+            self.commit(batch)?;
             let versions = rotation.versions();
             self.own.apply_rotation(rotation);
             self.publish_bundles(versions);
@@ -232,7 +232,7 @@ impl<S: Store> Manager<S> {
                 trust: record.trust,
             });
         }
-        self.store.commit(batch)?;
+        self.commit(batch)?;
         // Committed: now memory.
         if identity_learned {
             self.identity_learned(&record);

@@ -143,13 +143,14 @@ impl<S: Store> Manager<S> {
             });
         }
         record.trust = trust;
-        self.store.commit(Batch {
+        self.commit(Batch {
             ops: vec![Op::SetTrust {
                 jid: record.jid.clone(),
                 device_id,
                 trust,
             }],
         })?;
+        self.sync()?;
         self.cache_device(record)
     }
 
@@ -175,7 +176,7 @@ impl<S: Store> Manager<S> {
         };
         record.listed = Versions::NONE;
         let removed = record.clone();
-        self.store.commit(Batch {
+        self.commit(Batch {
             ops: vec![Op::PutDevice(removed.clone())],
         })?;
         self.cache_device(removed)?;
@@ -398,7 +399,7 @@ impl<S: Store> Manager<S> {
                 jid: jid.to_owned(),
                 device_id,
             }));
-            self.store.commit(Batch { ops })?;
+            self.commit(Batch { ops })?;
         }
         for &device_id in &prune {
             for version in Version::ALL {

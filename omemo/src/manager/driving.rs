@@ -265,39 +265,56 @@ impl<S: Store> Manager<S> {
             }) else {
                 return;
             };
-            let event = match self.encrypt(&queued.recipients, &queued.body, rng, now) {
+            match self.encrypt_message(&queued.recipients, &queued.body, rng, now) {
                 Ok(encrypted) => {
                     tracing::debug!(id = %queued.id, devices = encrypted.recipients.len(), skipped = encrypted.skipped.len(), "message encrypted");
-                    self.messages.push_back(encrypted.stanza);
-                    Event::Sent {
+                    let sent = Event::Sent {
                         id: queued.id,
                         recipients: encrypted.recipients,
                         skipped: encrypted.skipped,
-                    }
+                    };
+                    self.queue_message(encrypted.stanza, Some(sent));
                 }
                 Err(error) => {
                     tracing::warn!(id = %queued.id, %error, "message not sent");
-                    Event::NotSent {
+                    self.events.push_back(Event::NotSent {
                         id: queued.id,
                         error,
-                    }
+                    });
                 }
-            };
-            self.events.push_back(event);
+            }
         }
     }
 
     /// The next stanza to send: IQ requests (their answers go to
     /// [`Manager::handle_stanza`]), then messages (encrypted ones from
-    /// [`Manager::send`], session completions, heartbeats). A request's answer is
-    /// awaited for a minute from the latest `now` given to the manager, so take stanzas
-    /// only while the stream is up, and give the time of a new stream to
-    /// [`Manager::connected`].
-    pub fn poll_transmit(&mut self) -> Option<Element> {
-        self.requests
-            .poll(self.clock)
-            .map(|request| request.stanza)
-            .or_else(|| self.messages.pop_front())
+    /// [`Manager::send`], whose [`Event::Sent`] follows now, session completions,
+    /// heartbeats). A request's answer is awaited for a minute from the latest `now`
+    /// given to the manager, so take stanzas only while the stream is up, and give the
+    /// time of a new stream to [`Manager::connected`].
+    ///
+    /// First it puts the state the stanzas depend on on disk ([`Store::sync`]): one
+    /// disk write for everything handled since the last call, however many messages
+    /// that was. So handle every stanza that has arrived, then poll, and poll before
+    /// waiting for more (another process waits for the store meanwhile).
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Store`] when the state cannot be written: the stanzas built on it
+    /// are dropped (see [`Store::sync`]; reopen the manager).
+    pub fn poll_transmit(&mut self) -> Result<Option<Element>, ManagerError> {
+        self.sync()?;
+        if let Some(request) = self.requests.poll(self.clock) {
+            return Ok(Some(request.stanza));
+        }
+        let Some(outgoing) = self.messages.pop_front() else {
+            return Ok(None);
+        };
+        self.durable_messages -= 1;
+        if let Some(sent) = outgoing.sent {
+            self.events.push_back(sent);
+        }
+        Ok(Some(outgoing.stanza))
     }
 
     /// The next event.

@@ -166,8 +166,21 @@ impl<S: Store> Manager<S> {
     /// OMEMO 2 the body travels in an SCE envelope from this account to the first
     /// recipient. Devices without a key are reported in [`Encrypted::skipped`]; it fails
     /// only when no recipient device at all can read the message. All session updates
-    /// are committed in one transaction.
+    /// are committed in one transaction, on disk when this returns.
     pub fn encrypt(
+        &mut self,
+        recipients: &[BareJid],
+        body: &str,
+        rng: &mut impl CryptoRng,
+        now: u64,
+    ) -> Result<Encrypted, ManagerError> {
+        let encrypted = self.encrypt_message(recipients, body, rng, now)?;
+        self.sync()?;
+        Ok(encrypted)
+    }
+
+    /// [`Manager::encrypt`] with the commit deferred.
+    pub(super) fn encrypt_message(
         &mut self,
         recipients: &[BareJid],
         body: &str,
@@ -343,8 +356,7 @@ impl<S: Store> Manager<S> {
                 }
             }
         }
-        let result =
-            result.and_then(|()| Ok(self.store.commit(std::mem::take(&mut fanout.batch))?));
+        let result = result.and_then(|()| Ok(self.commit(std::mem::take(&mut fanout.batch))?));
         if let Err(error) = result {
             // The in-memory sessions moved on; drop them so the stored state rules.
             for (jid, device_id, version) in &encrypted {
@@ -417,7 +429,7 @@ impl<S: Store> Manager<S> {
         };
         let key = KeyMaterial::empty_message(version, rng);
         let (op, key) = self.encrypt_key(&recipient, &key)?;
-        if let Err(error) = self.store.commit(Batch { ops: vec![op] }) {
+        if let Err(error) = self.commit(Batch { ops: vec![op] }) {
             self.sessions.forget(jid, device_id, version);
             return Err(error.into());
         }
@@ -444,14 +456,8 @@ impl<S: Store> Manager<S> {
             .to_element(),
         };
         let id = message_id(rng);
-        self.messages.push_back(stanza::message_with(
-            jid,
-            &id,
-            "chat",
-            [element],
-            None,
-            None,
-        ));
+        let stanza = stanza::message_with(jid, &id, "chat", [element], None, None);
+        self.queue_message(stanza, None);
         Ok(())
     }
 }

@@ -18,6 +18,12 @@
 //! [`Manager::prepare`], [`Manager::encrypt`] and [`Manager::decrypt`] are the immediate
 //! layer underneath, for callers that order the fetches themselves.
 //!
+//! Group commit: the sans-I/O calls commit with [`Store::commit_deferred`], and
+//! [`Manager::poll_transmit`] puts those commits on disk ([`Store::sync`]) before it
+//! hands out the first stanza after them. A caller that handles every stanza that has
+//! arrived before it polls pays one disk write for all of them. The immediate layer's
+//! state is on disk when its call returns.
+//!
 //! Parts that own their state: [`own_device`] (identity, device id, the keys of the
 //! published bundles, their rotation and refill), [`request::Requests`] (IQ requests
 //! queued and unanswered), [`session_cache`] (the sessions in memory), [`directory`]
@@ -50,19 +56,19 @@ use directory::DeviceDirectory;
 use outbox::Outbox;
 use own_device::OwnDevice;
 use request::Requests;
-use session_cache::SessionCache;
+use session_cache::{SessionCache, SkippedKeyTally};
 
 use crate::Fingerprint;
 use crate::consts::{
     DEFAULT_HEARTBEAT_AFTER, DEFAULT_INACTIVE_AFTER_SECS, DEFAULT_MAX_DEVICES_PER_JID,
-    DEFAULT_NEW_SESSIONS_PER_HOUR, DEFAULT_PRE_KEY_COUNT, DEFAULT_REBUILD_EVERY_SECS,
-    DEFAULT_SEND_TIMEOUT_SECS, DEFAULT_SESSION_CACHE_SIZE, DEFAULT_SIGNED_PRE_KEY_GRACE_SECS,
-    DEFAULT_SIGNED_PRE_KEY_ROTATION_SECS,
+    DEFAULT_MAX_SKIPPED_KEYS_PER_JID, DEFAULT_NEW_SESSIONS_PER_HOUR, DEFAULT_PRE_KEY_COUNT,
+    DEFAULT_REBUILD_EVERY_SECS, DEFAULT_SEND_TIMEOUT_SECS, DEFAULT_SESSION_CACHE_SIZE,
+    DEFAULT_SIGNED_PRE_KEY_GRACE_SECS, DEFAULT_SIGNED_PRE_KEY_ROTATION_SECS,
 };
 use crate::error::ManagerError;
 use crate::ratchet::RatchetLimits;
 use crate::stanza::omemo2::MAX_LABEL_LENGTH;
-use crate::store::{AccountRecord, Store};
+use crate::store::{AccountRecord, Batch, Store, StoreError};
 use crate::version::Versions;
 
 /// How new devices are trusted.
@@ -98,6 +104,10 @@ pub struct ManagerConfig {
     pub fallback_body: Option<String>,
     /// Skip limits of every session.
     pub ratchet_limits: RatchetLimits,
+    /// Skipped message keys kept for all the sessions (current and previous) with the
+    /// devices of one JID together; past it the oldest of the session a message updates
+    /// go.
+    pub max_skipped_keys_per_jid: usize,
     /// The protocol versions spoken: device lists and bundles are published, messages
     /// sent and received in these (both by default). The keys of a version turned off
     /// stay in the store.
@@ -136,6 +146,7 @@ impl Default for ManagerConfig {
                     .to_owned(),
             ),
             ratchet_limits: RatchetLimits::default(),
+            max_skipped_keys_per_jid: DEFAULT_MAX_SKIPPED_KEYS_PER_JID,
             versions: Versions::BOTH,
             label: None,
             send_timeout_secs: DEFAULT_SEND_TIMEOUT_SECS,
@@ -158,7 +169,7 @@ impl Default for ManagerConfig {
 /// let mut manager = Manager::open(MemoryStore::new(), &jid, ManagerConfig::default(), &mut rng, now)?;
 /// // The first requests fetch the own device lists and publish the bundles: send each
 /// // `<iq>` and give the answer to `manager.handle_stanza(&answer, &mut rng, now)`.
-/// let first = manager.poll_transmit().expect("a request");
+/// let first = manager.poll_transmit()?.expect("a request");
 /// assert_eq!(first.name(), "iq");
 /// println!("device {} has fingerprint {}", manager.device_id(), manager.fingerprint());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -169,6 +180,8 @@ pub struct Manager<S: Store> {
     /// This device: identity, device id and the keys of its bundle.
     own: OwnDevice,
     sessions: SessionCache,
+    /// Skipped message keys per JID, for its bound.
+    skipped: SkippedKeyTally,
     /// Other devices (and the own other ones): records, trust, lists, wanted bundles.
     directory: DeviceDirectory,
     /// IQ requests queued for the caller and waiting for their answers.
@@ -177,8 +190,13 @@ pub struct Manager<S: Store> {
     outbox: Outbox,
     /// The latest `now` any call brought (requests are stamped with it).
     clock: u64,
-    /// Message stanzas to send (encrypted messages, completions, heartbeats).
-    messages: VecDeque<Element>,
+    /// Message stanzas to send (encrypted messages, completions, heartbeats), each with
+    /// the event to report once it is handed out.
+    messages: VecDeque<Outgoing>,
+    /// How many of `messages`, from the front, depend only on state that is on disk.
+    durable_messages: usize,
+    /// Whether commits were deferred since the last sync.
+    unsynced: bool,
     /// Events for the application.
     events: VecDeque<Event>,
     /// When the own device lists were last checked because a message was not for this
@@ -266,11 +284,14 @@ impl<S: Store> Manager<S> {
             config,
             own,
             sessions,
+            skipped: SkippedKeyTally::default(),
             directory: DeviceDirectory::default(),
             requests: Requests::default(),
             outbox: Outbox::default(),
             clock: 0,
             messages: VecDeque::new(),
+            durable_messages: 0,
+            unsynced: false,
             events: VecDeque::new(),
             last_repair: None,
         }
@@ -302,9 +323,15 @@ impl<S: Store> Manager<S> {
         &self.store
     }
 
-    /// Closes the manager and hands back its store. Everything is already committed.
-    pub fn into_store(self) -> S {
-        self.store
+    /// Closes the manager and hands back its store, with every commit on disk.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Store`] when the deferred commits cannot be written (the store
+    /// is back at its last sync).
+    pub fn into_store(mut self) -> Result<S, ManagerError> {
+        self.sync()?;
+        Ok(self.store)
     }
 
     /// Number of IQ requests not yet answered (through [`Manager::handle_stanza`]).
@@ -339,6 +366,52 @@ impl<S: Store> Manager<S> {
     pub fn reload_from_store(&mut self) {
         self.directory.forget_records();
         self.sessions.clear();
+        self.skipped.clear();
+    }
+
+    /// Commits `batch` now for the loads, on disk at the next [`Manager::sync`].
+    pub(super) fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
+        self.store.commit_deferred(batch)?;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// Puts the deferred commits on disk now, as [`Manager::poll_transmit`] does first:
+    /// call it before a pause in which no stanza is taken (offline, say), since another
+    /// process waits for the store meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Store`] when they cannot be written. The store is then back at
+    /// its last sync: the cached records and sessions are dropped, and the message
+    /// stanzas built on the lost state are never handed out (a message given to
+    /// [`Manager::send`] gets an [`Event::NotSent`]). The own prekeys in memory may
+    /// differ from the store's: reopen the manager.
+    pub fn sync(&mut self) -> Result<(), ManagerError> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        self.unsynced = false;
+        if let Err(error) = self.store.sync() {
+            tracing::error!(%error, "OMEMO state could not be written; its stanzas are dropped");
+            self.reload_from_store();
+            for lost in self.messages.drain(self.durable_messages..) {
+                if let Some(Event::Sent { id, .. }) = lost.sent {
+                    self.events.push_back(Event::NotSent {
+                        id,
+                        error: ManagerError::Store(error.clone()),
+                    });
+                }
+            }
+            return Err(error.into());
+        }
+        self.durable_messages = self.messages.len();
+        Ok(())
+    }
+
+    /// Queues a message stanza; `sent` is reported when it is handed out.
+    pub(super) fn queue_message(&mut self, stanza: Element, sent: Option<Event>) {
+        self.messages.push_back(Outgoing { stanza, sent });
     }
 
     /// Reloads when another process committed to the store since the last look.
@@ -349,4 +422,11 @@ impl<S: Store> Manager<S> {
         }
         Ok(())
     }
+}
+
+/// A message stanza waiting for [`Manager::poll_transmit`].
+struct Outgoing {
+    stanza: Element,
+    /// The [`Event::Sent`] of a message given to [`Manager::send`].
+    sent: Option<Event>,
 }

@@ -6,6 +6,7 @@ use rand_core::CryptoRng;
 use super::Manager;
 use super::devices::new_device;
 use super::own_device::Refill;
+use super::session_cache::Slot;
 use crate::consts::MAX_KEY_ATTEMPTS;
 use crate::error::{DecryptError, ManagerError};
 use crate::stanza::sce::{self, AffixViolation};
@@ -130,7 +131,8 @@ struct Opened {
 impl<S: Store> Manager<S> {
     /// Decrypts an OMEMO `<message>` (already unwrapped from carbons or MAM by the
     /// caller). Nothing is stored unless the message authenticates; then the session,
-    /// a consumed prekey and the device record are committed in one transaction.
+    /// a consumed prekey and the device record are committed in one transaction, on
+    /// disk when this returns.
     ///
     /// A key exchange that builds a session queues a bundle republish (the used prekey
     /// is replaced) and, when it carried a payload, an empty message that completes the
@@ -143,7 +145,9 @@ impl<S: Store> Manager<S> {
         now: u64,
     ) -> Result<Decrypted, ManagerError> {
         let own = self.own.jid.clone();
-        self.decrypt_for(message, &own, rng, now)
+        let decrypted = self.decrypt_for(message, &own, rng, now);
+        self.sync()?;
+        decrypted
     }
 
     /// [`Manager::decrypt`] of a message whose SCE `to` must be `recipient` (this
@@ -365,6 +369,46 @@ impl<S: Store> Manager<S> {
         }))
     }
 
+    /// Keeps the skipped message keys of all the sessions with `sender`'s devices within
+    /// [`ManagerConfig::max_skipped_keys_per_jid`](super::ManagerConfig::max_skipped_keys_per_jid):
+    /// the oldest keys of the sessions about to be stored go first. Whether the JID is
+    /// counted (then its counts are updated after the commit); one whose sessions hold
+    /// no skipped keys is not.
+    fn bound_skipped_keys(
+        &mut self,
+        sender: &str,
+        device_id: u32,
+        session: &mut Session,
+        replaced: Option<&mut Session>,
+    ) -> Result<bool, ManagerError> {
+        let holds_keys = session.skipped_key_count() > 0
+            || replaced.as_ref().is_some_and(|r| r.skipped_key_count() > 0);
+        if !holds_keys && !self.skipped.counts(sender) {
+            return Ok(false);
+        }
+        let version = session.version();
+        let mut rewritten = vec![(device_id, version, Slot::Current)];
+        if replaced.is_some() {
+            rewritten.push((device_id, version, Slot::Previous));
+        }
+        let mut device_ids: Vec<u32> = self
+            .device_records(sender)?
+            .iter()
+            .map(|r| r.device_id)
+            .collect();
+        device_ids.push(device_id);
+        let held = self
+            .skipped
+            .held_except(&self.store, sender, &device_ids, &rewritten)?;
+        let mut room = self.config.max_skipped_keys_per_jid.saturating_sub(held);
+        session.trim_skipped_keys(room);
+        room -= session.skipped_key_count();
+        if let Some(replaced) = replaced {
+            replaced.trim_skipped_keys(room);
+        }
+        Ok(true)
+    }
+
     /// Commits everything an authenticated message changes in one transaction, then
     /// updates memory and queues the follow-ups.
     fn finish(
@@ -378,10 +422,10 @@ impl<S: Store> Manager<S> {
     ) -> Result<Decrypted, ManagerError> {
         let version = opened.session.version();
         let Opened {
-            session,
+            mut session,
             used_pre_key,
             chain_before,
-            replaced,
+            mut replaced,
             ..
         } = opened;
         // A device not seen before becomes a record; a JID gets no more records than a
@@ -394,6 +438,8 @@ impl<S: Store> Manager<S> {
                 cap,
             });
         }
+        let tallied =
+            self.bound_skipped_keys(sender, device_id, &mut session, replaced.as_mut())?;
         let mut batch = Batch::default();
         batch.ops.push(Op::PutSession {
             jid: sender.to_owned(),
@@ -436,9 +482,19 @@ impl<S: Store> Manager<S> {
                 trust: record.trust,
             });
         }
-        self.store.commit(batch)?;
+        self.commit(batch)?;
 
         // Committed: now memory.
+        if tallied {
+            let current = (device_id, version, Slot::Current);
+            self.skipped
+                .record(sender, current, session.skipped_key_count());
+            if let Some(replaced) = &replaced {
+                let previous = (device_id, version, Slot::Previous);
+                self.skipped
+                    .record(sender, previous, replaced.skipped_key_count());
+            }
+        }
         let trust = record.trust;
         if identity_learned {
             self.identity_learned(&record);

@@ -1,7 +1,8 @@
 //! The sessions with other devices in memory: loaded from the store on first use, kept
 //! up to date by the manager after each commit, dropped when a commit failed so that the
 //! stored state rules, and bounded: past its capacity the least recently used session
-//! goes (it is in the store, and comes back on its next use).
+//! goes (it is in the store, and comes back on its next use). Beside it, the tally of
+//! skipped message keys per JID that bounds them.
 
 use std::collections::HashMap;
 
@@ -88,5 +89,86 @@ impl SessionCache {
     /// Sessions in memory.
     pub(super) fn len(&self) -> usize {
         self.sessions.len()
+    }
+}
+
+/// Which of a device's two sessions of one version: the current one, or the one it
+/// replaced.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub(super) enum Slot {
+    Current,
+    Previous,
+}
+
+/// The skipped message keys held by the sessions with each JID's devices, for
+/// [`ManagerConfig::max_skipped_keys_per_jid`](super::ManagerConfig::max_skipped_keys_per_jid).
+/// A JID is counted from the store the first time one of its messages leaves skipped
+/// keys, then kept up to date after each commit.
+#[derive(Default)]
+pub(super) struct SkippedKeyTally {
+    by_jid: HashMap<String, HashMap<(u32, Version, Slot), usize>>,
+}
+
+impl SkippedKeyTally {
+    /// Whether `jid` is counted.
+    pub(super) fn counts(&self, jid: &str) -> bool {
+        self.by_jid.contains_key(jid)
+    }
+
+    /// The keys held by the sessions of `jid` (whose devices are `device_ids`) except
+    /// those in the `excluded` slots, counting the JID from `store` first if needed.
+    pub(super) fn held_except(
+        &mut self,
+        store: &impl Store,
+        jid: &str,
+        device_ids: &[u32],
+        excluded: &[(u32, Version, Slot)],
+    ) -> Result<usize, ManagerError> {
+        if !self.by_jid.contains_key(jid) {
+            let mut counts = HashMap::new();
+            for &device_id in device_ids {
+                for version in Version::ALL {
+                    for slot in [Slot::Current, Slot::Previous] {
+                        let bytes = match slot {
+                            Slot::Current => store.load_session(jid, device_id, version)?,
+                            Slot::Previous => {
+                                store.load_previous_session(jid, device_id, version)?
+                            }
+                        };
+                        // An unreadable session is skipped when used; it holds no keys.
+                        let held = bytes
+                            .and_then(|bytes| Session::from_bytes(&bytes).ok())
+                            .map_or(0, |session| session.skipped_key_count());
+                        if held > 0 {
+                            counts.insert((device_id, version, slot), held);
+                        }
+                    }
+                }
+            }
+            self.by_jid.insert(jid.to_owned(), counts);
+        }
+        Ok(self.by_jid.get(jid).map_or(0, |counts| {
+            counts
+                .iter()
+                .filter(|(slot, _)| !excluded.contains(slot))
+                .map(|(_, held)| held)
+                .sum()
+        }))
+    }
+
+    /// The keys a committed session now holds (for a JID that is counted).
+    pub(super) fn record(&mut self, jid: &str, slot: (u32, Version, Slot), held: usize) {
+        if let Some(counts) = self.by_jid.get_mut(jid) {
+            if held == 0 {
+                counts.remove(&slot);
+            } else {
+                counts.insert(slot, held);
+            }
+        }
+    }
+
+    /// Forgets every count (the store changed elsewhere).
+    pub(super) fn clear(&mut self) {
+        self.by_jid.clear();
     }
 }

@@ -503,6 +503,16 @@ impl Session {
         )
     }
 
+    /// Message keys kept for messages that were skipped and may still arrive.
+    pub fn skipped_key_count(&self) -> usize {
+        self.receiver.skipped.len()
+    }
+
+    /// Drops the oldest skipped message keys beyond `max`.
+    pub(crate) fn trim_skipped_keys(&mut self, max: usize) {
+        self.receiver.store_skipped(Vec::new(), max);
+    }
+
     fn apply(&mut self, update: Update) {
         let max_skipped = self.limits.max_stored_skipped_keys;
         match update {

@@ -274,8 +274,23 @@ pub trait Store {
     }
     /// The known devices of a bare JID, by ascending device id.
     fn load_devices(&self, jid: &str) -> Result<Vec<DeviceRecord>, StoreError>;
-    /// Applies every op of `batch` in one transaction.
+    /// Applies every op of `batch` in one transaction, on disk when this returns
+    /// (together with every deferred commit before it).
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError>;
+
+    /// Applies every op of `batch` or none, at once for the loads, but maybe on disk
+    /// only at the next [`Store::sync`]: group commit, the state of several messages in
+    /// one disk write. The manager defers the commits of the sans-I/O calls and syncs
+    /// before it hands out a stanza that depends on them. The default commits at once.
+    fn commit_deferred(&mut self, batch: Batch) -> Result<(), StoreError> {
+        self.commit(batch)
+    }
+
+    /// Puts the deferred commits on disk. When it fails, they are all rolled back: the
+    /// store holds the state of the last successful sync.
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Whether another process (or connection) committed to the store since the last
     /// call: the manager then reloads what it keeps in memory (a trust decision made

@@ -62,10 +62,12 @@ const STATEMENT_CACHE_CAPACITY: usize = 32;
 ///
 /// A file database runs in WAL mode with `synchronous = FULL`: a commit is atomic and on
 /// disk when `commit` returns, so it survives a crash of the process and a power failure
-/// (the WAL is cut back to 1 MiB after each checkpoint). Deleted rows are overwritten (`secure_delete`), so consumed
-/// prekeys and old session states do not linger in free pages. Every
-/// [`commit`](Store::commit) is one `BEGIN IMMEDIATE` transaction. Loading checks every
-/// value (key lengths, id ranges, trust codes) and reports [`StoreError::Corrupt`].
+/// (the WAL is cut back to 1 MiB after each checkpoint). Deleted rows are overwritten
+/// (`secure_delete`), so consumed prekeys and old session states do not linger in free
+/// pages. Deferred commits ([`Store::commit_deferred`]) are savepoints inside one
+/// `BEGIN IMMEDIATE` transaction that [`Store::sync`] commits (group commit); a
+/// [`commit`](Store::commit) is both at once, and dropping the store syncs. Loading checks
+/// every value (key lengths, id ranges, trust codes) and reports [`StoreError::Corrupt`].
 ///
 /// ```
 /// use omemo::{Batch, DeviceRecord, Op, SqliteStore, Store, Trust, Version, Versions};
@@ -578,18 +580,52 @@ impl Store for SqliteStore {
     }
 
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
+        self.commit_deferred(batch)?;
+        self.sync()
+    }
+
+    /// A savepoint inside one `BEGIN IMMEDIATE` transaction that stays open until
+    /// [`Store::sync`]: other connections wait for it (up to the busy timeout), so the
+    /// manager syncs before it waits for the network.
+    fn commit_deferred(&mut self, batch: Batch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(backend)?;
-        for op in &batch.ops {
-            // On error the transaction rolls back when dropped.
-            apply(&tx, op)?;
+        if self.conn.is_autocommit() {
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(backend)?;
         }
-        tx.commit().map_err(backend)
+        let savepoint = self.conn.savepoint().map_err(backend)?;
+        for op in &batch.ops {
+            // On error the savepoint rolls back when dropped; earlier commits stay.
+            apply(&savepoint, op)?;
+        }
+        savepoint.commit().map_err(backend)
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        if self.conn.is_autocommit() {
+            return Ok(());
+        }
+        self.conn.execute_batch("COMMIT").map_err(|error| {
+            // A failed COMMIT may leave the transaction open (a busy database): roll it
+            // back, so that the store holds the state of the last sync.
+            if !self.conn.is_autocommit() {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+            backend(error)
+        })
+    }
+}
+
+impl Drop for SqliteStore {
+    /// Commits what was deferred: its stanzas may not have gone out, but a received
+    /// message it consumed is not decrypted twice.
+    fn drop(&mut self) {
+        if let Err(error) = self.sync() {
+            tracing::warn!(%error, "deferred OMEMO state not committed on close");
+        }
     }
 }
 
@@ -754,6 +790,54 @@ mod tests {
         assert_eq!(pragma("wal_autocheckpoint"), "100");
         assert_eq!(pragma("foreign_keys"), "1");
         assert_eq!(pragma("secure_delete"), "1");
+    }
+
+    #[test]
+    fn deferred_commits_are_read_at_once_and_reach_other_processes_at_sync() {
+        let path = TempPath::new();
+        let mut store = SqliteStore::open(path.path()).unwrap();
+        let first = sample_device("juliet@capulet.example", 5);
+        let second = sample_device("juliet@capulet.example", 6);
+        store
+            .commit_deferred(Batch {
+                ops: vec![Op::PutDevice(first.clone())],
+            })
+            .unwrap();
+        // A failed batch rolls back alone; the deferred one before it stays.
+        let failing = Batch {
+            ops: vec![
+                Op::PutDevice(second.clone()),
+                Op::PutDevice(sample_device("juliet@capulet.example", 0)),
+            ],
+        };
+        assert!(store.commit_deferred(failing).is_err());
+        assert_eq!(
+            store.load_devices("juliet@capulet.example").unwrap(),
+            vec![first.clone()]
+        );
+        let other = SqliteStore::open_alongside(path.path()).unwrap();
+        assert!(
+            other
+                .load_devices("juliet@capulet.example")
+                .unwrap()
+                .is_empty()
+        );
+        store.sync().unwrap();
+        assert_eq!(
+            other.load_devices("juliet@capulet.example").unwrap(),
+            vec![first.clone()]
+        );
+        // A store dropped with deferred commits writes them.
+        store
+            .commit_deferred(Batch {
+                ops: vec![Op::PutDevice(second.clone())],
+            })
+            .unwrap();
+        drop(store);
+        assert_eq!(
+            other.load_devices("juliet@capulet.example").unwrap(),
+            vec![first, second]
+        );
     }
 
     #[test]

@@ -369,7 +369,7 @@ impl World {
     pub fn run<S: Store>(&mut self, device: &mut Device<S>) {
         let mut rng = omemo::os_rng();
         let jid = device.manager.jid().to_owned();
-        while let Some(stanza) = device.manager.poll_transmit() {
+        while let Some(stanza) = device.manager.poll_transmit().unwrap() {
             if stanza.name() != "iq" {
                 device.sent.push_back(stanza);
                 continue;

@@ -2,12 +2,21 @@
 
 use omemo::{MemoryStore, Store, Version};
 
-/// A store that counts commits and can be made to fail them.
+/// A store that counts commits and disk writes and can be made to fail them. It defers
+/// commits like `SqliteStore` (a failed sync brings back the state of the last one).
 #[derive(Default)]
 pub struct FlakyStore {
     pub inner: MemoryStore,
+    /// Transactions applied (deferred or not).
     pub commits: usize,
+    /// Times the deferred state went to "disk" (a commit, or a sync with work to do).
+    pub disk_writes: usize,
+    /// Every commit fails.
     pub fail: bool,
+    /// Every sync with work to do fails (settable through `Manager::store`).
+    pub fail_sync: std::cell::Cell<bool>,
+    /// The state at the last sync, while commits are deferred.
+    synced: Option<MemoryStore>,
 }
 
 impl Store for FlakyStore {
@@ -40,10 +49,28 @@ impl Store for FlakyStore {
         self.inner.load_devices(jid)
     }
     fn commit(&mut self, batch: omemo::Batch) -> Result<(), omemo::StoreError> {
+        self.commit_deferred(batch)?;
+        self.sync()
+    }
+    fn commit_deferred(&mut self, batch: omemo::Batch) -> Result<(), omemo::StoreError> {
         if self.fail {
             return Err(omemo::StoreError::Backend("disk full".into()));
         }
         self.commits += 1;
+        if self.synced.is_none() {
+            self.synced = Some(self.inner.clone());
+        }
         self.inner.commit(batch)
+    }
+    fn sync(&mut self) -> Result<(), omemo::StoreError> {
+        let Some(synced) = self.synced.take() else {
+            return Ok(());
+        };
+        if self.fail_sync.get() {
+            self.inner = synced;
+            return Err(omemo::StoreError::Backend("I/O error".into()));
+        }
+        self.disk_writes += 1;
+        Ok(())
     }
 }
