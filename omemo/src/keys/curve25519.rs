@@ -160,21 +160,23 @@ pub(crate) fn hex32(bytes: &[u8; 32]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A Curve25519 secret key. Zeroized on drop; its Debug output shows nothing secret.
+/// A Curve25519 secret key. Zeroized on drop; its Debug output shows nothing secret. It
+/// lives in its own heap allocation, so moving it (or a key pair, a prekey, a session
+/// holding it), or a collection of them growing, leaves no copy behind.
 #[derive(Clone)]
-pub struct SecretKey(StaticSecret);
+pub struct SecretKey(Box<StaticSecret>);
 
 impl SecretKey {
     /// A fresh random secret key.
     pub fn generate(rng: &mut impl CryptoRng) -> Self {
         let mut bytes = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(bytes.as_mut());
-        Self(StaticSecret::from(*bytes))
+        Self(Box::new(StaticSecret::from(*bytes)))
     }
 
     /// The key from 32 secret bytes (clamped when used, as X25519 does).
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(StaticSecret::from(bytes))
+        Self(Box::new(StaticSecret::from(bytes)))
     }
 
     /// The 32 secret bytes, for persisting them.
@@ -184,7 +186,7 @@ impl SecretKey {
 
     /// The matching public key.
     pub fn public_key(&self) -> PublicKey {
-        PublicKey(x25519_dalek::PublicKey::from(&self.0).to_bytes())
+        PublicKey(x25519_dalek::PublicKey::from(&*self.0).to_bytes())
     }
 
     /// X25519 with `their` public key; refuses an all-zero (non-contributory) result.

@@ -8,13 +8,13 @@ use crate::keys::kdf::hkdf;
 use crate::keys::{PublicKey, SecretKey};
 use crate::version::Version;
 
-/// The root key.
+/// The root key (on the heap, see [`ChainKey`]).
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub(crate) struct RootKey([u8; 32]);
+pub(crate) struct RootKey(Box<[u8; 32]>);
 
 impl RootKey {
     pub(crate) fn new(key: [u8; 32]) -> Self {
-        Self(key)
+        Self(Box::new(key))
     }
 
     pub(crate) fn as_bytes(&self) -> &[u8; 32] {
@@ -31,12 +31,12 @@ impl RootKey {
     ) -> Result<(RootKey, ChainKey), KeyError> {
         let shared = own.diffie_hellman(their)?;
         let out: Zeroizing<[u8; 64]> = hkdf(Some(&self.0), shared.as_ref(), version.root_info())?;
-        let mut root = [0u8; 32];
+        let mut root = RootKey(Box::new([0u8; 32]));
         let mut chain = [0u8; 32];
-        root.copy_from_slice(&out[..32]);
+        root.0.copy_from_slice(&out[..32]);
         chain.copy_from_slice(&out[32..]);
         let chain_key = ChainKey::new(chain, 0);
         chain.zeroize();
-        Ok((RootKey(root), chain_key))
+        Ok((root, chain_key))
     }
 }

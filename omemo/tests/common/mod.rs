@@ -2,6 +2,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod chaos;
 pub mod interop;
 pub mod pep;
 pub mod python_peer;
