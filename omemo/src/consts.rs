@@ -44,6 +44,9 @@ pub const DEFAULT_MAX_STORED_SKIPPED_KEYS: usize = 1000;
 /// Receiving chains of earlier ratchet keys kept per session, so late messages of an
 /// earlier chain still decrypt (libsignal keeps 5).
 pub(crate) const MAX_RECEIVING_CHAINS: usize = 5;
+/// Sessions with one device kept after newer ones replaced them, tried (newest first)
+/// before a message is given up: enough for several key exchanges crossing each other.
+pub(crate) const MAX_PREVIOUS_SESSIONS: usize = 5;
 
 /// Format version of the serialized session state.
 pub(crate) const SESSION_FORMAT_VERSION: u32 = 1;

@@ -38,3 +38,24 @@ proptest! {
         }
     }
 }
+
+/// Found by the fuzz target `manager`: Alice and Bob start sessions with each other at
+/// once, a tampered copy of Bob's key exchange makes Alice rebuild, and Alice's first key
+/// exchange reaches Bob: three sessions cross. With only one previous session kept per
+/// device the pair never converged; with a few it does.
+#[test]
+fn three_crossing_session_starts_converge() {
+    let mut net = Net::new();
+    for action in [
+        Action::Send { from: 0, to: 1 },
+        Action::Send { from: 1, to: 0 },
+        Action::Tamper {
+            message: 1,
+            at: 0x16 * 256 + 0x16,
+        },
+        Action::Deliver(0),
+    ] {
+        net.apply(&action);
+    }
+    net.check_fair_delivery().unwrap();
+}

@@ -6,6 +6,7 @@ use rand_core::CryptoRng;
 use super::devices::new_device;
 use super::events::Event;
 use super::request::{Pending, Publication};
+use super::session_cache::previous_sessions_op;
 use super::{Manager, SkipReason};
 use crate::consts::BUNDLE_RETRY_SECS;
 use crate::error::ManagerError;
@@ -159,7 +160,7 @@ impl<S: Store> Manager<S> {
         if !rebuild && self.has_session(jid, device_id, version)? {
             return Ok(());
         }
-        let replaced = match self.session(jid, device_id, version) {
+        let mut replaced = match self.session(jid, device_id, version) {
             Ok(session) if rebuild => session.cloned(),
             Err(error @ ManagerError::Store(_)) => return Err(error),
             _ => None,
@@ -203,16 +204,17 @@ impl<S: Store> Manager<S> {
                             version: session.version(),
                             state: session.to_bytes(),
                         });
-                        // A rebuild keeps the session it replaces as the previous one:
-                        // the message that triggered it was not authenticated, and the
-                        // peer's next message may still fit the old session.
-                        if let Some(old) = &replaced {
-                            batch.ops.push(Op::PutPreviousSession {
-                                jid: jid.to_owned(),
-                                device_id,
-                                version,
-                                state: Some(old.to_bytes()),
-                            });
+                        // A rebuild keeps the session it replaces as a previous one: the
+                        // message that triggered it was not authenticated, and the peer's
+                        // next message may still fit the old session.
+                        if let Some(old) = replaced.take() {
+                            let mut previous = self.previous_sessions(jid, device_id, version)?;
+                            previous.insert(0, old);
+                            batch
+                                .ops
+                                .push(previous_sessions_op(jid, device_id, version, &previous));
+                            // The JID's skipped keys are counted again when next needed.
+                            self.skipped.forget(jid);
                         }
                         new_session = Some(session);
                     }

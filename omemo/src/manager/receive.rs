@@ -6,8 +6,8 @@ use rand_core::CryptoRng;
 use super::Manager;
 use super::devices::new_device;
 use super::own_device::Refill;
-use super::session_cache::Slot;
-use crate::consts::MAX_KEY_ATTEMPTS;
+use super::session_cache::{Slot, previous_sessions_op, skipped_keys_of};
+use crate::consts::{MAX_KEY_ATTEMPTS, MAX_PREVIOUS_SESSIONS};
 use crate::error::{DecryptError, ManagerError};
 use crate::stanza::sce::{self, AffixViolation};
 use crate::stanza::{EncryptedKey, legacy, omemo2};
@@ -124,8 +124,9 @@ struct Opened {
     used_pre_key: Option<u32>,
     /// Messages received on the receiving chain before this one (0 for a new session).
     chain_before: u32,
-    /// The current session this one replaces, kept as the previous one.
-    replaced: Option<Session>,
+    /// The sessions to keep as previous ones (newest first) when they change: the
+    /// current one when another replaces it, minus one promoted back to current.
+    previous: Option<Vec<Session>>,
 }
 
 impl<S: Store> Manager<S> {
@@ -267,21 +268,25 @@ impl<S: Store> Manager<S> {
         let version = message.version();
         let existing = self.session(sender, device_id, version)?.cloned();
         let chain_before = existing.as_ref().map_or(0, Session::receiving_chain_length);
-        // A message that does not fit the current session may fit the one it replaced
-        // (both sides started a session at the same moment): that one becomes current
-        // again and the other previous, as libsignal does.
-        let mut replaced = None;
+        // A message that does not fit the current session may fit one it replaced (both
+        // sides started a session at the same moment): that one becomes current again
+        // and the other previous, as libsignal does.
+        let mut kept = None;
         let (session, key, used_pre_key) = match (message, existing) {
             (RatchetMessage::Authenticated(message), Some(mut session)) => {
                 match session.decrypt(rng, message) {
                     Ok(key) => (session, key, None),
                     Err(error) => {
-                        let mut previous = self
-                            .previous_session(sender, device_id, version)?
-                            .ok_or(error.clone())?;
-                        let key = previous.decrypt(rng, message).map_err(|_| error)?;
-                        replaced = Some(session);
-                        (previous, key, None)
+                        let mut previous = self.previous_sessions(sender, device_id, version)?;
+                        let (index, key) = previous
+                            .iter_mut()
+                            .enumerate()
+                            .find_map(|(i, p)| p.decrypt(rng, message).ok().map(|key| (i, key)))
+                            .ok_or(error)?;
+                        let promoted = previous.remove(index);
+                        previous.insert(0, session);
+                        kept = Some(previous);
+                        (promoted, key, None)
                     }
                 }
             }
@@ -293,18 +298,19 @@ impl<S: Store> Manager<S> {
                 (session, key, None)
             }
             (RatchetMessage::KeyExchange(kex), existing) => {
-                replaced = existing;
-                let previous = self
-                    .previous_session(sender, device_id, version)?
-                    .filter(|previous| previous.matches_key_exchange(kex));
-                if let Some(mut previous) = previous {
-                    let key = previous.decrypt_key_exchange(rng, kex)?;
+                let mut previous = self.previous_sessions(sender, device_id, version)?;
+                let promoted = previous.iter().position(|p| p.matches_key_exchange(kex));
+                let promoted = promoted.map(|index| previous.remove(index));
+                previous.splice(0..0, existing);
+                kept = Some(previous);
+                if let Some(mut promoted) = promoted {
+                    let key = promoted.decrypt_key_exchange(rng, kex)?;
                     return Ok(Opened {
-                        session: previous,
+                        session: promoted,
                         key: KeyMaterial::from_bytes(key.to_vec()),
                         used_pre_key: None,
                         chain_before,
-                        replaced,
+                        previous: kept,
                     });
                 }
                 let known = self
@@ -348,25 +354,26 @@ impl<S: Store> Manager<S> {
             key: KeyMaterial::from_bytes(key.to_vec()),
             used_pre_key,
             chain_before,
-            replaced,
+            previous: kept,
         })
     }
 
-    /// The session of `version` with a device that the current one replaced, if kept
-    /// and readable.
-    fn previous_session(
+    /// The sessions of `version` with a device that the current one replaced, newest
+    /// first (the readable ones).
+    pub(super) fn previous_sessions(
         &self,
         jid: &str,
         device_id: u32,
         version: Version,
-    ) -> Result<Option<Session>, ManagerError> {
+    ) -> Result<Vec<Session>, ManagerError> {
         let Some(bytes) = self.store.load_previous_session(jid, device_id, version)? else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
-        Ok(Session::from_bytes(&bytes).ok().map(|mut session| {
+        let mut sessions = Session::list_from_bytes(&bytes);
+        for session in &mut sessions {
             session.set_limits(self.config.ratchet_limits);
-            session
-        }))
+        }
+        Ok(sessions)
     }
 
     /// Keeps the skipped message keys of all the sessions with `sender`'s devices within
@@ -379,16 +386,16 @@ impl<S: Store> Manager<S> {
         sender: &str,
         device_id: u32,
         session: &mut Session,
-        replaced: Option<&mut Session>,
+        previous: Option<&mut Vec<Session>>,
     ) -> Result<bool, ManagerError> {
         let holds_keys = session.skipped_key_count() > 0
-            || replaced.as_ref().is_some_and(|r| r.skipped_key_count() > 0);
+            || previous.as_ref().is_some_and(|p| skipped_keys_of(p) > 0);
         if !holds_keys && !self.skipped.counts(sender) {
             return Ok(false);
         }
         let version = session.version();
         let mut rewritten = vec![(device_id, version, Slot::Current)];
-        if replaced.is_some() {
+        if previous.is_some() {
             rewritten.push((device_id, version, Slot::Previous));
         }
         let mut device_ids: Vec<u32> = self
@@ -403,8 +410,9 @@ impl<S: Store> Manager<S> {
         let mut room = self.config.max_skipped_keys_per_jid.saturating_sub(held);
         session.trim_skipped_keys(room);
         room -= session.skipped_key_count();
-        if let Some(replaced) = replaced {
-            replaced.trim_skipped_keys(room);
+        for older in previous.into_iter().flatten() {
+            older.trim_skipped_keys(room);
+            room -= older.skipped_key_count();
         }
         Ok(true)
     }
@@ -425,9 +433,12 @@ impl<S: Store> Manager<S> {
             mut session,
             used_pre_key,
             chain_before,
-            mut replaced,
+            mut previous,
             ..
         } = opened;
+        if let Some(previous) = &mut previous {
+            previous.truncate(MAX_PREVIOUS_SESSIONS);
+        }
         // A device not seen before becomes a record; a JID gets no more records than a
         // device list may name (made-up device ids would fill the store).
         let cap = self.config.max_devices_per_jid;
@@ -439,7 +450,7 @@ impl<S: Store> Manager<S> {
             });
         }
         let tallied =
-            self.bound_skipped_keys(sender, device_id, &mut session, replaced.as_mut())?;
+            self.bound_skipped_keys(sender, device_id, &mut session, previous.as_mut())?;
         let mut batch = Batch::default();
         batch.ops.push(Op::PutSession {
             jid: sender.to_owned(),
@@ -447,13 +458,10 @@ impl<S: Store> Manager<S> {
             version: session.version(),
             state: session.to_bytes(),
         });
-        if let Some(replaced) = &replaced {
-            batch.ops.push(Op::PutPreviousSession {
-                jid: sender.to_owned(),
-                device_id,
-                version,
-                state: Some(replaced.to_bytes()),
-            });
+        if let Some(previous) = &previous {
+            batch
+                .ops
+                .push(previous_sessions_op(sender, device_id, version, previous));
         }
         let refill: Option<Refill> = used_pre_key.map(|id| {
             self.own
@@ -489,10 +497,9 @@ impl<S: Store> Manager<S> {
             let current = (device_id, version, Slot::Current);
             self.skipped
                 .record(sender, current, session.skipped_key_count());
-            if let Some(replaced) = &replaced {
-                let previous = (device_id, version, Slot::Previous);
-                self.skipped
-                    .record(sender, previous, replaced.skipped_key_count());
+            if let Some(previous) = &previous {
+                let slot = (device_id, version, Slot::Previous);
+                self.skipped.record(sender, slot, skipped_keys_of(previous));
             }
         }
         let trust = record.trust;

@@ -6,9 +6,10 @@
 
 use std::collections::HashMap;
 
+use crate::consts::MAX_PREVIOUS_SESSIONS;
 use crate::error::ManagerError;
 use crate::ratchet::{RatchetLimits, Session};
-use crate::store::Store;
+use crate::store::{Op, Store};
 use crate::version::Version;
 
 type Key = (String, u32, Version);
@@ -92,7 +93,29 @@ impl SessionCache {
     }
 }
 
-/// Which of a device's two sessions of one version: the current one, or the one it
+/// The skipped message keys `sessions` hold together.
+pub(super) fn skipped_keys_of(sessions: &[Session]) -> usize {
+    sessions.iter().map(Session::skipped_key_count).sum()
+}
+
+/// The op that stores `previous` (newest first, at most [`MAX_PREVIOUS_SESSIONS`]) as the
+/// sessions of `version` with `device_id` of `jid` that its current one replaced.
+pub(super) fn previous_sessions_op(
+    jid: &str,
+    device_id: u32,
+    version: Version,
+    previous: &[Session],
+) -> Op {
+    let kept = &previous[..previous.len().min(MAX_PREVIOUS_SESSIONS)];
+    Op::PutPreviousSession {
+        jid: jid.to_owned(),
+        device_id,
+        version,
+        state: (!kept.is_empty()).then(|| Session::list_to_bytes(kept)),
+    }
+}
+
+/// Which of a device's sessions of one version: the current one, or (together) those it
 /// replaced.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub(super) enum Slot {
@@ -136,9 +159,9 @@ impl SkippedKeyTally {
                             }
                         };
                         // An unreadable session is skipped when used; it holds no keys.
-                        let held = bytes
-                            .and_then(|bytes| Session::from_bytes(&bytes).ok())
-                            .map_or(0, |session| session.skipped_key_count());
+                        let held = bytes.map_or(0, |bytes| {
+                            skipped_keys_of(&Session::list_from_bytes(&bytes))
+                        });
                         if held > 0 {
                             counts.insert((device_id, version, slot), held);
                         }
@@ -165,6 +188,11 @@ impl SkippedKeyTally {
                 counts.insert(slot, held);
             }
         }
+    }
+
+    /// Forgets the counts of `jid` (its sessions moved between slots).
+    pub(super) fn forget(&mut self, jid: &str) {
+        self.by_jid.remove(jid);
     }
 
     /// Forgets every count (the store changed elsewhere).

@@ -106,6 +106,34 @@ impl Session {
         bytes
     }
 
+    /// Serializes sessions a device's current one replaced, newest first (secret).
+    pub(crate) fn list_to_bytes(sessions: &[Session]) -> Zeroizing<Vec<u8>> {
+        let mut record = state::PreviousSessions {
+            sessions: sessions.iter().map(|s| s.to_bytes().to_vec()).collect(),
+        };
+        let bytes = Zeroizing::new(record.encode_to_vec());
+        record.sessions.iter_mut().for_each(Zeroize::zeroize);
+        bytes
+    }
+
+    /// Restores [`Session::list_to_bytes`] output (or a single session, as stored before
+    /// the list), skipping entries that do not decode.
+    pub(crate) fn list_from_bytes(bytes: &[u8]) -> Vec<Session> {
+        if let Ok(session) = Self::from_bytes(bytes) {
+            return vec![session];
+        }
+        let Ok(mut record) = state::PreviousSessions::decode(bytes) else {
+            return Vec::new();
+        };
+        let sessions = record
+            .sessions
+            .iter()
+            .filter_map(|bytes| Self::from_bytes(bytes).ok())
+            .collect();
+        record.sessions.iter_mut().for_each(Zeroize::zeroize);
+        sessions
+    }
+
     /// Restores a session from [`Session::to_bytes`] output, with default limits.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SessionError> {
         let mut record = state::Session::decode(bytes)

@@ -33,4 +33,40 @@ mod tests {
         assert!(size_of::<SkippedKey>() <= 32 + 2 * pointer);
         assert!(size_of::<ReceivingChain>() <= 32 + 2 * pointer);
     }
+
+    /// The previous-sessions slot holds a list; one written before the list (a single
+    /// session) still reads, as a list of one, and entries that do not decode are skipped.
+    #[test]
+    fn previous_sessions_round_trip_and_read_the_single_session_of_schema_3() {
+        use crate::bundle::{PreKey, PreKeyBundle, SignedPreKey};
+        use crate::keys::IdentityKeyPair;
+        use crate::version::Version;
+
+        let mut rng = crate::os_rng();
+        let bob = IdentityKeyPair::generate(&mut rng);
+        let signed = SignedPreKey::generate(Version::Omemo2, &mut rng, &bob, 1);
+        let bundle = PreKeyBundle::new(&bob, &signed, &[PreKey::generate(&mut rng, 1)]);
+        let sessions: Vec<super::Session> = (0..3)
+            .map(|_| {
+                let alice = IdentityKeyPair::generate(&mut rng);
+                super::Session::initiate(&mut rng, &alice, &bundle).unwrap()
+            })
+            .collect();
+        let encoded = |list: &[super::Session]| {
+            list.iter()
+                .map(|s| s.to_bytes().to_vec())
+                .collect::<Vec<_>>()
+        };
+        let list = super::Session::list_to_bytes(&sessions);
+        assert_eq!(
+            encoded(&super::Session::list_from_bytes(&list)),
+            encoded(&sessions)
+        );
+        let single = sessions[0].to_bytes();
+        assert_eq!(
+            encoded(&super::Session::list_from_bytes(&single)),
+            encoded(&sessions[..1])
+        );
+        assert!(super::Session::list_from_bytes(&[0xff, 0x01]).is_empty());
+    }
 }
