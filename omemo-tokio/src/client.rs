@@ -329,9 +329,11 @@ impl<S: Store> Client<S> {
         response.ok_or(DriverError::Timeout("waiting for an IQ response"))
     }
 
-    /// Writes what is due now (requests, messages whose fetches are done).
+    /// Writes what is due now (requests, messages whose fetches are done) and puts the
+    /// OMEMO state on disk.
     pub async fn flush(&mut self) -> Result<(), DriverError> {
-        self.after().await
+        self.after().await?;
+        Ok(self.manager.sync()?)
     }
 
     /// Sends unavailable presence: the server stops routing messages to this resource
@@ -350,7 +352,7 @@ impl<S: Store> Client<S> {
 
     /// Writes what is due, then closes the stream. The OMEMO state is in the store.
     pub async fn close(mut self) {
-        if let Err(error) = self.after().await {
+        if let Err(error) = self.flush().await {
             tracing::warn!(%error, "could not write the last stanzas");
         }
         if self.manager.queued_messages() > 0 {
@@ -389,10 +391,14 @@ impl<S: Store> Client<S> {
         }
     }
 
-    /// Writes what is due, then waits for one stanza or the next timeout (or `until`)
-    /// and handles it with the stanzas that arrived meanwhile (up to [`MAX_BATCH`]).
+    /// Writes what is due and puts the OMEMO state on disk (the store is shared with
+    /// other processes, which wait meanwhile), then waits for one stanza or the next
+    /// timeout (or `until`) and handles it with the stanzas that arrived meanwhile (up to
+    /// [`MAX_BATCH`]). The state of a batch and of the application's answers to it goes
+    /// to disk in one write, at the next step.
     async fn step(&mut self, until: Option<Instant>) -> Result<(), DriverError> {
         self.after().await?;
+        self.manager.sync()?;
         let timer = self.timer();
         let wake = until.map_or(timer, |until| until.min(timer));
         tokio::select! {
@@ -473,9 +479,6 @@ impl<S: Store> Client<S> {
                 }
             }
         }
-        // The deferred commits (the store is shared with other processes) are on disk
-        // before the client waits.
-        self.manager.sync()?;
         self.collect_events();
         Ok(())
     }

@@ -293,16 +293,20 @@ impl<S: Store> Manager<S> {
     /// given to the manager, so take stanzas only while the stream is up, and give the
     /// time of a new stream to [`Manager::connected`].
     ///
-    /// First it puts the state the stanzas depend on on disk ([`Store::sync`]): one
-    /// disk write for everything handled since the last call, however many messages
-    /// that was. So handle every stanza that has arrived, then poll, and poll before
-    /// waiting for more (another process waits for the store meanwhile).
+    /// Before it hands out a stanza it puts the state the stanza depends on on disk
+    /// ([`Store::sync`]): one disk write for everything handled since the last one,
+    /// however many messages that was. So handle every stanza that has arrived (and send
+    /// the answers), then poll; and call [`Manager::sync`] before waiting for more
+    /// (another process waits for the store meanwhile).
     ///
     /// # Errors
     ///
     /// [`ManagerError::Store`] when the state cannot be written: the stanzas built on it
     /// are dropped (see [`Store::sync`]; reopen the manager).
     pub fn poll_transmit(&mut self) -> Result<Option<Element>, ManagerError> {
+        if self.messages.is_empty() && !self.requests.has_queued() {
+            return Ok(None);
+        }
         self.sync()?;
         if let Some(request) = self.requests.poll(self.clock) {
             return Ok(Some(request.stanza));

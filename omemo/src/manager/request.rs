@@ -147,6 +147,11 @@ impl Requests {
         Some(request)
     }
 
+    /// Whether a request waits to be sent.
+    pub(super) fn has_queued(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
     /// Requests not answered yet.
     pub(super) fn pending_count(&self) -> usize {
         self.pending.len()
