@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use jid::BareJid;
+use omemo::ManagerConfig;
 use omemo_tokio::ServerAddr;
 
 /// An OMEMO (XEP-0384: legacy `eu.siacs.conversations.axolotl` and OMEMO 2
@@ -112,7 +113,23 @@ pub(crate) struct RunArgs {
     pub(crate) account: Account,
     #[command(flatten)]
     pub(crate) connection: Connection,
+
+    /// One-time prekeys kept published in the bundle of each OMEMO version (XEP-0384
+    /// asks for about 100). A new store gets this many; a used prekey is replaced so
+    /// that the bundle holds this many again, so a store made with another number moves
+    /// to this one as its prekeys are used.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = ManagerConfig::default().pre_key_count,
+        value_parser = clap::value_parser!(u32).range(1..=MAX_PRE_KEYS)
+    )]
+    pub(crate) pre_keys: u32,
 }
+
+/// The most one-time prekeys `run --pre-keys` publishes (a bundle of 1000 is about
+/// 50 kB, already more than clients expect).
+const MAX_PRE_KEYS: i64 = 1000;
 
 /// `send`.
 #[derive(Debug, Args)]
@@ -356,6 +373,26 @@ mod tests {
                 port: 5222
             })
         );
+    }
+
+    #[test]
+    fn run_takes_the_number_of_pre_keys() {
+        let run_with = |extra: &[&str]| {
+            let mut args = vec!["run", "--jid", "bot@example.org", "--store", "s.db"];
+            args.extend_from_slice(extra);
+            parse(&args)
+        };
+        let Command::Run(run) = run_with(&[]).unwrap().command else {
+            panic!("not run")
+        };
+        assert_eq!(run.pre_keys, ManagerConfig::default().pre_key_count);
+        let Command::Run(run) = run_with(&["--pre-keys", "1"]).unwrap().command else {
+            panic!("not run")
+        };
+        assert_eq!(run.pre_keys, 1);
+        for bad in ["0", "1001", "-1", "many"] {
+            assert!(run_with(&["--pre-keys", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

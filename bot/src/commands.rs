@@ -95,11 +95,19 @@ enum Use {
     Alongside,
 }
 
-/// Opens (or creates) the store and the OMEMO account in it, speaking `versions`.
+/// The manager configuration of a command: the defaults, speaking `versions`.
+fn config_for(versions: Versions) -> ManagerConfig {
+    ManagerConfig {
+        versions,
+        ..ManagerConfig::default()
+    }
+}
+
+/// Opens (or creates) the store and the OMEMO account in it, with `config`.
 fn open_manager(
     jid: &BareJid,
     store: &Path,
-    versions: Versions,
+    config: ManagerConfig,
     how: Use,
 ) -> Result<Manager<SqliteStore>, BotError> {
     if let Some(parent) = store.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -108,10 +116,6 @@ fn open_manager(
     let store = match how {
         Use::Online => SqliteStore::open(store)?,
         Use::Alongside => SqliteStore::open_alongside(store)?,
-    };
-    let config = ManagerConfig {
-        versions,
-        ..ManagerConfig::default()
     };
     Ok(Manager::open(
         store,
@@ -129,7 +133,12 @@ async fn go_online(
     versions: Versions,
     serve: bool,
 ) -> Result<Client<SqliteStore>, BotError> {
-    let manager = open_manager(&account.jid, &account.store, versions, Use::Online)?;
+    let manager = open_manager(
+        &account.jid,
+        &account.store,
+        config_for(versions),
+        Use::Online,
+    )?;
     let config = ClientConfig {
         accept_subscriptions: serve,
         kind: "bot".to_owned(),
@@ -256,12 +265,11 @@ impl Echo {
 }
 
 async fn run(args: RunArgs) -> Result<(), BotError> {
-    let manager = open_manager(
-        &args.account.jid,
-        &args.account.store,
-        Versions::BOTH,
-        Use::Online,
-    )?;
+    let config = ManagerConfig {
+        pre_key_count: args.pre_keys,
+        ..config_for(Versions::BOTH)
+    };
+    let manager = open_manager(&args.account.jid, &args.account.store, config, Use::Online)?;
     let config = ClientConfig {
         accept_subscriptions: true,
         kind: "bot".to_owned(),
@@ -414,7 +422,7 @@ fn fingerprint(args: &FingerprintArgs) -> Result<(), BotError> {
     let manager = open_manager(
         &args.account.jid,
         &args.account.store,
-        Versions::BOTH,
+        config_for(Versions::BOTH),
         Use::Alongside,
     )?;
     let fingerprint = manager.fingerprint();
@@ -523,7 +531,7 @@ fn set_trust(args: &TrustArgs, trust: Trust) -> Result<(), BotError> {
     let mut manager = open_manager(
         &args.account.jid,
         &args.account.store,
-        Versions::BOTH,
+        config_for(Versions::BOTH),
         Use::Alongside,
     )?;
     manager.set_trust(&args.of, args.device_id, trust)?;

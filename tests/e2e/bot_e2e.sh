@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # End-to-end tests of omemo-bot (bot/) against a throwaway Prosody on loopback
-# (scripts/prosody), the slixmpp-omemo peer (tests/e2e/slixmpp_peer.py) and a raw stanza
-# sender (tests/e2e/bot_raw_sender.py). Builds the bot once (cargo build -p omemo-bot).
+# (scripts/prosody), the slixmpp-omemo peer (tests/e2e/slixmpp_peer.py), a raw stanza
+# sender (tests/e2e/bot_raw_sender.py) and a flooding stranger (tests/e2e/bot_flood_sender.py).
+# Builds the bot once (cargo build -p omemo-bot).
 #
 # Scenarios (each prints a PASS or FAIL line; the last line is "N passed, M failed"):
-#   1. slixmpp-omemo client (two devices on one account) -> omemo-bot run: 50 messages,
-#      every echo decrypts to the same text on both devices.
+#   1. slixmpp-omemo client (two devices on one account, which start their session with
+#      each other first) -> omemo-bot run: 50 messages, every echo decrypts to the same text
+#      on both devices.
 #   2. omemo-bot send -> slixmpp-omemo echo peer: first contact by prekey message, the echo
 #      is decrypted and printed (--wait-reply); a second message on the session.
 #   3. omemo-bot send -> omemo-bot run, twice; fingerprint/devices agree; distrust makes
@@ -26,13 +28,39 @@
 #      echoes are printed; --version legacy to it fails with a clear message.
 #   9. Both versions on one account: a legacy-only device and an OMEMO 2-only device ->
 #      omemo-bot run, 20 messages, every echo on both (one stanza, both <encrypted>).
+#  10. One prekey, two first contacts (legacy, then OMEMO 2): `run --pre-keys 1`; two
+#      slixmpp-omemo devices of one account build their sessions from one fetch of the bot's
+#      bundle each, before either sends (both key exchanges name the same prekey). The first
+#      is read; the second is refused (prekey not available any more), the bot rebuilds the
+#      session and sends that device an empty key exchange (logged); then 10 messages from
+#      each device, every echo read on both, each device reads the other's messages. The
+#      store keeps one prekey per version.
+#  11. The bot and a device start sessions with each other at once (legacy, then OMEMO 2):
+#      a slixmpp-omemo device builds its session and encrypts, then holds what it receives;
+#      its other device's first message makes the bot echo to the account with a key
+#      exchange to the first; when that has arrived (unread), the first device sends. The
+#      bot reads both first messages (no decryption failure at all); python-omemo replaces
+#      its session with the bot's, so the bot's messages sent before its next message are
+#      lost to it (counted, not failed); after a probe, 10 messages from each device, every
+#      echo read on both.
+#  12. Flood from a stranger: 250-device lists (both versions) published on its PEP (the
+#      server notifies the bot from its bare JID) and 100 sent as <event> messages from its
+#      full JID; 40 valid key exchanges from made-up devices with fresh identities, while a
+#      legitimate client talks to the bot. Every event and list is refused, at most 20 of
+#      the key exchanges are read (new sessions per JID per hour); the bot's store holds
+#      at most 200 device records and 20 sessions of the stranger, its peak RSS (VmHWM)
+#      stays within 64 MiB, and the client gets 15/15 echoes.
 #
 # Usage: tests/e2e/bot_e2e.sh [SCENARIO...]   (default: all; e.g. `bot_e2e.sh 2 3`)
+#        E2E_REPEAT=20 tests/e2e/bot_e2e.sh 1   (scenario 1 twenty times, on one server and
+#                                               build; each run with fresh accounts)
 # Needs root only when Prosody or python3-venv is missing. Network use is loopback only
 # (plus apt-get/pip/cargo when something is missing).
 #
 # Environment:
 #   E2E_KEEP=1        keep the temporary directory (logs, stores) even on success
+#   E2E_REPEAT=N      run each scenario given N times (scenarios 1, 7, 9, 10, 11; each run
+#                     with new accounts and stores), stopping a scenario at its first failure
 #   CARGO_TARGET_DIR  where cargo builds (default: <repo>/target)
 #   TMPDIR            where the temporary directory is created
 set -uo pipefail
@@ -42,6 +70,7 @@ PROSODY="$ROOT/scripts/prosody"
 PY="$ROOT/.venv/bin/python"
 PEER="$ROOT/tests/e2e/slixmpp_peer.py"
 RAW="$ROOT/tests/e2e/bot_raw_sender.py"
+FLOOD="$ROOT/tests/e2e/bot_flood_sender.py"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
 BOT="$TARGET_DIR/debug/omemo-bot"
@@ -87,6 +116,9 @@ die() {
     exit 1
 }
 
+REPEAT="${E2E_REPEAT:-1}"
+case "$REPEAT" in '' | *[!0-9]* | 0*) die "E2E_REPEAT must be a positive number, not '$REPEAT'" ;; esac
+
 # ------------------------------------------------------------------------------------------
 # setup: test environment, server, build
 
@@ -111,13 +143,18 @@ say "Prosody on $SERVER"
 # One password for every throwaway account.
 PW="pw-$RANDOM$RANDOM"
 for user in alice bot1 bob dave carol bot3 erin bot4 eve bot5 frank bot6 grace bot7 heidi \
-    ivan judy bot9; do
+    ivan judy bot9 kate leo bot10 mike nina bot11 mallory oscar bot12; do
     "$PROSODY" adduser "$WORK/server" "$user@localhost" "$PW" 2>>"$WORK/adduser.log" \
         || die "could not create $user@localhost"
 done
 
 # ------------------------------------------------------------------------------------------
 # helpers (used inside the scenario subshells; `fail` ends the scenario)
+#
+# An ACCOUNT given to a helper is a user name; the helpers add $SFX, which is empty on a
+# scenario's first run and names a fresh set of accounts on each repetition (E2E_REPEAT).
+
+SFX=""
 
 fail() {
     echo "FAILED: $*"
@@ -128,17 +165,18 @@ track() { echo "$1" >>"$WORK/pids"; }
 
 # Common bot options for ACCOUNT (user name) with store $WORK/ACCOUNT.db.
 bot_opts() {
-    printf '%s\n' --jid "$1@localhost" --store "$WORK/$1.db" --password "$PW" \
+    printf '%s\n' --jid "$1$SFX@localhost" --store "$WORK/$1$SFX.db" --password "$PW" \
         --server "$SERVER" --insecure-plaintext
 }
 
-# start_bot ACCOUNT LOGNAME: `omemo-bot run` in the background, waits until it has
-# published its device. Sets BOT_PID.
+# start_bot ACCOUNT LOGNAME [RUN-OPTION...]: `omemo-bot run` in the background, waits until
+# it has published its device. Sets BOT_PID.
 start_bot() {
     local account="$1" name="$2" i
+    shift 2
     local -a opts
     mapfile -t opts < <(bot_opts "$account")
-    "$BOT" run "${opts[@]}" </dev/null >"$WORK/$name.out" 2>"$WORK/$name.log" &
+    "$BOT" run "${opts[@]}" "$@" </dev/null >"$WORK/$name.out" 2>"$WORK/$name.log" &
     BOT_PID=$!
     track "$BOT_PID"
     for i in $(seq 1 300); do
@@ -167,7 +205,7 @@ stop_bot() {
 echo_count() { grep -c "sent an OMEMO message" "$WORK/$1.log" 2>/dev/null || true; }
 
 device_id() { # ACCOUNT
-    "$BOT" fingerprint --jid "$1@localhost" --store "$WORK/$1.db" 2>/dev/null \
+    "$BOT" fingerprint --jid "$1$SFX@localhost" --store "$WORK/$1$SFX.db" 2>/dev/null \
         | sed -n 's/^device id: //p'
 }
 
@@ -175,7 +213,7 @@ device_id() { # ACCOUNT
 # `wait`, so that signals to this script are handled at once); its JSON summary goes to
 # $WORK/NAME.json.
 client() {
-    local name="$1" account="$2" to="$3" count="$4" rc=0 pid
+    local name="$1" account="$2$SFX" to="$3$SFX" count="$4" rc=0 pid
     shift 4
     timeout 150 "$PY" "$PEER" client --jid "$account@localhost" --password "$PW" \
         --server "$SERVER" --store "$WORK/$account-1" --to "$to@localhost" --count "$count" \
@@ -184,6 +222,35 @@ client() {
     track "$pid"
     wait "$pid" || rc=$?
     return "$rc"
+}
+
+# race NAME ACCOUNT TO MODE EXTRA...: slixmpp_peer.py race (two devices of ACCOUNT, stores
+# $WORK/ACCOUNT-1 and $WORK/ACCOUNT-2) in the foreground; its JSON summary goes to
+# $WORK/NAME.json.
+race() {
+    local name="$1" account="$2$SFX" to="$3$SFX" mode="$4" rc=0 pid
+    shift 4
+    timeout 150 "$PY" "$PEER" race --jid "$account@localhost" --password "$PW" \
+        --server "$SERVER" --store "$WORK/$account-1" --second-device-store "$WORK/$account-2" \
+        --to "$to@localhost" --mode "$mode" --timeout 90 "$@" \
+        </dev/null >"$WORK/$name.json" 2>"$WORK/$name.log" &
+    pid=$!
+    track "$pid"
+    wait "$pid" || rc=$?
+    return "$rc"
+}
+
+# race_field NAME EXPR: a value from the race summary $WORK/NAME.json (EXPR in Python, over
+# the summary `s`).
+race_field() {
+    "$PY" -c 'import json, sys; s = json.load(open(sys.argv[1], encoding="utf-8")); print(eval(sys.argv[2]))' \
+        "$WORK/$1.json" "$2"
+}
+
+# store_count DB SQL: one number from the SQLite file DB, opened read-only.
+store_count() {
+    "$PY" -c 'import sqlite3, sys; c = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True); print(c.execute(sys.argv[2]).fetchone()[0])' \
+        "$1" "$2"
 }
 
 # send_expect_echo LOGNAME TEXT SEND-ARGS...: `omemo-bot send SEND-ARGS --wait-reply 30 TEXT`
@@ -199,7 +266,7 @@ send_expect_echo() {
 # start_echo_peer NAME ACCOUNT EXTRA...: slixmpp_peer.py echo in the background, waits for
 # READY; its stdout goes to $WORK/NAME.out. Sets ECHO_PID.
 start_echo_peer() {
-    local name="$1" account="$2" i
+    local name="$1" account="$2$SFX" i
     shift 2
     "$PY" "$PEER" echo --jid "$account@localhost" --password "$PW" --server "$SERVER" \
         --store "$WORK/$account" "$@" </dev/null >"$WORK/$name.out" 2>"$WORK/$name.log" &
@@ -246,7 +313,7 @@ EOF
 
 scenario_1() {
     start_bot bot1 bot1
-    client s1-client alice bot1 50 --second-device-store "$WORK/alice-2" \
+    client s1-client alice bot1 50 --second-device-store "$WORK/alice$SFX-2" \
         --second-resource phone --subscribe \
         || fail "client exited non-zero: $(cat "$WORK/s1-client.json")"
     check_summary s1-client 50 two || fail "bad client summary"
@@ -443,7 +510,7 @@ scenario_6() {
 
 scenario_7() {
     start_bot bot7 bot7
-    client s7-client grace bot7 50 --second-device-store "$WORK/grace-2" \
+    client s7-client grace bot7 50 --second-device-store "$WORK/grace$SFX-2" \
         --second-resource phone --subscribe --omemo-version omemo2 \
         || fail "client exited non-zero: $(cat "$WORK/s7-client.json")"
     check_summary s7-client 50 two || fail "bad client summary"
@@ -483,7 +550,7 @@ scenario_8() {
 
 scenario_9() {
     start_bot bot9 bot9
-    client s9-client judy bot9 20 --second-device-store "$WORK/judy-2" \
+    client s9-client judy bot9 20 --second-device-store "$WORK/judy$SFX-2" \
         --second-resource omemo2 --second-device-omemo-version omemo2 --subscribe \
         || fail "client exited non-zero: $(cat "$WORK/s9-client.json")"
     check_summary s9-client 20 two || fail "bad client summary"
@@ -499,6 +566,145 @@ scenario_9() {
     echo "20/20 echoes on judy's legacy device and on her OMEMO 2 device"
 }
 
+scenario_10() {
+    local version account id pre_key n detail=""
+    # One one-time prekey per version: two first contacts from one fetch of the bundle
+    # each use it.
+    start_bot bot10 bot10 --pre-keys 1
+    for version in legacy omemo2; do
+        case "$version" in legacy) account=kate ;; *) account=leo ;; esac
+        race "s10-$version" "$account" bot10 first-contact --omemo-version "$version" \
+            || fail "$version: $(cat "$WORK/s10-$version.json")"
+        id="$(race_field "s10-$version" 's["devices"]["second"]')"
+        pre_key="$(race_field "s10-$version" 's["key_exchanges"]["second"]["pre_key_id"]')"
+        grep -q "prekey $pre_key is not available any more" "$WORK/bot10.log" \
+            || fail "$version: the bot did not report the used prekey $pre_key"
+        grep -q "rebuilding the session sender=$account$SFX@localhost device_id=$id " "$WORK/bot10.log" \
+            || fail "$version: no rebuild for $account's device $id in the bot's log"
+        grep -q "session rebuilt jid=$account$SFX@localhost device_id=$id " "$WORK/bot10.log" \
+            || fail "$version: the session with $account's device $id was not rebuilt"
+        detail+="$version: prekey $pre_key taken twice, healed, $(race_field "s10-$version" \
+            's["primary"]["echoes"] + 0')+$(race_field "s10-$version" 's["second"]["echoes"] + 0') echoes; "
+    done
+    if grep -q "rebuild held back" "$WORK/bot10.log"; then
+        fail "a rebuild was held back: $(grep -m1 'rebuild held back' "$WORK/bot10.log")"
+    fi
+    stop_bot TERM
+    [ "$STOP_RC" = 0 ] || fail "the bot did not exit 0 on SIGTERM (exit $STOP_RC)"
+    # --pre-keys 1: each version's bundle holds one prekey (the used ones were replaced).
+    for version in 1 2; do
+        n="$(store_count "$WORK/bot10$SFX.db" "SELECT count(*) FROM pre_keys WHERE version = $version")"
+        [ "$n" = 1 ] || fail "the store holds $n prekeys of version $version, want 1"
+    done
+    echo "${detail%; }"
+}
+
+scenario_11() {
+    local version account before after lost detail=""
+    start_bot bot11 bot11
+    for version in legacy omemo2; do
+        case "$version" in legacy) account=mike ;; *) account=nina ;; esac
+        race "s11-$version" "$account" bot11 crossing --omemo-version "$version" \
+            || fail "$version: $(cat "$WORK/s11-$version.json")"
+        before="$(race_field "s11-$version" 's["primary_session_before"]["initiation"]')"
+        after="$(race_field "s11-$version" 's["primary_session_after"]["initiation"]')"
+        [ "$before/$after" = "active/passive" ] \
+            || fail "$version: the device's session went $before -> $after, want active -> passive"
+        lost="$(race_field "s11-$version" 'len(s["unreadable_in_crossing"])')"
+        detail+="$version: crossed, $lost of the bot's messages unreadable by python-omemo while"
+        detail+=" crossing, then $(race_field "s11-$version" 's["primary"]["echoes"] + 0')"
+        detail+="+$(race_field "s11-$version" 's["second"]["echoes"] + 0') echoes; "
+    done
+    # The bot read everything: both first messages, the answers on the session it
+    # started (kept as the previous one), every round.
+    if grep -q "could not decrypt\|not encrypted for this device" "$WORK/bot11.log"; then
+        fail "decryption problems: $(grep -m3 'could not decrypt\|not encrypted for' "$WORK/bot11.log")"
+    fi
+    stop_bot TERM
+    [ "$STOP_RC" = 0 ] || fail "the bot did not exit 0 on SIGTERM (exit $STOP_RC)"
+    echo "${detail%; }"
+}
+
+# vm_hwm PID: the peak resident memory of process PID (VmHWM), in KiB.
+vm_hwm() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+
+# log_count LOGNAME PATTERN: the lines of $WORK/LOGNAME.log that match PATTERN (grep -E).
+log_count() { grep -cE "$2" "$WORK/$1.log" 2>/dev/null || true; }
+
+scenario_12() {
+    local device flood_pid rc=0 hwm0 hwm i dropped read refused handled lists records sessions
+    local events=100 made_up=40 cap_kib=$((64 * 1024))
+    local skipped='device list item skipped jid=mallory@localhost version=' too_many=' error=device list names 250'
+    start_bot bot12 bot12
+    device="$(device_id bot12)"
+    hwm0="$(vm_hwm "$BOT_PID")"
+    # Device lists of 250 devices, published by the stranger (the server notifies the bot
+    # from its bare JID: the last item of each list once the bot is subscribed, then each
+    # new one).
+    "$PY" "$FLOOD" --phase lists --jid mallory@localhost --password "$PW" --server "$SERVER" \
+        --to bot12@localhost </dev/null >"$WORK/s12-lists.json" 2>"$WORK/s12-lists.log" \
+        || fail "flood sender (lists) failed: $(tail -n 3 "$WORK/s12-lists.log")"
+    both_lists_refused() {
+        [ "$(log_count bot12 "${skipped}legacy OMEMO$too_many")" -ge 1 ] \
+            && [ "$(log_count bot12 "${skipped}OMEMO 2$too_many")" -ge 1 ]
+    }
+    for i in $(seq 1 300); do
+        both_lists_refused && break
+        sleep 0.1
+    done
+    lists="$(log_count bot12 "$skipped.*$too_many")"
+    both_lists_refused || fail "the stranger's lists did not reach the bot in both versions within 30 s ($lists)"
+    # The stranger floods while a legitimate client talks to the bot.
+    "$PY" "$FLOOD" --phase messages --jid mallory@localhost --password "$PW" --server "$SERVER" \
+        --to bot12@localhost --bot-device "$device" --events "$events" --devices "$made_up" \
+        </dev/null >"$WORK/s12-flood.json" 2>"$WORK/s12-flood.log" &
+    flood_pid=$!
+    track "$flood_pid"
+    client s12-during oscar bot12 10 || fail "client during the flood failed: $(cat "$WORK/s12-during.json")"
+    check_summary s12-during 10 || fail "bad summary during the flood"
+    wait "$flood_pid" || rc=$?
+    [ "$rc" -eq 0 ] || fail "flood sender exited $rc: $(tail -n 3 "$WORK/s12-flood.log")"
+    "$PY" - "$WORK/s12-flood.json" "$events" "$made_up" <<'EOF' || fail "flood not sent: $(cat "$WORK/s12-flood.json")"
+import json, sys
+r, events, made_up = json.load(open(sys.argv[1], encoding="utf-8")), int(sys.argv[2]), int(sys.argv[3])
+assert r["events_sent"] == events and r["key_exchanges_sent"] == made_up, r
+assert len(set(r["device_ids"])) == made_up, r
+EOF
+    # Until the bot has handled every event and every key exchange.
+    for i in $(seq 1 600); do
+        dropped="$(log_count bot12 'pubsub event not from a bare JID; dropped')"
+        read="$(log_count bot12 'decrypted an OMEMO message from=mallory@localhost ')"
+        refused="$(log_count bot12 'could not decrypt an OMEMO message from=mallory@localhost/')"
+        handled=$((read + refused))
+        [ "$dropped" -ge "$events" ] && [ "$handled" -ge "$made_up" ] && break
+        kill -0 "$BOT_PID" 2>/dev/null || fail "the bot died in the flood"
+        sleep 0.1
+    done
+    [ "$dropped" -eq "$events" ] || fail "$dropped of $events full-JID events dropped"
+    [ "$handled" -eq "$made_up" ] || fail "$handled of $made_up key exchanges handled within 60 s"
+    [ "$read" -le 20 ] || fail "the bot read $read key exchanges of made-up devices, more than 20 an hour"
+    [ "$read" -ge 1 ] || fail "the bot read none of the made-up devices' key exchanges"
+    [ "$(log_count bot12 'from=mallory@localhost/flood error=mallory@localhost started too many new sessions')" \
+        -eq "$refused" ] || fail "not every refusal is the new-session limit: $(grep -m3 \
+        'could not decrypt an OMEMO message from=mallory' "$WORK/bot12.log")"
+    client s12-after oscar bot12 5 || fail "client after the flood failed: $(cat "$WORK/s12-after.json")"
+    check_summary s12-after 5 || fail "bad summary after the flood"
+    kill -0 "$BOT_PID" 2>/dev/null || fail "the bot died"
+    hwm="$(vm_hwm "$BOT_PID")"
+    stop_bot TERM
+    [ "$STOP_RC" = 0 ] || fail "the bot did not exit 0 on SIGTERM (exit $STOP_RC)"
+    records="$(store_count "$WORK/bot12.db" "SELECT count(*) FROM devices WHERE jid = 'mallory@localhost'")"
+    sessions="$(store_count "$WORK/bot12.db" "SELECT count(*) FROM sessions WHERE jid = 'mallory@localhost'")"
+    echo "store: $records device records, $sessions sessions of the stranger; peak RSS" \
+        "$((hwm / 1024)) MiB ($((hwm0 / 1024)) MiB online before the flood)"
+    [ "$records" -le 200 ] || fail "$records device records of the stranger, more than 200"
+    [ "$sessions" -le 20 ] || fail "$sessions sessions with the stranger, more than 20"
+    [ "$hwm" -le "$cap_kib" ] || fail "peak RSS $((hwm / 1024)) MiB, more than $((cap_kib / 1024)) MiB"
+    echo "$lists 250-device lists from the bare JID refused, $events from a full JID dropped, $read of $made_up" \
+        "made-up devices read (limit 20/h); store: $records device records, $sessions sessions;" \
+        "peak RSS $((hwm / 1024)) MiB (<= $((cap_kib / 1024))); 15/15 echoes to a legitimate client"
+}
+
 TITLES=(
     ""
     "slixmpp-omemo client (2 devices) -> omemo-bot run, 50 messages"
@@ -510,18 +716,29 @@ TITLES=(
     "OMEMO 2 client (2 devices) -> omemo-bot run, 50 messages"
     "omemo-bot send -> OMEMO 2 echo peer"
     "legacy device + OMEMO 2 device on one account -> omemo-bot run"
+    "one prekey, two first contacts on it: the bot heals the second"
+    "the bot and a device start sessions with each other at once"
+    "flood from a stranger: device lists, made-up devices; bounds hold"
 )
 
+# The accounts of the scenarios that can run again with fresh accounts (E2E_REPEAT).
+declare -A REPEAT_ACCOUNTS=(
+    [1]="alice bot1" [7]="grace bot7" [9]="judy bot9" [10]="kate leo bot10" [11]="mike nina bot11"
+)
+
+# run_scenario N [RUN]: runs scenario N (the RUN-th time: "" or 1 for the first); returns
+# non-zero when it failed.
 run_scenario() {
-    local n="$1" t=$SECONDS rc=0 detail
+    local n="$1" run="${2:-}" t=$SECONDS rc=0 detail label="${TITLES[$n]}"
+    [ -n "$run" ] && label+=" [run $run/$REPEAT]"
     ( scenario_"$n" ) >"$WORK/scenario-$n.txt" 2>&1 || rc=$?
     detail="$(tail -n 1 "$WORK/scenario-$n.txt")"
     if [ "$rc" -eq 0 ]; then
         PASSED=$((PASSED + 1))
-        echo "PASS $n: ${TITLES[$n]} ($((SECONDS - t))s): $detail"
+        echo "PASS $n: $label ($((SECONDS - t))s): $detail"
     else
         FAILED=$((FAILED + 1))
-        echo "FAIL $n: ${TITLES[$n]} ($((SECONDS - t))s): $detail"
+        echo "FAIL $n: $label ($((SECONDS - t))s): $detail"
         local f
         for f in "$WORK"/scenario-"$n".txt "$WORK"/s"$n"-*.log "$WORK"/s"$n"-*.json \
             "$WORK"/bot"$n"*.log; do
@@ -529,14 +746,37 @@ run_scenario() {
             echo "----- tail of $f -----" >&2
             tail -n 15 "$f" >&2
         done
+        return 1
     fi
 }
 
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(1 2 3 4 5 6 7 8 9)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(1 2 3 4 5 6 7 8 9 10 11 12)
 for n in "${SCENARIOS[@]}"; do
-    case "$n" in [1-9]) run_scenario "$n" ;; *) die "unknown scenario $n" ;; esac
+    case "$n" in [1-9] | 1[0-2]) ;; *) die "unknown scenario $n" ;; esac
+    if [ "$REPEAT" -gt 1 ] && [ -z "${REPEAT_ACCOUNTS[$n]:-}" ]; then
+        die "E2E_REPEAT: scenario $n cannot be repeated (these can: ${!REPEAT_ACCOUNTS[*]})"
+    fi
 done
+for n in "${SCENARIOS[@]}"; do
+    if [ "$REPEAT" -eq 1 ]; then
+        run_scenario "$n"
+        continue
+    fi
+    for run in $(seq 1 "$REPEAT"); do
+        SFX=""
+        if [ "$run" -gt 1 ]; then
+            SFX="-r$run"
+            for user in ${REPEAT_ACCOUNTS[$n]}; do
+                "$PROSODY" adduser "$WORK/server" "$user$SFX@localhost" "$PW" 2>>"$WORK/adduser.log" \
+                    || die "could not create $user$SFX@localhost"
+            done
+        fi
+        # The first failure ends the repetitions: its logs are kept as they are.
+        run_scenario "$n" "$run" || break
+    done
+done
+SFX=""
 
 say "done in $((SECONDS - T0))s"
 echo "$PASSED passed, $FAILED failed"

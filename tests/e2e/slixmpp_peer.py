@@ -39,9 +39,37 @@ Subcommands (run with the venv's python):
       own device id) is online too and must also receive and decrypt every echo (directly or
       as a carbon). The second device speaks --second-device-omemo-version (default: the
       same as the first), so one account can hold a legacy-only and an OMEMO 2-only device.
+      Two devices of one version start their session with each other first (a message from
+      the primary to the own bare JID, read by the second, whose empty answer reaches the
+      primary), so that the peer's first answer to the second device cannot take a prekey
+      the primary took from the same bundle (python-omemo does not heal that).
       Prints one JSON summary line on stdout:
         {"ok": bool, "sent": N, "echoed": k, "mismatches": [...], "missing": [...], ...}
       and exits 0 iff every echo decrypted to the right text on every device in time.
+
+  race   --jid J --password P --server HOST:PORT --store DIR --second-device-store DIR2
+         --to BOT --mode first-contact|crossing [--count N] [--timeout S]
+         [--second-resource R2] [--omemo-version legacy|omemo2]
+      Two devices of one account (both of --omemo-version) against a bot with one device;
+      they pair first (as in client). Then:
+        first-contact  both devices build their session with the bot from one fetch of its
+                       bundle each and encrypt a first message, before either is sent (the
+                       key exchanges must name the same prekey: checked); the primary's is
+                       sent, and when its echo has reached both devices, the second's; then
+                       the bot's empty key exchange to the second device (the healed session)
+                       is awaited. The second's first message is never echoed (checked).
+        crossing       the primary builds its session with the bot and encrypts a first
+                       message, then holds every stanza it receives; the second device sends
+                       its first message; when the bot's echo with a key exchange for the
+                       primary has arrived (unread), the primary sends its message, then reads
+                       what it held. The echoes of both first messages must reach the second
+                       device; the bot's messages the primary cannot read until the echo of a
+                       probe it sends next are listed ("unreadable_in_crossing").
+      Then each device sends --count messages (default 10): every echo must be read on both
+      devices, each device must read the other's messages (carbons), and nothing from the
+      bot may fail to decrypt any more. Prints one JSON summary line on stdout ("ok",
+      "devices", "bot_device", "key_exchanges", "primary"/"second": echoes, "problems",
+      "errors", ...) and exits 0 iff ok.
 
 Common options: --omemo-version (default legacy; the output is the same in both modes),
 --log-level (ours, default info), --lib-log-level (slixmpp/omemo, default warning; "debug" logs
@@ -372,6 +400,8 @@ class PeerOmemo(XEP_0384):  # pylint: disable=invalid-name
         self._storage = JsonFileStorage(self.store_path, self.owner)
         self._sm: Optional[omemo.SessionManager] = None
         self._sm_task: Optional[asyncio.Future] = None
+        # The one backend (oldmemo or twomemo), for reading sessions (race mode).
+        self.backend: Optional[omemo.Backend] = None
 
     # --- configuration required by XEP_0384 ---
 
@@ -449,6 +479,7 @@ class PeerOmemo(XEP_0384):  # pylint: disable=invalid-name
             self._sm_task = None
             raise
         self._sm = sm
+        self.backend = backend
         self.xmpp.event("omemo_initialized")
         return sm
 
@@ -568,6 +599,10 @@ class Peer(ClientXMPP):
         self.ready = asyncio.get_running_loop().create_future()
         self.stopping = False
         self.lost = asyncio.Event()
+        # Race mode: `inspect` sees every OMEMO/plain message before it is processed, and
+        # while `hold` is set, processing waits until it is cleared (in arrival order).
+        self.inspect: Optional[Callable[["Peer", Message, str], None]] = None
+        self.hold: Optional[asyncio.Event] = None  # set: go on
 
         self.add_event_handler("session_start", self._on_session_start)
         self.add_event_handler("failed_auth", self._on_failed_auth)
@@ -789,6 +824,10 @@ class Peer(ClientXMPP):
         await self._process(msg["carbon_sent"], "carbon_sent")
 
     async def _process(self, stanza: Message, via: str) -> None:
+        if self.inspect is not None:
+            self.inspect(self, stanza, via)
+        if self.hold is not None:
+            await self.hold.wait()
         if self.flavour is OMEMO2:
             await self._process_omemo2(stanza, via)
             return
@@ -921,8 +960,15 @@ class Peer(ClientXMPP):
     async def send_encrypted(self, to: str, text: str) -> str:
         """Encrypt `text` for every device of `to` (and our other devices) and send it as a
         chat message to the bare JID. Returns the stanza id."""
+        msg = await self.encrypt_stanza(to, text)
+        msg.send()
+        return msg["id"]
+
+    async def encrypt_stanza(self, to: str, text: str) -> Message:
+        """The chat message send_encrypted sends, encrypted (sessions built, state stored)
+        but not sent yet."""
         if self.flavour is OMEMO2:
-            return await self._send_omemo2(to, text)
+            return await self._encrypt_omemo2(to, text)
         to_jid = JID(JID(to).bare)
         msg = self.make_message(mto=to_jid, mbody=text, mtype="chat")
         async with self.omemo.lock:
@@ -931,10 +977,9 @@ class Peer(ClientXMPP):
             LOG.warning("%s: non-critical encryption error: %r", self.label, err)
         if encrypted is None:
             raise PeerFailure("encrypt_message produced nothing")
-        encrypted.send()
-        return encrypted["id"]
+        return encrypted
 
-    async def _send_omemo2(self, to: str, text: str) -> str:
+    async def _encrypt_omemo2(self, to: str, text: str) -> Message:
         """OMEMO 2 mode: SCE envelope, SessionManager.encrypt with the twomemo backend,
         twomemo.etree.serialize_message, and the stanza built here (slixmpp-omemo's
         encrypt_message only encrypts legacy bodies). No fallback body."""
@@ -956,8 +1001,23 @@ class Peer(ClientXMPP):
         msg.append(twomemo.etree.serialize_message(message))
         msg.enable("store")  # <store xmlns='urn:xmpp:hints'/>
         msg.append(ET.Element(f"{{{EME_NS}}}encryption", {"namespace": TWO_NS, "name": "OMEMO"}))
-        msg.send()
-        return msg["id"]
+        return msg
+
+    async def session_info(self, bare: str, device_id: int) -> Optional[Dict[str, Any]]:
+        """Our stored session with `device_id` of `bare`: how it was built and the prekey
+        its key exchange names (an active session: the one we used; a passive one: ours)."""
+        async with self.omemo.lock:
+            backend = self.omemo.backend
+            session = None if backend is None else await backend.load_session(bare, device_id)
+        if session is None:
+            return None
+        kex = session.key_exchange
+        return {
+            "initiation": session.initiation.name.lower(),
+            "confirmed": session.confirmed,
+            "pre_key_id": kex.pre_key_id,
+            "pre_key": kex.header.pre_key.hex() if kex.header.pre_key else None,
+        }
 
     async def wait_for_devices(self, bare: str, deadline: float) -> FrozenSet[int]:
         """Poll `bare`'s device list (of our version) on the server until it has a device whose
@@ -1003,6 +1063,54 @@ async def start_peer(peer: Peer, server: Tuple[str, int], deadline: float) -> in
         return await asyncio.wait_for(asyncio.shield(peer.ready), remaining)
     except asyncio.TimeoutError:
         raise PeerFailure(f"{peer.label}: not online with a published device within the time limit")
+
+
+async def start_devices(
+    args: argparse.Namespace,
+    server: Tuple[str, int],
+    deadline: float,
+    peers: List[Peer],
+    primary_on_incoming: Callable[[Peer, Incoming], Any],
+    second_on_incoming: Optional[Callable[[Peer, Incoming], Any]],
+) -> Tuple[Peer, Optional[Peer]]:
+    """Brings the primary device (--store) online and, with `second_on_incoming`, first a
+    second device of the same account (--second-device-store), and checks that both are on
+    the account's published device lists. The devices are added to `peers` (primary first)
+    as they start, so that the caller can stop them whatever happens."""
+    second: Optional[Peer] = None
+    # The second device goes online first, so that its device is in the account's list
+    # before the primary device (and the echo peer) encrypt anything. Starting both at
+    # once would also race on the device list (read-modify-write by both).
+    if second_on_incoming is not None:
+        second_version = args.second_device_omemo_version or args.omemo_version
+        second = Peer(with_resource(JID(args.jid).bare, args.second_resource), args.password,
+                      args.second_device_store, "second", second_on_incoming,
+                      auto_subscribe=args.subscribe, version=second_version)
+        peers.append(second)
+        await start_peer(second, server, deadline)
+        LOG.info("second device %d online", second.device_id)
+    primary = Peer(with_resource(args.jid, args.resource or "client"), args.password,
+                   args.store, "primary", primary_on_incoming,
+                   auto_subscribe=args.subscribe, version=args.omemo_version)
+    peers.insert(0, primary)
+    await start_peer(primary, server, deadline)
+    LOG.info("primary device %d online", primary.device_id)
+
+    if second is not None:
+        # Both devices must be in the published list of their version (each checked its
+        # own one, but two read-modify-write updates of one list could still have raced).
+        bare = primary.boundjid.bare
+        for _ in range(50):
+            own = await primary.wait_for_devices(bare, deadline)
+            own_second = await second.wait_for_devices(bare, deadline)
+            if primary.device_id in own and second.device_id in own_second:
+                break
+            await second._verify_published()  # pylint: disable=protected-access
+            await primary._verify_published()  # pylint: disable=protected-access
+        else:
+            raise PeerFailure(f"own device lists {sorted(own)} / {sorted(own_second)}"
+                              " lack one of our devices")
+    return primary, second
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1081,7 +1189,8 @@ async def run_echo(args: argparse.Namespace) -> int:
 class Tally:
     """Echo bookkeeping for one device."""
 
-    def __init__(self, name: str, expected: Dict[str, int], peer_bare: str) -> None:
+    def __init__(self, name: str, expected: Dict[str, int], peer_bare: str,
+                 changed: asyncio.Event) -> None:
         self.name = name
         self.expected = expected  # text -> index
         self.peer_bare = peer_bare
@@ -1090,16 +1199,23 @@ class Tally:
         self.empty = 0
         self.answers = 0  # non-empty messages from the peer (right, wrong or undecryptable)
         self.own_copies = 0
+        self.own_texts: List[str] = []  # what our other device sent (decrypted)
+        self.own_empty = 0  # empty messages from our other device
         self.notes: List[Dict[str, Any]] = []
         self.done = asyncio.Event()
+        self.changed = changed  # set on every message
         self.device_id: Optional[int] = None
 
     def on_incoming(self, peer: Peer, inc: Incoming) -> None:
+        self.changed.set()
         if inc.sender.bare != self.peer_bare:
             # Our other device's messages (carbons of what it sent, python's empty messages).
             if inc.sender.bare == peer.boundjid.bare:
                 if inc.kind == "text":
                     self.own_copies += 1
+                    self.own_texts.append(inc.text or "")
+                elif inc.kind == "empty":
+                    self.own_empty += 1
                 elif inc.kind == "error":
                     self.notes.append(inc.describe())
             return
@@ -1142,10 +1258,12 @@ async def run_client(args: argparse.Namespace) -> int:
     texts = [f"e2e {run_id} #{i + 1}/{args.count}: héllo wörld ✓ <&>" for i in range(args.count)]
     expected = {t: i for i, t in enumerate(texts)}
 
-    primary_tally = Tally("primary", expected, peer_bare)
-    second_tally = Tally("second", expected, peer_bare) if args.second_device_store else None
     server = parse_server(args.server)
     peers: List[Peer] = []
+    waiter = Race(peers)
+    primary_tally = Tally("primary", expected, peer_bare, waiter.changed)
+    second_tally = (Tally("second", expected, peer_bare, waiter.changed)
+                    if args.second_device_store else None)
     summary: Dict[str, Any] = {
         "sent": 0, "echoed": 0, "mismatches": [], "missing": list(texts), "errors": [],
         "second_device": None,
@@ -1156,38 +1274,19 @@ async def run_client(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, me.cancel)
     try:
-        # The second device goes online first, so that its device is in the account's list
-        # before the primary device (and the echo peer) encrypt anything. Starting both at
-        # once would also race on the device list (read-modify-write by both).
+        primary, _ = await start_devices(
+            args, server, deadline, peers, primary_tally.on_incoming,
+            second_tally.on_incoming if second_tally is not None else None)
+        primary_tally.device_id = primary.device_id
         if second_tally is not None:
-            second_version = args.second_device_omemo_version or args.omemo_version
-            second = Peer(with_resource(JID(args.jid).bare, args.second_resource), args.password,
-                          args.second_device_store, "second", second_tally.on_incoming,
-                          auto_subscribe=args.subscribe, version=second_version)
-            peers.append(second)
-            second_tally.device_id = await start_peer(second, server, deadline)
-            LOG.info("second device %d online", second_tally.device_id)
-        primary = Peer(with_resource(args.jid, args.resource or "client"), args.password,
-                       args.store, "primary", primary_tally.on_incoming,
-                       auto_subscribe=args.subscribe, version=args.omemo_version)
-        peers.insert(0, primary)
-        primary_tally.device_id = await start_peer(primary, server, deadline)
-        LOG.info("primary device %d online", primary_tally.device_id)
-
-        if second_tally is not None:
-            # Both devices must be in the published list of their version (each checked its
-            # own one, but two read-modify-write updates of one list could still have raced).
-            bare = primary.boundjid.bare
-            for _ in range(50):
-                own = await primary.wait_for_devices(bare, deadline)
-                own_second = await second.wait_for_devices(bare, deadline)
-                if primary_tally.device_id in own and second_tally.device_id in own_second:
-                    break
-                await second._verify_published()  # pylint: disable=protected-access
-                await primary._verify_published()  # pylint: disable=protected-access
-            else:
-                raise PeerFailure(f"own device lists {sorted(own)} / {sorted(own_second)}"
-                                  " lack one of our devices")
+            second = peers[1]
+            second_tally.device_id = second.device_id
+            if second.flavour is primary.flavour:
+                # Before the peer's first answer starts a session with the second device
+                # from the same bundle (see pair_own_devices).
+                own_texts = second_tally.own_texts
+                await pair_own_devices(waiter, primary, lambda hello: hello in own_texts,
+                                       lambda: primary_tally.own_empty >= 1, run_id, deadline)
 
         if args.subscribe:
             primary.client_roster.subscribe(peer_bare)
@@ -1261,6 +1360,315 @@ async def run_client(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# race
+
+
+def key_exchange_for(stanza: Message, flavour: Flavour, device_id: Optional[int]) -> Optional[bool]:
+    """Whether the stanza's OMEMO element of `flavour` carries a key exchange (legacy
+    prekey='true', OMEMO 2 kex='true') for `device_id`; None when it has no key for it."""
+    encrypted = stanza.xml.find(f"{{{flavour.ns}}}encrypted")
+    if encrypted is None or device_id is None:
+        return None
+    marker = "prekey" if flavour is LEGACY else "kex"
+    for key in encrypted.iter(f"{{{flavour.ns}}}key"):
+        if key.get("rid") == str(device_id):
+            return key.get(marker) in ("true", "1")
+    return None
+
+
+class Recorder:
+    """What one device got in race mode: every processed message, and every stanza from the
+    other side before processing (whether it carried a key exchange for this device)."""
+
+    def __init__(self, name: str, changed: asyncio.Event) -> None:
+        self.name = name
+        self.items: List[Incoming] = []
+        self.stanzas: List[Dict[str, Any]] = []
+        self._changed = changed
+
+    def on_incoming(self, _peer: Peer, inc: Incoming) -> None:
+        self.items.append(inc)
+        self._changed.set()
+
+    def on_stanza(self, peer: Peer, stanza: Message, via: str) -> None:
+        encrypted = stanza.xml.find(f"{{{peer.flavour.ns}}}encrypted")
+        self.stanzas.append({
+            "from": stanza["from"].bare,
+            "via": via,
+            "kex": key_exchange_for(stanza, peer.flavour, peer.device_id),
+            "payload": encrypted is not None
+            and encrypted.find(f"{{{peer.flavour.ns}}}payload") is not None,
+        })
+        self._changed.set()
+
+    def texts(self, sender_bare: str, via: Optional[str] = None) -> List[str]:
+        return [i.text or "" for i in self.items if i.kind == "text"
+                and i.sender.bare == sender_bare and (via is None or i.via == via)]
+
+    def count(self, kind: str, sender_bare: str) -> int:
+        return sum(1 for i in self.items if i.kind == kind and i.sender.bare == sender_bare)
+
+    def answers(self, sender_bare: str) -> int:
+        """Messages with content (decrypted or not) from `sender_bare`."""
+        return sum(1 for i in self.items
+                   if i.kind in ("text", "error") and i.sender.bare == sender_bare)
+
+    def errors(self, sender_bare: str, start: int = 0) -> List[Dict[str, Any]]:
+        return [i.describe() for i in self.items[start:]
+                if i.kind == "error" and i.sender.bare == sender_bare]
+
+    def empty_key_exchanges(self, sender_bare: str) -> int:
+        """Empty messages from `sender_bare` with a key exchange for this device."""
+        return sum(1 for s in self.stanzas
+                   if s["from"] == sender_bare and s["kex"] and not s["payload"])
+
+
+class Race:
+    """Shared state of the two devices of a race run."""
+
+    def __init__(self, peers: List[Peer]) -> None:
+        self.changed = asyncio.Event()
+        self.peers = peers
+
+    async def wait(self, cond: Callable[[], bool], deadline: float, what: str) -> None:
+        """Until `cond()` holds (re-checked whenever a device records something), or fails
+        at the deadline or when a connection is lost."""
+        while not cond():
+            if any(p.lost.is_set() for p in self.peers):
+                raise PeerFailure(f"connection to the server lost while waiting for {what}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PeerFailure(f"timed out waiting for {what}")
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), min(remaining, 1.0))
+            except asyncio.TimeoutError:
+                pass
+
+
+async def pair_own_devices(race: Race, primary: Peer, hello_read: Callable[[str], bool],
+                           answered: Callable[[], bool], run_id: str, deadline: float) -> None:
+    """The primary device starts its session with the second one (a message to our own bare
+    JID) and waits until the second device has read it (`hello_read(text)`) and its empty
+    answer has reached the primary (`answered()`): by then the second device has published
+    its bundle without the prekey the primary used.
+
+    Without this, two first contacts with the second device come at once: the primary's
+    (its first message to anyone also goes to our other devices) and the peer's (its answer
+    goes to every device of the account), both from one fetch of the second device's
+    bundle. When both pick the same one-time prekey (1 in 100), python-omemo refuses the
+    later one (KeyExchangeFailed: no pre key with that id) and never heals: every message
+    on that session is lost. And two fresh python-omemo devices that each start a session
+    with the other break both (python-omemo replaces a session on every key exchange it
+    receives)."""
+    hello = f"{run_id}: hello, other device"
+    await primary.send_encrypted(primary.boundjid.bare, hello)
+    await race.wait(lambda: hello_read(hello) and answered(), deadline,
+                    "the session between our two devices (hello read on the second device,"
+                    " its empty answer on the primary)")
+
+
+async def race_first_contact(race: Race, primary: Peer, second: Peer, rec_p: Recorder,
+                             rec_s: Recorder, bot: str, bot_device: int, run_id: str,
+                             deadline: float, summary: Dict[str, Any]) -> None:
+    """Both devices build their session with the bot's device from one fetch of its bundle
+    each, before either sends: both key exchanges name the same one-time prekey. The
+    primary's first message goes first; the second's then names a prekey the bot has used."""
+    text_a = f"race {run_id}: first contact of the primary device"
+    text_b = f"race {run_id}: first contact of the second device"
+    msg_a = await primary.encrypt_stanza(bot, text_a)
+    msg_b = await second.encrypt_stanza(bot, text_b)
+    kex_a = await primary.session_info(bot, bot_device)
+    kex_b = await second.session_info(bot, bot_device)
+    summary["key_exchanges"] = {"primary": kex_a, "second": kex_b}
+    if kex_a is None or kex_b is None or "passive" in (kex_a["initiation"], kex_b["initiation"]):
+        raise PeerFailure(f"no new active sessions with the bot: {kex_a} / {kex_b}")
+    if kex_a["pre_key"] is None or kex_a["pre_key"] != kex_b["pre_key"]:
+        raise PeerFailure(f"the two key exchanges name different prekeys: {kex_a} / {kex_b}")
+    LOG.info("both key exchanges use prekey %d of the bot's device %d", kex_a["pre_key_id"],
+             bot_device)
+
+    msg_a.send()
+    await race.wait(lambda: text_a in rec_p.texts(bot) and text_a in rec_s.texts(bot), deadline,
+                    "the echo of the primary device's first message on both devices")
+    heals_before = rec_s.empty_key_exchanges(bot)
+    msg_b.send()
+    await race.wait(lambda: rec_s.empty_key_exchanges(bot) > heals_before, deadline,
+                    "the bot's empty key exchange to the second device (the healed session)")
+    summary["lost_first_message"] = text_b
+    summary["heal_key_exchanges"] = rec_s.empty_key_exchanges(bot) - heals_before
+    summary["second_session_after_heal"] = await second.session_info(bot, bot_device)
+
+
+async def race_crossing(race: Race, primary: Peer, second: Peer, rec_p: Recorder,
+                        rec_s: Recorder, bot: str, bot_device: int, run_id: str,
+                        deadline: float, summary: Dict[str, Any]) -> None:
+    """The primary device and the bot's device start sessions with each other at once: the
+    primary builds its session and encrypts its first message, then holds everything it
+    receives; the second device's first message makes the bot echo to every device of the
+    account, with a key exchange to the primary. When that stanza has arrived (unread), the
+    primary sends its own first message, then reads what it held. Both key exchanges were
+    made before either was read."""
+    text_p = f"race {run_id}: first message of the primary device (crossing)"
+    text_q = f"race {run_id}: first message of the second device"
+    msg_p = await primary.encrypt_stanza(bot, text_p)
+    before = await primary.session_info(bot, bot_device)
+    summary["primary_session_before"] = before
+    if before is None or before["initiation"] != "active":
+        raise PeerFailure(f"the primary device built no active session with the bot: {before}")
+
+    bot_kex = asyncio.Event()
+
+    def spot(peer: Peer, stanza: Message, via: str) -> None:
+        rec_p.on_stanza(peer, stanza, via)
+        if stanza["from"].bare == bot and key_exchange_for(stanza, peer.flavour, peer.device_id):
+            bot_kex.set()
+
+    primary.inspect = spot
+    primary.hold = asyncio.Event()  # not set: hold
+    try:
+        await second.send_encrypted(bot, text_q)
+        await race.wait(bot_kex.is_set, deadline,
+                        "the bot's key exchange to the primary device (in its echo)")
+        held = sum(1 for s in rec_p.stanzas if s["from"] == bot)
+        LOG.info("the bot's key exchange to the primary device arrived (%d stanza(s) held);"
+                 " sending the primary's own first message", held)
+        msg_p.send()
+    finally:
+        primary.hold.set()
+        primary.hold = None
+    await race.wait(
+        lambda: (text_q in rec_p.texts(bot) and text_q in rec_s.texts(bot)
+                 and text_p in rec_s.texts(bot) and rec_p.answers(bot) >= 2),
+        deadline, "the echoes of both first messages (on the second device; on the primary:"
+                  " the second's, and an answer to its own)")
+    # python-omemo keeps one session per device, the one built from the last key exchange
+    # it received (the bot's); the bot makes the one built from the primary's key exchange
+    # current, and goes back to its own when the primary's next message (the empty answer
+    # python-omemo sends to every key exchange) fits only that. What the bot sent to the
+    # primary in between cannot be read there. A probe from the primary, sent after that
+    # answer, is echoed on the session both ends have: all that arrives after its echo
+    # must decrypt.
+    probe = f"race {run_id}: probe after the crossing"
+    await primary.send_encrypted(bot, probe)
+    await race.wait(lambda: probe in rec_p.texts(bot), deadline,
+                    "the echo of the primary's probe after the crossing, decrypted")
+    summary["primary_session_after"] = await primary.session_info(bot, bot_device)
+    summary["crossing_echo_on_primary"] = ("decrypted" if text_p in rec_p.texts(bot)
+                                           else "not decrypted")
+    summary["unreadable_in_crossing"] = rec_p.errors(bot)
+
+
+async def race_rounds(race: Race, primary: Peer, second: Peer, rec_p: Recorder,
+                      rec_s: Recorder, bot: str, run_id: str, count: int, deadline: float,
+                      settle: float, summary: Dict[str, Any]) -> List[str]:
+    """`count` messages from each device (interleaved); every echo must reach both devices
+    and each device must read the other's messages (carbons). Returns the problems."""
+    own = primary.boundjid.bare
+    texts_p = [f"race {run_id}: round #{i + 1}/{count} from the primary" for i in range(count)]
+    texts_s = [f"race {run_id}: round #{i + 1}/{count} from the second" for i in range(count)]
+    marks = (len(rec_p.items), len(rec_s.items))
+    for text_p, text_s in zip(texts_p, texts_s):
+        await primary.send_encrypted(bot, text_p)
+        await second.send_encrypted(bot, text_s)
+    wanted = set(texts_p) | set(texts_s)
+
+    def echoed(rec: Recorder) -> int:
+        return len(wanted & set(rec.texts(bot)))
+
+    try:
+        await race.wait(lambda: echoed(rec_p) == len(wanted) and echoed(rec_s) == len(wanted)
+                        and set(texts_s) <= set(rec_p.texts(own))
+                        and set(texts_p) <= set(rec_s.texts(own)),
+                        deadline, "every echo of the rounds on both devices")
+    except PeerFailure as e:
+        LOG.error("%s", e)
+    # A moment more, for late strays (duplicates, errors) to show up.
+    await asyncio.sleep(settle)
+    problems = []
+    for rec, theirs, mark in ((rec_p, texts_s, marks[0]), (rec_s, texts_p, marks[1])):
+        got = rec.texts(bot)
+        copies = len(set(theirs) & set(rec.texts(own)))
+        summary[rec.name] = {"echoes": echoed(rec), "of": len(wanted),
+                             "other_device_read": copies,
+                             "duplicates": sum(got.count(t) - 1 for t in wanted if t in got)}
+        if echoed(rec) != len(wanted):
+            problems.append(f"{rec.name}: {echoed(rec)}/{len(wanted)} echoes")
+        if copies != len(theirs):
+            problems.append(f"{rec.name}: read {copies}/{len(theirs)} of the other device's"
+                            " messages")
+        if summary[rec.name]["duplicates"]:
+            problems.append(f"{rec.name}: {summary[rec.name]['duplicates']} duplicate echoes")
+        errors = rec.errors(bot, mark)
+        if errors:
+            problems.append(f"{rec.name}: {len(errors)} undecryptable messages from the bot after"
+                            f" the first contact: {errors[:2]}")
+    return problems
+
+
+async def run_race(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    deadline = started + args.timeout
+    bot = JID(args.to).bare
+    run_id = uuid.uuid4().hex[:8]
+    server = parse_server(args.server)
+    peers: List[Peer] = []
+    race = Race(peers)
+    rec_p = Recorder("primary", race.changed)
+    rec_s = Recorder("second", race.changed)
+    summary: Dict[str, Any] = {"mode": args.mode, "omemo_version": args.omemo_version,
+                               "errors": []}
+    problems: List[str] = []
+    loop = asyncio.get_running_loop()
+    me = asyncio.current_task()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, me.cancel)
+    try:
+        primary, second = await start_devices(args, server, deadline, peers, rec_p.on_incoming,
+                                              rec_s.on_incoming)
+        assert second is not None
+        primary.inspect = rec_p.on_stanza
+        second.inspect = rec_s.on_stanza
+        summary["devices"] = {"primary": primary.device_id, "second": second.device_id}
+        own = primary.boundjid.bare
+        await pair_own_devices(race, primary, lambda hello: hello in rec_s.texts(own),
+                               lambda: rec_p.count("empty", own) >= 1, run_id, deadline)
+        bot_devices = await primary.wait_for_devices(bot, deadline)
+        if await second.wait_for_devices(bot, deadline) != bot_devices or len(bot_devices) != 1:
+            raise PeerFailure(f"{bot} should publish one device, got {sorted(bot_devices)}")
+        bot_device = next(iter(bot_devices))
+        summary["bot_device"] = bot_device
+        phase = race_first_contact if args.mode == "first-contact" else race_crossing
+        await phase(race, primary, second, rec_p, rec_s, bot, bot_device, run_id, deadline,
+                    summary)
+        primary.inspect = rec_p.on_stanza
+        problems = await race_rounds(race, primary, second, rec_p, rec_s, bot, run_id,
+                                     args.count, deadline, args.settle, summary)
+        lost = summary.get("lost_first_message")
+        if lost is not None and (lost in rec_p.texts(bot) or lost in rec_s.texts(bot)):
+            problems.append("the first message on the used prekey was echoed: the bot read it")
+    except PeerFailure as e:
+        LOG.error("%s", e)
+        summary["errors"].append(str(e))
+    except asyncio.CancelledError:
+        LOG.error("interrupted by a signal")
+        summary["errors"].append("interrupted by a signal")
+    except Exception as e:  # pylint: disable=broad-exception-caught
+        LOG.exception("race failed")
+        summary["errors"].append(f"{type(e).__name__}: {e}")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        for p in peers:
+            await p.stop()
+    summary["problems"] = problems
+    summary["ok"] = not problems and not summary["errors"]
+    summary["elapsed_s"] = round(time.monotonic() - started, 3)
+    out(jdump(summary))
+    return 0 if summary["ok"] else 1
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def main() -> int:
@@ -1299,8 +1707,20 @@ def main() -> int:
     pc.add_argument("--settle", type=float, default=0.5,
                     help="seconds to keep listening after the last echo")
 
+    pr = sub.add_parser("race", help="two devices of one account in a race with the bot")
+    common(pr)
+    pr.add_argument("--to", required=True, help="the bot's JID (one device)")
+    pr.add_argument("--mode", choices=["first-contact", "crossing"], required=True)
+    pr.add_argument("--count", type=int, default=10, help="messages per device afterwards")
+    pr.add_argument("--timeout", type=float, default=60.0, help="limit for the whole run")
+    pr.add_argument("--second-device-store", required=True)
+    pr.add_argument("--second-resource", default="second")
+    pr.add_argument("--settle", type=float, default=0.5,
+                    help="seconds to keep listening after the last echo")
+    pr.set_defaults(second_device_omemo_version=None, subscribe=False)
+
     args = ap.parse_args()
-    if args.cmd == "client" and args.count < 1:
+    if args.cmd in ("client", "race") and args.count < 1:
         ap.error("--count must be >= 1")
 
     logging.basicConfig(
@@ -1310,7 +1730,7 @@ def main() -> int:
     )
     LOG.setLevel(getattr(logging, args.log_level.upper()))
 
-    runner = run_echo if args.cmd == "echo" else run_client
+    runner = {"echo": run_echo, "client": run_client, "race": run_race}[args.cmd]
     try:
         return asyncio.run(runner(args))
     except KeyboardInterrupt:
