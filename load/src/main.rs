@@ -54,6 +54,11 @@ struct Args {
     /// Seconds a peer has for the whole load.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// Sessions (each with its device record) put into the bot's store before it starts,
+    /// as a long-running bot has them: start-up, memory and commits must not grow with
+    /// them.
+    #[arg(long, default_value_t = 0)]
+    store_sessions: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -121,12 +126,14 @@ async fn run(args: Args) -> Result<bool, Failure> {
         reports.push(measure(&args, &server, PeerKind::Slixmpp).await?);
     }
     println!(
-        "\n{} users x {} device(s), {} in flight each, {} messages each, users speak {}",
+        "\n{} users x {} device(s), {} in flight each, {} messages each, users speak {}; \
+         {} other sessions in the bot's store",
         args.users,
         args.devices,
         args.in_flight,
         args.messages,
-        args.version.flavour()
+        args.version.flavour(),
+        args.store_sessions
     );
     println!(
         "{:<10} {:>7} {:>6} {:>9} {:>8} {:>8} {:>8} {:>12} {:>9} {:>5}",
@@ -143,6 +150,14 @@ async fn run(args: Args) -> Result<bool, Failure> {
     );
     for report in &reports {
         report.print();
+    }
+    for report in &reports {
+        println!(
+            "{}: ready {:.0} ms after its start; first echo (a first contact) after {:.1} ms",
+            report.peer.name(),
+            report.start_up.as_secs_f64() * 1e3,
+            report.first_echo.as_secs_f64() * 1e3
+        );
     }
     if let [bot, slixmpp] = reports.as_slice() {
         println!(
@@ -177,6 +192,10 @@ struct Report {
     peak_rss_kib: u64,
     /// Round trips, sorted.
     rtts: Vec<Duration>,
+    /// From the process start to its ready line.
+    start_up: Duration,
+    /// The round trip of the first message of the first user.
+    first_echo: Duration,
 }
 
 impl Report {
@@ -214,6 +233,9 @@ async fn measure(args: &Args, server: &Server, kind: PeerKind) -> Result<Report,
     let tag = kind.name().replace('-', "");
     let echo: BareJid = format!("echo-{tag}@localhost").parse()?;
     server.add_user(&echo)?;
+    if kind == PeerKind::Bot && args.store_sessions > 0 {
+        fill_store(&server.dir.join("bot.db"), &echo, args.store_sessions)?;
+    }
     let peer = EchoPeer::start(args, server, kind, &echo)?;
     let mut users = Vec::new();
     for u in 0..args.users {
@@ -253,14 +275,19 @@ async fn measure(args: &Args, server: &Server, kind: PeerKind) -> Result<Report,
     }
     let mut rtts = Vec::new();
     let mut lost = 0;
+    let mut first_echo = Duration::ZERO;
     for task in tasks {
         let (user_rtts, user_lost) = task.await??;
+        if rtts.is_empty() {
+            first_echo = user_rtts.first().copied().unwrap_or_default();
+        }
         rtts.extend(user_rtts);
         lost += user_lost;
     }
     let elapsed = started.elapsed();
     let cpu = peer.cpu()?.saturating_sub(cpu_before);
     let peak_rss_kib = peer.peak_rss_kib()?;
+    let start_up = peer.start_up;
     drop(peer);
     rtts.sort();
     Ok(Report {
@@ -271,7 +298,62 @@ async fn measure(args: &Args, server: &Server, kind: PeerKind) -> Result<Report,
         cpu,
         peak_rss_kib,
         rtts,
+        start_up,
+        first_echo,
     })
+}
+
+/// Creates the bot's account in the store at `path` and adds `count` sessions, each with
+/// a device record of its own JID (one real session state, repeated).
+fn fill_store(path: &std::path::Path, bot: &BareJid, count: usize) -> Result<(), Failure> {
+    use omemo::hazmat::{IdentityKeyPair, PreKey, PreKeyBundle, Session, SignedPreKey};
+    use omemo::{Batch, DeviceRecord, Op, SqliteStore, Store, Trust};
+
+    let mut rng = omemo::os_rng();
+    let store = SqliteStore::open(path)?;
+    let manager = Manager::open(
+        store,
+        bot,
+        ManagerConfig::default(),
+        &mut rng,
+        omemo_tokio::unix_now(),
+    )?;
+    let mut store = manager.into_store()?;
+    let own = IdentityKeyPair::generate(&mut rng);
+    let peer = IdentityKeyPair::generate(&mut rng);
+    let signed = SignedPreKey::generate(Version::Legacy, &mut rng, &peer, 1);
+    let bundle = PreKeyBundle::new(&peer, &signed, &[PreKey::generate(&mut rng, 1)]);
+    let mut session = Session::initiate(&mut rng, &own, &bundle)?;
+    session.encrypt(b"a message")?;
+    let state = session.to_bytes();
+    let identity_key = Some(*peer.identity_key().curve25519().as_bytes());
+    let mut batch = Batch::default();
+    for i in 0..count {
+        let jid = format!("contact{i}@example.org");
+        batch.ops.push(Op::PutDevice(DeviceRecord {
+            jid: jid.clone(),
+            device_id: 1,
+            listed: Versions::only(Version::Legacy),
+            identity_key,
+            trust: Trust::Blind,
+            last_message_at: Some(omemo_tokio::unix_now()),
+            bundle_failed_at: None,
+            bundle_failed: Versions::NONE,
+            label: None,
+            label_signature: None,
+        }));
+        batch.ops.push(Op::PutSession {
+            jid,
+            device_id: 1,
+            version: Version::Legacy,
+            state: state.clone(),
+        });
+        if batch.ops.len() >= 20_000 {
+            store.commit(std::mem::take(&mut batch))?;
+        }
+    }
+    store.commit(batch)?;
+    Ok(())
 }
 
 /// A user's device that logged in and published, with a fresh memory store.
@@ -388,6 +470,8 @@ async fn drain(mut client: Client<MemoryStore>) {
 /// The echo peer's process.
 struct EchoPeer {
     child: Child,
+    /// From the start to its ready line.
+    start_up: Duration,
 }
 
 impl EchoPeer {
@@ -426,7 +510,10 @@ impl EchoPeer {
             .stderr(out)
             .spawn()
             .map_err(|e| format!("starting {}: {e}", kind.name()))?;
-        let mut peer = Self { child };
+        let mut peer = Self {
+            child,
+            start_up: Duration::ZERO,
+        };
         let ready = match kind {
             PeerKind::Bot => "own device lists and bundles published",
             PeerKind::Slixmpp => "READY",
@@ -434,6 +521,7 @@ impl EchoPeer {
         let started = std::time::Instant::now();
         loop {
             if std::fs::read_to_string(&log).is_ok_and(|text| text.contains(ready)) {
+                peer.start_up = started.elapsed();
                 return Ok(peer);
             }
             if let Some(status) = peer.child.try_wait()? {
@@ -449,7 +537,7 @@ impl EchoPeer {
                 )
                 .into());
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 
