@@ -4,7 +4,7 @@
 //! goes (it is in the store, and comes back on its next use). Beside it, the tally of
 //! skipped message keys per JID that bounds them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::consts::MAX_PREVIOUS_SESSIONS;
 use crate::error::ManagerError;
@@ -15,9 +15,11 @@ use crate::version::Version;
 type Key = (String, u32, Version);
 
 /// The sessions by (bare JID, device id, protocol version), every one with the manager's
-/// skip limits, each with the tick of its last use.
+/// skip limits, each with the tick of its last use; `by_use` orders them by that tick, so
+/// the least recently used one is found without a scan.
 pub(super) struct SessionCache {
     sessions: HashMap<Key, (Session, u64)>,
+    by_use: BTreeMap<u64, Key>,
     limits: RatchetLimits,
     capacity: usize,
     tick: u64,
@@ -27,6 +29,7 @@ impl SessionCache {
     pub(super) fn new(limits: RatchetLimits, capacity: usize) -> Self {
         Self {
             sessions: HashMap::new(),
+            by_use: BTreeMap::new(),
             limits,
             capacity: capacity.max(1),
             tick: 0,
@@ -51,10 +54,13 @@ impl SessionCache {
         }
         self.tick += 1;
         let tick = self.tick;
-        Ok(self.sessions.get_mut(&key).map(|(session, used)| {
-            *used = tick;
-            session
-        }))
+        let Some((session, used)) = self.sessions.get_mut(&key) else {
+            return Ok(None);
+        };
+        let key = self.by_use.remove(used).unwrap_or(key);
+        *used = tick;
+        self.by_use.insert(tick, key);
+        Ok(Some(session))
     }
 
     /// Keeps `session` (committed to the store) as the one of its version with
@@ -62,29 +68,32 @@ impl SessionCache {
     pub(super) fn insert(&mut self, jid: &str, device_id: u32, mut session: Session) {
         session.set_limits(self.limits);
         let key = (jid.to_owned(), device_id, session.version());
-        if !self.sessions.contains_key(&key) && self.sessions.len() >= self.capacity {
-            let oldest = self
-                .sessions
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(key, _)| key.clone());
-            if let Some(oldest) = oldest {
-                self.sessions.remove(&oldest);
-            }
+        if !self.sessions.contains_key(&key)
+            && self.sessions.len() >= self.capacity
+            && let Some((_, oldest)) = self.by_use.pop_first()
+        {
+            self.sessions.remove(&oldest);
         }
         self.tick += 1;
-        self.sessions.insert(key, (session, self.tick));
+        self.by_use.insert(self.tick, key.clone());
+        if let Some((_, used)) = self.sessions.insert(key, (session, self.tick)) {
+            self.by_use.remove(&used);
+        }
+        debug_assert_eq!(self.sessions.len(), self.by_use.len());
     }
 
     /// Forgets the session of `version` with `device_id` of `jid` (its stored state
     /// rules).
     pub(super) fn forget(&mut self, jid: &str, device_id: u32, version: Version) {
-        self.sessions.remove(&(jid.to_owned(), device_id, version));
+        if let Some((_, used)) = self.sessions.remove(&(jid.to_owned(), device_id, version)) {
+            self.by_use.remove(&used);
+        }
     }
 
     /// Forgets every session.
     pub(super) fn clear(&mut self) {
         self.sessions.clear();
+        self.by_use.clear();
     }
 
     /// Sessions in memory.
