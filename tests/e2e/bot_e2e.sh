@@ -59,7 +59,7 @@
 #
 # Environment:
 #   E2E_KEEP=1        keep the temporary directory (logs, stores) even on success
-#   E2E_REPEAT=N      run each scenario given N times (scenarios 1, 7, 9, 10, 11; each run
+#   E2E_REPEAT=N      run each scenario given N times (scenarios 1, 7, 9-12; each run
 #                     with new accounts and stores), stopping a scenario at its first failure
 #   CARGO_TARGET_DIR  where cargo builds (default: <repo>/target)
 #   TMPDIR            where the temporary directory is created
@@ -245,6 +245,14 @@ race() {
 race_field() {
     "$PY" -c 'import json, sys; s = json.load(open(sys.argv[1], encoding="utf-8")); print(eval(sys.argv[2]))' \
         "$WORK/$1.json" "$2"
+}
+
+# rounds NAME: what the race summary $WORK/NAME.json says of the messages after the first
+# contact, e.g. "10+10 messages, 20/20 echoes on each device".
+rounds() {
+    race_field "$1" '"%d+%d messages, %d/%d and %d/%d echoes on the devices" % (
+        s["second"]["other_device_read"], s["primary"]["other_device_read"],
+        s["primary"]["echoes"], s["primary"]["of"], s["second"]["echoes"], s["second"]["of"])'
 }
 
 # store_count DB SQL: one number from the SQLite file DB, opened read-only.
@@ -583,8 +591,7 @@ scenario_10() {
             || fail "$version: no rebuild for $account's device $id in the bot's log"
         grep -q "session rebuilt jid=$account$SFX@localhost device_id=$id " "$WORK/bot10.log" \
             || fail "$version: the session with $account's device $id was not rebuilt"
-        detail+="$version: prekey $pre_key taken twice, healed, $(race_field "s10-$version" \
-            's["primary"]["echoes"] + 0')+$(race_field "s10-$version" 's["second"]["echoes"] + 0') echoes; "
+        detail+="$version: prekey $pre_key taken twice, healed, then $(rounds "s10-$version"); "
     done
     if grep -q "rebuild held back" "$WORK/bot10.log"; then
         fail "a rebuild was held back: $(grep -m1 'rebuild held back' "$WORK/bot10.log")"
@@ -611,9 +618,8 @@ scenario_11() {
         [ "$before/$after" = "active/passive" ] \
             || fail "$version: the device's session went $before -> $after, want active -> passive"
         lost="$(race_field "s11-$version" 'len(s["unreadable_in_crossing"])')"
-        detail+="$version: crossed, $lost of the bot's messages unreadable by python-omemo while"
-        detail+=" crossing, then $(race_field "s11-$version" 's["primary"]["echoes"] + 0')"
-        detail+="+$(race_field "s11-$version" 's["second"]["echoes"] + 0') echoes; "
+        detail+="$version: crossed ($lost of the bot's messages unreadable by python-omemo"
+        detail+=" meanwhile), then $(rounds "s11-$version"); "
     done
     # The bot read everything: both first messages, the answers on the session it
     # started (kept as the previous one), every round.
@@ -634,15 +640,16 @@ log_count() { grep -cE "$2" "$WORK/$1.log" 2>/dev/null || true; }
 scenario_12() {
     local device flood_pid rc=0 hwm0 hwm i dropped read refused handled lists records sessions
     local events=100 made_up=40 cap_kib=$((64 * 1024))
-    local skipped='device list item skipped jid=mallory@localhost version=' too_many=' error=device list names 250'
+    local stranger="mallory$SFX@localhost" bot="bot12$SFX@localhost"
+    local skipped="device list item skipped jid=$stranger version=" too_many=' error=device list names 250'
     start_bot bot12 bot12
     device="$(device_id bot12)"
     hwm0="$(vm_hwm "$BOT_PID")"
     # Device lists of 250 devices, published by the stranger (the server notifies the bot
     # from its bare JID: the last item of each list once the bot is subscribed, then each
     # new one).
-    "$PY" "$FLOOD" --phase lists --jid mallory@localhost --password "$PW" --server "$SERVER" \
-        --to bot12@localhost </dev/null >"$WORK/s12-lists.json" 2>"$WORK/s12-lists.log" \
+    "$PY" "$FLOOD" --phase lists --jid "$stranger" --password "$PW" --server "$SERVER" \
+        --to "$bot" </dev/null >"$WORK/s12-lists.json" 2>"$WORK/s12-lists.log" \
         || fail "flood sender (lists) failed: $(tail -n 3 "$WORK/s12-lists.log")"
     both_lists_refused() {
         [ "$(log_count bot12 "${skipped}legacy OMEMO$too_many")" -ge 1 ] \
@@ -655,8 +662,8 @@ scenario_12() {
     lists="$(log_count bot12 "$skipped.*$too_many")"
     both_lists_refused || fail "the stranger's lists did not reach the bot in both versions within 30 s ($lists)"
     # The stranger floods while a legitimate client talks to the bot.
-    "$PY" "$FLOOD" --phase messages --jid mallory@localhost --password "$PW" --server "$SERVER" \
-        --to bot12@localhost --bot-device "$device" --events "$events" --devices "$made_up" \
+    "$PY" "$FLOOD" --phase messages --jid "$stranger" --password "$PW" --server "$SERVER" \
+        --to "$bot" --bot-device "$device" --events "$events" --devices "$made_up" \
         </dev/null >"$WORK/s12-flood.json" 2>"$WORK/s12-flood.log" &
     flood_pid=$!
     track "$flood_pid"
@@ -673,8 +680,8 @@ EOF
     # Until the bot has handled every event and every key exchange.
     for i in $(seq 1 600); do
         dropped="$(log_count bot12 'pubsub event not from a bare JID; dropped')"
-        read="$(log_count bot12 'decrypted an OMEMO message from=mallory@localhost ')"
-        refused="$(log_count bot12 'could not decrypt an OMEMO message from=mallory@localhost/')"
+        read="$(log_count bot12 "decrypted an OMEMO message from=$stranger ")"
+        refused="$(log_count bot12 "could not decrypt an OMEMO message from=$stranger/")"
         handled=$((read + refused))
         [ "$dropped" -ge "$events" ] && [ "$handled" -ge "$made_up" ] && break
         kill -0 "$BOT_PID" 2>/dev/null || fail "the bot died in the flood"
@@ -684,17 +691,17 @@ EOF
     [ "$handled" -eq "$made_up" ] || fail "$handled of $made_up key exchanges handled within 60 s"
     [ "$read" -le 20 ] || fail "the bot read $read key exchanges of made-up devices, more than 20 an hour"
     [ "$read" -ge 1 ] || fail "the bot read none of the made-up devices' key exchanges"
-    [ "$(log_count bot12 'from=mallory@localhost/flood error=mallory@localhost started too many new sessions')" \
+    [ "$(log_count bot12 "from=$stranger/flood error=$stranger started too many new sessions")" \
         -eq "$refused" ] || fail "not every refusal is the new-session limit: $(grep -m3 \
-        'could not decrypt an OMEMO message from=mallory' "$WORK/bot12.log")"
+        "could not decrypt an OMEMO message from=$stranger" "$WORK/bot12.log")"
     client s12-after oscar bot12 5 || fail "client after the flood failed: $(cat "$WORK/s12-after.json")"
     check_summary s12-after 5 || fail "bad summary after the flood"
     kill -0 "$BOT_PID" 2>/dev/null || fail "the bot died"
     hwm="$(vm_hwm "$BOT_PID")"
     stop_bot TERM
     [ "$STOP_RC" = 0 ] || fail "the bot did not exit 0 on SIGTERM (exit $STOP_RC)"
-    records="$(store_count "$WORK/bot12.db" "SELECT count(*) FROM devices WHERE jid = 'mallory@localhost'")"
-    sessions="$(store_count "$WORK/bot12.db" "SELECT count(*) FROM sessions WHERE jid = 'mallory@localhost'")"
+    records="$(store_count "$WORK/bot12$SFX.db" "SELECT count(*) FROM devices WHERE jid = '$stranger'")"
+    sessions="$(store_count "$WORK/bot12$SFX.db" "SELECT count(*) FROM sessions WHERE jid = '$stranger'")"
     echo "store: $records device records, $sessions sessions of the stranger; peak RSS" \
         "$((hwm / 1024)) MiB ($((hwm0 / 1024)) MiB online before the flood)"
     [ "$records" -le 200 ] || fail "$records device records of the stranger, more than 200"
@@ -724,6 +731,7 @@ TITLES=(
 # The accounts of the scenarios that can run again with fresh accounts (E2E_REPEAT).
 declare -A REPEAT_ACCOUNTS=(
     [1]="alice bot1" [7]="grace bot7" [9]="judy bot9" [10]="kate leo bot10" [11]="mike nina bot11"
+    [12]="mallory oscar bot12"
 )
 
 # run_scenario N [RUN]: runs scenario N (the RUN-th time: "" or 1 for the first); returns
