@@ -79,6 +79,9 @@ pub(crate) const DEFAULT_MAX_DEVICES_PER_JID: usize = 200;
 pub(crate) const DEFAULT_MAX_SKIPPED_KEYS_PER_JID: usize = 2 * DEFAULT_MAX_STORED_SKIPPED_KEYS;
 /// Messages received in one chain without a reply before a heartbeat (python-omemo: 53).
 pub(crate) const DEFAULT_HEARTBEAT_AFTER: u32 = 53;
+/// A device's "last heard from" time is stored when it moved by this much (not for every
+/// message: one write less per message).
+pub(crate) const LAST_SEEN_STEP_SECS: u64 = 60;
 /// A device silent for this long is not encrypted to any more: 90 days.
 pub(crate) const DEFAULT_INACTIVE_AFTER_SECS: u64 = 90 * 24 * 3600;
 

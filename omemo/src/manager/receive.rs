@@ -7,7 +7,7 @@ use super::Manager;
 use super::devices::new_device;
 use super::own_device::Refill;
 use super::session_cache::{Slot, previous_sessions_op, skipped_keys_of};
-use crate::consts::{MAX_KEY_ATTEMPTS, MAX_PREVIOUS_SESSIONS};
+use crate::consts::{LAST_SEEN_STEP_SECS, MAX_KEY_ATTEMPTS, MAX_PREVIOUS_SESSIONS};
 use crate::error::{DecryptError, ManagerError};
 use crate::stanza::sce::{self, AffixViolation};
 use crate::stanza::{EncryptedKey, legacy, omemo2};
@@ -481,8 +481,16 @@ impl<S: Store> Manager<S> {
             record.identity_key = Some(*session.remote_identity().curve25519().as_bytes());
             record.trust = initial_trust;
         }
-        record.last_message_at = Some(now);
-        batch.ops.push(Op::PutDevice(record.clone()));
+        // When the device was last heard from only needs to be as fine as the inactivity
+        // limit: it is written when it moves by a minute or more, not for every message.
+        let seen_before = record.last_message_at;
+        let seen_moved = seen_before.is_none_or(|at| now.saturating_sub(at) >= LAST_SEEN_STEP_SECS);
+        if seen_moved {
+            record.last_message_at = Some(now);
+        }
+        if known.is_none() || identity_learned || seen_moved {
+            batch.ops.push(Op::PutDevice(record.clone()));
+        }
         if identity_learned {
             batch.ops.push(Op::SetTrust {
                 jid: sender.to_owned(),
