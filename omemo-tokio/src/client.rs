@@ -178,6 +178,8 @@ pub struct Client<S: Store> {
     streams: u32,
     /// The own device is published and the presence sent on the current stream.
     ready: bool,
+    /// [`Client::go_offline`] was called: no available presence any more.
+    leaving: bool,
     roster: HashMap<BareJid, RosterEntry>,
     events: VecDeque<ClientEvent>,
     /// Messages taken from the manager whose writing failed, sent first on the next
@@ -213,6 +215,7 @@ impl<S: Store> Client<S> {
             online: false,
             streams: 0,
             ready: false,
+            leaving: false,
             roster: HashMap::new(),
             events: VecDeque::new(),
             unwritten: VecDeque::new(),
@@ -340,6 +343,8 @@ impl<S: Store> Client<S> {
     /// and keeps new ones offline. Go on calling [`Client::next_until`] to finish what
     /// is under way, then [`Client::close`].
     pub async fn go_offline(&mut self) -> Result<(), DriverError> {
+        // Also after a reconnection: the client does not announce itself again.
+        self.leaving = true;
         if !self.online {
             return Ok(());
         }
@@ -468,7 +473,7 @@ impl<S: Store> Client<S> {
                     return Err(error);
                 }
             }
-            if !self.ready && self.manager.pending_requests() == 0 {
+            if !self.ready && !self.leaving && self.manager.pending_requests() == 0 {
                 self.conn
                     .send(self.identification.available_presence()?)
                     .await?;

@@ -94,6 +94,9 @@ impl Drop for Prosody {
 /// What the test asks a running client to do.
 enum Order {
     Send(BareJid, String),
+    /// Go offline, keep serving for a moment, then say whether the client is ready (on
+    /// its device lists and available).
+    GoOffline(tokio::sync::oneshot::Sender<bool>),
 }
 
 /// A client running in its own local task: commands in, events out.
@@ -169,6 +172,14 @@ fn start(server: &Prosody, dir: &Path, jid: &str, versions: Versions) -> Running
                     Some(Order::Send(to, text)) => {
                         client.send_encrypted(&[to], &text).unwrap();
                         client.flush().await.unwrap();
+                    }
+                    Some(Order::GoOffline(answer)) => {
+                        client.go_offline().await.unwrap();
+                        let until = tokio::time::Instant::now() + Duration::from_millis(500);
+                        while let Some(event) = client.next_until(until).await.unwrap() {
+                            let _ = event_tx.send(event);
+                        }
+                        let _ = answer.send(client.is_ready());
                     }
                     None => break,
                 },
@@ -261,5 +272,11 @@ fn clients_of_both_versions_talk_through_prosody_and_survive_a_restart() {
             alice.message("alice@localhost", Via::CarbonSent).await,
             ("after the restart".to_owned(), Version::Legacy)
         );
+
+        // Going offline is final: the client does not announce itself again while it
+        // finishes what is under way.
+        let (answer, ready) = tokio::sync::oneshot::channel();
+        let _ = bob.commands.send(Order::GoOffline(answer));
+        assert!(!ready.await.unwrap(), "available again after go_offline");
     });
 }
