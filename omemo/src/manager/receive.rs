@@ -197,7 +197,10 @@ impl<S: Store> Manager<S> {
             {
                 let opened = RatchetMessage::from_bytes(version, &key.data, key.key_exchange)
                     .map_err(ManagerError::from)
-                    .and_then(|parsed| self.open_key(&sender, device_id, &parsed, rng, now))
+                    .and_then(|parsed| {
+                        let carries_payload = incoming.payload().is_some();
+                        self.open_key(&sender, device_id, &parsed, carries_payload, rng, now)
+                    })
                     .and_then(|opened| {
                         let plaintext =
                             self.open_payload(&sender, recipient, incoming, &opened.key)?;
@@ -257,11 +260,13 @@ impl<S: Store> Manager<S> {
     }
 
     /// The ratchet step on a copy of the session (or a new session from a key exchange).
+    /// `carries_payload`: the message is more than an empty key exchange.
     fn open_key(
         &mut self,
         sender: &str,
         device_id: u32,
         message: &RatchetMessage,
+        carries_payload: bool,
         rng: &mut impl CryptoRng,
         now: u64,
     ) -> Result<Opened, ManagerError> {
@@ -301,16 +306,15 @@ impl<S: Store> Manager<S> {
                 let mut previous = self.previous_sessions(sender, device_id, version)?;
                 let promoted = previous.iter().position(|p| p.matches_key_exchange(kex));
                 let promoted = promoted.map(|index| previous.remove(index));
-                previous.splice(0..0, existing);
-                kept = Some(previous);
                 if let Some(mut promoted) = promoted {
                     let key = promoted.decrypt_key_exchange(rng, kex)?;
+                    previous.splice(0..0, existing);
                     return Ok(Opened {
                         session: promoted,
                         key: KeyMaterial::from_bytes(key.to_vec()),
                         used_pre_key: None,
                         chain_before,
-                        previous: kept,
+                        previous: Some(previous),
                     });
                 }
                 let known = self
@@ -346,7 +350,24 @@ impl<S: Store> Manager<S> {
                     .ok_or(ManagerError::UnknownPreKey(pre_key_id))?;
                 let (session, key) =
                     Session::respond(rng, &self.own.identity, &signed, pre_key, kex)?;
-                (session, key, Some(pre_key_id))
+                match existing {
+                    // Both sides started a session at once (a message crossed ours, which
+                    // is unanswered): the peer makes the session our key exchange starts
+                    // its current one (python-omemo and libsignal switch to the newest),
+                    // so ours stays current and theirs is kept for what they sent before
+                    // they saw ours. An empty key exchange is a rebuild (the peer could
+                    // not read ours): that one becomes current.
+                    Some(current) if carries_payload && current.sends_key_exchange() => {
+                        previous.insert(0, session);
+                        kept = Some(previous);
+                        (current, key, Some(pre_key_id))
+                    }
+                    existing => {
+                        previous.splice(0..0, existing);
+                        kept = Some(previous);
+                        (session, key, Some(pre_key_id))
+                    }
+                }
             }
         };
         Ok(Opened {
