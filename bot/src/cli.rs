@@ -125,6 +125,12 @@ pub(crate) struct RunArgs {
         value_parser = clap::value_parser!(u32).range(1..=MAX_PRE_KEYS)
     )]
     pub(crate) pre_keys: u32,
+
+    /// Answer an unencrypted message with its own text, unencrypted, instead of the
+    /// OMEMO-only hint: the plaintext baseline of the load tool's latency figures
+    /// (`scripts/load`). Never on an account people use.
+    #[arg(long, hide = true)]
+    pub(crate) echo_plaintext: bool,
 }
 
 /// The most one-time prekeys `run --pre-keys` publishes (a bundle of 1000 is about

@@ -173,6 +173,8 @@ async fn leave(mut client: Client<SqliteStore>) {
 struct Echo {
     /// When each contact last got the plaintext hint.
     last_hint: HashMap<BareJid, Instant>,
+    /// Unencrypted messages are echoed unencrypted (`run --echo-plaintext`).
+    echo_plaintext: bool,
 }
 
 impl Echo {
@@ -204,6 +206,9 @@ impl Echo {
                 }
                 client.send_encrypted(&[sender], text)?;
             }
+            ClientEvent::Plain { from, body } if self.echo_plaintext => {
+                client.send_plain(&from, &body).await?;
+            }
             ClientEvent::Plain { from, .. } => self.hint(client, &from).await?,
             ClientEvent::Omemo(Event::Sent {
                 recipients,
@@ -213,13 +218,17 @@ impl Echo {
                 for device in &skipped {
                     tracing::debug!(jid = %device.jid, device_id = device.device_id, reason = ?device.reason, "device skipped");
                 }
-                let versions: Versions = recipients.iter().map(|r| r.version).collect();
-                tracing::info!(
-                    devices = recipients.len(),
-                    skipped = skipped.len(),
-                    ?versions,
-                    "sent an OMEMO message"
-                );
+                // Per message: debug, not info (formatting a line for every echo is a
+                // measurable part of a busy bot's time).
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    let versions: Versions = recipients.iter().map(|r| r.version).collect();
+                    tracing::debug!(
+                        devices = recipients.len(),
+                        skipped = skipped.len(),
+                        ?versions,
+                        "sent an OMEMO message"
+                    );
+                }
             }
             ClientEvent::Omemo(Event::NotSent { error, .. }) => {
                 tracing::warn!(%error, "could not send a message");
@@ -278,6 +287,7 @@ async fn run(args: RunArgs) -> Result<(), BotError> {
     let mut client = Client::start(login(&args.account, &args.connection)?, manager, config)?;
     let mut echo = Echo {
         last_hint: HashMap::new(),
+        echo_plaintext: args.echo_plaintext,
     };
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;

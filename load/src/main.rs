@@ -158,6 +158,15 @@ async fn run(args: Args) -> Result<bool, Failure> {
             report.start_up.as_secs_f64() * 1e3,
             report.first_echo.as_secs_f64() * 1e3
         );
+        if let Some((plain, omemo)) = report.one_at_a_time {
+            println!(
+                "{}: one message at a time, median round trip: unencrypted {:.2} ms, OMEMO {:.2} ms, OMEMO adds {:.2} ms",
+                report.peer.name(),
+                plain.as_secs_f64() * 1e3,
+                omemo.as_secs_f64() * 1e3,
+                (omemo.as_secs_f64() - plain.as_secs_f64()) * 1e3
+            );
+        }
     }
     if let [bot, slixmpp] = reports.as_slice() {
         println!(
@@ -196,6 +205,8 @@ struct Report {
     start_up: Duration,
     /// The round trip of the first message of the first user.
     first_echo: Duration,
+    /// Medians of one message at a time, unencrypted and OMEMO (omemo-bot only).
+    one_at_a_time: Option<(Duration, Duration)>,
 }
 
 impl Report {
@@ -287,6 +298,15 @@ async fn measure(args: &Args, server: &Server, kind: PeerKind) -> Result<Report,
     let elapsed = started.elapsed();
     let cpu = peer.cpu()?.saturating_sub(cpu_before);
     let peak_rss_kib = peer.peak_rss_kib()?;
+    let one_at_a_time = match kind {
+        PeerKind::Bot => {
+            let jid: BareJid = format!("latency-{tag}@localhost").parse()?;
+            server.add_user(&jid)?;
+            let client = online_client(server, &jid, args.version.version()).await?;
+            Some(one_at_a_time(client, &echo, deadline).await?)
+        }
+        PeerKind::Slixmpp => None,
+    };
     let start_up = peer.start_up;
     drop(peer);
     rtts.sort();
@@ -300,7 +320,62 @@ async fn measure(args: &Args, server: &Server, kind: PeerKind) -> Result<Report,
         rtts,
         start_up,
         first_echo,
+        one_at_a_time,
     })
+}
+
+/// Round trips sent in a latency probe of each kind.
+const PROBES: usize = 100;
+
+/// The median round trips of unencrypted and of OMEMO messages sent one at a time (after
+/// a first OMEMO message that makes the session).
+async fn one_at_a_time(
+    mut client: Client<MemoryStore>,
+    echo: &BareJid,
+    deadline: Instant,
+) -> Result<(Duration, Duration), Failure> {
+    let mut plain = Vec::with_capacity(PROBES);
+    let mut omemo = Vec::with_capacity(PROBES);
+    for i in 0..=PROBES {
+        let text = format!("probe {i}");
+        let sent = Instant::now();
+        client.send_encrypted(std::slice::from_ref(echo), &text)?;
+        wait_for(&mut client, deadline, |event| match event {
+            ClientEvent::Message { message, .. } => message.body.as_deref() == Some(text.as_str()),
+            _ => false,
+        })
+        .await?;
+        if i > 0 {
+            omemo.push(sent.elapsed());
+        }
+        let sent = Instant::now();
+        client.send_plain(echo.as_str(), &text).await?;
+        wait_for(&mut client, deadline, |event| match event {
+            ClientEvent::Plain { body, .. } => *body == text,
+            _ => false,
+        })
+        .await?;
+        plain.push(sent.elapsed());
+    }
+    client.close().await;
+    plain.sort();
+    omemo.sort();
+    Ok((plain[PROBES / 2], omemo[PROBES / 2]))
+}
+
+/// Drives `client` until an event that `done` accepts.
+async fn wait_for(
+    client: &mut Client<MemoryStore>,
+    deadline: Instant,
+    done: impl Fn(&ClientEvent) -> bool,
+) -> Result<(), Failure> {
+    loop {
+        match client.next_until(deadline).await? {
+            Some(event) if done(&event) => return Ok(()),
+            Some(_) => {}
+            None => return Err("no echo before the deadline".into()),
+        }
+    }
 }
 
 /// Creates the bot's account in the store at `path` and adds `count` sessions, each with
@@ -482,7 +557,8 @@ impl EchoPeer {
             PeerKind::Bot => {
                 let mut command = Command::new(&args.bot);
                 command
-                    .args(["run", "--jid", jid.as_str(), "--password", PASSWORD])
+                    .args(["run", "--echo-plaintext", "--jid", jid.as_str()])
+                    .args(["--password", PASSWORD])
                     .args(["--server", &address, "--insecure-plaintext", "--store"])
                     .arg(server.dir.join("bot.db"));
                 command

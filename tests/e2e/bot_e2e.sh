@@ -135,6 +135,8 @@ say "building omemo-bot"
 say "built $BOT"
 
 mkdir -p "$WORK/server"
+# The bots log each echo at debug level (scenarios count those lines), the rest at info.
+export RUST_LOG="${RUST_LOG:-info,omemo_bot=debug}"
 # info level: the debug log of every stanza is large and not needed here.
 PORT="$(PROSODY_LOG_LEVEL=info "$PROSODY" start "$WORK/server")" || die "could not start Prosody"
 STARTED_SERVER=1
