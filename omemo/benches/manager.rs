@@ -154,11 +154,19 @@ struct Peer {
 }
 
 /// Alice (the measured manager) and her peers.
-/// The managers' configuration: legacy OMEMO, the version of the recorded figures
-/// (the fan-out in both versions is the load tool's part).
+/// The protocol version measured: legacy OMEMO, or OMEMO 2 with
+/// `OMEMO_BENCH_VERSION=omemo2`.
+fn bench_version() -> Version {
+    match std::env::var("OMEMO_BENCH_VERSION").as_deref() {
+        Ok("omemo2") => Version::Omemo2,
+        _ => Version::Legacy,
+    }
+}
+
+/// The managers' configuration: the one version measured.
 fn config() -> ManagerConfig {
     ManagerConfig {
-        versions: Versions::only(Version::Legacy),
+        versions: Versions::only(bench_version()),
         ..ManagerConfig::default()
     }
 }
@@ -247,7 +255,7 @@ impl World<SqliteStore> {
         let bundles: Vec<PreKeyBundle> = (0..16)
             .map(|_| {
                 let identity = IdentityKeyPair::generate(&mut rng);
-                let signed = SignedPreKey::generate(Version::Legacy, &mut rng, &identity, 1);
+                let signed = SignedPreKey::generate(bench_version(), &mut rng, &identity, 1);
                 let pre_keys: Vec<PreKey> =
                     (1..=100).map(|id| PreKey::generate(&mut rng, id)).collect();
                 PreKeyBundle::new(&identity, &signed, &pre_keys)
@@ -262,13 +270,13 @@ impl World<SqliteStore> {
             ops.push(Op::PutSession {
                 jid: jid.clone(),
                 device_id,
-                version: Version::Legacy,
+                version: bench_version(),
                 state: session.to_bytes(),
             });
             ops.push(Op::PutDevice(DeviceRecord {
                 jid,
                 device_id,
-                listed: Versions::only(Version::Legacy),
+                listed: Versions::only(bench_version()),
                 identity_key: Some(*bundle.identity_key.curve25519().as_bytes()),
                 trust: Trust::Blind,
                 last_message_at: Some(NOW),
@@ -410,6 +418,55 @@ fn decrypt_case(
 /// A new device (of a new account) sends alice a key exchange built from her current
 /// bundle; alice builds the session, refills the used prekey (one commit), queues the
 /// bundle republish and encrypts the empty completion message (a second commit).
+/// A first message from `sender_jid`'s device `sender_device` to Alice's device, on
+/// `session` (its key exchange), in the version measured.
+fn first_message(
+    session: &mut Session,
+    sender_device: u32,
+    alice_device: u32,
+    sender_jid: &str,
+    rng: &mut impl rand_core::CryptoRng,
+) -> Element {
+    let plaintext = match bench_version() {
+        Version::Legacy => BODY.as_bytes().to_vec(),
+        Version::Omemo2 => {
+            let mut body = Element::builder("body", "jabber:client").build();
+            body.append_text_node(BODY);
+            omemo::stanza::sce::seal(vec![body], sender_jid, ALICE, Some(NOW), rng)
+        }
+    };
+    let (key, payload) = encrypt_payload(bench_version(), rng, &plaintext);
+    let message = session.encrypt(key.as_bytes()).unwrap();
+    assert!(matches!(message, RatchetMessage::KeyExchange(_)));
+    let key = EncryptedKey {
+        recipient_device: alice_device,
+        key_exchange: true,
+        data: message.as_bytes().to_vec(),
+    };
+    match bench_version() {
+        Version::Legacy => {
+            let encrypted = EncryptedMessage {
+                sender_device,
+                keys: vec![key],
+                iv: payload.iv,
+                payload: Some(payload.ciphertext),
+            };
+            omemo::stanza::legacy::message_element(ALICE, "m1", "chat", &encrypted, None)
+        }
+        Version::Omemo2 => {
+            let encrypted = omemo::stanza::omemo2::EncryptedMessage {
+                sender_device,
+                recipients: vec![omemo::stanza::omemo2::RecipientKeys {
+                    jid: ALICE.to_owned(),
+                    keys: vec![key],
+                }],
+                payload: Some(payload.ciphertext),
+            };
+            omemo::stanza::omemo2::message_element(ALICE, "m1", "chat", &encrypted, None)
+        }
+    }
+}
+
 fn first_contact_case(world: &Rc<RefCell<World<SqliteStore>>>) -> Case {
     let world = Rc::clone(world);
     let mut counter = 0u32;
@@ -423,24 +480,17 @@ fn first_contact_case(world: &Rc<RefCell<World<SqliteStore>>>) -> Case {
             counter += 1;
             // The sender's side, untimed.
             let sender = IdentityKeyPair::generate(&mut rng);
-            let bundle = w.alice.own_bundle(Version::Legacy).unwrap();
+            let bundle = w.alice.own_bundle(bench_version()).unwrap();
             let mut session = Session::initiate(&mut rng, &sender, &bundle).unwrap();
-            let (key, payload) = encrypt_payload(Version::Legacy, &mut rng, BODY.as_bytes());
-            let message = session.encrypt(key.as_bytes()).unwrap();
-            assert!(matches!(message, RatchetMessage::KeyExchange(_)));
-            let encrypted = EncryptedMessage {
-                sender_device: counter,
-                keys: vec![EncryptedKey {
-                    recipient_device: w.alice.device_id(),
-                    key_exchange: true,
-                    data: message.as_bytes().to_vec(),
-                }],
-                iv: payload.iv,
-                payload: Some(payload.ciphertext),
-            };
-            let stanza =
-                omemo::stanza::legacy::message_element(ALICE, "m1", "chat", &encrypted, None);
-            let stanza = with_from(stanza, &format!("new{counter}@example.org/r"));
+            let sender_jid = format!("new{counter}@example.org");
+            let stanza = first_message(
+                &mut session,
+                counter,
+                w.alice.device_id(),
+                &sender_jid,
+                &mut rng,
+            );
+            let stanza = with_from(stanza, &format!("{sender_jid}/r"));
             let (sample, decrypted) = timed(&mut w.alice, |alice| {
                 alice.decrypt(&stanza, &mut os_rng(), NOW)
             });
@@ -546,7 +596,7 @@ fn distribution(case: &mut Case, runs: usize) -> Distribution {
 fn confirmed_session() -> Session {
     let mut rng = os_rng();
     let bob = IdentityKeyPair::generate(&mut rng);
-    let signed = SignedPreKey::generate(Version::Legacy, &mut rng, &bob, 1);
+    let signed = SignedPreKey::generate(bench_version(), &mut rng, &bob, 1);
     let pre_keys: Vec<PreKey> = (1..=2).map(|id| PreKey::generate(&mut rng, id)).collect();
     let bundle = PreKeyBundle::new(&bob, &signed, &pre_keys);
     let alice = IdentityKeyPair::generate(&mut rng);
@@ -774,7 +824,7 @@ fn first_contact_parts<S: Store>(alice: &Manager<S>, quick: bool) -> FirstContac
     let rounds = if quick { 3 } else { 200 };
     let mut rng = os_rng();
     let bob = IdentityKeyPair::generate(&mut rng);
-    let signed = SignedPreKey::generate(Version::Legacy, &mut rng, &bob, 1);
+    let signed = SignedPreKey::generate(bench_version(), &mut rng, &bob, 1);
     let respond = median_of(rounds, || {
         let pre_key = PreKey::generate(&mut rng, 1);
         let bundle = PreKeyBundle::new(&bob, &signed, std::slice::from_ref(&pre_key));
@@ -796,8 +846,12 @@ fn first_contact_parts<S: Store>(alice: &Manager<S>, quick: bool) -> FirstContac
     });
     let bundle_xml = median_of(rounds, || {
         let start = Instant::now();
-        let bundle = alice.own_bundle(Version::Legacy).unwrap();
-        black_box(omemo::stanza::legacy::bundle_element(&bundle).unwrap());
+        let bundle = alice.own_bundle(bench_version()).unwrap();
+        let element = match bench_version() {
+            Version::Legacy => omemo::stanza::legacy::bundle_element(&bundle),
+            Version::Omemo2 => omemo::stanza::omemo2::bundle_element(&bundle),
+        };
+        black_box(element.unwrap());
         start.elapsed()
     });
     FirstContactParts {
@@ -916,7 +970,8 @@ fn manager_benches(c: &mut Criterion) {
 
     println!();
     println!(
-        "Session manager with SqliteStore on a file ({}), own loop of {runs} runs per op",
+        "Session manager ({}) with SqliteStore on a file ({}), own loop of {runs} runs per op",
+        bench_version(),
         dir.display()
     );
     println!(
