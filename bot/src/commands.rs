@@ -308,6 +308,12 @@ async fn run(args: RunArgs) -> Result<(), BotError> {
             Err(omemo_tokio::DriverError::Closed) => {
                 return Err(omemo_tokio::DriverError::Closed.into());
             }
+            // The store lost state it had accepted: going on would publish and encrypt
+            // from memory the store no longer matches. A restart starts from the disk.
+            Err(error @ omemo_tokio::DriverError::Omemo(ManagerError::Store(_))) => {
+                tracing::error!(%error, "the OMEMO store failed; stopping");
+                return Err(error.into());
+            }
             Err(error) => Err(error.into()),
         };
         // A stanza that could not be written (the connection is being re-established)

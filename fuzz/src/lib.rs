@@ -131,7 +131,8 @@ fn version_of(selector: u8) -> Version {
 
 /// `wire`: the first byte picks the version, the rest is a wire message of it, decoded as
 /// every kind, then given to Bob's session of [`conversation`] (a failed decrypt must
-/// leave it unchanged) and, as a key exchange, to X3DH.
+/// leave it unchanged) and, as a key exchange, to X3DH. (The decoders keep the bytes
+/// they were given, so there is no re-encoding to check.)
 pub fn wire(data: &[u8]) {
     let Some((&selector, bytes)) = data.split_first() else {
         return;
@@ -142,7 +143,6 @@ pub fn wire(data: &[u8]) {
     let conversation = conversation(version);
     let mut rng = seeded();
     if let Ok(message) = AuthenticatedMessage::from_bytes(version, bytes) {
-        assert!(AuthenticatedMessage::from_bytes(version, message.as_bytes()).is_ok());
         let mut session = conversation.bob_session.clone();
         if session.decrypt(&mut rng, &message).is_err() {
             assert_eq!(
@@ -153,7 +153,6 @@ pub fn wire(data: &[u8]) {
         }
     }
     if let Ok(kex) = KeyExchange::from_bytes(version, bytes) {
-        assert!(KeyExchange::from_bytes(version, kex.as_bytes()).is_ok());
         let mut session = conversation.bob_session.clone();
         if session.decrypt_key_exchange(&mut rng, &kex).is_err() {
             assert_eq!(

@@ -168,6 +168,10 @@ async fn run(args: Args) -> Result<bool, Failure> {
             );
         }
     }
+    println!(
+        "(the load tool itself, one thread for every user: {:.1} s of CPU; round trips include its work)",
+        own_cpu()?.as_secs_f64()
+    );
     if let [bot, slixmpp] = reports.as_slice() {
         println!(
             "CPU per echo: slixmpp-omemo / omemo-bot = {:.1}x",
@@ -619,21 +623,7 @@ impl EchoPeer {
 
     /// User plus system CPU time of the process (all its threads), from /proc.
     fn cpu(&self) -> Result<Duration, Failure> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        // Fields after the command name (which may hold spaces) in parentheses.
-        let rest = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest)
-            .unwrap_or_default();
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| -> Result<u64, Failure> {
-            Ok(fields.get(i).ok_or("short /proc stat")?.parse()?)
-        };
-        // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
-        let total = ticks(11)? + ticks(12)?;
-        Ok(Duration::from_secs_f64(
-            total as f64 / clock_ticks_per_second()?,
-        ))
+        process_cpu(&self.child.id().to_string())
     }
 
     /// The peak resident set size (VmHWM) in KiB.
@@ -659,6 +649,30 @@ impl Drop for EchoPeer {
             .status();
         let _ = self.child.wait();
     }
+}
+
+/// This process's CPU time so far.
+fn own_cpu() -> Result<Duration, Failure> {
+    process_cpu("self")
+}
+
+/// User plus system CPU time of process `pid` (all its threads), from /proc.
+fn process_cpu(pid: &str) -> Result<Duration, Failure> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<u64, Failure> {
+        Ok(fields.get(i).ok_or("short /proc stat")?.parse()?)
+    };
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    let total = ticks(11)? + ticks(12)?;
+    Ok(Duration::from_secs_f64(
+        total as f64 / clock_ticks_per_second()?,
+    ))
 }
 
 fn clock_ticks_per_second() -> Result<f64, Failure> {

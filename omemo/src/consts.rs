@@ -47,6 +47,10 @@ pub(crate) const MAX_RECEIVING_CHAINS: usize = 5;
 /// Sessions with one device kept after newer ones replaced them, tried (newest first)
 /// before a message is given up: enough for several key exchanges crossing each other.
 pub(crate) const MAX_PREVIOUS_SESSIONS: usize = 5;
+/// Key exchanges a peer may send on the session it started while our own unanswered one
+/// crosses it before its session becomes our current one: a peer that goes on with its
+/// own that long has not seen ours (or cannot read it).
+pub(crate) const CROSSING_KEY_EXCHANGES: u32 = 3;
 
 /// Format version of the serialized session state.
 pub(crate) const SESSION_FORMAT_VERSION: u32 = 1;

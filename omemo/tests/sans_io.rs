@@ -1051,3 +1051,54 @@ fn skipped_keys_are_bounded_per_jid_across_its_devices_and_restarts() {
     let (message, _) = decrypted(&mut bob, &late.unwrap(), world.now);
     assert_eq!(message.body.as_deref(), Some("lost 5"));
 }
+
+/// The session Alice sends to Bob's device on, from her store: whether it is the one she
+/// started and nothing was read on yet (its messages still carry her key exchange).
+fn sends_own_key_exchange(alice: &Device<MemoryStore>, bob: &Device<MemoryStore>) -> bool {
+    let bytes = alice
+        .manager
+        .store()
+        .load_session(bob.manager.jid(), bob.manager.device_id(), Version::Omemo2)
+        .unwrap()
+        .unwrap();
+    omemo::hazmat::Session::from_bytes(&bytes)
+        .unwrap()
+        .sends_key_exchange()
+}
+
+#[test]
+fn a_key_exchange_crossing_our_unanswered_one_does_not_replace_it_until_the_peer_insists() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let mut bob = world.device("bob@example.org", "pc");
+    // Alice writes first; Bob writes three times before Alice's message reaches him, so
+    // his messages carry his own key exchange.
+    let from_alice = world.send(&mut alice, "bob@example.org", "hi Bob");
+    let from_bob: Vec<Element> = (0..3)
+        .map(|i| world.send(&mut bob, "alice@example.org", &format!("hi Alice {i}")))
+        .collect();
+    // A peer that makes the newest session current (python-omemo, libsignal) answers on
+    // the session Alice's key exchange starts: she keeps sending on hers while Bob's
+    // first two messages cross it...
+    for (i, stanza) in from_bob.iter().take(2).enumerate() {
+        let read = world.receive(&mut alice, stanza).unwrap();
+        assert_eq!(read.body, Some(format!("hi Alice {i}")));
+        assert!(sends_own_key_exchange(&alice, &bob), "after message {i}");
+    }
+    // ...but a peer that goes on with its own that long has not read hers (or cannot):
+    // its session becomes current.
+    let read = world.receive(&mut alice, &from_bob[2]).unwrap();
+    assert_eq!(read.body.as_deref(), Some("hi Alice 2"));
+    assert!(!sends_own_key_exchange(&alice, &bob));
+    // Either way both read each other from then on.
+    assert_eq!(
+        world
+            .receive(&mut bob, &from_alice)
+            .unwrap()
+            .body
+            .as_deref(),
+        Some("hi Bob")
+    );
+    world.converse(&mut alice, &mut bob, "and on");
+    world.converse(&mut bob, &mut alice, "and back");
+}

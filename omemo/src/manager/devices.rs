@@ -406,6 +406,10 @@ impl<S: Store> Manager<S> {
                 self.sessions.forget(jid, device_id, version);
             }
         }
+        if !prune.is_empty() {
+            // Their sessions are gone: their skipped keys no longer count.
+            self.skipped.forget(jid);
+        }
         // Committed: now memory and the follow-ups.
         if let Some(publication) = republish {
             self.publish(publication, Some(0));

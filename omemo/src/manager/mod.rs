@@ -371,9 +371,10 @@ impl<S: Store> Manager<S> {
 
     /// Commits `batch` now for the loads, on disk at the next [`Manager::sync`].
     pub(super) fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
-        self.store.commit_deferred(batch)?;
+        // Set first: a failed batch may have opened the transaction, or cost the
+        // deferred ones before it; the next sync closes or reports it.
         self.unsynced = true;
-        Ok(())
+        self.store.commit_deferred(batch)
     }
 
     /// Puts the deferred commits on disk now, as [`Manager::poll_transmit`] does first:
@@ -383,10 +384,12 @@ impl<S: Store> Manager<S> {
     /// # Errors
     ///
     /// [`ManagerError::Store`] when they cannot be written. The store is then back at
-    /// its last sync: the cached records and sessions are dropped, and the message
-    /// stanzas built on the lost state are never handed out (a message given to
+    /// its last sync: the cached records and sessions are dropped, and neither the
+    /// message stanzas built on the lost state nor the queued requests (a bundle
+    /// publication may name prekeys the store lost) are handed out (a message given to
     /// [`Manager::send`] gets an [`Event::NotSent`]). The own prekeys in memory may
-    /// differ from the store's: reopen the manager.
+    /// differ from the store's: reopen the manager (the `omemo-tokio` client ends with
+    /// this error, and `omemo-bot run` exits).
     pub fn sync(&mut self) -> Result<(), ManagerError> {
         if !self.unsynced {
             return Ok(());
@@ -395,6 +398,7 @@ impl<S: Store> Manager<S> {
         if let Err(error) = self.store.sync() {
             tracing::error!(%error, "OMEMO state could not be written; its stanzas are dropped");
             self.reload_from_store();
+            self.requests.clear();
             for lost in self.messages.drain(self.durable_messages..) {
                 if let Some(Event::Sent { id, .. }) = lost.sent {
                     self.events.push_back(Event::NotSent {

@@ -7,7 +7,9 @@ use super::Manager;
 use super::devices::new_device;
 use super::own_device::Refill;
 use super::session_cache::{Slot, previous_sessions_op, skipped_keys_of};
-use crate::consts::{LAST_SEEN_STEP_SECS, MAX_KEY_ATTEMPTS, MAX_PREVIOUS_SESSIONS};
+use crate::consts::{
+    CROSSING_KEY_EXCHANGES, LAST_SEEN_STEP_SECS, MAX_KEY_ATTEMPTS, MAX_PREVIOUS_SESSIONS,
+};
 use crate::error::{DecryptError, ManagerError};
 use crate::stanza::sce::{self, AffixViolation};
 use crate::stanza::{EncryptedKey, legacy, omemo2};
@@ -305,13 +307,30 @@ impl<S: Store> Manager<S> {
             (RatchetMessage::KeyExchange(kex), existing) => {
                 let mut previous = self.previous_sessions(sender, device_id, version)?;
                 let promoted = previous.iter().position(|p| p.matches_key_exchange(kex));
-                let promoted = promoted.map(|index| previous.remove(index));
-                if let Some(mut promoted) = promoted {
-                    let key = promoted.decrypt_key_exchange(rng, kex)?;
-                    previous.splice(0..0, existing);
+                if let Some(index) = promoted {
+                    let key = previous[index].decrypt_key_exchange(rng, kex)?;
+                    let key = KeyMaterial::from_bytes(key.to_vec());
+                    let session = match existing {
+                        // Still crossing (see below): the peer sent more before it saw
+                        // our key exchange; ours stays current unless the peer goes on
+                        // and on with its own (then it cannot read ours).
+                        Some(current)
+                            if carries_payload
+                                && current.sends_key_exchange()
+                                && previous[index].receiving_chain_length()
+                                    < CROSSING_KEY_EXCHANGES =>
+                        {
+                            current
+                        }
+                        existing => {
+                            let promoted = previous.remove(index);
+                            previous.splice(0..0, existing);
+                            promoted
+                        }
+                    };
                     return Ok(Opened {
-                        session: promoted,
-                        key: KeyMaterial::from_bytes(key.to_vec()),
+                        session,
+                        key,
                         used_pre_key: None,
                         chain_before,
                         previous: Some(previous),
