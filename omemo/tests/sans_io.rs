@@ -1102,3 +1102,24 @@ fn a_key_exchange_crossing_our_unanswered_one_does_not_replace_it_until_the_peer
     world.converse(&mut alice, &mut bob, "and on");
     world.converse(&mut bob, &mut alice, "and back");
 }
+
+#[test]
+fn after_a_failed_disk_write_no_bundle_names_prekeys_the_store_lost() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let mut bob = flaky_device(&mut world, "bob@example.org");
+    // A first contact uses one of Bob's prekeys: a republish (with a fresh one) and the
+    // completion message are queued, on state that does not reach the disk.
+    let first = world.send(&mut alice, "bob@example.org", "first contact");
+    decrypted(&mut bob, &first, world.now);
+    bob.manager.store().fail_sync.set(true);
+    assert!(matches!(
+        bob.manager.poll_transmit(),
+        Err(ManagerError::Store(_))
+    ));
+    bob.manager.store().fail_sync.set(false);
+    assert!(
+        bob.manager.poll_transmit().unwrap().is_none(),
+        "nothing built on the lost state goes out"
+    );
+}
