@@ -47,9 +47,11 @@ import sys
 import xml.etree.ElementTree as StdET
 from typing import Any, Dict, List
 
-from slixmpp import JID, ClientXMPP
+from slixmpp import JID
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream import ET
+
+from plain_client import PlainClient
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "interop"))
 import oldmemo_peer  # noqa: E402  pylint: disable=wrong-import-position
@@ -75,14 +77,9 @@ def made_up_ids(count: int) -> List[int]:
     return random.sample(range(1, MAX_DEVICE_ID), count)
 
 
-class Stranger(ClientXMPP):
+class Stranger(PlainClient):
     def __init__(self, jid: str, password: str) -> None:
-        super().__init__(jid, password, plugin_config={
-            "feature_mechanisms": {"unencrypted_plain": True, "unencrypted_scram": True},
-        })
-        self.enable_plaintext = True
-        self.enable_starttls = False
-        self.enable_direct_tls = False
+        super().__init__(jid, password)
         self.register_plugin("xep_0004")
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0060")

@@ -31,8 +31,10 @@ import os
 import sys
 from typing import Dict, List, Optional, Tuple
 
-from slixmpp import JID, ClientXMPP
+from slixmpp import JID
 from slixmpp.xmlstream import ET
+
+from plain_client import PlainClient
 
 NS = "eu.siacs.conversations.axolotl"
 FALLBACK = "This message is OMEMO encrypted."
@@ -62,14 +64,9 @@ def encrypted_xml(case: str, bot_device: int) -> str:
     raise ValueError(case)
 
 
-class RawSender(ClientXMPP):
+class RawSender(PlainClient):
     def __init__(self, jid: str, password: str) -> None:
-        super().__init__(jid, password, plugin_config={
-            "feature_mechanisms": {"unencrypted_plain": True, "unencrypted_scram": True},
-        })
-        self.enable_plaintext = True
-        self.enable_starttls = False
-        self.enable_direct_tls = False
+        super().__init__(jid, password)
         self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
         self.inbox: asyncio.Queue = asyncio.Queue()
         self.add_event_handler("session_start", self._on_start)

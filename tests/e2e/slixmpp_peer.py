@@ -139,6 +139,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import contextlib
 import copy
 import json
 import logging
@@ -1249,6 +1250,31 @@ class Tally:
     def duplicates(self) -> int:
         return sum(c - 1 for c in self.got.values() if c > 1)
 
+@contextlib.asynccontextmanager
+async def guarded(what: str, summary: Dict[str, Any], peers: List["Peer"]):
+    """Runs the body of a command: SIGTERM and SIGINT cancel it, a failure is logged and
+    recorded in summary["errors"] instead of raised, and every peer is stopped at the end."""
+    loop = asyncio.get_running_loop()
+    me = asyncio.current_task()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, me.cancel)
+    try:
+        yield
+    except PeerFailure as e:
+        LOG.error("%s", e)
+        summary["errors"].append(str(e))
+    except asyncio.CancelledError:
+        LOG.error("interrupted by a signal")
+        summary["errors"].append("interrupted by a signal")
+    except Exception as e:  # pylint: disable=broad-exception-caught
+        LOG.exception("%s failed", what)
+        summary["errors"].append(f"{type(e).__name__}: {e}")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        for p in peers:
+            await p.stop()
+
 
 async def run_client(args: argparse.Namespace) -> int:
     started = time.monotonic()
@@ -1259,6 +1285,9 @@ async def run_client(args: argparse.Namespace) -> int:
     expected = {t: i for i, t in enumerate(texts)}
 
     server = parse_server(args.server)
+    # Devices that exist already (a restart on the same stores) have their sessions.
+    fresh_devices = not any(os.path.isdir(d) and os.listdir(d)
+                            for d in (args.store, args.second_device_store) if d)
     peers: List[Peer] = []
     waiter = Race(peers)
     primary_tally = Tally("primary", expected, peer_bare, waiter.changed)
@@ -1269,11 +1298,7 @@ async def run_client(args: argparse.Namespace) -> int:
         "second_device": None,
     }
     ok = False
-    loop = asyncio.get_running_loop()
-    me = asyncio.current_task()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, me.cancel)
-    try:
+    async with guarded("client", summary, peers):
         primary, _ = await start_devices(
             args, server, deadline, peers, primary_tally.on_incoming,
             second_tally.on_incoming if second_tally is not None else None)
@@ -1281,7 +1306,7 @@ async def run_client(args: argparse.Namespace) -> int:
         if second_tally is not None:
             second = peers[1]
             second_tally.device_id = second.device_id
-            if second.flavour is primary.flavour:
+            if second.flavour is primary.flavour and fresh_devices:
                 # Before the peer's first answer starts a session with the second device
                 # from the same bundle (see pair_own_devices).
                 own_texts = second_tally.own_texts
@@ -1319,20 +1344,6 @@ async def run_client(args: argparse.Namespace) -> int:
         # Give late stray messages (e.g. duplicates) a moment to show up as mismatches.
         await asyncio.sleep(args.settle)
         ok = all(not t.missing() for t in tallies) and not any(t.mismatches for t in tallies)
-    except PeerFailure as e:
-        LOG.error("%s", e)
-        summary["errors"].append(str(e))
-    except asyncio.CancelledError:
-        LOG.error("interrupted by a signal")
-        summary["errors"].append("interrupted by a signal")
-    except Exception as e:  # pylint: disable=broad-exception-caught
-        LOG.exception("client failed")
-        summary["errors"].append(f"{type(e).__name__}: {e}")
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        for p in peers:
-            await p.stop()
 
     summary.update(
         ok=ok and not summary["errors"],
@@ -1619,11 +1630,7 @@ async def run_race(args: argparse.Namespace) -> int:
     summary: Dict[str, Any] = {"mode": args.mode, "omemo_version": args.omemo_version,
                                "errors": []}
     problems: List[str] = []
-    loop = asyncio.get_running_loop()
-    me = asyncio.current_task()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, me.cancel)
-    try:
+    async with guarded("race", summary, peers):
         primary, second = await start_devices(args, server, deadline, peers, rec_p.on_incoming,
                                               rec_s.on_incoming)
         assert second is not None
@@ -1647,20 +1654,6 @@ async def run_race(args: argparse.Namespace) -> int:
         lost = summary.get("lost_first_message")
         if lost is not None and (lost in rec_p.texts(bot) or lost in rec_s.texts(bot)):
             problems.append("the first message on the used prekey was echoed: the bot read it")
-    except PeerFailure as e:
-        LOG.error("%s", e)
-        summary["errors"].append(str(e))
-    except asyncio.CancelledError:
-        LOG.error("interrupted by a signal")
-        summary["errors"].append("interrupted by a signal")
-    except Exception as e:  # pylint: disable=broad-exception-caught
-        LOG.exception("race failed")
-        summary["errors"].append(f"{type(e).__name__}: {e}")
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        for p in peers:
-            await p.stop()
     summary["problems"] = problems
     summary["ok"] = not problems and not summary["errors"]
     summary["elapsed_s"] = round(time.monotonic() - started, 3)
