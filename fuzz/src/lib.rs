@@ -30,6 +30,9 @@ mod chaos;
 #[path = "../../omemo/tests/common/pep.rs"]
 mod pep;
 #[allow(dead_code, unreachable_pub, missing_docs)]
+#[path = "../../omemo/tests/common/rng.rs"]
+mod rng;
+#[allow(dead_code, unreachable_pub, missing_docs)]
 #[path = "../../omemo/tests/common/stores.rs"]
 mod stores;
 
@@ -285,6 +288,13 @@ pub fn sce_envelope(data: &[u8]) {
 /// devices restart from their stores. A failed decrypt must commit nothing, and once
 /// the network is fair every device must read every other.
 pub fn manager(data: &[u8]) {
+    manager_transcript(data);
+}
+
+/// [`manager`], returning every stanza delivered (the same for the same input: the
+/// generator is seeded, so a crash the fuzzer saved replays from its file).
+pub fn manager_transcript(data: &[u8]) -> Vec<String> {
+    rng::seed(0);
     let mut net = chaos::Net::new();
     for action in actions(data).iter().take(MAX_ACTIONS) {
         net.apply(action);
@@ -292,6 +302,7 @@ pub fn manager(data: &[u8]) {
     if let Err(failure) = net.check_fair_delivery() {
         panic!("{failure}");
     }
+    net.transcript
 }
 
 /// Actions a `manager` input may hold (each costs cryptography).

@@ -37,6 +37,16 @@ fn the_seeds_pass_their_targets() {
     }
 }
 
+/// A `manager` input takes the same path every time (its generator is seeded), so a
+/// crash the fuzzer saved replays from its file: the same stanzas on the network twice.
+#[test]
+fn the_manager_target_repeats_itself() {
+    let script = [0u8, 0, 1, 0, 1, 2, 3, 0, 9, 1, 7, 7, 3, 0];
+    let first = omemo_fuzz::manager_transcript(&script);
+    assert!(!first.is_empty());
+    assert_eq!(omemo_fuzz::manager_transcript(&script), first);
+}
+
 /// Writes the seeds into the corpora (run once when a target is added:
 /// `cargo test -p omemo-fuzz -- --ignored write_seed_corpus`).
 #[test]

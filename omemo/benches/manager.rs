@@ -122,6 +122,9 @@ impl<S: Store> Store for Timed<S> {
 #[allow(dead_code, unreachable_pub)]
 #[path = "../tests/common/pep.rs"]
 mod pep;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../tests/common/rng.rs"]
+mod rng;
 
 use pep::{Pep, with_from};
 

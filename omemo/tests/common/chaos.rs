@@ -34,6 +34,8 @@ pub struct Net {
     devices: Vec<Device<FlakyStore>>,
     flight: Vec<InFlight>,
     sent: usize,
+    /// Every stanza delivered, in order, as XML.
+    pub transcript: Vec<String>,
 }
 
 fn config(index: usize) -> ManagerConfig {
@@ -58,6 +60,7 @@ impl Net {
             devices,
             flight: Vec::new(),
             sent: 0,
+            transcript: Vec::new(),
         }
     }
 
@@ -81,7 +84,7 @@ impl Net {
         let text = format!("m{}", self.sent);
         let device = &mut self.devices[from];
         self.world.prepare(device, JIDS[to]);
-        let mut rng = omemo::os_rng();
+        let mut rng = super::rng::rng();
         // No device may be reachable yet (a bundle was tampered away): that is fine.
         if let Ok(encrypted) =
             device
@@ -96,9 +99,10 @@ impl Net {
 
     /// Delivers `stanza` to device `to`; a failure must commit nothing. Returns the body.
     fn deliver(&mut self, to: usize, stanza: &Element) -> Option<String> {
+        self.transcript.push(String::from(stanza));
         let device = &mut self.devices[to];
         let before = device.manager.store().commits;
-        let mut rng = omemo::os_rng();
+        let mut rng = super::rng::rng();
         let handled = device
             .manager
             .handle_stanza(stanza, &mut rng, self.world.now)

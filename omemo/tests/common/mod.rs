@@ -6,5 +6,6 @@ pub mod chaos;
 pub mod interop;
 pub mod pep;
 pub mod python_peer;
+pub mod rng;
 pub mod sessions;
 pub mod stores;

@@ -330,7 +330,7 @@ impl World {
     /// A manager of this world's configuration whose requests are not answered yet (the
     /// stream is not up).
     pub fn unconnected(&self, jid: &str) -> Manager<MemoryStore> {
-        let mut rng = omemo::os_rng();
+        let mut rng = super::rng::rng();
         Manager::open(
             MemoryStore::new(),
             &bare(jid),
@@ -353,7 +353,7 @@ impl World {
         store: S,
         config: ManagerConfig,
     ) -> Device<S> {
-        let mut rng = omemo::os_rng();
+        let mut rng = super::rng::rng();
         let manager = Manager::open(store, &bare(jid), config, &mut rng, self.now).unwrap();
         let mut device = Device {
             full_jid: format!("{jid}/{resource}"),
@@ -367,7 +367,7 @@ impl World {
     /// Sends every queued request of `device` to the PEP service and feeds the answers
     /// back, until nothing is pending; keeps the messages it sends in `device.sent`.
     pub fn run<S: Store>(&mut self, device: &mut Device<S>) {
-        let mut rng = omemo::os_rng();
+        let mut rng = super::rng::rng();
         let jid = device.manager.jid().to_owned();
         while let Some(stanza) = device.manager.poll_transmit().unwrap() {
             if stanza.name() != "iq" {
@@ -386,7 +386,7 @@ impl World {
 
     /// Delivers the PEP notifications so far to `device`.
     pub fn notify<S: Store>(&mut self, device: &mut Device<S>) {
-        let mut rng = omemo::os_rng();
+        let mut rng = super::rng::rng();
         for event in self.pep.events.clone() {
             device
                 .manager
@@ -414,7 +414,7 @@ impl World {
         to: &str,
         body: &str,
     ) -> omemo::Encrypted {
-        let mut rng = omemo::os_rng();
+        let mut rng = super::rng::rng();
         self.prepare(sender, to);
         let mut encrypted = sender
             .manager
@@ -443,7 +443,7 @@ impl World {
         receiver: &mut Device<S>,
         stanza: &Element,
     ) -> Result<omemo::Decrypted, ManagerError> {
-        let mut rng = omemo::os_rng();
+        let mut rng = super::rng::rng();
         let result = receiver.manager.decrypt(stanza, &mut rng, self.now);
         self.run(receiver);
         result
