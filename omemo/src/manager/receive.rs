@@ -315,8 +315,7 @@ impl<S: Store> Manager<S> {
                         // our key exchange; ours stays current unless the peer goes on
                         // and on with its own (then it cannot read ours).
                         Some(current)
-                            if carries_payload
-                                && current.sends_key_exchange()
+                            if crossing(&current, carries_payload)
                                 && previous[index].receiving_chain_length()
                                     < CROSSING_KEY_EXCHANGES =>
                         {
@@ -376,7 +375,7 @@ impl<S: Store> Manager<S> {
                     // so ours stays current and theirs is kept for what they sent before
                     // they saw ours. An empty key exchange is a rebuild (the peer could
                     // not read ours): that one becomes current.
-                    Some(current) if carries_payload && current.sends_key_exchange() => {
+                    Some(current) if crossing(&current, carries_payload) => {
                         previous.insert(0, session);
                         kept = Some(previous);
                         (current, key, Some(pre_key_id))
@@ -523,8 +522,9 @@ impl<S: Store> Manager<S> {
         }
         // When the device was last heard from only needs to be as fine as the inactivity
         // limit: it is written when it moves by a minute or more, not for every message.
-        let seen_before = record.last_message_at;
-        let seen_moved = seen_before.is_none_or(|at| now.saturating_sub(at) >= LAST_SEEN_STEP_SECS);
+        let seen_moved = record
+            .last_message_at
+            .is_none_or(|at| now.saturating_sub(at) >= LAST_SEEN_STEP_SECS);
         if seen_moved {
             record.last_message_at = Some(now);
         }
@@ -593,4 +593,10 @@ impl<S: Store> Manager<S> {
             trust,
         })
     }
+}
+
+/// Whether a key exchange (with a payload or not) crosses `current`: ours, still
+/// unanswered. An empty one is a rebuild by a peer that could not read ours.
+fn crossing(current: &Session, carries_payload: bool) -> bool {
+    carries_payload && current.sends_key_exchange()
 }
