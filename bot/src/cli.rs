@@ -11,7 +11,8 @@ use omemo_tokio::ServerAddr;
 /// `urn:xmpp:omemo:2`) echo bot and command-line tool for XMPP.
 ///
 /// Exit status: 0 on success, 1 on failure, 2 on a usage error, 3 when `send
-/// --wait-reply` timed out.
+/// --wait-reply` timed out, 4 when the server refused the login, 5 when the server
+/// could not be reached (`run` waits for it instead).
 #[derive(Debug, Parser)]
 #[command(name = "omemo-bot", version, propagate_version = true)]
 pub(crate) struct Cli {

@@ -10,7 +10,7 @@ use omemo::{
     DeviceInfo, Event, Manager, ManagerConfig, ManagerError, SqliteStore, Trust, Version, Versions,
     Via,
 };
-use omemo_tokio::{Client, ClientConfig, ClientEvent, Login, unix_now};
+use omemo_tokio::{Client, ClientConfig, ClientEvent, Login, Unreachable, unix_now};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::Instant;
 
@@ -143,6 +143,8 @@ async fn go_online(
         accept_subscriptions: serve,
         kind: "bot".to_owned(),
         name: "omemo-bot".to_owned(),
+        // A one-shot command says at once that the server is not there.
+        unreachable: Unreachable::Fail,
     };
     let mut client = Client::start(login(account, connection)?, manager, config)?;
     client
@@ -283,6 +285,8 @@ async fn run(args: RunArgs) -> Result<(), BotError> {
         accept_subscriptions: true,
         kind: "bot".to_owned(),
         name: "omemo-bot".to_owned(),
+        // The service waits for its server (and logs what it waits for).
+        unreachable: Unreachable::Retry,
     };
     let mut client = Client::start(login(&args.account, &args.connection)?, manager, config)?;
     let mut echo = Echo {
@@ -305,8 +309,12 @@ async fn run(args: RunArgs) -> Result<(), BotError> {
         };
         let result = match event {
             Ok(event) => echo.serve(&mut client, event).await,
-            Err(omemo_tokio::DriverError::Closed) => {
-                return Err(omemo_tokio::DriverError::Closed.into());
+            // Final: retrying a refused login cannot help.
+            Err(
+                error @ (omemo_tokio::DriverError::Closed
+                | omemo_tokio::DriverError::AuthFailed { .. }),
+            ) => {
+                return Err(error.into());
             }
             // The store lost state it had accepted: going on would publish and encrypt
             // from memory the store no longer matches. A restart starts from the disk.

@@ -34,6 +34,8 @@ impl BotError {
         match self {
             Self::Usage(_) => 2,
             Self::NoReply(_) => 3,
+            Self::Driver(omemo_tokio::DriverError::AuthFailed { .. }) => 4,
+            Self::Driver(omemo_tokio::DriverError::Unreachable { .. }) => 5,
             _ => 1,
         }
     }
@@ -52,5 +54,15 @@ mod tests {
             1
         );
         assert_eq!(BotError::Failed("no".into()).exit_code(), 1);
+        let refused = omemo_tokio::DriverError::AuthFailed {
+            jid: jid::BareJid::new("a@example.org").unwrap(),
+            reason: "not-authorized".into(),
+        };
+        assert_eq!(BotError::Driver(refused).exit_code(), 4);
+        let unreachable = omemo_tokio::DriverError::Unreachable {
+            server: "127.0.0.1:1".into(),
+            reason: "connection refused".into(),
+        };
+        assert_eq!(BotError::Driver(unreachable).exit_code(), 5);
     }
 }

@@ -11,7 +11,7 @@ use omemo::stanza::carbons;
 use omemo::{Decrypted, Event, Handled, Manager, ManagerError, MessageId, Store, Via};
 use tokio::time::Instant;
 
-use crate::connection::{Connection, Login, NetEvent};
+use crate::connection::{Connection, Login, NetEvent, Unreachable};
 use crate::error::DriverError;
 use crate::protocol::{self, Identification, NS_CLIENT, NS_ROSTER};
 
@@ -40,6 +40,11 @@ pub struct ClientConfig {
     pub kind: String,
     /// The name in the XEP-0030 identity.
     pub name: String,
+    /// What to do when the server cannot be reached at the first login: fail at once
+    /// (one-shot tools) or wait for it (services; the default). A refused login always
+    /// fails at once with [`DriverError::AuthFailed`]. Later disconnections are always
+    /// retried.
+    pub unreachable: Unreachable,
 }
 
 impl Default for ClientConfig {
@@ -48,6 +53,7 @@ impl Default for ClientConfig {
             accept_subscriptions: false,
             kind: "pc".to_owned(),
             name: "omemo-tokio".to_owned(),
+            unreachable: Unreachable::Retry,
         }
     }
 }
@@ -200,7 +206,7 @@ impl<S: Store> Client<S> {
         config: ClientConfig,
     ) -> Result<Self, DriverError> {
         let jid = login.jid.clone();
-        let conn = Connection::start(login)?;
+        let conn = Connection::start(login, config.unreachable)?;
         let identification = Identification {
             kind: config.kind.clone(),
             name: config.name.clone(),

@@ -1,12 +1,16 @@
 //! The XMPP stream (tokio-xmpp): login, reconnection, stanzas in and out as `minidom`
 //! elements.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use futures::StreamExt;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
-use tokio_xmpp::connect::DnsConfig;
+use sasl::common::Credentials;
+use tokio_xmpp::connect::{DnsConfig, ServerConnector, StartTlsServerConnector, TcpServerConnector};
+use tokio_xmpp::error::AuthError;
 use tokio_xmpp::xmlstream::Timeouts;
 use tokio_xmpp::{Event, Stanza};
 use xmpp_parsers::iq::Iq;
@@ -78,46 +82,59 @@ pub(crate) enum NetEvent {
     Stanza(Element),
 }
 
-/// One client stream; tokio-xmpp reconnects it by itself (with backoff) and reports each
-/// new session as [`NetEvent::Online`].
+/// One client stream. Before tokio-xmpp takes over, one login is checked: a server that
+/// cannot be reached or refuses the credentials is reported at once (tokio-xmpp would
+/// retry either for ever). Then tokio-xmpp reconnects by itself (with backoff) and
+/// reports each new session as [`NetEvent::Online`].
 pub(crate) struct Connection {
-    client: tokio_xmpp::Client,
+    state: State,
     bound: Option<FullJid>,
 }
 
+enum State {
+    /// The first login is being checked; stanzas sent meanwhile wait for the stream.
+    Checking {
+        check: Pin<Box<dyn Future<Output = Result<(), DriverError>> + Send>>,
+        login: Login,
+        early: Vec<Stanza>,
+    },
+    Running(Box<tokio_xmpp::Client>),
+    /// Between the two (only while a check that failed is reported).
+    Failed,
+}
+
+/// What to do when the server cannot be reached at the first login.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unreachable {
+    /// Fail with [`DriverError::Unreachable`] (one-shot tools).
+    Fail,
+    /// Log what is waited for and try again with backoff, up to a minute apart (services).
+    Retry,
+}
+
 impl Connection {
-    /// Starts connecting (in the background).
-    pub(crate) fn start(login: Login) -> Result<Self, DriverError> {
+    /// Starts connecting (in the background, driven by [`Connection::next`]).
+    pub(crate) fn start(login: Login, unreachable: Unreachable) -> Result<Self, DriverError> {
         // The TLS backend of tokio-xmpp (rustls on ring), unless the application
         // installed one already.
         let _ = tokio_xmpp::rustls::crypto::ring::default_provider().install_default();
-        let jid = Jid::from(login.jid.clone());
-        let timeouts = Timeouts::default();
-        let client = match (&login.server, login.plaintext) {
-            (Some(server), true) => {
-                if !server.is_loopback() {
-                    return Err(DriverError::InsecureRemote(server.host.clone()));
-                }
-                tokio_xmpp::Client::new_plaintext(
-                    jid,
-                    login.password,
-                    DnsConfig::no_srv(&server.host, server.port),
-                    timeouts,
-                )
+        if login.plaintext {
+            let host = match &login.server {
+                Some(server) if server.is_loopback() => None,
+                Some(server) => Some(server.host.clone()),
+                None => Some(login.jid.domain().to_string()),
+            };
+            if let Some(host) = host {
+                return Err(DriverError::InsecureRemote(host));
             }
-            (Some(server), false) => tokio_xmpp::Client::new_starttls(
-                jid,
-                login.password,
-                DnsConfig::no_srv(&server.host, server.port),
-                timeouts,
-            ),
-            (None, false) => tokio_xmpp::Client::new(jid, login.password),
-            (None, true) => {
-                return Err(DriverError::InsecureRemote(login.jid.domain().to_string()));
-            }
-        };
+        }
+        let check = Box::pin(check_login(login.clone(), unreachable));
         Ok(Self {
-            client,
+            state: State::Checking {
+                check,
+                login,
+                early: Vec::new(),
+            },
             bound: None,
         })
     }
@@ -129,8 +146,25 @@ impl Connection {
 
     /// The next event. Cancel-safe.
     pub(crate) async fn next(&mut self) -> Result<NetEvent, DriverError> {
+        if let State::Checking { check, .. } = &mut self.state {
+            let checked = check.as_mut().await;
+            let State::Checking { login, early, .. } =
+                std::mem::replace(&mut self.state, State::Failed)
+            else {
+                unreachable!("the state was Checking above");
+            };
+            checked?;
+            let mut client = tokio_xmpp_client(login);
+            for stanza in early {
+                send_stanza(&mut client, stanza).await?;
+            }
+            self.state = State::Running(Box::new(client));
+        }
+        let State::Running(client) = &mut self.state else {
+            return Err(DriverError::Closed);
+        };
         loop {
-            match self.client.next().await {
+            match client.next().await {
                 None => return Err(DriverError::Closed),
                 Some(Event::Online {
                     bound_jid,
@@ -158,25 +192,155 @@ impl Connection {
     }
 
     /// Sends one stanza (`<message>`, `<presence>` or `<iq>`), waiting until it is
-    /// written.
+    /// written (before the first login, until it is queued).
     pub(crate) async fn send(&mut self, element: Element) -> Result<(), DriverError> {
         let stanza = element_to_stanza(element)?;
-        match tokio::time::timeout(SEND_TIMEOUT, self.client.send_stanza(stanza)).await {
-            Ok(Ok(_token)) => Ok(()),
-            Ok(Err(error)) => Err(DriverError::Io(error)),
-            Err(_) => Err(DriverError::Timeout("writing a stanza")),
+        match &mut self.state {
+            State::Checking { early, .. } => {
+                early.push(stanza);
+                Ok(())
+            }
+            State::Running(client) => send_stanza(client, stanza).await,
+            State::Failed => Err(DriverError::Closed),
         }
     }
 
     /// Closes the stream cleanly (bounded in time).
     pub(crate) async fn close(self) {
-        if tokio::time::timeout(CLOSE_TIMEOUT, self.client.send_end())
+        let State::Running(client) = self.state else {
+            return;
+        };
+        if tokio::time::timeout(CLOSE_TIMEOUT, client.send_end())
             .await
             .is_err()
         {
             tracing::debug!("stream close timed out");
         }
     }
+}
+
+/// The tokio-xmpp client for `login` (which [`Connection::start`] checked).
+fn tokio_xmpp_client(login: Login) -> tokio_xmpp::Client {
+    let jid = Jid::from(login.jid);
+    let timeouts = Timeouts::default();
+    match login.server {
+        Some(server) if login.plaintext => tokio_xmpp::Client::new_plaintext(
+            jid,
+            login.password,
+            DnsConfig::no_srv(&server.host, server.port),
+            timeouts,
+        ),
+        Some(server) => tokio_xmpp::Client::new_starttls(
+            jid,
+            login.password,
+            DnsConfig::no_srv(&server.host, server.port),
+            timeouts,
+        ),
+        None => tokio_xmpp::Client::new(jid, login.password),
+    }
+}
+
+async fn send_stanza(client: &mut tokio_xmpp::Client, stanza: Stanza) -> Result<(), DriverError> {
+    match tokio::time::timeout(SEND_TIMEOUT, client.send_stanza(stanza)).await {
+        Ok(Ok(_token)) => Ok(()),
+        Ok(Err(error)) => Err(DriverError::Io(error)),
+        Err(_) => Err(DriverError::Timeout("writing a stanza")),
+    }
+}
+
+/// Logs in once with `login` and closes again: fails at once with
+/// [`DriverError::AuthFailed`] when the server refuses the credentials, and with
+/// [`DriverError::Unreachable`] (or, with [`Unreachable::Retry`], tries again with
+/// backoff) when it cannot be reached.
+async fn check_login(login: Login, unreachable: Unreachable) -> Result<(), DriverError> {
+    let mut delay = FIRST_RETRY;
+    loop {
+        let attempt = match &login.server {
+            Some(server) if login.plaintext => {
+                authenticate(TcpServerConnector::from(dns(server)), &login).await
+            }
+            Some(server) => authenticate(StartTlsServerConnector::from(dns(server)), &login).await,
+            None => {
+                let dns = DnsConfig::srv_default_client(login.jid.domain().as_str());
+                authenticate(StartTlsServerConnector::from(dns), &login).await
+            }
+        };
+        let reason = match attempt {
+            Ok(()) => return Ok(()),
+            Err(tokio_xmpp::Error::Auth(error)) => {
+                return Err(DriverError::AuthFailed {
+                    jid: login.jid.clone(),
+                    reason: auth_failure(&error),
+                });
+            }
+            Err(error) => error.to_string(),
+        };
+        let server = login.server.as_ref().map_or_else(
+            || login.jid.domain().to_string(),
+            |s| format!("{}:{}", s.host, s.port),
+        );
+        if unreachable == Unreachable::Fail {
+            return Err(DriverError::Unreachable { server, reason });
+        }
+        tracing::warn!(
+            %server,
+            %reason,
+            retry_in_secs = delay.as_secs(),
+            "cannot reach the XMPP server; waiting for it"
+        );
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(LAST_RETRY);
+    }
+}
+
+/// The first and the longest wait between attempts to reach the server at start.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const LAST_RETRY: Duration = Duration::from_secs(60);
+
+fn dns(server: &ServerAddr) -> DnsConfig {
+    DnsConfig::no_srv(&server.host, server.port)
+}
+
+/// Connects and authenticates (without binding a resource), then drops the stream.
+async fn authenticate<C: ServerConnector>(
+    connector: C,
+    login: &Login,
+) -> Result<(), tokio_xmpp::Error> {
+    let jid = Jid::from(login.jid.clone());
+    let Some(node) = login.jid.node() else {
+        return Err(AuthError::NoMechanism.into());
+    };
+    let (pending, binding) = connector
+        .connect(&jid, xmpp_parsers::ns::JABBER_CLIENT, Timeouts::default())
+        .await?;
+    let (features, stream) = pending.recv_features().await?;
+    let credentials = Credentials::default()
+        .with_username(node.as_str())
+        .with_password(login.password.clone())
+        .with_channel_binding(binding);
+    tokio_xmpp::client_login(stream, features.sasl_mechanisms, credentials).await?;
+    Ok(())
+}
+
+/// The SASL condition (`not-authorized`, …) or what else went wrong in authentication.
+fn auth_failure(error: &AuthError) -> String {
+    match error {
+        AuthError::Fail(condition) => kebab_case(&format!("{condition:?}")),
+        AuthError::NoMechanism => "no SASL mechanism in common with the server".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// `NotAuthorized` → `not-authorized` (the XML names of the SASL conditions).
+fn kebab_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('-');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
 }
 
 fn stanza_to_element(stanza: Stanza) -> Element {
@@ -231,7 +395,7 @@ mod tests {
         };
         assert!(!format!("{login:?}").contains("hunter2"));
         assert!(matches!(
-            Connection::start(login.clone()),
+            Connection::start(login.clone(), Unreachable::Fail),
             Err(DriverError::InsecureRemote(_))
         ));
         let without_server = Login {
@@ -239,9 +403,17 @@ mod tests {
             ..login
         };
         assert!(matches!(
-            Connection::start(without_server),
+            Connection::start(without_server, Unreachable::Fail),
             Err(DriverError::InsecureRemote(_))
         ));
+    }
+
+    #[test]
+    fn sasl_conditions_read_as_their_xml_names() {
+        let failure = AuthError::Fail(xmpp_parsers::sasl::DefinedCondition::NotAuthorized);
+        assert_eq!(auth_failure(&failure), "not-authorized");
+        let failure = AuthError::Fail(xmpp_parsers::sasl::DefinedCondition::AccountDisabled);
+        assert_eq!(auth_failure(&failure), "account-disabled");
     }
 
     #[test]

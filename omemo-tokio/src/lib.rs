@@ -17,5 +17,5 @@ mod error;
 mod protocol;
 
 pub use client::{Client, ClientConfig, ClientEvent, unix_now};
-pub use connection::{Login, ServerAddr};
+pub use connection::{Login, ServerAddr, Unreachable};
 pub use error::DriverError;

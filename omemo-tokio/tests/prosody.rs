@@ -9,7 +9,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use omemo::{BareJid, Event, Manager, ManagerConfig, SqliteStore, Version, Versions, Via};
-use omemo_tokio::{Client, ClientConfig, ClientEvent, Login, ServerAddr, unix_now};
+use omemo_tokio::{
+    Client, ClientConfig, ClientEvent, DriverError, Login, ServerAddr, Unreachable, unix_now,
+};
 use tokio::sync::mpsc;
 use tokio::task::LocalSet;
 
@@ -28,13 +30,23 @@ fn script() -> PathBuf {
 
 impl Prosody {
     fn start(name: &str) -> Self {
+        Self::start_on(name, None)
+    }
+
+    /// A server on `port`, or on a free one.
+    fn start_on(name: &str, port: Option<u16>) -> Self {
         let dir = std::env::temp_dir().join(format!("omemo-tokio-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let output = Command::new(script())
+        let mut command = Command::new(script());
+        command
             .arg("start")
             .arg(&dir)
-            .env("PROSODY_LOG_LEVEL", "info")
+            .env("PROSODY_LOG_LEVEL", "info");
+        if let Some(port) = port {
+            command.env("PROSODY_C2S_PORT", port.to_string());
+        }
+        let output = command
             .output()
             .expect("scripts/prosody runs (scripts/prosody install puts Prosody in place)");
         assert!(
@@ -144,7 +156,15 @@ impl Running {
     }
 }
 
-fn start(server: &Prosody, dir: &Path, jid: &str, versions: Versions) -> Running {
+/// A client of `jid` with its store in `dir`, logging in to the server on `port`.
+fn client(
+    dir: &Path,
+    jid: &str,
+    versions: Versions,
+    port: u16,
+    password: &str,
+    unreachable: Unreachable,
+) -> Client<SqliteStore> {
     let jid = BareJid::new(jid).unwrap();
     let store = SqliteStore::open(dir.join(format!("{jid}-{versions:?}.sqlite"))).unwrap();
     let config = ManagerConfig {
@@ -154,14 +174,29 @@ fn start(server: &Prosody, dir: &Path, jid: &str, versions: Versions) -> Running
     let manager = Manager::open(store, &jid, config, &mut omemo::os_rng(), unix_now()).unwrap();
     let login = Login {
         jid,
-        password: PASSWORD.to_owned(),
+        password: password.to_owned(),
         server: Some(ServerAddr {
             host: "127.0.0.1".to_owned(),
-            port: server.port,
+            port,
         }),
         plaintext: true,
     };
-    let client = Client::start(login, manager, ClientConfig::default()).unwrap();
+    let config = ClientConfig {
+        unreachable,
+        ..ClientConfig::default()
+    };
+    Client::start(login, manager, config).unwrap()
+}
+
+fn start(server: &Prosody, dir: &Path, jid: &str, versions: Versions) -> Running {
+    let client = client(
+        dir,
+        jid,
+        versions,
+        server.port,
+        PASSWORD,
+        Unreachable::Retry,
+    );
     let (commands, mut command_rx) = mpsc::unbounded_channel();
     let (event_tx, events) = mpsc::unbounded_channel();
     tokio::task::spawn_local(async move {
@@ -278,5 +313,89 @@ fn clients_of_both_versions_talk_through_prosody_and_survive_a_restart() {
         let (answer, ready) = tokio::sync::oneshot::channel();
         let _ = bob.commands.send(Order::GoOffline(answer));
         assert!(!ready.await.unwrap(), "available again after go_offline");
+    });
+}
+
+/// A port nothing listens on (just released by the kernel).
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[test]
+fn a_refused_login_fails_at_once_and_an_absent_server_fails_or_is_waited_for() {
+    let server = Prosody::start("door");
+    server.add_user("alice@localhost");
+    let dir = server.dir.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    LocalSet::new().block_on(&runtime, async {
+        // A wrong password is final, even for a client that waits for its server.
+        let started = std::time::Instant::now();
+        let mut wrong = client(
+            &dir,
+            "alice@localhost",
+            Versions::BOTH,
+            server.port,
+            "not-the-password",
+            Unreachable::Retry,
+        );
+        match wrong.next().await {
+            Err(DriverError::AuthFailed { jid, reason }) => {
+                assert_eq!(jid.as_str(), "alice@localhost");
+                assert_eq!(reason, "not-authorized");
+            }
+            other => panic!("expected AuthFailed, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(matches!(wrong.next().await, Err(DriverError::Closed)));
+        drop(wrong);
+
+        // Nothing listens: a one-shot client says so at once.
+        let port = closed_port();
+        let started = std::time::Instant::now();
+        let mut absent = client(
+            &dir,
+            "alice@localhost",
+            Versions::BOTH,
+            port,
+            PASSWORD,
+            Unreachable::Fail,
+        );
+        match absent.next().await {
+            Err(DriverError::Unreachable { server, reason }) => {
+                assert_eq!(server, format!("127.0.0.1:{port}"));
+                assert!(reason.to_lowercase().contains("refused"), "{reason}");
+            }
+            other => panic!("expected Unreachable, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        drop(absent);
+
+        // A service waits for its server, and comes online once it is there.
+        let port = closed_port();
+        let mut waiting = client(
+            &dir,
+            "alice@localhost",
+            Versions::BOTH,
+            port,
+            PASSWORD,
+            Unreachable::Retry,
+        );
+        let soon = tokio::time::Instant::now() + Duration::from_millis(1500);
+        assert!(matches!(waiting.next_until(soon).await, Ok(None)));
+        let late = Prosody::start_on("door-late", Some(port));
+        late.add_user("alice@localhost");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match waiting.next_until(deadline).await {
+                Ok(Some(ClientEvent::Online { .. })) => break,
+                Ok(Some(_)) => {}
+                other => panic!("not online once the server came: {other:?}"),
+            }
+        }
+        waiting.close().await;
     });
 }

@@ -51,6 +51,11 @@
 #      at most 200 device records and 20 sessions of the stranger, its peak RSS (VmHWM)
 #      stays within 64 MiB, and the client gets 18/18 echoes (3 before the flood: its first
 #      contact must not take one of the prekeys the stranger's key exchanges use).
+#  13. Clear failures at the door: `send`, `devices`, `publish` and `run` with a wrong
+#      password each exit 4 within 2 s with "authentication failed for JID:
+#      not-authorized" (`run` does not retry); `send`, `devices` and `publish` against a
+#      closed port exit 5 within 2 s naming the server; `run` against it keeps waiting and
+#      says what for.
 #
 # Usage: tests/e2e/bot_e2e.sh [SCENARIO...]   (default: all; e.g. `bot_e2e.sh 2 3`)
 #        E2E_REPEAT=20 tests/e2e/bot_e2e.sh 1   (scenario 1 twenty times, on one server and
@@ -146,7 +151,7 @@ say "Prosody on $SERVER"
 # One password for every throwaway account.
 PW="pw-$RANDOM$RANDOM"
 for user in alice bot1 bob dave carol bot3 erin bot4 eve bot5 frank bot6 grace bot7 heidi \
-    ivan judy bot9 kate leo bot10 mike nina bot11 mallory oscar bot12; do
+    ivan judy bot9 kate leo bot10 mike nina bot11 mallory oscar bot12 bot13; do
     "$PROSODY" adduser "$WORK/server" "$user@localhost" "$PW" 2>>"$WORK/adduser.log" \
         || die "could not create $user@localhost"
 done
@@ -723,6 +728,64 @@ EOF
         "peak RSS $((hwm / 1024)) MiB (<= $((cap_kib / 1024))); 18/18 echoes to a legitimate client"
 }
 
+scenario_13() {
+    local cmd rc t0 ms closed
+    local -a good wrong args
+    mapfile -t good < <(bot_opts bot13)
+    # The same options with another password (the value follows --password).
+    wrong=("${good[@]}")
+    for i in "${!wrong[@]}"; do
+        [ "${wrong[$i]}" = "--password" ] && wrong[$((i + 1))]="not-$PW"
+    done
+    for cmd in send devices publish run; do
+        case "$cmd" in
+            send) args=(send --to alice@localhost "hello") ;;
+            devices) args=(devices alice@localhost) ;;
+            *) args=("$cmd") ;;
+        esac
+        t0=$(date +%s%N)
+        rc=0
+        timeout 20 "$BOT" "${args[0]}" "${wrong[@]}" "${args[@]:1}" </dev/null \
+            >/dev/null 2>"$WORK/s13-auth-$cmd.log" || rc=$?
+        ms=$((($(date +%s%N) - t0) / 1000000))
+        [ "$rc" -eq 4 ] || fail "$cmd with a wrong password exited $rc, want 4: $(tail -n 2 "$WORK/s13-auth-$cmd.log")"
+        [ "$ms" -lt 2000 ] || fail "$cmd with a wrong password took $ms ms"
+        grep -q "authentication failed for bot13$SFX@localhost: not-authorized" "$WORK/s13-auth-$cmd.log" \
+            || fail "$cmd: no clear message: $(tail -n 2 "$WORK/s13-auth-$cmd.log")"
+    done
+    closed="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    for i in "${!good[@]}"; do
+        [ "${good[$i]}" = "--server" ] && good[$((i + 1))]="127.0.0.1:$closed"
+    done
+    for cmd in send devices publish; do
+        case "$cmd" in
+            send) args=(send --to alice@localhost "hello") ;;
+            devices) args=(devices alice@localhost) ;;
+            *) args=("$cmd") ;;
+        esac
+        t0=$(date +%s%N)
+        rc=0
+        timeout 20 "$BOT" "${args[0]}" "${good[@]}" "${args[@]:1}" </dev/null \
+            >/dev/null 2>"$WORK/s13-closed-$cmd.log" || rc=$?
+        ms=$((($(date +%s%N) - t0) / 1000000))
+        [ "$rc" -eq 5 ] || fail "$cmd to a closed port exited $rc, want 5: $(tail -n 2 "$WORK/s13-closed-$cmd.log")"
+        [ "$ms" -lt 2000 ] || fail "$cmd to a closed port took $ms ms"
+        grep -q "cannot reach the XMPP server 127.0.0.1:$closed: .*[Rr]efused" "$WORK/s13-closed-$cmd.log" \
+            || fail "$cmd: no clear message: $(tail -n 2 "$WORK/s13-closed-$cmd.log")"
+    done
+    # The service waits for its server and says so.
+    "$BOT" run "${good[@]}" </dev/null >/dev/null 2>"$WORK/s13-closed-run.log" &
+    local pid=$!
+    track "$pid"
+    sleep 2.5
+    kill -0 "$pid" 2>/dev/null || fail "run gave up on an absent server: $(tail -n 2 "$WORK/s13-closed-run.log")"
+    kill -TERM "$pid"
+    wait "$pid"
+    grep -q "cannot reach the XMPP server; waiting for it.*127.0.0.1:$closed" "$WORK/s13-closed-run.log" \
+        || fail "run does not say what it waits for: $(tail -n 2 "$WORK/s13-closed-run.log")"
+    echo "wrong password: exit 4 at once from send, devices, publish and run; closed port: exit 5 at once from the one-shot commands, run waits"
+}
+
 TITLES=(
     ""
     "slixmpp-omemo client (2 devices) -> omemo-bot run, 50 messages"
@@ -737,6 +800,7 @@ TITLES=(
     "one prekey, two first contacts on it: the bot heals the second"
     "the bot and a device start sessions with each other at once"
     "flood from a stranger: device lists, made-up devices; bounds hold"
+    "wrong password and closed port: clear, prompt failures"
 )
 
 # The accounts of the scenarios that can run again with fresh accounts (E2E_REPEAT).
@@ -770,9 +834,9 @@ run_scenario() {
 }
 
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(1 2 3 4 5 6 7 8 9 10 11 12)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(1 2 3 4 5 6 7 8 9 10 11 12 13)
 for n in "${SCENARIOS[@]}"; do
-    case "$n" in [1-9] | 1[0-2]) ;; *) die "unknown scenario $n" ;; esac
+    case "$n" in [1-9] | 1[0-3]) ;; *) die "unknown scenario $n" ;; esac
     if [ "$REPEAT" -gt 1 ] && [ -z "${REPEAT_ACCOUNTS[$n]:-}" ]; then
         die "E2E_REPEAT: scenario $n cannot be repeated (these can: ${!REPEAT_ACCOUNTS[*]})"
     fi

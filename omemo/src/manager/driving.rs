@@ -10,7 +10,7 @@ use super::events::{Event, Handled, MessageId, Via};
 use crate::consts::REPAIR_EVERY_SECS;
 use crate::error::ManagerError;
 use crate::stanza::carbons::{self, Carbon};
-use crate::stanza::{self, legacy, omemo2};
+use crate::stanza;
 use crate::store::Store;
 
 impl<S: Store> Manager<S> {
@@ -100,7 +100,7 @@ impl<S: Store> Manager<S> {
         now: u64,
     ) -> Result<Handled, ManagerError> {
         // Group chats come with the room support; a plain message is the application's.
-        if message.attr("type") == Some("groupchat") || !self.is_omemo(message) {
+        if message.attr("type") == Some("groupchat") {
             return Ok(Handled::Unhandled);
         }
         // The envelope of a copy of a sent message names the contact it went to.
@@ -117,6 +117,7 @@ impl<S: Store> Manager<S> {
                 Ok(Handled::Message { message, via })
             }
             Ok(_) => Ok(Handled::Consumed),
+            Err(ManagerError::NotEncrypted) => Ok(Handled::Unhandled),
             Err(error @ ManagerError::Store(_)) => Err(error),
             Err(error) if error.is_duplicate() || error == ManagerError::OwnMessage => {
                 Ok(Handled::Consumed)
@@ -199,14 +200,6 @@ impl<S: Store> Manager<S> {
             self.fetch_bundle(jid, id, version, true);
         }
         Ok(())
-    }
-
-    /// Whether `message` carries an `<encrypted>` element of a version spoken.
-    fn is_omemo(&self, message: &Element) -> bool {
-        self.config.versions.iter().any(|v| match v {
-            crate::Version::Legacy => legacy::EncryptedMessage::find(message).is_some(),
-            crate::Version::Omemo2 => omemo2::EncryptedMessage::find(message).is_some(),
-        })
     }
 
     /// A sender did not encrypt for this device: maybe the own device lists lost it.

@@ -162,15 +162,8 @@ impl<S: Store> Manager<S> {
         rng: &mut impl CryptoRng,
         now: u64,
     ) -> Result<Decrypted, ManagerError> {
-        self.clock = self.clock.max(now);
-        self.notice_external_changes()?;
-        let from = message.attr("from").ok_or(ManagerError::MissingSender)?;
-        let sender = jid::Jid::new(from)
-            .map_err(|_| ManagerError::MissingSender)?
-            .to_bare()
-            .to_string();
         // OMEMO 2 first: a sender that speaks both addresses each device once, in the
-        // version it chose for it.
+        // version it chose for it. A message without `<encrypted>` costs nothing more.
         let mut last_error = ManagerError::NotEncrypted;
         let mut elements = Vec::new();
         for version in self.config.versions.iter().rev() {
@@ -180,9 +173,19 @@ impl<S: Store> Manager<S> {
                 None => {}
             }
         }
+        if last_error == ManagerError::NotEncrypted && elements.is_empty() {
+            return Err(last_error);
+        }
         if !elements.is_empty() {
             last_error = ManagerError::NotForThisDevice;
         }
+        self.clock = self.clock.max(now);
+        self.notice_external_changes()?;
+        let from = message.attr("from").ok_or(ManagerError::MissingSender)?;
+        let sender = jid::Jid::new(from)
+            .map_err(|_| ManagerError::MissingSender)?
+            .to_bare()
+            .to_string();
         let own_jid = self.own.jid.clone();
         for incoming in &elements {
             let device_id = incoming.sender_device();
