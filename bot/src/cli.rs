@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use jid::BareJid;
-use omemo::ManagerConfig;
+use omemo::{ManagerConfig, VerificationUri};
 use omemo_tokio::ServerAddr;
 
 /// An OMEMO (XEP-0384: legacy `eu.siacs.conversations.axolotl` and OMEMO 2
@@ -195,11 +195,23 @@ pub(crate) struct TrustArgs {
     pub(crate) account: Account,
 
     /// The contact's bare JID.
-    #[arg(value_parser = parse_bare_jid)]
-    pub(crate) of: BareJid,
+    #[arg(value_parser = parse_bare_jid, required_unless_present = "uri")]
+    pub(crate) of: Option<BareJid>,
 
     /// The device id (see `devices`).
-    pub(crate) device_id: u32,
+    #[arg(required_unless_present = "uri")]
+    pub(crate) device_id: Option<u32>,
+
+    /// A verification URI (`xmpp:JID?message;omemo-sid-ID=FINGERPRINT…`, what
+    /// Conversations' QR codes hold, and `fingerprint` prints): every device it names is
+    /// marked verified once its fingerprint matches the one known (`devices JID` fetches
+    /// them); any mismatch changes nothing. Only with `trust`.
+    #[arg(long, value_parser = parse_uri, conflicts_with_all = ["of", "device_id"])]
+    pub(crate) uri: Option<VerificationUri>,
+}
+
+fn parse_uri(text: &str) -> Result<VerificationUri, String> {
+    VerificationUri::parse(text).map_err(|e| e.to_string())
 }
 
 /// `publish`.
@@ -440,8 +452,44 @@ mod tests {
         let Command::Trust(trust) = cli.command else {
             panic!("not trust")
         };
-        assert_eq!(trust.of.as_str(), "alice@example.org");
-        assert_eq!(trust.device_id, 1234);
+        assert_eq!(trust.of.unwrap().as_str(), "alice@example.org");
+        assert_eq!(trust.device_id, Some(1234));
+        let account = ["--jid", "bot@example.org", "--store", "s.db"];
+        let uri = format!(
+            "xmpp:alice@example.org?message;omemo-sid-7={}",
+            "ab".repeat(32)
+        );
+        let cli = parse(&[&["trust"][..], &account, &["--uri", &uri]].concat()).unwrap();
+        let Command::Trust(trust) = cli.command else {
+            panic!("not trust")
+        };
+        assert_eq!(trust.uri.unwrap().devices[0].0, 7);
+        // A URI or a device, not both; a broken URI says why.
+        assert!(
+            parse(
+                &[
+                    &["trust"][..],
+                    &account,
+                    &["--uri", &uri, "alice@example.org", "7"]
+                ]
+                .concat()
+            )
+            .is_err()
+        );
+        assert!(parse(&[&["trust"][..], &account].concat()).is_err());
+        let bad = parse(
+            &[
+                &["trust"][..],
+                &account,
+                &["--uri", "xmpp:alice@example.org?message"],
+            ]
+            .concat(),
+        );
+        assert!(
+            bad.unwrap_err()
+                .to_string()
+                .contains("holds no OMEMO fingerprint")
+        );
     }
 
     #[test]

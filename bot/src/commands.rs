@@ -7,8 +7,8 @@ use std::time::Duration;
 use jid::BareJid;
 use omemo::stanza::{self, legacy, omemo2};
 use omemo::{
-    DeviceInfo, Event, Manager, ManagerConfig, ManagerError, SqliteStore, Trust, Version, Versions,
-    Via,
+    DeviceInfo, Event, Manager, ManagerConfig, ManagerError, SqliteStore, Trust, VerificationUri,
+    Version, Versions, Via,
 };
 use omemo_tokio::{Client, ClientConfig, ClientEvent, Login, Unreachable, unix_now};
 use tokio::signal::unix::{SignalKind, signal};
@@ -19,7 +19,6 @@ use crate::cli::{
     TrustArgs, VersionChoice,
 };
 use crate::error::BotError;
-use crate::uri;
 
 /// How long `run` may take to finish what is under way after SIGINT/SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -450,10 +449,9 @@ fn fingerprint(args: &FingerprintArgs) -> Result<(), BotError> {
         Use::Alongside,
     )?;
     let fingerprint = manager.fingerprint();
-    let link = uri::fingerprint_uri(
-        &args.account.jid,
-        manager.device_id(),
-        &fingerprint.to_hex(),
+    let link = VerificationUri::new(
+        args.account.jid.clone(),
+        vec![(manager.device_id(), fingerprint)],
     );
     println!("jid: {}", args.account.jid);
     println!("device id: {}", manager.device_id());
@@ -461,8 +459,7 @@ fn fingerprint(args: &FingerprintArgs) -> Result<(), BotError> {
     println!("versions: legacy OMEMO and OMEMO 2, one fingerprint for both");
     println!("uri: {link}");
     if args.qr {
-        let qr = uri::qr_code(&link).map_err(|e| BotError::Failed(format!("QR code: {e}")))?;
-        println!("{qr}");
+        println!("{}", link.qr_code());
     }
     Ok(())
 }
@@ -558,14 +555,48 @@ fn set_trust(args: &TrustArgs, trust: Trust) -> Result<(), BotError> {
         config_for(Versions::BOTH),
         Use::Alongside,
     )?;
-    manager.set_trust(&args.of, args.device_id, trust)?;
+    let (of, device_id) = match (&args.uri, &args.of, args.device_id) {
+        (Some(uri), _, _) if trust == Trust::Verified => return verify_uri(&mut manager, uri),
+        (Some(_), _, _) => {
+            return Err(BotError::Usage(
+                "distrust takes JID DEVICE_ID, not --uri".to_owned(),
+            ));
+        }
+        (None, Some(of), Some(device_id)) => (of, device_id),
+        _ => {
+            return Err(BotError::Usage(
+                "give JID DEVICE_ID or --uri URI".to_owned(),
+            ));
+        }
+    };
+    manager.set_trust(of, device_id, trust)?;
     println!(
-        "device {} of {} is now {} (in both OMEMO versions)",
-        args.device_id,
-        args.of,
+        "device {device_id} of {of} is now {} (in both OMEMO versions)",
         trust_name(trust)
     );
     Ok(())
+}
+
+/// `trust --uri`: every device the URI names, or nothing.
+fn verify_uri(manager: &mut Manager<SqliteStore>, uri: &VerificationUri) -> Result<(), BotError> {
+    match manager.verify_uri(uri) {
+        Ok(marked) => {
+            for device_id in marked {
+                println!(
+                    "device {device_id} of {} is now verified (in both OMEMO versions)",
+                    uri.jid
+                );
+            }
+            Ok(())
+        }
+        Err(error @ (ManagerError::UnknownDevice { .. } | ManagerError::NoIdentityKey { .. })) => {
+            Err(BotError::Failed(format!(
+                "{error}; `omemo-bot devices {}` fetches its devices, then try again (nothing was changed)",
+                uri.jid
+            )))
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Builds an IQ request from its id.

@@ -8,7 +8,6 @@
 mod cli;
 mod commands;
 mod error;
-mod uri;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -9,7 +9,9 @@ use futures::StreamExt;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use sasl::common::Credentials;
-use tokio_xmpp::connect::{DnsConfig, ServerConnector, StartTlsServerConnector, TcpServerConnector};
+use tokio_xmpp::connect::{
+    DnsConfig, ServerConnector, StartTlsServerConnector, TcpServerConnector,
+};
 use tokio_xmpp::error::AuthError;
 use tokio_xmpp::xmlstream::Timeouts;
 use tokio_xmpp::{Event, Stanza};

@@ -349,7 +349,11 @@ fn a_refused_login_fails_at_once_and_an_absent_server_fails_or_is_waited_for() {
             }
             other => panic!("expected AuthFailed, got {other:?}"),
         }
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
         assert!(matches!(wrong.next().await, Err(DriverError::Closed)));
         drop(wrong);
 
@@ -371,7 +375,11 @@ fn a_refused_login_fails_at_once_and_an_absent_server_fails_or_is_waited_for() {
             }
             other => panic!("expected Unreachable, got {other:?}"),
         }
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
         drop(absent);
 
         // A service waits for its server, and comes online once it is there.

@@ -361,6 +361,17 @@ pub enum ManagerError {
         /// The device id.
         device_id: u32,
     },
+    /// A verification URI names a fingerprint that is not the device's (nothing was
+    /// changed).
+    #[error(
+        "the fingerprint given for device {device_id} of {jid} is not the one of its identity key; nothing was changed"
+    )]
+    FingerprintMismatch {
+        /// The bare JID.
+        jid: String,
+        /// The device id.
+        device_id: u32,
+    },
     /// A trust decision for a device whose identity key is not known yet.
     #[error("identity key of device {device_id} of {jid} is not known yet; fetch its bundle first")]
     NoIdentityKey {

@@ -56,6 +56,7 @@ mod payload;
 mod ratchet;
 pub mod stanza;
 mod store;
+mod uri;
 mod version;
 mod wire;
 mod x3dh;
@@ -86,6 +87,7 @@ pub use store::{
     AccountRecord, Batch, DeviceRecord, MemoryStore, Op, PreKeyRecord, SignedPreKeyRecord, Store,
     StoreError, Trust,
 };
+pub use uri::{UriError, VerificationUri};
 pub use version::{Version, Versions};
 
 // The crate's own code names the low-level types from the root, as the `hazmat` module

@@ -6,13 +6,14 @@
 mod common;
 
 use common::pep::{
-    PUBSUB_EVENT, World, bare, body, bundle_item, device_list_event, device_list_node, with_from,
+    Device, PUBSUB_EVENT, World, bare, body, bundle_item, device_list_event, device_list_node,
+    with_from,
 };
 use common::stores::FlakyStore;
 use minidom::Element;
 use omemo::{
-    Handled, Manager, ManagerConfig, ManagerError, MemoryStore, SkipReason, SqliteStore, Store,
-    Trust, Version, Versions,
+    Fingerprint, Handled, Manager, ManagerConfig, ManagerError, MemoryStore, SkipReason,
+    SqliteStore, Store, Trust, VerificationUri, Version, Versions,
 };
 
 /// Runs each scenario (a function of the versions every device speaks) three times:
@@ -49,6 +50,7 @@ in_every_setup!(
     devices_silent_for_too_long_are_not_encrypted_to,
     changed_identity_under_a_known_device_id_is_refused,
     manual_trust_policy_and_blind_trust_until_the_first_decision,
+    a_verification_uri_marks_its_devices_and_a_wrong_fingerprint_changes_nothing,
     decrypt_commits_once_and_only_after_authentication,
     a_burst_of_new_senders_queues_one_bundle_publication,
     iq_answers_from_anyone_but_the_asked_entity_are_ignored,
@@ -831,6 +833,91 @@ fn manual_trust_policy_and_blind_trust_until_the_first_decision(versions: Versio
             ..
         })
     ));
+}
+
+fn a_verification_uri_marks_its_devices_and_a_wrong_fingerprint_changes_nothing(
+    versions: Versions,
+) {
+    let mut world = World::speaking(versions);
+    let mut bob = world.device("bob@example.org", "laptop");
+    let bob_phone = world.device("bob@example.org", "phone");
+    let mut carol = world.device("carol@example.org", "tablet");
+    world.notify(&mut bob);
+    world.prepare(&mut carol, "bob@example.org");
+    let now = world.now;
+    let trust_of = |carol: &mut Device<MemoryStore>, id: u32| {
+        let devices = carol
+            .manager
+            .devices(&bare("bob@example.org"), now)
+            .unwrap();
+        devices.iter().find(|d| d.device_id == id).unwrap().trust
+    };
+    let laptop = bob.manager.device_id();
+    let phone = bob_phone.manager.device_id();
+    assert_eq!(trust_of(&mut carol, laptop), Trust::Blind);
+
+    // The URI Bob's laptop shows, read from its text as a scanner would.
+    let shown = VerificationUri::new(
+        bare("bob@example.org"),
+        vec![(laptop, bob.manager.fingerprint())],
+    );
+    let scanned: VerificationUri = shown.to_string().parse().unwrap();
+    // A tampered fingerprint for one of two devices: refused, nothing changes.
+    let mut wrong = *bob_phone.manager.fingerprint().as_bytes();
+    wrong[31] ^= 1;
+    let tampered = VerificationUri::new(
+        bare("bob@example.org"),
+        vec![
+            (laptop, bob.manager.fingerprint()),
+            (phone, Fingerprint::from_bytes(wrong)),
+        ],
+    );
+    assert_eq!(
+        carol.manager.verify_uri(&tampered),
+        Err(ManagerError::FingerprintMismatch {
+            jid: "bob@example.org".to_owned(),
+            device_id: phone
+        })
+    );
+    assert_eq!(trust_of(&mut carol, laptop), Trust::Blind);
+    assert_eq!(trust_of(&mut carol, phone), Trust::Blind);
+    let unknown = VerificationUri::new(
+        bare("bob@example.org"),
+        vec![
+            (laptop, bob.manager.fingerprint()),
+            (4242, bob.manager.fingerprint()),
+        ],
+    );
+    assert!(matches!(
+        carol.manager.verify_uri(&unknown),
+        Err(ManagerError::UnknownDevice {
+            device_id: 4242,
+            ..
+        })
+    ));
+    assert_eq!(trust_of(&mut carol, laptop), Trust::Blind);
+
+    assert_eq!(carol.manager.verify_uri(&scanned), Ok(vec![laptop]));
+    assert_eq!(trust_of(&mut carol, laptop), Trust::Verified);
+    assert_eq!(trust_of(&mut carol, phone), Trust::Blind);
+    // Blind trust until verified: Bob's next new device waits for a decision.
+    let bob_new = world.device("bob@example.org", "new");
+    world.notify(&mut carol);
+    world.prepare(&mut carol, "bob@example.org");
+    assert_eq!(
+        trust_of(&mut carol, bob_new.manager.device_id()),
+        Trust::Undecided
+    );
+    // A URI naming this device checks its fingerprint and marks the others.
+    world.prepare(&mut bob, "bob@example.org");
+    let own = VerificationUri::new(
+        bare("bob@example.org"),
+        vec![
+            (laptop, bob.manager.fingerprint()),
+            (phone, bob_phone.manager.fingerprint()),
+        ],
+    );
+    assert_eq!(bob.manager.verify_uri(&own), Ok(vec![phone]));
 }
 
 fn decrypt_commits_once_and_only_after_authentication(versions: Versions) {

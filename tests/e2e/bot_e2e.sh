@@ -11,7 +11,8 @@
 #   2. omemo-bot send -> slixmpp-omemo echo peer: first contact by prekey message, the echo
 #      is decrypted and printed (--wait-reply); a second message on the session.
 #   3. omemo-bot send -> omemo-bot run, twice; fingerprint/devices agree; distrust makes
-#      send fail, trust makes it work again; a distrust in the running bot's store stops
+#      send fail, trust by the URI `fingerprint` prints makes it work again (a tampered
+#      URI is refused and changes nothing); a distrust in the running bot's store stops
 #      its next echo to that device, without a restart; a second `run` on its store is
 #      refused with a clear error.
 #   4. Restarts: SIGTERM in the middle of a conversation, then kill -9 with messages sent
@@ -382,9 +383,31 @@ scenario_3() {
     rc=0
     "$BOT" send "${opts[@]}" --to bot3@localhost "to a distrusted device" >/dev/null 2>"$WORK/s3-send3.log" || rc=$?
     [ "$rc" -ne 0 ] || fail "send to a distrusted device succeeded"
-    "$BOT" trust --jid carol@localhost --store "$WORK/carol.db" bot3@localhost "$bot_device" \
-        >/dev/null 2>&1 || fail "trust failed"
+    # Trust by the URI `fingerprint` prints (what a QR code holds): a tampered fingerprint
+    # is refused and changes nothing; the real one marks the device verified.
+    local uri bad_uri
+    uri="$("$BOT" fingerprint --jid bot3@localhost --store "$WORK/bot3.db" | sed -n 's/^uri: //p')"
+    case "$uri" in "xmpp:bot3$SFX@localhost?message;omemo-sid-$bot_device="*) ;;
+        *) fail "fingerprint printed the URI '$uri'" ;; esac
+    bad_uri="${uri%?}$( [ "${uri: -1}" = 0 ] && echo 1 || echo 0)"
+    rc=0
+    "$BOT" trust --jid carol@localhost --store "$WORK/carol.db" --uri "$bad_uri" \
+        >/dev/null 2>"$WORK/s3-bad-uri.log" || rc=$?
+    [ "$rc" -eq 1 ] || fail "trust of a tampered URI exited $rc, want 1"
+    grep -q "is not the one of its identity key; nothing was changed" "$WORK/s3-bad-uri.log" \
+        || fail "no clear error for a tampered URI: $(cat "$WORK/s3-bad-uri.log")"
+    rc=0
+    "$BOT" send "${opts[@]}" --to bot3@localhost "still distrusted" >/dev/null 2>&1 || rc=$?
+    [ "$rc" -ne 0 ] || fail "a refused URI changed the distrust"
+    "$BOT" trust --jid carol@localhost --store "$WORK/carol.db" --uri "$uri" \
+        >"$WORK/s3-uri.out" 2>&1 || fail "trust --uri failed: $(cat "$WORK/s3-uri.out")"
+    grep -q "device $bot_device of bot3$SFX@localhost is now verified" "$WORK/s3-uri.out" \
+        || fail "trust --uri said: $(cat "$WORK/s3-uri.out")"
     send_expect_echo s3-send4 "verified now" "${opts[@]}" --to bot3@localhost
+    "$BOT" devices "${opts[@]}" bot3@localhost >"$WORK/s3-devices2.out" 2>/dev/null \
+        || fail "devices exited non-zero"
+    grep -q "^ *$bot_device  verified " "$WORK/s3-devices2.out" \
+        || fail "the device is not verified: $(cat "$WORK/s3-devices2.out")"
     rc=0
     "$BOT" trust --jid carol@localhost --store "$WORK/carol.db" bot3@localhost 12345 >/dev/null 2>&1 || rc=$?
     [ "$rc" -eq 1 ] || fail "trust of an unknown device exited $rc, want 1"

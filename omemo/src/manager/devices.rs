@@ -6,12 +6,12 @@ use minidom::Element;
 use super::events::Event;
 use super::request::{Pending, Publication};
 use super::{Manager, SkipReason};
-use crate::Fingerprint;
 use crate::error::ManagerError;
 use crate::stanza::omemo2::{self, ListedDevice};
 use crate::stanza::{self, legacy};
 use crate::store::{Batch, DeviceRecord, Op, Store, Trust};
 use crate::version::{Version, Versions};
+use crate::{Fingerprint, VerificationUri};
 
 /// What the manager knows of one device, for display and trust decisions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,6 +152,68 @@ impl<S: Store> Manager<S> {
         })?;
         self.sync()?;
         self.cache_device(record)
+    }
+
+    /// Marks the devices a verification URI names (see [`VerificationUri`]) verified, in
+    /// both versions, after checking each fingerprint against the identity key known for
+    /// that device. One that does not match fails with
+    /// [`ManagerError::FingerprintMismatch`], one never seen with
+    /// [`ManagerError::UnknownDevice`], one whose key is not known yet with
+    /// [`ManagerError::NoIdentityKey`]; then nothing is changed. This device may be named
+    /// (its fingerprint is checked too). Returns the devices marked.
+    ///
+    /// With [`TrustPolicy::BlindUntilVerified`](super::TrustPolicy), the account's new
+    /// devices need a decision from then on.
+    pub fn verify_uri(&mut self, uri: &VerificationUri) -> Result<Vec<u32>, ManagerError> {
+        self.notice_external_changes()?;
+        let jid = uri.jid.as_str();
+        let this_device = (jid == self.own.jid).then_some(self.own.device_id);
+        let own_fingerprint = self.fingerprint();
+        let records = self.device_records(jid)?.clone();
+        let mut marked = Vec::new();
+        for &(device_id, fingerprint) in &uri.devices {
+            let known = if this_device == Some(device_id) {
+                own_fingerprint
+            } else {
+                let record = records
+                    .iter()
+                    .find(|r| r.device_id == device_id)
+                    .ok_or_else(|| ManagerError::UnknownDevice {
+                        jid: jid.to_owned(),
+                        device_id,
+                    })?;
+                let key = record
+                    .identity_key
+                    .ok_or_else(|| ManagerError::NoIdentityKey {
+                        jid: jid.to_owned(),
+                        device_id,
+                    })?;
+                marked.push(record.clone());
+                Fingerprint::from_bytes(key)
+            };
+            if known != fingerprint {
+                return Err(ManagerError::FingerprintMismatch {
+                    jid: jid.to_owned(),
+                    device_id,
+                });
+            }
+        }
+        let ops = marked
+            .iter()
+            .map(|record| Op::SetTrust {
+                jid: record.jid.clone(),
+                device_id: record.device_id,
+                trust: Trust::Verified,
+            })
+            .collect();
+        self.commit(Batch { ops })?;
+        self.sync()?;
+        let ids = marked.iter().map(|r| r.device_id).collect();
+        for mut record in marked {
+            record.trust = Trust::Verified;
+            self.cache_device(record)?;
+        }
+        Ok(ids)
     }
 
     /// Removes one of this account's other devices (a lost phone, a reinstalled client):

@@ -9,8 +9,8 @@ use super::Manager;
 use super::events::{Event, Handled, MessageId, Via};
 use crate::consts::REPAIR_EVERY_SECS;
 use crate::error::ManagerError;
-use crate::stanza::carbons::{self, Carbon};
 use crate::stanza;
+use crate::stanza::carbons::{self, Carbon};
 use crate::store::Store;
 
 impl<S: Store> Manager<S> {
