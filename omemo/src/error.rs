@@ -348,7 +348,7 @@ pub enum ManagerError {
     #[error("no recipients given")]
     NoRecipients,
     /// No device of any recipient can receive the message.
-    #[error("no device of the recipients can receive the message ({} skipped)", skipped.len())]
+    #[error("no device of the recipients can receive the message ({} skipped){}", skipped.len(), why_skipped(skipped))]
     NoRecipientDevices {
         /// Every device considered, and why it was skipped.
         skipped: Vec<crate::manager::SkippedDevice>,
@@ -450,4 +450,19 @@ impl From<Error> for ManagerError {
             Error::Stanza(e) => Self::Stanza(e),
         }
     }
+}
+
+/// The reasons of [`ManagerError::NoRecipientDevices`] worth a line: each skipped device
+/// (up to a few), after a colon.
+fn why_skipped(skipped: &[crate::manager::SkippedDevice]) -> String {
+    const SHOWN: usize = 3;
+    let mut text = String::new();
+    for (i, device) in skipped.iter().take(SHOWN).enumerate() {
+        text.push_str(if i == 0 { ": " } else { "; " });
+        text.push_str(&device.to_string());
+    }
+    if skipped.len() > SHOWN {
+        text.push_str(&format!("; and {} more", skipped.len() - SHOWN));
+    }
+    text
 }

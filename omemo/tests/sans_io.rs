@@ -1126,3 +1126,110 @@ fn after_a_failed_disk_write_no_bundle_names_prekeys_the_store_lost() {
         "nothing built on the lost state goes out"
     );
 }
+
+#[test]
+fn device_lists_shown_to_subscribed_contacts_only_are_a_reason_of_their_own() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let mut bob = world.device("bob@example.org", "laptop");
+    world.notify(&mut bob);
+    events(&mut alice);
+    let mut rng = omemo::os_rng();
+    let id = alice
+        .manager
+        .send(&[bare("bob@example.org")], "hello", &mut rng, world.now)
+        .unwrap();
+    // Bob's nodes have the `presence` access model and Alice is no contact of his: the
+    // server refuses the list fetches (Prosody answers `forbidden`).
+    let to_bob = |iq: &Element| iq.attr("to") == Some("bob@example.org");
+    let held = pump(&mut world, &mut alice, to_bob);
+    assert!(!held.is_empty());
+    for iq in &held {
+        let refusal = common::pep::error(iq.attr("id").unwrap(), "bob@example.org", "forbidden");
+        alice
+            .manager
+            .handle_stanza(&refusal, &mut rng, world.now)
+            .unwrap();
+    }
+    pump(&mut world, &mut alice, |_| false);
+    let hidden = omemo::SkippedDevice {
+        jid: "bob@example.org".to_owned(),
+        device_id: 0,
+        reason: SkipReason::SubscriptionRequired,
+    };
+    let not_sent = events(&mut alice)
+        .into_iter()
+        .find_map(|event| match event {
+            Event::NotSent { id: failed, error } if failed == id => Some(error),
+            _ => None,
+        })
+        .expect("NotSent");
+    assert_eq!(
+        not_sent,
+        ManagerError::NoRecipientDevices {
+            skipped: vec![hidden]
+        }
+    );
+    assert_eq!(
+        not_sent.to_string(),
+        "no device of the recipients can receive the message (1 skipped): \
+         bob@example.org's OMEMO devices are visible to subscribed contacts only"
+    );
+
+    // Once Bob's list can be read (a subscription, or the open access model), the reason
+    // is gone and the message goes out.
+    world.notify(&mut alice);
+    alice
+        .manager
+        .prepare(&[bare("bob@example.org")], world.now)
+        .unwrap();
+    pump(&mut world, &mut alice, |_| false);
+    let encrypted = alice
+        .manager
+        .encrypt(&[bare("bob@example.org")], "now", &mut rng, world.now)
+        .unwrap();
+    assert!(encrypted.skipped.is_empty(), "{:?}", encrypted.skipped);
+}
+
+#[test]
+fn a_bundle_shown_to_subscribed_contacts_only_names_its_device_and_the_reason() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let mut bob = world.device("bob@example.org", "laptop");
+    world.notify(&mut bob);
+    events(&mut alice);
+    let mut rng = omemo::os_rng();
+    let id = alice
+        .manager
+        .send(&[bare("bob@example.org")], "hello", &mut rng, world.now)
+        .unwrap();
+    // The lists are open, the bundles are not (every version's fetch is refused).
+    let bundle_of_bob = |iq: &Element| {
+        iq.attr("to") == Some("bob@example.org") && String::from(iq).contains("bundle")
+    };
+    for _ in 0..2 {
+        for iq in pump(&mut world, &mut alice, bundle_of_bob) {
+            let refusal =
+                common::pep::error(iq.attr("id").unwrap(), "bob@example.org", "forbidden");
+            alice
+                .manager
+                .handle_stanza(&refusal, &mut rng, world.now)
+                .unwrap();
+        }
+    }
+    let not_sent = events(&mut alice)
+        .into_iter()
+        .find_map(|event| match event {
+            Event::NotSent { id: failed, error } if failed == id => Some(error),
+            _ => None,
+        })
+        .expect("NotSent");
+    let device = bob.manager.device_id();
+    assert_eq!(
+        not_sent.to_string(),
+        format!(
+            "no device of the recipients can receive the message (1 skipped): \
+             the bundle of device {device} of bob@example.org is visible to subscribed contacts only"
+        )
+    );
+}

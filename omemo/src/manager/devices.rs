@@ -353,6 +353,8 @@ impl<S: Store> Manager<S> {
         payloads: &[Element],
         now: u64,
     ) -> Result<(), ManagerError> {
+        // A list that arrives can be read.
+        self.directory.note_hidden(jid, None, false);
         let cap = self.config.max_devices_per_jid;
         let mut entries: Vec<ListedDevice> = Vec::new();
         let mut broken = false;

@@ -23,6 +23,9 @@ pub(super) struct DeviceDirectory {
     /// When sessions started by others' key exchanges were built, per JID, within the
     /// last hour.
     new_sessions: HashMap<String, VecDeque<u64>>,
+    /// Device lists (device `None`) and bundles whose fetch the server refused because
+    /// the owner shows them to subscribed contacts only, since the manager was opened.
+    hidden: HashSet<(String, Option<u32>)>,
 }
 
 /// The window of [`DeviceDirectory::new_session_allowed`].
@@ -162,6 +165,23 @@ impl DeviceDirectory {
             .entry(jid.to_owned())
             .or_default()
             .push_back(now);
+    }
+
+    /// Notes whether the server refused to show `jid`'s device list (`device` `None`) or
+    /// the bundle of one device for lack of a presence subscription.
+    pub(super) fn note_hidden(&mut self, jid: &str, device: Option<u32>, hidden: bool) {
+        let key = (jid.to_owned(), device);
+        if hidden {
+            self.hidden.insert(key);
+        } else {
+            self.hidden.remove(&key);
+        }
+    }
+
+    /// Whether the last fetch of `jid`'s device list (`device` `None`) or of a device's
+    /// bundle was refused for lack of a presence subscription.
+    pub(super) fn is_hidden(&self, jid: &str, device: Option<u32>) -> bool {
+        self.hidden.contains(&(jid.to_owned(), device))
     }
 
     /// Drops the cached records (another process may have changed the store).

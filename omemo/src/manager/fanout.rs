@@ -34,6 +34,48 @@ pub enum SkipReason {
     ///
     /// [`ManagerConfig::inactive_after_secs`]: super::ManagerConfig::inactive_after_secs
     Silent,
+    /// The server shows its owner's device list (then [`SkippedDevice::device_id`] is 0:
+    /// no device is known) or its bundle to contacts with a presence subscription only:
+    /// ask for one (or ask the contact to publish with the `open` access model).
+    SubscriptionRequired,
+}
+
+/// One line for a person: which device, or whose devices, and why.
+impl std::fmt::Display for SkippedDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let jid = &self.jid;
+        let device = self.device_id;
+        match self.reason {
+            SkipReason::SubscriptionRequired if device == 0 => write!(
+                f,
+                "{jid}'s OMEMO devices are visible to subscribed contacts only"
+            ),
+            SkipReason::SubscriptionRequired => write!(
+                f,
+                "the bundle of device {device} of {jid} is visible to subscribed contacts only"
+            ),
+            SkipReason::Untrusted(trust) => {
+                write!(f, "device {device} of {jid} is not trusted ({trust:?})")
+            }
+            SkipReason::NoSession => write!(f, "device {device} of {jid} has no session yet"),
+            SkipReason::BundleUnavailable => {
+                write!(
+                    f,
+                    "the bundle of device {device} of {jid} is missing or invalid"
+                )
+            }
+            SkipReason::SessionUnreadable => {
+                write!(
+                    f,
+                    "the session with device {device} of {jid} cannot be read"
+                )
+            }
+            SkipReason::NotListed => {
+                write!(f, "device {device} of {jid} is not on its device list")
+            }
+            SkipReason::Silent => write!(f, "device {device} of {jid} has been silent for long"),
+        }
+    }
 }
 
 /// A device that got no key, and why.
@@ -278,6 +320,13 @@ impl<S: Store> Manager<S> {
         let mut skipped = Vec::new();
         for jid in jids {
             let records = self.device_records(jid)?.clone();
+            if records.is_empty() && self.directory.is_hidden(jid, None) {
+                skipped.push(SkippedDevice {
+                    jid: jid.clone(),
+                    device_id: 0,
+                    reason: SkipReason::SubscriptionRequired,
+                });
+            }
             for record in records {
                 if *jid == self.own.jid && record.device_id == self.own.device_id {
                     continue;
@@ -290,7 +339,13 @@ impl<S: Store> Manager<S> {
                     });
                 };
                 if let Some(reason) = self.inactivity(&record, now) {
-                    skip(reason);
+                    let hidden = reason == SkipReason::BundleUnavailable
+                        && self.directory.is_hidden(jid, Some(record.device_id));
+                    skip(if hidden {
+                        SkipReason::SubscriptionRequired
+                    } else {
+                        reason
+                    });
                     continue;
                 }
                 let Some(version) = self.version_for(&record) else {

@@ -95,6 +95,17 @@ fn is_permanent(condition: &str) -> bool {
     )
 }
 
+/// Whether a fetch was refused because the node's owner shows it to subscribed contacts
+/// only (Prosody's default `presence` access model answers `forbidden`; XEP-0060 §6.5.3
+/// names `not-authorized` with `presence-subscription-required`).
+fn hidden_from_strangers<T>(result: &Result<T, StanzaError>) -> bool {
+    matches!(
+        result,
+        Err(StanzaError::IqError { condition, .. })
+            if matches!(condition.as_str(), "forbidden" | "not-authorized" | "presence-subscription-required")
+    )
+}
+
 /// Pubsub errors after which the node is configured to the open access model and the
 /// item published again (XEP-0060 §7.1.5 precondition, and servers that refuse
 /// publish-options outright).
@@ -302,6 +313,17 @@ impl<S: Store> Manager<S> {
             return Ok(false);
         };
         let result = stanza::parse_items_result(iq);
+        match &pending {
+            // (A list that arrives clears the flag in `device_list_fetched`.)
+            Pending::FetchDeviceList { jid, .. } if hidden_from_strangers(&result) => {
+                self.directory.note_hidden(jid, None, true);
+            }
+            Pending::FetchBundle { jid, device_id, .. } => {
+                self.directory
+                    .note_hidden(jid, Some(*device_id), hidden_from_strangers(&result));
+            }
+            _ => {}
+        }
         match pending {
             Pending::FetchDeviceList { jid, version } => match result {
                 Ok(payloads) => self.device_list_fetched(&jid, version, &payloads, now)?,
