@@ -240,11 +240,7 @@ fn clients_of_both_versions_talk_through_prosody_and_survive_a_restart() {
         server.add_user(user);
     }
     let dir = server.dir.clone();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    LocalSet::new().block_on(&runtime, async {
+    LocalSet::new().block_on(&runtime(), async {
         let mut bob = start(&server, &dir, "bob@localhost", Versions::BOTH);
         bob.online().await;
         let mut alice_old = start(
@@ -316,6 +312,13 @@ fn clients_of_both_versions_talk_through_prosody_and_survive_a_restart() {
     });
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A port nothing listens on (just released by the kernel).
 fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -327,11 +330,7 @@ fn a_refused_login_fails_at_once_and_an_absent_server_fails_or_is_waited_for() {
     let server = Prosody::start("door");
     server.add_user("alice@localhost");
     let dir = server.dir.clone();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    LocalSet::new().block_on(&runtime, async {
+    LocalSet::new().block_on(&runtime(), async {
         // A wrong password is final, even for a client that waits for its server.
         let started = std::time::Instant::now();
         let mut wrong = client(

@@ -751,51 +751,46 @@ EOF
         "peak RSS $((hwm / 1024)) MiB (<= $((cap_kib / 1024))); 18/18 echoes to a legitimate client"
 }
 
+# door_check WHAT WANT_RC PATTERN OPTION...: each of `send`, `devices`, `publish` (and
+# `run` when WHAT is "auth") with the options given exits WANT_RC within 2 s and says
+# PATTERN (a grep regex) on stderr.
+door_check() {
+    local what="$1" want="$2" pattern="$3" cmd rc t0 ms log
+    shift 3
+    local -a commands=(send devices publish) args
+    [ "$what" = auth ] && commands+=(run)
+    for cmd in "${commands[@]}"; do
+        case "$cmd" in
+            send) args=(send --to alice@localhost "hello") ;;
+            devices) args=(devices alice@localhost) ;;
+            *) args=("$cmd") ;;
+        esac
+        log="$WORK/s13-$what-$cmd.log"
+        t0=$(date +%s%N)
+        rc=0
+        timeout 20 "$BOT" "${args[0]}" "$@" "${args[@]:1}" </dev/null >/dev/null 2>"$log" || rc=$?
+        ms=$((($(date +%s%N) - t0) / 1000000))
+        [ "$rc" -eq "$want" ] || fail "$cmd ($what) exited $rc, want $want: $(tail -n 2 "$log")"
+        [ "$ms" -lt 2000 ] || fail "$cmd ($what) took $ms ms"
+        grep -q "$pattern" "$log" || fail "$cmd ($what): no clear message: $(tail -n 2 "$log")"
+    done
+}
+
 scenario_13() {
-    local cmd rc t0 ms closed
-    local -a good wrong args
+    local closed
+    local -a good wrong
     mapfile -t good < <(bot_opts bot13)
     # The same options with another password (the value follows --password).
     wrong=("${good[@]}")
     for i in "${!wrong[@]}"; do
         [ "${wrong[$i]}" = "--password" ] && wrong[$((i + 1))]="not-$PW"
     done
-    for cmd in send devices publish run; do
-        case "$cmd" in
-            send) args=(send --to alice@localhost "hello") ;;
-            devices) args=(devices alice@localhost) ;;
-            *) args=("$cmd") ;;
-        esac
-        t0=$(date +%s%N)
-        rc=0
-        timeout 20 "$BOT" "${args[0]}" "${wrong[@]}" "${args[@]:1}" </dev/null \
-            >/dev/null 2>"$WORK/s13-auth-$cmd.log" || rc=$?
-        ms=$((($(date +%s%N) - t0) / 1000000))
-        [ "$rc" -eq 4 ] || fail "$cmd with a wrong password exited $rc, want 4: $(tail -n 2 "$WORK/s13-auth-$cmd.log")"
-        [ "$ms" -lt 2000 ] || fail "$cmd with a wrong password took $ms ms"
-        grep -q "authentication failed for bot13$SFX@localhost: not-authorized" "$WORK/s13-auth-$cmd.log" \
-            || fail "$cmd: no clear message: $(tail -n 2 "$WORK/s13-auth-$cmd.log")"
-    done
+    door_check auth 4 "authentication failed for bot13$SFX@localhost: not-authorized" "${wrong[@]}"
     closed="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
     for i in "${!good[@]}"; do
         [ "${good[$i]}" = "--server" ] && good[$((i + 1))]="127.0.0.1:$closed"
     done
-    for cmd in send devices publish; do
-        case "$cmd" in
-            send) args=(send --to alice@localhost "hello") ;;
-            devices) args=(devices alice@localhost) ;;
-            *) args=("$cmd") ;;
-        esac
-        t0=$(date +%s%N)
-        rc=0
-        timeout 20 "$BOT" "${args[0]}" "${good[@]}" "${args[@]:1}" </dev/null \
-            >/dev/null 2>"$WORK/s13-closed-$cmd.log" || rc=$?
-        ms=$((($(date +%s%N) - t0) / 1000000))
-        [ "$rc" -eq 5 ] || fail "$cmd to a closed port exited $rc, want 5: $(tail -n 2 "$WORK/s13-closed-$cmd.log")"
-        [ "$ms" -lt 2000 ] || fail "$cmd to a closed port took $ms ms"
-        grep -q "cannot reach the XMPP server 127.0.0.1:$closed: .*[Rr]efused" "$WORK/s13-closed-$cmd.log" \
-            || fail "$cmd: no clear message: $(tail -n 2 "$WORK/s13-closed-$cmd.log")"
-    done
+    door_check closed 5 "cannot reach the XMPP server 127.0.0.1:$closed: .*[Rr]efused" "${good[@]}"
     # The service waits for its server and says so.
     "$BOT" run "${good[@]}" </dev/null >/dev/null 2>"$WORK/s13-closed-run.log" &
     local pid=$!
