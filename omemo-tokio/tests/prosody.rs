@@ -30,23 +30,13 @@ fn script() -> PathBuf {
 
 impl Prosody {
     fn start(name: &str) -> Self {
-        Self::start_on(name, None)
-    }
-
-    /// A server on `port`, or on a free one.
-    fn start_on(name: &str, port: Option<u16>) -> Self {
         let dir = std::env::temp_dir().join(format!("omemo-tokio-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut command = Command::new(script());
-        command
+        let output = Command::new(script())
             .arg("start")
             .arg(&dir)
-            .env("PROSODY_LOG_LEVEL", "info");
-        if let Some(port) = port {
-            command.env("PROSODY_C2S_PORT", port.to_string());
-        }
-        let output = command
+            .env("PROSODY_LOG_LEVEL", "info")
             .output()
             .expect("scripts/prosody runs (scripts/prosody install puts Prosody in place)");
         assert!(
@@ -84,11 +74,16 @@ impl Prosody {
 
     fn restart(&self) {
         self.stop();
+        self.start_again_on(self.port);
+    }
+
+    /// Starts the stopped server again (its accounts kept) on `port`.
+    fn start_again_on(&self, port: u16) {
         let status = Command::new(script())
             .arg("start")
             .arg(&self.dir)
             .env("PROSODY_LOG_LEVEL", "info")
-            .env("PROSODY_C2S_PORT", self.port.to_string())
+            .env("PROSODY_C2S_PORT", port.to_string())
             .stdout(std::process::Stdio::null())
             .status()
             .unwrap();
@@ -381,7 +376,12 @@ fn a_refused_login_fails_at_once_and_an_absent_server_fails_or_is_waited_for() {
         );
         drop(absent);
 
-        // A service waits for its server, and comes online once it is there.
+        // A service waits for its server, and comes online once it is there (its account
+        // exists before: a login between the start and the account would be refused,
+        // which is final).
+        let late = Prosody::start("door-late");
+        late.add_user("alice@localhost");
+        late.stop();
         let port = closed_port();
         let mut waiting = client(
             &dir,
@@ -393,8 +393,7 @@ fn a_refused_login_fails_at_once_and_an_absent_server_fails_or_is_waited_for() {
         );
         let soon = tokio::time::Instant::now() + Duration::from_millis(1500);
         assert!(matches!(waiting.next_until(soon).await, Ok(None)));
-        let late = Prosody::start_on("door-late", Some(port));
-        late.add_user("alice@localhost");
+        late.start_again_on(port);
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             match waiting.next_until(deadline).await {
