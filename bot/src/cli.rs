@@ -50,6 +50,45 @@ pub(crate) enum Command {
     Distrust(TrustArgs),
     /// (Re)publish the own device list entry and bundle, then exit.
     Publish(PublishArgs),
+    /// Back up the identity (device id and identity key; no sessions) to a
+    /// passphrase-protected file, or bring it back into a new store.
+    #[command(subcommand)]
+    Identity(IdentityCommand),
+}
+
+/// `identity export|import`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum IdentityCommand {
+    /// Write the identity of the store to a new file, sealed under the passphrase
+    /// (Argon2id, AES-256-GCM). No network needed; a running bot may keep running.
+    Export(IdentityArgs),
+    /// Make a new store with the identity of a backup file: the same device id and
+    /// fingerprint, so contacts' trust holds; sessions are rebuilt on first contact.
+    Import(IdentityArgs),
+}
+
+/// The store, the backup file and its passphrase.
+#[derive(Debug, Args)]
+pub(crate) struct IdentityArgs {
+    #[command(flatten)]
+    pub(crate) account: Account,
+
+    /// The backup file (export: created, never overwritten; import: read).
+    #[arg(long)]
+    pub(crate) file: PathBuf,
+
+    /// The backup passphrase.
+    #[arg(
+        long,
+        env = "OMEMO_BOT_BACKUP_PASSPHRASE",
+        hide_env_values = true,
+        conflicts_with = "passphrase_file"
+    )]
+    pub(crate) passphrase: Option<String>,
+
+    /// A file whose first line is the backup passphrase.
+    #[arg(long)]
+    pub(crate) passphrase_file: Option<PathBuf>,
 }
 
 /// The account and its OMEMO state.

@@ -1,7 +1,9 @@
 //! The subcommands, on the [`omemo_tokio::Client`] driver.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jid::BareJid;
@@ -15,8 +17,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::Instant;
 
 use crate::cli::{
-    Account, Command, Connection, DevicesArgs, FingerprintArgs, PublishArgs, RunArgs, SendArgs,
-    TrustArgs, VersionChoice,
+    Account, Command, Connection, DevicesArgs, FingerprintArgs, IdentityArgs, IdentityCommand,
+    PublishArgs, RunArgs, SendArgs, TrustArgs, VersionChoice,
 };
 use crate::error::BotError;
 
@@ -46,30 +48,128 @@ pub(crate) async fn dispatch(command: Command) -> Result<(), BotError> {
         Command::Trust(args) => set_trust(&args, Trust::Verified),
         Command::Distrust(args) => set_trust(&args, Trust::Distrusted),
         Command::Publish(args) => publish(args).await,
+        Command::Identity(IdentityCommand::Export(args)) => export_identity(&args),
+        Command::Identity(IdentityCommand::Import(args)) => import_identity(&args),
     }
 }
 
-fn login(account: &Account, connection: &Connection) -> Result<Login, BotError> {
-    let password = match (&connection.password, &connection.password_file) {
-        (Some(password), _) => password.clone(),
+/// The first line of `file`, or `value`, whichever was given; `what` names it in errors.
+fn secret_argument(
+    value: Option<&String>,
+    file: Option<&PathBuf>,
+    what: &str,
+    how: &str,
+) -> Result<String, BotError> {
+    let secret = match (value, file) {
+        (Some(value), _) => value.clone(),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 BotError::Usage(format!(
-                    "cannot read the password file {}: {e}",
+                    "cannot read the {what} file {}: {e}",
                     path.display()
                 ))
             })?;
             text.lines().next().unwrap_or_default().to_owned()
         }
-        (None, None) => {
-            return Err(BotError::Usage(
-                "no password: give --password, OMEMO_BOT_PASSWORD or --password-file".to_owned(),
-            ));
-        }
+        (None, None) => return Err(BotError::Usage(format!("no {what}: give {how}"))),
     };
-    if password.is_empty() {
-        return Err(BotError::Usage("the password is empty".to_owned()));
+    if secret.is_empty() {
+        return Err(BotError::Usage(format!("the {what} is empty")));
     }
+    Ok(secret)
+}
+
+fn backup_passphrase(args: &IdentityArgs) -> Result<String, BotError> {
+    secret_argument(
+        args.passphrase.as_ref(),
+        args.passphrase_file.as_ref(),
+        "backup passphrase",
+        "--passphrase, OMEMO_BOT_BACKUP_PASSPHRASE or --passphrase-file",
+    )
+}
+
+fn export_identity(args: &IdentityArgs) -> Result<(), BotError> {
+    let passphrase = backup_passphrase(args)?;
+    if !args.account.store.exists() {
+        return Err(BotError::Usage(format!(
+            "no store at {}: nothing to back up",
+            args.account.store.display()
+        )));
+    }
+    let manager = open_manager(
+        &args.account.jid,
+        &args.account.store,
+        config_for(Versions::BOTH),
+        Use::Alongside,
+    )?;
+    let backup = manager.export_identity(&passphrase, &mut omemo::os_rng())?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&args.file)
+        .map_err(|e| BotError::Failed(format!("cannot create {}: {e}", args.file.display())))?;
+    file.write_all(&backup)?;
+    file.sync_all()?;
+    println!(
+        "identity of device {} ({}) written to {}",
+        manager.device_id(),
+        manager.fingerprint(),
+        args.file.display()
+    );
+    Ok(())
+}
+
+fn import_identity(args: &IdentityArgs) -> Result<(), BotError> {
+    let passphrase = backup_passphrase(args)?;
+    let backup = std::fs::read(&args.file)
+        .map_err(|e| BotError::Usage(format!("cannot read {}: {e}", args.file.display())))?;
+    let path = &args.account.store;
+    let new = !path.exists();
+    let restored = SqliteStore::open(path)
+        .map_err(BotError::from)
+        .and_then(|store| {
+            Ok(Manager::restore_identity(
+                store,
+                &args.account.jid,
+                &backup,
+                &passphrase,
+                config_for(Versions::BOTH),
+                &mut omemo::os_rng(),
+                unix_now(),
+            )?)
+        });
+    match restored {
+        Ok(manager) => {
+            println!(
+                "device {} ({}) restored into {}; sessions are rebuilt as contacts write",
+                manager.device_id(),
+                manager.fingerprint(),
+                path.display()
+            );
+            Ok(())
+        }
+        Err(error) => {
+            // A store this command created holds nothing worth keeping.
+            if new {
+                for suffix in ["", "-wal", "-shm", "-journal", ".lock"] {
+                    let mut file = path.as_os_str().to_owned();
+                    file.push(suffix);
+                    let _ = std::fs::remove_file(file);
+                }
+            }
+            Err(error)
+        }
+    }
+}
+
+fn login(account: &Account, connection: &Connection) -> Result<Login, BotError> {
+    let password = secret_argument(
+        connection.password.as_ref(),
+        connection.password_file.as_ref(),
+        "password",
+        "--password, OMEMO_BOT_PASSWORD or --password-file",
+    )?;
     if connection.insecure_plaintext && !connection.server.as_ref().is_some_and(|s| s.is_loopback())
     {
         return Err(BotError::Usage(

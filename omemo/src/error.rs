@@ -353,6 +353,9 @@ pub enum ManagerError {
         /// Every device considered, and why it was skipped.
         skipped: Vec<crate::manager::SkippedDevice>,
     },
+    /// An identity backup could not be made or opened.
+    #[error(transparent)]
+    Backup(#[from] crate::BackupError),
     /// A device the manager has never seen.
     #[error("unknown device {device_id} of {jid}")]
     UnknownDevice {

@@ -44,6 +44,7 @@
 // the accessors only `hazmat` users call are unused (the `hazmat` build checks both).
 #![cfg_attr(not(feature = "hazmat"), allow(unreachable_pub, dead_code))]
 
+mod backup;
 mod bundle;
 mod consts;
 mod error;
@@ -73,6 +74,7 @@ pub use error::{
 // What devices publish (bundles and their public keys) is no secret and is what the
 // stanza layer hands out; everything that holds secrets or runs the protocol is in
 // `hazmat`.
+pub use backup::BackupError;
 pub use bundle::PreKeyBundle;
 pub use keys::{Fingerprint, IdentityKey, PublicKey};
 pub use manager::{

@@ -1230,3 +1230,114 @@ fn a_bundle_shown_to_subscribed_contacts_only_names_its_device_and_the_reason() 
         )
     );
 }
+
+#[test]
+fn a_restored_identity_keeps_its_device_and_fingerprint_and_its_sessions_heal() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let mut bob = world.device("bob@example.org", "laptop");
+    let mut rng = omemo::os_rng();
+    world.converse(&mut alice, &mut bob, "before");
+    world.converse(&mut bob, &mut alice, "answer");
+    let alice_id = alice.manager.device_id();
+    bob.manager
+        .set_trust(&bare("alice@example.org"), alice_id, Trust::Verified)
+        .unwrap();
+    let backup = alice
+        .manager
+        .export_identity("a long passphrase", &mut rng)
+        .unwrap();
+    let fingerprint = alice.manager.fingerprint();
+    let now = world.now;
+    let restore = |store: MemoryStore, jid: &str, passphrase: &str| {
+        Manager::restore_identity(
+            store,
+            &bare(jid),
+            &backup,
+            passphrase,
+            ManagerConfig::default(),
+            &mut omemo::os_rng(),
+            now,
+        )
+        .map(|_| ())
+    };
+    // Refused, and nothing written: a wrong passphrase, another account, a used store.
+    assert_eq!(
+        restore(
+            MemoryStore::new(),
+            "alice@example.org",
+            "a wrong passphrase"
+        ),
+        Err(ManagerError::Backup(omemo::BackupError::WrongPassphrase))
+    );
+    assert!(matches!(
+        restore(
+            MemoryStore::new(),
+            "mallory@example.org",
+            "a long passphrase"
+        ),
+        Err(ManagerError::WrongAccount { .. })
+    ));
+    let used = world
+        .device("alice@example.org", "tablet")
+        .manager
+        .into_store()
+        .unwrap();
+    assert_eq!(
+        restore(used, "alice@example.org", "a long passphrase"),
+        Err(ManagerError::Backup(omemo::BackupError::StoreNotEmpty))
+    );
+
+    // The phone is reinstalled: a new store, the identity from the backup.
+    drop(alice);
+    let manager = Manager::restore_identity(
+        MemoryStore::new(),
+        &bare("alice@example.org"),
+        &backup,
+        "a long passphrase",
+        ManagerConfig::default(),
+        &mut rng,
+        world.now,
+    )
+    .unwrap();
+    assert_eq!(manager.device_id(), alice_id);
+    assert_eq!(manager.fingerprint(), fingerprint);
+    let mut alice = Device {
+        full_jid: "alice@example.org/phone".to_owned(),
+        manager,
+        sent: Default::default(),
+    };
+    world.run(&mut alice);
+    // Bob's next message is on the old session: it cannot be read; Alice rebuilds the
+    // session and tells Bob with an empty key exchange.
+    let lost = world.send(&mut bob, "alice@example.org", "into the void");
+    let handled = alice
+        .manager
+        .handle_stanza(&lost, &mut rng, world.now)
+        .unwrap();
+    assert!(
+        matches!(handled, Handled::Undecryptable { .. }),
+        "{handled:?}"
+    );
+    world.run(&mut alice);
+    let rebuilt = alice.next_message().expect("an empty key exchange to Bob");
+    assert!(matches!(
+        bob.manager
+            .handle_stanza(&rebuilt, &mut rng, world.now)
+            .unwrap(),
+        Handled::Consumed
+    ));
+    // From then on both ways work, and Bob's verification of the device still holds.
+    world.converse(&mut bob, &mut alice, "after the restore");
+    world.converse(&mut alice, &mut bob, "and back");
+    let devices = bob
+        .manager
+        .devices(&bare("alice@example.org"), world.now)
+        .unwrap();
+    let trust = devices
+        .iter()
+        .find(|d| d.device_id == alice_id)
+        .unwrap()
+        .trust;
+    assert_eq!(trust, Trust::Verified);
+}

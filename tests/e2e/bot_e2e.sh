@@ -57,6 +57,12 @@
 #      not-authorized" (`run` does not retry); `send`, `devices` and `publish` against a
 #      closed port exit 5 within 2 s naming the server; `run` against it keeps waiting and
 #      says what for.
+#  14. Identity backup: a slixmpp-omemo contact talks to the bot (5 echoes); the bot stops,
+#      `identity export` seals its identity under a passphrase; `identity import` with a
+#      wrong passphrase fails and leaves no store; into a new store it gives the same
+#      device id and fingerprint; the bot runs on the new store: the contact's next
+#      message (on the old session) is lost, the bot rebuilds the session, and the
+#      contact's 5 messages after it are echoed.
 #
 # Usage: tests/e2e/bot_e2e.sh [SCENARIO...]   (default: all; e.g. `bot_e2e.sh 2 3`)
 #        E2E_REPEAT=20 tests/e2e/bot_e2e.sh 1   (scenario 1 twenty times, on one server and
@@ -152,7 +158,7 @@ say "Prosody on $SERVER"
 # One password for every throwaway account.
 PW="pw-$RANDOM$RANDOM"
 for user in alice bot1 bob dave carol bot3 erin bot4 eve bot5 frank bot6 grace bot7 heidi \
-    ivan judy bot9 kate leo bot10 mike nina bot11 mallory oscar bot12 bot13; do
+    ivan judy bot9 kate leo bot10 mike nina bot11 mallory oscar bot12 bot13 peggy bot14; do
     "$PROSODY" adduser "$WORK/server" "$user@localhost" "$PW" 2>>"$WORK/adduser.log" \
         || die "could not create $user@localhost"
 done
@@ -804,6 +810,48 @@ scenario_13() {
     echo "wrong password: exit 4 at once from send, devices, publish and run; closed port: exit 5 at once from the one-shot commands, run waits"
 }
 
+scenario_14() {
+    local id0 fp0 id fp rc db="$WORK/bot14$SFX.db"
+    start_bot bot14 bot14a
+    id0="$(device_id bot14)"
+    client s14-a peggy bot14 5 || fail "first client failed: $(cat "$WORK/s14-a.json")"
+    check_summary s14-a 5 || fail "first client: bad summary"
+    stop_bot TERM
+    fp0="$("$BOT" fingerprint --jid "bot14$SFX@localhost" --store "$db" | sed -n 's/^fingerprint: //p')"
+    printf '%s\n' "backup passphrase $RANDOM" >"$WORK/s14-passphrase"
+    "$BOT" identity export --jid "bot14$SFX@localhost" --store "$db" --file "$WORK/s14.backup" \
+        --passphrase-file "$WORK/s14-passphrase" >"$WORK/s14-export.out" 2>&1 \
+        || fail "export failed: $(cat "$WORK/s14-export.out")"
+    grep -q "bot14$SFX@localhost" "$WORK/s14.backup" && fail "the backup shows the JID in clear"
+    # The phone is reinstalled: the old store goes away.
+    mkdir -p "$WORK/s14-old" && mv "$db"* "$WORK/s14-old/"
+    rc=0
+    "$BOT" identity import --jid "bot14$SFX@localhost" --store "$db" --file "$WORK/s14.backup" \
+        --passphrase "not the passphrase" >/dev/null 2>"$WORK/s14-import-wrong.log" || rc=$?
+    [ "$rc" -eq 1 ] || fail "import with a wrong passphrase exited $rc, want 1"
+    grep -q "wrong passphrase for the identity backup" "$WORK/s14-import-wrong.log" \
+        || fail "no clear error: $(cat "$WORK/s14-import-wrong.log")"
+    [ ! -e "$db" ] || fail "a failed import left a store behind"
+    "$BOT" identity import --jid "bot14$SFX@localhost" --store "$db" --file "$WORK/s14.backup" \
+        --passphrase-file "$WORK/s14-passphrase" >"$WORK/s14-import.out" 2>&1 \
+        || fail "import failed: $(cat "$WORK/s14-import.out")"
+    fp="$("$BOT" fingerprint --jid "bot14$SFX@localhost" --store "$db" | sed -n 's/^fingerprint: //p')"
+    [ "$fp" = "$fp0" ] || fail "fingerprint changed: $fp0 -> $fp"
+    start_bot bot14 bot14b
+    id="$(device_id bot14)"
+    [ "$id" = "$id0" ] || fail "device id changed: $id0 -> $id"
+    grep -q "created OMEMO identity" "$WORK/bot14b.log" && fail "the bot made a new identity"
+    # Peggy's next message is on the session the old store had: it is lost, and the bot
+    # rebuilds the session.
+    client s14-b peggy bot14 1 --timeout 15 && fail "a message on the lost session was echoed"
+    grep -q "rebuilding the session sender=peggy$SFX@localhost" "$WORK/bot14b.log" \
+        || fail "the bot did not rebuild the session: $(grep -m2 'not decrypted' "$WORK/bot14b.log")"
+    client s14-c peggy bot14 5 || fail "client after the rebuild failed: $(cat "$WORK/s14-c.json")"
+    check_summary s14-c 5 || fail "client after the rebuild: bad summary"
+    stop_bot TERM
+    echo "device $id0 restored with its fingerprint; one message lost to the old session, the session rebuilt, 5/5 echoes after"
+}
+
 TITLES=(
     ""
     "slixmpp-omemo client (2 devices) -> omemo-bot run, 50 messages"
@@ -819,6 +867,7 @@ TITLES=(
     "the bot and a device start sessions with each other at once"
     "flood from a stranger: device lists, made-up devices; bounds hold"
     "wrong password and closed port: clear, prompt failures"
+    "identity backup: export, import into a new store, sessions heal"
 )
 
 # The accounts of the scenarios that can run again with fresh accounts (E2E_REPEAT).
@@ -852,9 +901,9 @@ run_scenario() {
 }
 
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(1 2 3 4 5 6 7 8 9 10 11 12 13)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(1 2 3 4 5 6 7 8 9 10 11 12 13 14)
 for n in "${SCENARIOS[@]}"; do
-    case "$n" in [1-9] | 1[0-3]) ;; *) die "unknown scenario $n" ;; esac
+    case "$n" in [1-9] | 1[0-4]) ;; *) die "unknown scenario $n" ;; esac
     if [ "$REPEAT" -gt 1 ] && [ -z "${REPEAT_ACCOUNTS[$n]:-}" ]; then
         die "E2E_REPEAT: scenario $n cannot be repeated (these can: ${!REPEAT_ACCOUNTS[*]})"
     fi

@@ -1,9 +1,10 @@
-//! AES-256-CBC with PKCS#7 (inside the ratchet) and AES-128-GCM (legacy payloads).
+//! AES-256-CBC with PKCS#7 (inside the ratchet), AES-128-GCM (legacy payloads) and
+//! AES-256-GCM (identity backups).
 
 use aes::{Aes128, Aes256};
 use aes_gcm::aead::AeadInOut;
 use aes_gcm::aead::consts::{U12, U16};
-use aes_gcm::{AesGcm, KeyInit};
+use aes_gcm::{Aes256Gcm, AesGcm, KeyInit};
 use cbc::cipher::block_padding::Pkcs7;
 use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
 use zeroize::Zeroizing;
@@ -50,4 +51,33 @@ pub(crate) fn gcm_decrypt(key: &[u8; 16], iv: &[u8], buffer: &mut [u8], tag: &[u
     } else {
         false
     }
+}
+
+/// AES-256-GCM with a 12-byte nonce over `buffer` in place, authenticating `aad` too; the
+/// tag is returned apart.
+pub(crate) fn gcm256_seal(
+    key: &[u8; 32],
+    nonce: &[u8; 12],
+    aad: &[u8],
+    buffer: &mut [u8],
+) -> [u8; 16] {
+    // As in `gcm_encrypt`: the only error is a buffer beyond GCM's limit.
+    Aes256Gcm::new(key.into())
+        .encrypt_inout_detached(nonce.into(), aad, buffer.into())
+        .map(Into::into)
+        .unwrap_or([0u8; 16])
+}
+
+/// Opens what [`gcm256_seal`] sealed; `false` (the buffer then holds garbage) when the
+/// key, the data or the tag is wrong.
+pub(crate) fn gcm256_open(
+    key: &[u8; 32],
+    nonce: &[u8; 12],
+    aad: &[u8],
+    buffer: &mut [u8],
+    tag: &[u8; 16],
+) -> bool {
+    Aes256Gcm::new(key.into())
+        .decrypt_inout_detached(nonce.into(), aad, buffer.into(), tag.into())
+        .is_ok()
 }

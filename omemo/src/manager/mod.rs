@@ -58,7 +58,7 @@ use own_device::OwnDevice;
 use request::Requests;
 use session_cache::{SessionCache, SkippedKeyTally};
 
-use crate::Fingerprint;
+use crate::backup::{self, BackupError};
 use crate::consts::{
     DEFAULT_HEARTBEAT_AFTER, DEFAULT_INACTIVE_AFTER_SECS, DEFAULT_MAX_DEVICES_PER_JID,
     DEFAULT_MAX_SKIPPED_KEYS_PER_JID, DEFAULT_NEW_SESSIONS_PER_HOUR, DEFAULT_PRE_KEY_COUNT,
@@ -70,6 +70,7 @@ use crate::ratchet::RatchetLimits;
 use crate::stanza::omemo2::MAX_LABEL_LENGTH;
 use crate::store::{AccountRecord, Batch, Store, StoreError};
 use crate::version::Versions;
+use crate::{Fingerprint, IdentityKeyPair, SecretKey};
 
 /// How new devices are trusted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,6 +217,80 @@ impl<S: Store> Manager<S> {
         now: u64,
     ) -> Result<Self, ManagerError> {
         let jid = jid.as_str().to_owned();
+        Self::check_config(&config)?;
+        let manager = match store.load_account()? {
+            Some(account) => Self::load(store, config, account, rng, now)?,
+            None => Self::create(store, config, jid.clone(), rng, now)?,
+        };
+        if manager.own.jid != jid {
+            return Err(ManagerError::WrongAccount {
+                stored: manager.own.jid,
+                requested: jid,
+            });
+        }
+        Ok(manager.started(rng, now))
+    }
+
+    /// Opens a new `store` with the identity of a backup made by
+    /// [`Manager::export_identity`]: the same device id and fingerprint, new prekeys, no
+    /// sessions (contacts' next messages rebuild them through the healing path, see
+    /// [`Event::SessionRebuilt`]). Fails with [`BackupError::WrongPassphrase`] for a
+    /// wrong passphrase, [`BackupError::StoreNotEmpty`] when the store has an identity
+    /// already and [`ManagerError::WrongAccount`] when the backup is of another JID;
+    /// then nothing is written.
+    pub fn restore_identity(
+        mut store: S,
+        jid: &jid::BareJid,
+        backup: &[u8],
+        passphrase: &str,
+        config: ManagerConfig,
+        rng: &mut impl CryptoRng,
+        now: u64,
+    ) -> Result<Self, ManagerError> {
+        Self::check_config(&config)?;
+        let identity = backup::open(backup, passphrase)?;
+        if identity.jid != jid.as_str() {
+            return Err(ManagerError::WrongAccount {
+                stored: identity.jid,
+                requested: jid.to_string(),
+            });
+        }
+        if store.load_account()?.is_some() {
+            return Err(BackupError::StoreNotEmpty.into());
+        }
+        let keys = IdentityKeyPair::from_secret(SecretKey::from_bytes(*identity.secret));
+        let (own, batch) = OwnDevice::with_identity(
+            identity.jid,
+            identity.device_id,
+            keys,
+            config.versions,
+            config.pre_key_count,
+            rng,
+            now,
+        );
+        store.commit(batch)?;
+        tracing::info!(jid = %own.jid, device_id = own.device_id, "restored OMEMO identity from a backup");
+        Ok(Self::assemble(store, config, own).started(rng, now))
+    }
+
+    /// This device's identity (account, device id, identity key pair; no sessions, no
+    /// prekeys) sealed under `passphrase` (Argon2id, AES-256-GCM), for
+    /// [`Manager::restore_identity`]. Keep it as safe as the store: it is the identity.
+    pub fn export_identity(
+        &self,
+        passphrase: &str,
+        rng: &mut impl CryptoRng,
+    ) -> Result<Vec<u8>, ManagerError> {
+        let account = self.own.account_record();
+        let identity = backup::Identity {
+            jid: account.jid,
+            device_id: account.device_id,
+            secret: account.identity_secret,
+        };
+        Ok(backup::seal(&identity, passphrase, rng)?)
+    }
+
+    fn check_config(config: &ManagerConfig) -> Result<(), ManagerError> {
         if config.versions.is_empty() {
             return Err(ManagerError::NoVersions);
         }
@@ -226,21 +301,18 @@ impl<S: Store> Manager<S> {
                 max: MAX_LABEL_LENGTH,
             });
         }
-        let mut manager = match store.load_account()? {
-            Some(account) => Self::load(store, config, account, rng, now)?,
-            None => Self::create(store, config, jid.clone(), rng, now)?,
-        };
-        if manager.own.jid != jid {
-            return Err(ManagerError::WrongAccount {
-                stored: manager.own.jid,
-                requested: jid,
-            });
-        }
+        Ok(())
+    }
+
+    /// The last steps of opening: the label, a fresh request id space, the clock, and
+    /// the own device lists and bundles checked and republished.
+    fn started(mut self, rng: &mut impl CryptoRng, now: u64) -> Self {
+        let manager = &mut self;
         manager.own.set_label(manager.config.label.as_deref(), rng);
         manager.requests = Requests::new(rng.next_u32());
         manager.clock = now;
         manager.republish();
-        Ok(manager)
+        self
     }
 
     fn create(

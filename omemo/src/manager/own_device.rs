@@ -89,6 +89,20 @@ impl OwnDevice {
                 break id;
             }
         };
+        Self::with_identity(jid, device_id, identity, versions, pre_key_count, rng, now)
+    }
+
+    /// A device with a given id and identity (restored from a backup) and new bundle
+    /// keys; the store operations come back in the batch.
+    pub(super) fn with_identity(
+        jid: String,
+        device_id: u32,
+        identity: IdentityKeyPair,
+        versions: Versions,
+        pre_key_count: u32,
+        rng: &mut impl CryptoRng,
+        now: u64,
+    ) -> (Self, Batch) {
         let mut device = Self {
             jid,
             device_id,
