@@ -67,8 +67,8 @@ pub(crate) enum IdentityCommand {
     Import(IdentityArgs),
 }
 
-/// The store, the backup file and its passphrase.
-#[derive(Debug, Args)]
+/// The store, the backup file and its passphrase. Its Debug output hides the passphrase.
+#[derive(Args)]
 pub(crate) struct IdentityArgs {
     #[command(flatten)]
     pub(crate) account: Account,
@@ -142,6 +142,16 @@ impl std::fmt::Debug for Connection {
             .field("server", &self.server)
             .field("insecure_plaintext", &self.insecure_plaintext)
             .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for IdentityArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityArgs")
+            .field("account", &self.account)
+            .field("file", &self.file)
+            .field("passphrase_file", &self.passphrase_file)
             .finish_non_exhaustive()
     }
 }
@@ -529,6 +539,28 @@ mod tests {
                 .to_string()
                 .contains("holds no OMEMO fingerprint")
         );
+    }
+
+    #[test]
+    fn identity_arguments_hide_the_passphrase_in_debug_output() {
+        let cli = parse(&[
+            "identity",
+            "export",
+            "--jid",
+            "bot@example.org",
+            "--store",
+            "s.db",
+            "--file",
+            "b.backup",
+            "--passphrase",
+            "hunter2-backup",
+        ])
+        .unwrap();
+        let Command::Identity(IdentityCommand::Export(args)) = cli.command else {
+            panic!("not identity export")
+        };
+        assert_eq!(args.passphrase.as_deref(), Some("hunter2-backup"));
+        assert!(!format!("{args:?}").contains("hunter2"));
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::time::Duration;
 use jid::BareJid;
 use omemo::stanza::{self, legacy, omemo2};
 use omemo::{
-    DeviceInfo, Event, Manager, ManagerConfig, ManagerError, SqliteStore, Trust, VerificationUri,
-    Version, Versions, Via,
+    DeviceInfo, Event, Manager, ManagerConfig, ManagerError, MessageId, SkipReason, SqliteStore,
+    Trust, VerificationUri, Version, Versions, Via,
 };
 use omemo_tokio::{Client, ClientConfig, ClientEvent, Login, Unreachable, unix_now};
 use tokio::signal::unix::{SignalKind, signal};
@@ -96,12 +96,7 @@ fn export_identity(args: &IdentityArgs) -> Result<(), BotError> {
             args.account.store.display()
         )));
     }
-    let manager = open_manager(
-        &args.account.jid,
-        &args.account.store,
-        config_for(Versions::BOTH),
-        Use::Alongside,
-    )?;
+    let manager = open_alongside(&args.account)?;
     let backup = manager.export_identity(&passphrase, &mut omemo::os_rng())?;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -109,8 +104,14 @@ fn export_identity(args: &IdentityArgs) -> Result<(), BotError> {
         .mode(0o600)
         .open(&args.file)
         .map_err(|e| BotError::Failed(format!("cannot create {}: {e}", args.file.display())))?;
-    file.write_all(&backup)?;
-    file.sync_all()?;
+    // A partial file must not pass for a backup (nor block the next try).
+    if let Err(error) = file.write_all(&backup).and_then(|()| file.sync_all()) {
+        let _ = std::fs::remove_file(&args.file);
+        return Err(BotError::Failed(format!(
+            "cannot write {}: {error}",
+            args.file.display()
+        )));
+    }
     println!(
         "identity of device {} ({}) written to {}",
         manager.device_id(),
@@ -225,6 +226,17 @@ fn open_manager(
     )?)
 }
 
+/// The account's manager (both versions) on a store a running bot may share, for the
+/// offline commands.
+fn open_alongside(account: &Account) -> Result<Manager<SqliteStore>, BotError> {
+    open_manager(
+        &account.jid,
+        &account.store,
+        config_for(Versions::BOTH),
+        Use::Alongside,
+    )
+}
+
 /// Connects and waits until the own device is published (or the timeout).
 async fn go_online(
     account: &Account,
@@ -270,8 +282,20 @@ async fn leave(mut client: Client<SqliteStore>) {
     client.close().await;
 }
 
+/// How often `run` asks one contact for a presence subscription.
+const SUBSCRIPTION_ASK_EVERY: Duration = Duration::from_secs(3600);
+/// Echoes kept per contact while a presence subscription is awaited.
+const MAX_AWAITING_SUBSCRIPTION: usize = 20;
+
 /// What the echo bot does with one event.
 struct Echo {
+    /// Echoes handed to the manager and not yet sent, by id: to whom, and the text (to
+    /// send again once a presence subscription is approved).
+    under_way: HashMap<MessageId, (BareJid, String)>,
+    /// Echoes waiting for a contact to approve the presence subscription.
+    awaiting_subscription: HashMap<BareJid, Vec<String>>,
+    /// When each contact was last asked for a presence subscription.
+    last_subscription_ask: HashMap<BareJid, Instant>,
     /// When each contact last got the plaintext hint.
     last_hint: HashMap<BareJid, Instant>,
     /// Unencrypted messages are echoed unencrypted (`run --echo-plaintext`).
@@ -305,17 +329,37 @@ impl Echo {
                     tracing::warn!(from = %sender, violations = ?message.affix_violations, "message with bad SCE affixes not answered");
                     return Ok(());
                 }
-                client.send_encrypted(&[sender], text)?;
+                let id = client.send_encrypted(std::slice::from_ref(&sender), text)?;
+                self.under_way.insert(id, (sender, text.to_owned()));
+            }
+            ClientEvent::SubscriptionApproved { from } => {
+                // The echoes that waited for it go out now (their devices can be read).
+                for text in self.awaiting_subscription.remove(&from).unwrap_or_default() {
+                    let id = client.send_encrypted(std::slice::from_ref(&from), &text)?;
+                    self.under_way.insert(id, (from.clone(), text));
+                }
+            }
+            ClientEvent::Omemo(Event::NotSent { id, error })
+                if self
+                    .under_way
+                    .get(&id)
+                    .is_some_and(|(to, _)| hidden_devices(&error, to)) =>
+            {
+                let Some((to, text)) = self.under_way.remove(&id) else {
+                    return Ok(());
+                };
+                self.await_subscription(client, to, text).await?;
             }
             ClientEvent::Plain { from, body } if self.echo_plaintext => {
                 client.send_plain(&from, &body).await?;
             }
             ClientEvent::Plain { from, .. } => self.hint(client, &from).await?,
             ClientEvent::Omemo(Event::Sent {
+                id,
                 recipients,
                 skipped,
-                ..
             }) => {
+                self.under_way.remove(&id);
                 for device in &skipped {
                     tracing::debug!(jid = %device.jid, device_id = device.device_id, reason = ?device.reason, "device skipped");
                 }
@@ -331,7 +375,8 @@ impl Echo {
                     );
                 }
             }
-            ClientEvent::Omemo(Event::NotSent { error, .. }) => {
+            ClientEvent::Omemo(Event::NotSent { id, error }) => {
+                self.under_way.remove(&id);
                 tracing::warn!(%error, "could not send a message");
             }
             ClientEvent::Undecryptable {
@@ -348,6 +393,33 @@ impl Echo {
         }
         // The echo goes out when the client next waits: the events that arrived
         // together are answered with one disk write.
+        Ok(())
+    }
+
+    /// Keeps an echo to a contact whose devices are shown to subscribed contacts only,
+    /// and asks the contact for a presence subscription (at most once per
+    /// [`SUBSCRIPTION_ASK_EVERY`]); the echo goes out when it is approved.
+    async fn await_subscription(
+        &mut self,
+        client: &mut Client<SqliteStore>,
+        to: BareJid,
+        text: String,
+    ) -> Result<(), BotError> {
+        let waiting = self.awaiting_subscription.entry(to.clone()).or_default();
+        if waiting.len() < MAX_AWAITING_SUBSCRIPTION {
+            waiting.push(text);
+        }
+        let now = Instant::now();
+        if self
+            .last_subscription_ask
+            .get(&to)
+            .is_some_and(|at| now.duration_since(*at) < SUBSCRIPTION_ASK_EVERY)
+        {
+            return Ok(());
+        }
+        self.last_subscription_ask.insert(to.clone(), now);
+        tracing::info!(jid = %to, "devices visible to subscribed contacts only: asking for a presence subscription; the echo waits for it");
+        client.request_subscription(&to).await?;
         Ok(())
     }
 
@@ -389,6 +461,9 @@ async fn run(args: RunArgs) -> Result<(), BotError> {
     };
     let mut client = Client::start(login(&args.account, &args.connection)?, manager, config)?;
     let mut echo = Echo {
+        under_way: HashMap::new(),
+        awaiting_subscription: HashMap::new(),
+        last_subscription_ask: HashMap::new(),
         last_hint: HashMap::new(),
         echo_plaintext: args.echo_plaintext,
     };
@@ -474,11 +549,34 @@ fn versions_of(choice: VersionChoice) -> Versions {
 async fn send(args: SendArgs) -> Result<(), BotError> {
     let versions = versions_of(args.version);
     let mut client = go_online(&args.account, &args.connection, versions, false).await?;
-    let id = client.send_encrypted(std::slice::from_ref(&args.to), &args.text)?;
+    let mut id = client.send_encrypted(std::slice::from_ref(&args.to), &args.text)?;
     client.flush().await?;
     let until = Instant::now() + SEND_WAIT;
+    // Set once a presence subscription was asked for (devices visible to contacts only).
+    let mut asked = false;
     let outcome = loop {
         match client.next_until(until).await? {
+            Some(ClientEvent::Omemo(Event::NotSent { id: sent, error }))
+                if sent == id && !asked && hidden_devices(&error, &args.to) =>
+            {
+                eprintln!(
+                    "{}'s OMEMO devices are visible to subscribed contacts only: asking for a presence subscription (waiting up to {} s)",
+                    args.to,
+                    until.saturating_duration_since(Instant::now()).as_secs()
+                );
+                client.request_subscription(&args.to).await?;
+                asked = true;
+                if !approved(&mut client, &args.to, until).await? {
+                    leave(client).await;
+                    return Err(BotError::Failed(format!(
+                        "could not send to {}: {error}; no answer to the presence subscription request within {} s",
+                        args.to,
+                        SEND_WAIT.as_secs()
+                    )));
+                }
+                id = client.send_encrypted(std::slice::from_ref(&args.to), &args.text)?;
+                client.flush().await?;
+            }
             Some(ClientEvent::Omemo(Event::Sent {
                 id: sent,
                 recipients,
@@ -541,13 +639,30 @@ async fn send(args: SendArgs) -> Result<(), BotError> {
     Ok(())
 }
 
+/// Whether `error` says that `jid`'s devices are shown to subscribed contacts only.
+fn hidden_devices(error: &ManagerError, jid: &BareJid) -> bool {
+    matches!(error, ManagerError::NoRecipientDevices { skipped } if skipped
+        .iter()
+        .any(|d| d.jid == jid.as_str() && d.reason == SkipReason::SubscriptionRequired))
+}
+
+/// Waits until `jid` approves the presence subscription; `false` at `until`.
+async fn approved(
+    client: &mut Client<SqliteStore>,
+    jid: &BareJid,
+    until: Instant,
+) -> Result<bool, BotError> {
+    loop {
+        match client.next_until(until).await? {
+            Some(ClientEvent::SubscriptionApproved { from }) if from == *jid => return Ok(true),
+            Some(_) => {}
+            None => return Ok(false),
+        }
+    }
+}
+
 fn fingerprint(args: &FingerprintArgs) -> Result<(), BotError> {
-    let manager = open_manager(
-        &args.account.jid,
-        &args.account.store,
-        config_for(Versions::BOTH),
-        Use::Alongside,
-    )?;
+    let manager = open_alongside(&args.account)?;
     let fingerprint = manager.fingerprint();
     let link = VerificationUri::new(
         args.account.jid.clone(),
@@ -649,12 +764,7 @@ async fn devices(args: DevicesArgs) -> Result<(), BotError> {
 }
 
 fn set_trust(args: &TrustArgs, trust: Trust) -> Result<(), BotError> {
-    let mut manager = open_manager(
-        &args.account.jid,
-        &args.account.store,
-        config_for(Versions::BOTH),
-        Use::Alongside,
-    )?;
+    let mut manager = open_alongside(&args.account)?;
     let (of, device_id) = match (&args.uri, &args.of, args.device_id) {
         (Some(uri), _, _) if trust == Trust::Verified => return verify_uri(&mut manager, uri),
         (Some(_), _, _) => {

@@ -97,6 +97,13 @@ pub enum ClientEvent {
         /// Who.
         from: BareJid,
     },
+    /// A contact approved our presence subscription ([`Client::request_subscription`],
+    /// or one asked back): nodes it shows to subscribed contacts only (device lists and
+    /// bundles with the `presence` access model) can be fetched now.
+    SubscriptionApproved {
+        /// Who.
+        from: BareJid,
+    },
     /// What the OMEMO manager reports: messages sent or not, devices, trust, failed
     /// publications.
     Omemo(Event),
@@ -125,6 +132,10 @@ impl fmt::Debug for ClientEvent {
                 .finish(),
             Self::SubscriptionRequest { from } => f
                 .debug_struct("SubscriptionRequest")
+                .field("from", from)
+                .finish(),
+            Self::SubscriptionApproved { from } => f
+                .debug_struct("SubscriptionApproved")
                 .field("from", from)
                 .finish(),
             Self::Omemo(event) => f.debug_tuple("Omemo").field(event).finish(),
@@ -308,6 +319,20 @@ impl<S: Store> Client<S> {
             .send(to, body, &mut omemo::os_rng(), unix_now())?;
         self.collect_events();
         Ok(id)
+    }
+
+    /// Asks `jid` for a presence subscription (XEP-0384: a contact's device list may be
+    /// visible to subscribed contacts only; see
+    /// [`SkipReason::SubscriptionRequired`](omemo::SkipReason::SubscriptionRequired)). A
+    /// [`ClientEvent::SubscriptionApproved`] follows when the contact agrees; nothing
+    /// when it does not answer.
+    pub async fn request_subscription(&mut self, jid: &BareJid) -> Result<(), DriverError> {
+        let request = protocol::presence("subscribe", Some(jid.as_str()))
+            .ok_or_else(|| DriverError::Protocol(format!("cannot address {jid}")))?;
+        self.conn.send(request).await?;
+        self.roster.entry(jid.clone()).or_default().asked = true;
+        tracing::info!(%jid, "asked for a presence subscription");
+        Ok(())
     }
 
     /// Sends an unencrypted chat message (a hint for clients without OMEMO).
@@ -512,13 +537,11 @@ impl<S: Store> Client<S> {
         self.streams += 1;
         let carbons = self.fresh_id("carbons");
         self.conn.send(carbons::enable_iq(&carbons)).await?;
-        if self.config.accept_subscriptions {
-            let roster = self.fresh_id("roster");
-            if let Some(iq) =
-                protocol::iq_request("get", &roster, Element::bare("query", NS_ROSTER))
-            {
-                self.conn.send(iq).await?;
-            }
+        // Fetching the roster makes this resource "interested" (RFC 6121 §2.1.6): the
+        // server then hands it subscription requests and approvals.
+        let roster = self.fresh_id("roster");
+        if let Some(iq) = protocol::iq_request("get", &roster, Element::bare("query", NS_ROSTER)) {
+            self.conn.send(iq).await?;
         }
         Ok(())
     }
@@ -579,7 +602,8 @@ impl<S: Store> Client<S> {
     }
 
     async fn on_presence(&mut self, presence: &Element) -> Result<(), DriverError> {
-        if presence.attr("type") != Some("subscribe") {
+        let kind = presence.attr("type");
+        if !matches!(kind, Some("subscribe" | "subscribed")) {
             return Ok(());
         }
         let Some(from) = presence
@@ -590,6 +614,15 @@ impl<S: Store> Client<S> {
             return Ok(());
         };
         if from == self.jid {
+            return Ok(());
+        }
+        if kind == Some("subscribed") {
+            let entry = self.roster.entry(from.clone()).or_default();
+            entry.subscribed_to = true;
+            entry.asked = false;
+            tracing::info!(jid = %from, "presence subscription approved");
+            self.events
+                .push_back(ClientEvent::SubscriptionApproved { from });
             return Ok(());
         }
         if !self.config.accept_subscriptions {

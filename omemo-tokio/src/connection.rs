@@ -1,6 +1,7 @@
 //! The XMPP stream (tokio-xmpp): login, reconnection, stanzas in and out as `minidom`
 //! elements.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use tokio_xmpp::{Event, Stanza};
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::message::Message;
 use xmpp_parsers::presence::Presence;
+use xmpp_parsers::sasl::DefinedCondition;
 
 use crate::error::DriverError;
 
@@ -98,10 +100,16 @@ enum State {
     Checking {
         check: Pin<Box<dyn Future<Output = Result<(), DriverError>> + Send>>,
         login: Login,
-        early: Vec<Stanza>,
+        early: VecDeque<Element>,
     },
-    Running(Box<tokio_xmpp::Client>),
-    /// Between the two (only while a check that failed is reported).
+    /// tokio-xmpp has the stream; `early` holds what was sent before, in order, until it
+    /// is written (taken off only once written, so a cancelled write is tried again).
+    Running {
+        client: Box<tokio_xmpp::Client>,
+        early: VecDeque<Element>,
+    },
+    /// The first login was refused (or the server could not be reached, with
+    /// [`Unreachable::Fail`]): final.
     Failed,
 }
 
@@ -135,7 +143,7 @@ impl Connection {
             state: State::Checking {
                 check,
                 login,
-                early: Vec::new(),
+                early: VecDeque::new(),
             },
             bound: None,
         })
@@ -156,15 +164,18 @@ impl Connection {
                 unreachable!("the state was Checking above");
             };
             checked?;
-            let mut client = tokio_xmpp_client(login);
-            for stanza in early {
-                send_stanza(&mut client, stanza).await?;
-            }
-            self.state = State::Running(Box::new(client));
+            self.state = State::Running {
+                client: Box::new(tokio_xmpp_client(login)),
+                early,
+            };
         }
-        let State::Running(client) = &mut self.state else {
+        let State::Running { client, early } = &mut self.state else {
             return Err(DriverError::Closed);
         };
+        while let Some(element) = early.front() {
+            send_stanza(client, element_to_stanza(element.clone())?).await?;
+            early.pop_front();
+        }
         loop {
             match client.next().await {
                 None => return Err(DriverError::Closed),
@@ -196,20 +207,34 @@ impl Connection {
     /// Sends one stanza (`<message>`, `<presence>` or `<iq>`), waiting until it is
     /// written (before the first login, until it is queued).
     pub(crate) async fn send(&mut self, element: Element) -> Result<(), DriverError> {
-        let stanza = element_to_stanza(element)?;
         match &mut self.state {
-            State::Checking { early, .. } => {
-                early.push(stanza);
+            State::Running { client, early } if early.is_empty() => {
+                send_stanza(client, element_to_stanza(element)?).await
+            }
+            // After what waits already, in order (checked now, converted when written).
+            State::Checking { early, .. } | State::Running { early, .. } => {
+                element_to_stanza(element.clone())?;
+                early.push_back(element);
                 Ok(())
             }
-            State::Running(client) => send_stanza(client, stanza).await,
             State::Failed => Err(DriverError::Closed),
         }
     }
 
     /// Closes the stream cleanly (bounded in time).
     pub(crate) async fn close(self) {
-        let State::Running(client) = self.state else {
+        let (client, unsent) = match self.state {
+            State::Running { client, early } => (Some(client), early.len()),
+            State::Checking { early, .. } => (None, early.len()),
+            State::Failed => (None, 0),
+        };
+        if unsent > 0 {
+            tracing::warn!(
+                unsent,
+                "closing before stanzas sent ahead of the login went out"
+            );
+        }
+        let Some(client) = client else {
             return;
         };
         if tokio::time::timeout(CLOSE_TIMEOUT, client.send_end())
@@ -257,25 +282,35 @@ async fn send_stanza(client: &mut tokio_xmpp::Client, stanza: Stanza) -> Result<
 async fn check_login(login: Login, unreachable: Unreachable) -> Result<(), DriverError> {
     let mut delay = FIRST_RETRY;
     loop {
-        let attempt = match &login.server {
-            Some(server) if login.plaintext => {
-                authenticate(TcpServerConnector::from(dns(server)), &login).await
+        let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT, async {
+            match &login.server {
+                Some(server) if login.plaintext => {
+                    authenticate(TcpServerConnector::from(dns(server)), &login).await
+                }
+                Some(server) => {
+                    authenticate(StartTlsServerConnector::from(dns(server)), &login).await
+                }
+                None => {
+                    let dns = DnsConfig::srv_default_client(login.jid.domain().as_str());
+                    authenticate(StartTlsServerConnector::from(dns), &login).await
+                }
             }
-            Some(server) => authenticate(StartTlsServerConnector::from(dns(server)), &login).await,
-            None => {
-                let dns = DnsConfig::srv_default_client(login.jid.domain().as_str());
-                authenticate(StartTlsServerConnector::from(dns), &login).await
-            }
-        };
+        })
+        .await;
         let reason = match attempt {
-            Ok(()) => return Ok(()),
-            Err(tokio_xmpp::Error::Auth(error)) => {
+            Ok(Ok(())) => return Ok(()),
+            // The server's account backend is down: try again like an absent server.
+            Ok(Err(tokio_xmpp::Error::Auth(AuthError::Fail(
+                DefinedCondition::TemporaryAuthFailure,
+            )))) => "the server cannot check logins just now (temporary-auth-failure)".to_owned(),
+            Ok(Err(tokio_xmpp::Error::Auth(error))) => {
                 return Err(DriverError::AuthFailed {
                     jid: login.jid.clone(),
                     reason: auth_failure(&error),
                 });
             }
-            Err(error) => error.to_string(),
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()),
         };
         let server = login.server.as_ref().map_or_else(
             || login.jid.domain().to_string(),
@@ -295,6 +330,9 @@ async fn check_login(login: Login, unreachable: Unreachable) -> Result<(), Drive
     }
 }
 
+/// How long one attempt to reach the server and log in may take (a host that drops
+/// packets never refuses).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first and the longest wait between attempts to reach the server at start.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const LAST_RETRY: Duration = Duration::from_secs(60);
@@ -310,7 +348,8 @@ async fn authenticate<C: ServerConnector>(
 ) -> Result<(), tokio_xmpp::Error> {
     let jid = Jid::from(login.jid.clone());
     let Some(node) = login.jid.node() else {
-        return Err(AuthError::NoMechanism.into());
+        // No account name to log in with: the server would say not-authorized.
+        return Err(AuthError::Fail(DefinedCondition::NotAuthorized).into());
     };
     let (pending, binding) = connector
         .connect(&jid, xmpp_parsers::ns::JABBER_CLIENT, Timeouts::default())

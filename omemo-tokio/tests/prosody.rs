@@ -228,8 +228,19 @@ fn start(server: &Prosody, dir: &Path, jid: &str, versions: Versions) -> Running
     Running { commands, events }
 }
 
+/// The tests run one at a time: a port the door test keeps closed must not be taken by
+/// a server another test starts meanwhile.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn clients_of_both_versions_talk_through_prosody_and_survive_a_restart() {
+    let _turn = one_at_a_time();
     let server = Prosody::start("talk");
     for user in ["alice@localhost", "bob@localhost"] {
         server.add_user(user);
@@ -322,6 +333,7 @@ fn closed_port() -> u16 {
 
 #[test]
 fn a_refused_login_fails_at_once_and_an_absent_server_fails_or_is_waited_for() {
+    let _turn = one_at_a_time();
     let server = Prosody::start("door");
     server.add_user("alice@localhost");
     let dir = server.dir.clone();

@@ -31,10 +31,11 @@ const MEMORY_KIB: u32 = 64 * 1024;
 const PASSES: u32 = 3;
 const LANES: u32 = 1;
 /// The most a backup may ask for when it is opened (a hostile file must not make the
-/// importer allocate gigabytes or spin for minutes).
-const MAX_MEMORY_KIB: u32 = 1024 * 1024;
-const MAX_PASSES: u32 = 20;
-const MAX_LANES: u32 = 16;
+/// importer allocate gigabytes or spin for minutes): 4× the memory and about 3× the
+/// passes of new backups.
+const MAX_MEMORY_KIB: u32 = 256 * 1024;
+const MAX_PASSES: u32 = 10;
+const MAX_LANES: u32 = 4;
 
 /// Why a backup could not be made or opened.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

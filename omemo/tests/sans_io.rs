@@ -1195,14 +1195,20 @@ fn device_lists_shown_to_subscribed_contacts_only_are_a_reason_of_their_own() {
          bob@example.org's OMEMO devices are visible to subscribed contacts only"
     );
 
-    // Once Bob's list can be read (a subscription, or the open access model), the reason
-    // is gone and the message goes out.
-    world.notify(&mut alice);
-    alice
+    // Bob approves a subscription: the next `prepare` asks for the hidden list again
+    // (no event needed), and the message goes out.
+    readable_again(&mut world, &mut alice);
+}
+
+/// After a refusal, the server shows Bob's nodes to Alice: her next `prepare` fetches
+/// what was hidden, and a message reaches Bob's device.
+fn readable_again(world: &mut World, alice: &mut Device<MemoryStore>) {
+    let pending = alice
         .manager
         .prepare(&[bare("bob@example.org")], world.now)
         .unwrap();
-    pump(&mut world, &mut alice, |_| false);
+    assert!(pending > 0, "nothing asked again");
+    pump(world, alice, |_| false);
     let encrypted = alice
         .manager
         .encrypt(
@@ -1213,12 +1219,18 @@ fn device_lists_shown_to_subscribed_contacts_only_are_a_reason_of_their_own() {
         )
         .unwrap();
     assert!(encrypted.skipped.is_empty(), "{:?}", encrypted.skipped);
+    assert!(
+        encrypted
+            .recipients
+            .iter()
+            .any(|r| r.jid == "bob@example.org")
+    );
 }
 
 #[test]
 fn a_bundle_shown_to_subscribed_contacts_only_names_its_device_and_the_reason() {
     // The lists are open, the bundles (of every version) are not.
-    let (_world, _alice, bob, not_sent) = send_with_fetches_refused(|iq| {
+    let (mut world, mut alice, bob, not_sent) = send_with_fetches_refused(|iq| {
         iq.attr("to") == Some("bob@example.org") && String::from(iq).contains("bundle")
     });
     let device = bob.manager.device_id();
@@ -1229,6 +1241,7 @@ fn a_bundle_shown_to_subscribed_contacts_only_names_its_device_and_the_reason() 
              the bundle of device {device} of bob@example.org is visible to subscribed contacts only"
         )
     );
+    readable_again(&mut world, &mut alice);
 }
 
 #[test]

@@ -63,6 +63,13 @@
 #      device id and fingerprint; the bot runs on the new store: the contact's next
 #      message (on the old session) is lost, the bot rebuilds the session, and the
 #      contact's 5 messages after it are echoed.
+#  15. Contacts without a subscription: slixmpp-omemo echo peers whose OMEMO nodes have the
+#      `presence` access model (as clients without publish-options leave them on Prosody).
+#      `omemo-bot send` to one that accepts subscription requests asks for one, then
+#      delivers (the echo is printed); to one that never answers it fails within its
+#      deadline with "visible to subscribed contacts only" and the unanswered request.
+#      A slixmpp-omemo client with such nodes writes to `omemo-bot run`: the bot asks it
+#      for a subscription and sends each echo once it is approved (5/5).
 #
 # Usage: tests/e2e/bot_e2e.sh [SCENARIO...]   (default: all; e.g. `bot_e2e.sh 2 3`)
 #        E2E_REPEAT=20 tests/e2e/bot_e2e.sh 1   (scenario 1 twenty times, on one server and
@@ -158,7 +165,7 @@ say "Prosody on $SERVER"
 # One password for every throwaway account.
 PW="pw-$RANDOM$RANDOM"
 for user in alice bot1 bob dave carol bot3 erin bot4 eve bot5 frank bot6 grace bot7 heidi \
-    ivan judy bot9 kate leo bot10 mike nina bot11 mallory oscar bot12 bot13 peggy bot14; do
+    ivan judy bot9 kate leo bot10 mike nina bot11 mallory oscar bot12 bot13 peggy bot14 quinn rupert sybil trent bot15; do
     "$PROSODY" adduser "$WORK/server" "$user@localhost" "$PW" 2>>"$WORK/adduser.log" \
         || die "could not create $user@localhost"
 done
@@ -852,6 +859,41 @@ scenario_14() {
     echo "device $id0 restored with its fingerprint; one message lost to the old session, the session rebuilt, 5/5 echoes after"
 }
 
+scenario_15() {
+    local rc t0 secs
+    local -a opts
+    mapfile -t opts < <(bot_opts sybil)
+    start_echo_peer s15-echo quinn --access-model presence
+    grep -q "now has access model presence" "$WORK/s15-echo.log" \
+        || fail "the echo peer's nodes are not restricted: $(tail -n 3 "$WORK/s15-echo.log")"
+    send_expect_echo s15-send "hello behind presence" "${opts[@]}" --to "quinn$SFX@localhost"
+    grep -q "visible to subscribed contacts only: asking for a presence subscription" "$WORK/s15-send.log" \
+        || fail "send did not say why it asked: $(tail -n 3 "$WORK/s15-send.log")"
+    kill -TERM "$ECHO_PID"
+    wait "$ECHO_PID" || fail "echo peer exited non-zero"
+    start_echo_peer s15-silent rupert --access-model presence --ignore-subscriptions
+    t0=$SECONDS
+    rc=0
+    "$BOT" send "${opts[@]}" --to "rupert$SFX@localhost" "nobody answers" >/dev/null \
+        2>"$WORK/s15-silent-send.log" || rc=$?
+    secs=$((SECONDS - t0))
+    [ "$rc" -eq 1 ] || fail "send to a contact that never answers exited $rc, want 1"
+    [ "$secs" -le 40 ] || fail "send took $secs s"
+    grep -q "rupert$SFX@localhost's OMEMO devices are visible to subscribed contacts only; no answer to the presence subscription request within 30 s" \
+        "$WORK/s15-silent-send.log" || fail "no clear reason: $(tail -n 2 "$WORK/s15-silent-send.log")"
+    kill -TERM "$ECHO_PID"
+    wait "$ECHO_PID" || fail "silent echo peer exited non-zero"
+    # The echo bot: its echoes to such a contact wait for the subscription it asks for.
+    start_bot bot15 bot15
+    client s15-client trent bot15 5 --sequential --access-model presence \
+        || fail "client with restricted nodes failed: $(cat "$WORK/s15-client.json")"
+    check_summary s15-client 5 || fail "client with restricted nodes: bad summary"
+    grep -q "devices visible to subscribed contacts only: asking for a presence subscription" "$WORK/bot15.log" \
+        || fail "the bot did not ask trent for a subscription"
+    stop_bot TERM
+    echo "send: asked for a subscription and delivered; a contact that never answers: clear failure after ${secs} s; run: 5/5 echoes after asking"
+}
+
 TITLES=(
     ""
     "slixmpp-omemo client (2 devices) -> omemo-bot run, 50 messages"
@@ -868,6 +910,7 @@ TITLES=(
     "flood from a stranger: device lists, made-up devices; bounds hold"
     "wrong password and closed port: clear, prompt failures"
     "identity backup: export, import into a new store, sessions heal"
+    "contacts whose OMEMO nodes need a presence subscription"
 )
 
 # The accounts of the scenarios that can run again with fresh accounts (E2E_REPEAT).
@@ -901,9 +944,9 @@ run_scenario() {
 }
 
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(1 2 3 4 5 6 7 8 9 10 11 12 13 14)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15)
 for n in "${SCENARIOS[@]}"; do
-    case "$n" in [1-9] | 1[0-4]) ;; *) die "unknown scenario $n" ;; esac
+    case "$n" in [1-9] | 1[0-5]) ;; *) die "unknown scenario $n" ;; esac
     if [ "$REPEAT" -gt 1 ] && [ -z "${REPEAT_ACCOUNTS[$n]:-}" ]; then
         die "E2E_REPEAT: scenario $n cannot be repeated (these can: ${!REPEAT_ACCOUNTS[*]})"
     fi

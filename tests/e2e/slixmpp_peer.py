@@ -1096,6 +1096,8 @@ async def start_devices(
     peers.insert(0, primary)
     await start_peer(primary, server, deadline)
     LOG.info("primary device %d online", primary.device_id)
+    if args.access_model != "open":
+        await restrict_omemo_nodes(primary, args.access_model)
 
     if second is not None:
         # Both devices must be in the published list of their version (each checked its
@@ -1151,6 +1153,10 @@ async def run_echo(args: argparse.Namespace) -> int:
 
     peer = Peer(with_resource(args.jid, args.resource or "echo"), args.password, args.store,
                 "echo", on_incoming, auto_subscribe=True, version=args.omemo_version)
+    if args.ignore_subscriptions:
+        # A contact that never answers a subscription request.
+        peer.roster.auto_authorize = None
+        peer.roster.auto_subscribe = False
     deadline = time.monotonic() + args.start_timeout
     start_task = asyncio.ensure_future(start_peer(peer, parse_server(args.server), deadline))
     stop_task = asyncio.ensure_future(stop.wait())
@@ -1167,6 +1173,13 @@ async def run_echo(args: argparse.Namespace) -> int:
         LOG.error("%s", e)
         await peer.stop()
         return 1
+    if args.access_model != "open":
+        try:
+            await restrict_omemo_nodes(peer, args.access_model)
+        except Exception as e:  # pylint: disable=broad-exception-caught
+            LOG.exception("could not set the access model")
+            await peer.stop()
+            return 1
     out("DEVICE " + jdump({"jid": str(peer.boundjid), "device_id": device_id}))
     out("READY")
 
@@ -1181,6 +1194,29 @@ async def run_echo(args: argparse.Namespace) -> int:
     LOG.info("signal received, disconnecting")
     await peer.stop()
     return 0
+
+
+async def restrict_omemo_nodes(peer: "Peer", access_model: str) -> None:
+    """Set the access model of the peer's OMEMO device list and bundle nodes, as clients
+    that publish without publish-options leave them (Prosody's default is 'presence'), and
+    check it on the server."""
+    bare = JID(peer.boundjid.bare)
+    if peer.flavour is OMEMO2:
+        nodes = [TWO_DEVICE_LIST_NODE, TWO_BUNDLES_NODE]
+    else:
+        nodes = [OLD_DEVICE_LIST_NODE, old_bundle_node(peer.device_id)]
+    xep_0060 = peer.plugin["xep_0060"]
+    for node in nodes:
+        form = peer.plugin["xep_0004"].make_form("submit")
+        form.add_field(var="FORM_TYPE", ftype="hidden",
+                       value="http://jabber.org/protocol/pubsub#node_config")
+        form.add_field(var="pubsub#access_model", value=access_model)
+        await xep_0060.set_node_config(bare, node, form)
+        cfg = await xep_0060.get_node_config(bare, node)
+        got = cfg["pubsub_owner"]["configure"]["form"].get_values().get("pubsub#access_model")
+        if got != access_model:
+            raise PeerFailure(f"{node} has access model {got!r}, not {access_model!r}")
+        LOG.info("%s: %s now has access model %s", peer.label, node, access_model)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1683,6 +1719,10 @@ def main() -> int:
     pe = sub.add_parser("echo", help="echo bot")
     common(pe)
     pe.add_argument("--start-timeout", type=float, default=30.0)
+    pe.add_argument("--access-model", choices=["open", "presence"], default="open",
+                    help="the access model of the OMEMO nodes after start-up")
+    pe.add_argument("--ignore-subscriptions", action="store_true",
+                    help="never answer presence subscription requests")
 
     pc = sub.add_parser("client", help="send N messages and check the echoes")
     common(pc)
@@ -1693,6 +1733,8 @@ def main() -> int:
     pc.add_argument("--second-resource", default="second")
     pc.add_argument("--second-device-omemo-version", choices=sorted(FLAVOURS), default=None,
                     help="the second device's OMEMO version (default: --omemo-version)")
+    pc.add_argument("--access-model", choices=["open", "presence"], default="open",
+                    help="the access model of the primary device's OMEMO nodes after start-up")
     pc.add_argument("--subscribe", action="store_true",
                     help="ask for a presence subscription to --to (mutual with auto-accept)")
     pc.add_argument("--sequential", action="store_true",

@@ -105,6 +105,29 @@ impl<S: Store> Manager<S> {
 
     /// Queues a fetch of the bundle of `device_id` of `jid` in `version` unless one is
     /// under way; with `rebuild`, the session built from it replaces an existing one.
+    /// Asks again for the bundles of `jid`'s devices that were hidden from
+    /// non-contacts at the last try (a subscription may have been approved since). Only
+    /// [`Manager::prepare`] does, once per call: a refusal does not ask again by itself.
+    pub(super) fn fetch_hidden_bundles(&mut self, jid: &str) -> Result<(), ManagerError> {
+        let hidden: Vec<(u32, Version)> = self
+            .device_records(jid)?
+            .clone()
+            .iter()
+            .filter(|r| self.directory.is_hidden(jid, Some(r.device_id)))
+            .filter_map(|r| {
+                let version = self
+                    .listed_versions(r)
+                    .intersection(r.bundle_failed)
+                    .newest()?;
+                Some((r.device_id, version))
+            })
+            .collect();
+        for (device_id, version) in hidden {
+            self.fetch_bundle(jid, device_id, version, false);
+        }
+        Ok(())
+    }
+
     pub(super) fn fetch_bundle(
         &mut self,
         jid: &str,

@@ -108,6 +108,11 @@ impl DeviceDirectory {
         self.known_lists.contains(&(jid.to_owned(), version))
     }
 
+    /// Forgets that `jid`'s device lists were answered, so that they are fetched again.
+    pub(super) fn forget_lists(&mut self, jid: &str) {
+        self.known_lists.retain(|(listed, _)| listed != jid);
+    }
+
     /// Whether `jid`'s device lists of all `versions` were answered.
     pub(super) fn has_lists(&self, jid: &str, versions: Versions) -> bool {
         versions.iter().all(|v| self.has_list(jid, v))

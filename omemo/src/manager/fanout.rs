@@ -179,13 +179,17 @@ impl<S: Store> Manager<S> {
     }
 
     /// Queues what [`Manager::encrypt`] needs for `recipients` (and the own other
-    /// devices): device lists not fetched since the manager was opened, and bundles of
-    /// devices without a session. Returns the number of requests now pending; answer
-    /// them, then encrypt.
+    /// devices): device lists not fetched since the manager was opened or hidden at the
+    /// last try ([`SkipReason::SubscriptionRequired`]: a presence subscription may have
+    /// come since), and bundles of devices without a session. Returns the number of
+    /// requests now pending; answer them, then encrypt.
     pub fn prepare(&mut self, recipients: &[BareJid], now: u64) -> Result<usize, ManagerError> {
         self.clock = self.clock.max(now);
         let own = self.own.jid.clone();
         for jid in recipients.iter().map(|j| j.as_str()).chain([own.as_str()]) {
+            if self.directory.is_hidden(jid, None) {
+                self.directory.forget_lists(jid);
+            }
             let missing = self
                 .config
                 .versions
@@ -193,6 +197,7 @@ impl<S: Store> Manager<S> {
                 .filter(|v| !self.directory.has_list(jid, *v))
                 .collect();
             if self.directory.has_lists(jid, self.config.versions) {
+                self.fetch_hidden_bundles(jid)?;
                 self.fetch_missing_bundles(jid, now)?;
             } else {
                 self.directory.want_bundles(jid);
@@ -320,7 +325,8 @@ impl<S: Store> Manager<S> {
         let mut skipped = Vec::new();
         for jid in jids {
             let records = self.device_records(jid)?.clone();
-            if records.is_empty() && self.directory.is_hidden(jid, None) {
+            let hidden_list = self.directory.is_hidden(jid, None);
+            if records.is_empty() && hidden_list {
                 skipped.push(SkippedDevice {
                     jid: jid.clone(),
                     device_id: 0,
@@ -339,8 +345,14 @@ impl<S: Store> Manager<S> {
                     });
                 };
                 if let Some(reason) = self.inactivity(&record, now) {
-                    let hidden = reason == SkipReason::BundleUnavailable
-                        && self.directory.is_hidden(jid, Some(record.device_id));
+                    // Known from a message, but its list (or bundle) cannot be read.
+                    let hidden = match reason {
+                        SkipReason::NotListed => hidden_list,
+                        SkipReason::BundleUnavailable => {
+                            self.directory.is_hidden(jid, Some(record.device_id))
+                        }
+                        _ => false,
+                    };
                     skip(if hidden {
                         SkipReason::SubscriptionRequired
                     } else {

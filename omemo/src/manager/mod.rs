@@ -54,7 +54,7 @@ pub use receive::Decrypted;
 
 use directory::DeviceDirectory;
 use outbox::Outbox;
-use own_device::OwnDevice;
+use own_device::{NewKeys, OwnDevice};
 use request::Requests;
 use session_cache::{SessionCache, SkippedKeyTally};
 
@@ -259,15 +259,9 @@ impl<S: Store> Manager<S> {
             return Err(BackupError::StoreNotEmpty.into());
         }
         let keys = IdentityKeyPair::from_secret(SecretKey::from_bytes(*identity.secret));
-        let (own, batch) = OwnDevice::with_identity(
-            identity.jid,
-            identity.device_id,
-            keys,
-            config.versions,
-            config.pre_key_count,
-            rng,
-            now,
-        );
+        let new_keys = NewKeys::restored(config.versions, config.pre_key_count, rng);
+        let (own, batch) =
+            OwnDevice::with_identity(identity.jid, identity.device_id, keys, &new_keys, rng, now);
         store.commit(batch)?;
         tracing::info!(jid = %own.jid, device_id = own.device_id, "restored OMEMO identity from a backup");
         Ok(Self::assemble(store, config, own).started(rng, now))

@@ -89,26 +89,32 @@ impl OwnDevice {
                 break id;
             }
         };
-        Self::with_identity(jid, device_id, identity, versions, pre_key_count, rng, now)
+        let keys = NewKeys {
+            first_id: 1,
+            versions,
+            pre_key_count,
+        };
+        Self::with_identity(jid, device_id, identity, &keys, rng, now)
     }
 
     /// A device with a given id and identity (restored from a backup) and new bundle
-    /// keys; the store operations come back in the batch.
+    /// keys, their ids from `keys.first_id` on; the store operations come back in the
+    /// batch.
     pub(super) fn with_identity(
         jid: String,
         device_id: u32,
         identity: IdentityKeyPair,
-        versions: Versions,
-        pre_key_count: u32,
+        keys: &NewKeys,
         rng: &mut impl CryptoRng,
         now: u64,
     ) -> (Self, Batch) {
+        let (versions, pre_key_count) = (keys.versions, keys.pre_key_count);
         let mut device = Self {
             jid,
             device_id,
             identity,
             bundles: BTreeMap::new(),
-            next_pre_key_id: 1,
+            next_pre_key_id: keys.first_id,
             label: None,
         };
         let mut batch = Batch::default();
@@ -193,7 +199,8 @@ impl OwnDevice {
         }
         for version in missing {
             let signed = DatedSignedPreKey {
-                key: SignedPreKey::generate(version, rng, &self.identity, 1),
+                // 1 on a new device; past every id a restored identity used before.
+                key: SignedPreKey::generate(version, rng, &self.identity, self.next_pre_key_id),
                 created_at: now,
             };
             batch.ops.push(Op::PutSignedPreKey(signed_record(
@@ -412,6 +419,33 @@ impl OwnDevice {
 }
 
 /// The id after `id` in 1..2^31-1, wrapping around.
+/// The bundle keys a new device gets.
+pub(super) struct NewKeys {
+    /// The id of the first signed prekey and of the first one-time prekey (ids are per
+    /// version).
+    pub(super) first_id: u32,
+    pub(super) versions: Versions,
+    pub(super) pre_key_count: u32,
+}
+
+impl NewKeys {
+    /// Keys for an identity restored from a backup: ids from a random start between
+    /// 2^20 and 2^23, so that none names a key of the old device's bundles (a contact
+    /// may still send a key exchange built from one; an unknown id heals, a reused one
+    /// would fail its MAC, which never heals).
+    pub(super) fn restored(
+        versions: Versions,
+        pre_key_count: u32,
+        rng: &mut impl CryptoRng,
+    ) -> Self {
+        Self {
+            first_id: (1 << 20) + rng.next_u32() % ((1 << 23) - (1 << 20)),
+            versions,
+            pre_key_count,
+        }
+    }
+}
+
 fn following_id(id: u32) -> u32 {
     if id >= MAX_DEVICE_ID { 1 } else { id + 1 }
 }

@@ -314,9 +314,9 @@ impl<S: Store> Manager<S> {
         };
         let result = stanza::parse_items_result(iq);
         match &pending {
-            // (A list that arrives clears the flag in `device_list_fetched`.)
-            Pending::FetchDeviceList { jid, .. } if hidden_from_strangers(&result) => {
-                self.directory.note_hidden(jid, None, true);
+            Pending::FetchDeviceList { jid, .. } => {
+                self.directory
+                    .note_hidden(jid, None, hidden_from_strangers(&result));
             }
             Pending::FetchBundle { jid, device_id, .. } => {
                 self.directory
