@@ -1096,8 +1096,10 @@ async def start_devices(
     peers.insert(0, primary)
     await start_peer(primary, server, deadline)
     LOG.info("primary device %d online", primary.device_id)
-    if args.access_model != "open":
-        await restrict_omemo_nodes(primary, args.access_model)
+    # (The race mode has no --access-model: its nodes stay open.)
+    access_model = getattr(args, "access_model", "open")
+    if access_model != "open":
+        await restrict_omemo_nodes(primary, access_model)
 
     if second is not None:
         # Both devices must be in the published list of their version (each checked its
