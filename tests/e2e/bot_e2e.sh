@@ -82,6 +82,10 @@
 #   E2E_REPEAT=N      run each scenario given N times (scenarios 1, 7, 9-12; each run
 #                     with new accounts and stores), stopping a scenario at its first failure
 #   CARGO_TARGET_DIR  where cargo builds (default: <repo>/target)
+#   E2E_BOT_BUILT=1   use <target>/debug/omemo-bot as it is: scripts/test sets it, as its
+#                     `cargo test --workspace --all-targets` has just built the binary (with
+#                     the workspace's features; `cargo build -p omemo-bot` would build much
+#                     of the tree again for its own feature set)
 #   TMPDIR            where the temporary directory is created
 set -uo pipefail
 
@@ -147,11 +151,16 @@ say "work dir $WORK"
     || { cat "$WORK/setup-test-env.log" >&2; die "scripts/setup-test-env failed"; }
 "$PROSODY" install >"$WORK/prosody-install.log" 2>&1 \
     || { cat "$WORK/prosody-install.log" >&2; die "scripts/prosody install failed"; }
-say "building omemo-bot"
-(cd "$ROOT" && cargo build -p omemo-bot) >"$WORK/build.log" 2>&1 \
-    || { tail -n 40 "$WORK/build.log" >&2; die "cargo build -p omemo-bot failed"; }
-[ -x "$BOT" ] || die "no binary at $BOT"
-say "built $BOT"
+if [ "${E2E_BOT_BUILT:-}" = 1 ]; then
+    [ -x "$BOT" ] || die "E2E_BOT_BUILT=1 but no binary at $BOT"
+    say "using $BOT as built"
+else
+    say "building omemo-bot"
+    (cd "$ROOT" && cargo build -p omemo-bot) >"$WORK/build.log" 2>&1 \
+        || { tail -n 40 "$WORK/build.log" >&2; die "cargo build -p omemo-bot failed"; }
+    [ -x "$BOT" ] || die "no binary at $BOT"
+    say "built $BOT"
+fi
 
 mkdir -p "$WORK/server"
 # The bots log each echo at debug level (scenarios count those lines), the rest at info.
