@@ -40,7 +40,9 @@ pub(crate) enum Command {
     /// Print the own device id, fingerprint and verification URI (no network needed;
     /// creates the identity when the store is new).
     Fingerprint(FingerprintArgs),
-    /// Fetch and print the devices of a JID with their fingerprints and trust.
+    /// Fetch and print the devices of a JID (or, with --own, the own ones) with their
+    /// fingerprints, trust and when last heard from; `devices prune` and `devices reset`
+    /// tidy the own device lists.
     Devices(DevicesArgs),
     /// Mark a device of a JID as verified (in the store; a running bot sees it at its next
     /// message).
@@ -54,6 +56,43 @@ pub(crate) enum Command {
     /// passphrase-protected file, or bring it back into a new store.
     #[command(subcommand)]
     Identity(IdentityCommand),
+    /// Encrypt the store at rest, change its passphrase, or decrypt it (stop the bot
+    /// first). An encrypted store is opened with --store-passphrase (or its variable or
+    /// file) by every command.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+/// `store encrypt|change-passphrase|decrypt`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum StoreCommand {
+    /// Encrypt a plain store under the new passphrase (SQLCipher; the key comes from
+    /// Argon2id of the passphrase).
+    Encrypt(NewPassphraseArgs),
+    /// Re-encrypt an encrypted store (--store-passphrase) under the new passphrase.
+    ChangePassphrase(NewPassphraseArgs),
+    /// Turn an encrypted store (--store-passphrase) back into a plain one.
+    Decrypt(StoreArgs),
+}
+
+/// The store and the passphrase it gets. Its Debug output hides the passphrases.
+#[derive(Args)]
+pub(crate) struct NewPassphraseArgs {
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
+
+    /// The store's new passphrase.
+    #[arg(
+        long,
+        env = "OMEMO_BOT_NEW_STORE_PASSPHRASE",
+        hide_env_values = true,
+        conflicts_with = "new_passphrase_file"
+    )]
+    pub(crate) new_passphrase: Option<String>,
+
+    /// A file whose first line is the store's new passphrase.
+    #[arg(long)]
+    pub(crate) new_passphrase_file: Option<PathBuf>,
 }
 
 /// `identity export|import`.
@@ -98,10 +137,31 @@ pub(crate) struct Account {
     #[arg(long, env = "OMEMO_BOT_JID", value_parser = parse_bare_jid)]
     pub(crate) jid: BareJid,
 
+    #[command(flatten)]
+    pub(crate) state: StoreArgs,
+}
+
+/// The store file and its passphrase. Its Debug output hides the passphrase.
+#[derive(Args)]
+pub(crate) struct StoreArgs {
     /// The SQLite file holding the OMEMO identity, sessions and trust; created on first
     /// use. Keep it: a new file is a new device.
     #[arg(long, env = "OMEMO_BOT_STORE")]
     pub(crate) store: PathBuf,
+
+    /// The passphrase of the encrypted store; a new store is created encrypted under it.
+    /// Without one, the store is a plain file (readable by its owner only).
+    #[arg(
+        long,
+        env = "OMEMO_BOT_STORE_PASSPHRASE",
+        hide_env_values = true,
+        conflicts_with = "store_passphrase_file"
+    )]
+    pub(crate) store_passphrase: Option<String>,
+
+    /// A file whose first line is the store's passphrase.
+    #[arg(long)]
+    pub(crate) store_passphrase_file: Option<PathBuf>,
 }
 
 /// How to reach and log in to the server. Its Debug output hides the password.
@@ -130,6 +190,12 @@ pub(crate) struct Connection {
     #[arg(long, requires = "server")]
     pub(crate) insecure_plaintext: bool,
 
+    /// This device's label in the OMEMO 2 device list, signed with its identity key;
+    /// other clients show it next to the fingerprint. Give it to every command that goes
+    /// online (or set the variable): one without it publishes the device unlabelled.
+    #[arg(long, env = "OMEMO_BOT_LABEL")]
+    pub(crate) label: Option<String>,
+
     /// Seconds to wait for the login and the publication of the own device.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub(crate) connect_timeout: u64,
@@ -141,7 +207,26 @@ impl std::fmt::Debug for Connection {
             .field("password_file", &self.password_file)
             .field("server", &self.server)
             .field("insecure_plaintext", &self.insecure_plaintext)
+            .field("label", &self.label)
             .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for StoreArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreArgs")
+            .field("store", &self.store)
+            .field("store_passphrase_file", &self.store_passphrase_file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for NewPassphraseArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewPassphraseArgs")
+            .field("store", &self.store)
+            .field("new_passphrase_file", &self.new_passphrase_file)
             .finish_non_exhaustive()
     }
 }
@@ -224,17 +309,73 @@ pub(crate) struct FingerprintArgs {
     pub(crate) qr: bool,
 }
 
-/// `devices`.
+/// `devices`: a JID's devices, or the own ones, or tidying the own lists. The account
+/// options come before `prune` or `reset` (or from their environment variables).
 #[derive(Debug, Args)]
 pub(crate) struct DevicesArgs {
+    #[command(flatten)]
+    pub(crate) online: OnlineArgs,
+
+    /// Whose devices (the own JID lists the own devices, as --own does).
+    #[arg(value_parser = parse_bare_jid, conflicts_with = "own")]
+    pub(crate) of: Option<BareJid>,
+
+    /// The own devices: this one first, then the others with their labels and when each
+    /// was first seen and last heard from here.
+    #[arg(long)]
+    pub(crate) own: bool,
+
+    /// Tidy the own device lists instead.
+    #[command(subcommand)]
+    pub(crate) action: Option<DevicesAction>,
+}
+
+/// `devices prune|reset`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum DevicesAction {
+    /// Remove the own other devices silent for longer than --older-than (no message
+    /// from them read here in that time, or, never heard from, first seen before it) from
+    /// the device lists of both versions, and retract their bundles.
+    Prune {
+        /// How long a device may have been silent: days, or a number with a unit (`90d`,
+        /// `12h`, `30m`, `45s`).
+        #[arg(long, value_name = "DAYS", value_parser = parse_age)]
+        older_than: u64,
+    },
+    /// Clear the own device lists of both versions down to this device, retracting the
+    /// bundles of all the others (a device still running puts itself back).
+    Reset,
+}
+
+/// An account going online.
+#[derive(Debug, Args)]
+pub(crate) struct OnlineArgs {
     #[command(flatten)]
     pub(crate) account: Account,
     #[command(flatten)]
     pub(crate) connection: Connection,
+}
 
-    /// Whose devices (the own JID lists the own devices).
-    #[arg(value_parser = parse_bare_jid)]
-    pub(crate) of: BareJid,
+/// A duration in seconds from days (`30`) or a number with a unit (`30d`, `12h`, `5m`,
+/// `45s`).
+fn parse_age(value: &str) -> Result<u64, String> {
+    let (number, unit) = match value.char_indices().last() {
+        Some((at, unit)) if unit.is_ascii_alphabetic() => (&value[..at], unit),
+        _ => (value, 'd'),
+    };
+    let seconds_per_unit = match unit {
+        'd' => 24 * 3600,
+        'h' => 3600,
+        'm' => 60,
+        's' => 1,
+        other => return Err(format!("unknown unit '{other}': use d, h, m or s")),
+    };
+    let number: u64 = number.parse().map_err(|_| {
+        format!("expected a number of days, or a number with d, h, m or s: {value:?}")
+    })?;
+    number
+        .checked_mul(seconds_per_unit)
+        .ok_or_else(|| format!("{value} is too long"))
 }
 
 /// `trust` and `distrust`.
@@ -561,6 +702,110 @@ mod tests {
         };
         assert_eq!(args.passphrase.as_deref(), Some("hunter2-backup"));
         assert!(!format!("{args:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn store_passphrases_are_taken_like_the_password_and_hidden_in_debug_output() {
+        let cli = parse(&[
+            "store",
+            "change-passphrase",
+            "--store",
+            "s.db",
+            "--store-passphrase",
+            "hunter2-old",
+            "--new-passphrase",
+            "hunter2-new",
+        ])
+        .unwrap();
+        let Command::Store(StoreCommand::ChangePassphrase(args)) = cli.command else {
+            panic!("not store change-passphrase")
+        };
+        assert_eq!(args.store.store_passphrase.as_deref(), Some("hunter2-old"));
+        assert_eq!(args.new_passphrase.as_deref(), Some("hunter2-new"));
+        assert!(!format!("{args:?}").contains("hunter2"));
+
+        let cli = parse(&[
+            "trust",
+            "--jid",
+            "bot@example.org",
+            "--store",
+            "s.db",
+            "--store-passphrase",
+            "hunter2-store",
+            "alice@example.org",
+            "7",
+        ])
+        .unwrap();
+        assert!(!format!("{cli:?}").contains("hunter2"));
+        let both = parse(&[
+            "store",
+            "decrypt",
+            "--store",
+            "s.db",
+            "--store-passphrase",
+            "x",
+            "--store-passphrase-file",
+            "/dev/null",
+        ]);
+        assert_eq!(
+            both.unwrap_err().kind(),
+            clap::error::ErrorKind::ArgumentConflict
+        );
+    }
+
+    #[test]
+    fn devices_lists_a_jid_or_the_own_devices_or_tidies_the_own_lists() {
+        let account = [
+            "--jid",
+            "bot@example.org",
+            "--store",
+            "s.db",
+            "--password",
+            "pw",
+        ];
+        let devices = |extra: &[&str]| {
+            let cli = parse(&[&["devices"][..], &account, extra].concat())?;
+            let Command::Devices(args) = cli.command else {
+                panic!("not devices")
+            };
+            Ok::<_, clap::Error>(args)
+        };
+        let of = devices(&["alice@example.org"]).unwrap();
+        assert_eq!(of.of.unwrap().as_str(), "alice@example.org");
+        assert!(of.action.is_none());
+        assert!(devices(&["--own"]).unwrap().own);
+        assert!(devices(&["--own", "alice@example.org"]).is_err());
+        assert!(devices(&["not-a-jid"]).is_err());
+
+        let prune = devices(&["prune", "--older-than", "30"]).unwrap();
+        assert!(matches!(
+            prune.action,
+            Some(DevicesAction::Prune { older_than }) if older_than == 30 * 24 * 3600
+        ));
+        assert_eq!(prune.online.account.jid.as_str(), "bot@example.org");
+        assert!(matches!(
+            devices(&["reset"]).unwrap().action,
+            Some(DevicesAction::Reset)
+        ));
+        assert!(devices(&["prune"]).is_err(), "prune needs --older-than");
+    }
+
+    #[test]
+    fn ages_are_days_or_numbers_with_a_unit() {
+        assert_eq!(parse_age("30"), Ok(30 * 86_400));
+        assert_eq!(parse_age("90d"), Ok(90 * 86_400));
+        assert_eq!(parse_age("12h"), Ok(12 * 3600));
+        assert_eq!(parse_age("5m"), Ok(300));
+        assert_eq!(parse_age("45s"), Ok(45));
+        assert!(parse_age("3w").unwrap_err().contains("unknown unit"));
+        for bad in ["", "d", "-1", "1.5", "99999999999999999999"] {
+            assert!(parse_age(bad).is_err(), "{bad}");
+        }
+        assert!(
+            parse_age("999999999999999d")
+                .unwrap_err()
+                .contains("too long")
+        );
     }
 
     #[test]

@@ -3,22 +3,23 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use jid::BareJid;
 use omemo::stanza::{self, legacy, omemo2};
 use omemo::{
     DeviceInfo, Event, Manager, ManagerConfig, ManagerError, MessageId, SkipReason, SqliteStore,
-    Trust, VerificationUri, Version, Versions, Via,
+    StoreError, Trust, VerificationUri, Version, Versions, Via,
 };
 use omemo_tokio::{Client, ClientConfig, ClientEvent, Login, Unreachable, unix_now};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::Instant;
 
 use crate::cli::{
-    Account, Command, Connection, DevicesArgs, FingerprintArgs, IdentityArgs, IdentityCommand,
-    PublishArgs, RunArgs, SendArgs, TrustArgs, VersionChoice,
+    Account, Command, Connection, DevicesAction, DevicesArgs, FingerprintArgs, IdentityArgs,
+    IdentityCommand, NewPassphraseArgs, OnlineArgs, PublishArgs, RunArgs, SendArgs, StoreArgs,
+    StoreCommand, TrustArgs, VersionChoice,
 };
 use crate::error::BotError;
 
@@ -50,6 +51,7 @@ pub(crate) async fn dispatch(command: Command) -> Result<(), BotError> {
         Command::Publish(args) => publish(args).await,
         Command::Identity(IdentityCommand::Export(args)) => export_identity(&args),
         Command::Identity(IdentityCommand::Import(args)) => import_identity(&args),
+        Command::Store(command) => change_store_passphrase(&command),
     }
 }
 
@@ -60,6 +62,16 @@ fn secret_argument(
     what: &str,
     how: &str,
 ) -> Result<String, BotError> {
+    optional_secret(value, file, what)?
+        .ok_or_else(|| BotError::Usage(format!("no {what}: give {how}")))
+}
+
+/// As [`secret_argument`], for a secret that may be absent.
+fn optional_secret(
+    value: Option<&String>,
+    file: Option<&PathBuf>,
+    what: &str,
+) -> Result<Option<String>, BotError> {
     let secret = match (value, file) {
         (Some(value), _) => value.clone(),
         (None, Some(path)) => {
@@ -71,12 +83,89 @@ fn secret_argument(
             })?;
             text.lines().next().unwrap_or_default().to_owned()
         }
-        (None, None) => return Err(BotError::Usage(format!("no {what}: give {how}"))),
+        (None, None) => return Ok(None),
     };
     if secret.is_empty() {
         return Err(BotError::Usage(format!("the {what} is empty")));
     }
-    Ok(secret)
+    Ok(Some(secret))
+}
+
+/// How to give the store's passphrase.
+const STORE_PASSPHRASE_HOW: &str =
+    "--store-passphrase, OMEMO_BOT_STORE_PASSPHRASE or --store-passphrase-file";
+
+fn store_passphrase(args: &StoreArgs) -> Result<Option<String>, BotError> {
+    optional_secret(
+        args.store_passphrase.as_ref(),
+        args.store_passphrase_file.as_ref(),
+        "store passphrase",
+    )
+}
+
+/// Opens the store as `how` says: encrypted when a passphrase was given.
+fn open_store(args: &StoreArgs, how: Use) -> Result<SqliteStore, BotError> {
+    let path = &args.store;
+    let opened = match (store_passphrase(args)?, how) {
+        (None, Use::Online) => SqliteStore::open(path),
+        (None, Use::Alongside) => SqliteStore::open_alongside(path),
+        (Some(passphrase), Use::Online) => SqliteStore::open_encrypted(path, &passphrase),
+        (Some(passphrase), Use::Alongside) => {
+            SqliteStore::open_encrypted_alongside(path, &passphrase)
+        }
+    };
+    opened.map_err(store_error)
+}
+
+/// A store error, with what to do about it on this command line.
+fn store_error(error: StoreError) -> BotError {
+    let hint = match &error {
+        StoreError::Encrypted { .. } => format!(" ({STORE_PASSPHRASE_HOW})"),
+        StoreError::NotEncrypted { .. } => " (`omemo-bot store encrypt` encrypts it)".to_owned(),
+        _ => return BotError::Store(error),
+    };
+    BotError::Failed(format!("store: {error}{hint}"))
+}
+
+/// `store encrypt|change-passphrase|decrypt`.
+fn change_store_passphrase(command: &StoreCommand) -> Result<(), BotError> {
+    let new_passphrase = |args: &NewPassphraseArgs| {
+        secret_argument(
+            args.new_passphrase.as_ref(),
+            args.new_passphrase_file.as_ref(),
+            "new store passphrase",
+            "--new-passphrase, OMEMO_BOT_NEW_STORE_PASSPHRASE or --new-passphrase-file",
+        )
+    };
+    let (state, new, done) = match command {
+        StoreCommand::Encrypt(args) => (&args.store, Some(new_passphrase(args)?), "encrypted"),
+        StoreCommand::ChangePassphrase(args) => (
+            &args.store,
+            Some(new_passphrase(args)?),
+            "encrypted under the new passphrase",
+        ),
+        StoreCommand::Decrypt(state) => (state, None, "decrypted: it is a plain file now"),
+    };
+    let old = store_passphrase(state)?;
+    match (command, &old) {
+        (StoreCommand::Encrypt(_), Some(_)) => {
+            return Err(BotError::Usage(
+                "`store encrypt` takes a plain store and only the new passphrase; \
+                 `store change-passphrase` changes one"
+                    .to_owned(),
+            ));
+        }
+        (StoreCommand::ChangePassphrase(_) | StoreCommand::Decrypt(_), None) => {
+            return Err(BotError::Usage(format!(
+                "no store passphrase: give {STORE_PASSPHRASE_HOW}"
+            )));
+        }
+        _ => {}
+    }
+    SqliteStore::change_passphrase(&state.store, old.as_deref(), new.as_deref())
+        .map_err(store_error)?;
+    println!("store {} {done}", state.store.display());
+    Ok(())
 }
 
 fn backup_passphrase(args: &IdentityArgs) -> Result<String, BotError> {
@@ -90,10 +179,10 @@ fn backup_passphrase(args: &IdentityArgs) -> Result<String, BotError> {
 
 fn export_identity(args: &IdentityArgs) -> Result<(), BotError> {
     let passphrase = backup_passphrase(args)?;
-    if !args.account.store.exists() {
+    if !args.account.state.store.exists() {
         return Err(BotError::Usage(format!(
             "no store at {}: nothing to back up",
-            args.account.store.display()
+            args.account.state.store.display()
         )));
     }
     let manager = open_alongside(&args.account)?;
@@ -125,21 +214,19 @@ fn import_identity(args: &IdentityArgs) -> Result<(), BotError> {
     let passphrase = backup_passphrase(args)?;
     let backup = std::fs::read(&args.file)
         .map_err(|e| BotError::Usage(format!("cannot read {}: {e}", args.file.display())))?;
-    let path = &args.account.store;
+    let path = &args.account.state.store;
     let new = !path.exists();
-    let restored = SqliteStore::open(path)
-        .map_err(BotError::from)
-        .and_then(|store| {
-            Ok(Manager::restore_identity(
-                store,
-                &args.account.jid,
-                &backup,
-                &passphrase,
-                config_for(Versions::BOTH),
-                &mut omemo::os_rng(),
-                unix_now(),
-            )?)
-        });
+    let restored = open_store(&args.account.state, Use::Online).and_then(|store| {
+        Ok(Manager::restore_identity(
+            store,
+            &args.account.jid,
+            &backup,
+            &passphrase,
+            config_for(Versions::BOTH),
+            &mut omemo::os_rng(),
+            unix_now(),
+        )?)
+    });
     match restored {
         Ok(manager) => {
             println!(
@@ -206,17 +293,14 @@ fn config_for(versions: Versions) -> ManagerConfig {
 /// Opens (or creates) the store and the OMEMO account in it, with `config`.
 fn open_manager(
     jid: &BareJid,
-    store: &Path,
+    state: &StoreArgs,
     config: ManagerConfig,
     how: Use,
 ) -> Result<Manager<SqliteStore>, BotError> {
-    if let Some(parent) = store.parent().filter(|p| !p.as_os_str().is_empty()) {
+    if let Some(parent) = state.store.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
-    let store = match how {
-        Use::Online => SqliteStore::open(store)?,
-        Use::Alongside => SqliteStore::open_alongside(store)?,
-    };
+    let store = open_store(state, how)?;
     Ok(Manager::open(
         store,
         jid,
@@ -231,7 +315,7 @@ fn open_manager(
 fn open_alongside(account: &Account) -> Result<Manager<SqliteStore>, BotError> {
     open_manager(
         &account.jid,
-        &account.store,
+        &account.state,
         config_for(Versions::BOTH),
         Use::Alongside,
     )
@@ -244,12 +328,11 @@ async fn go_online(
     versions: Versions,
     serve: bool,
 ) -> Result<Client<SqliteStore>, BotError> {
-    let manager = open_manager(
-        &account.jid,
-        &account.store,
-        config_for(versions),
-        Use::Online,
-    )?;
+    let config = ManagerConfig {
+        label: connection.label.clone(),
+        ..config_for(versions)
+    };
+    let manager = open_manager(&account.jid, &account.state, config, Use::Online)?;
     let config = ClientConfig {
         accept_subscriptions: serve,
         kind: "bot".to_owned(),
@@ -449,9 +532,10 @@ impl Echo {
 async fn run(args: RunArgs) -> Result<(), BotError> {
     let config = ManagerConfig {
         pre_key_count: args.pre_keys,
+        label: args.connection.label.clone(),
         ..config_for(Versions::BOTH)
     };
-    let manager = open_manager(&args.account.jid, &args.account.store, config, Use::Online)?;
+    let manager = open_manager(&args.account.jid, &args.account.state, config, Use::Online)?;
     let config = ClientConfig {
         accept_subscriptions: true,
         kind: "bot".to_owned(),
@@ -704,62 +788,150 @@ fn versions_name(versions: Versions) -> String {
     }
 }
 
+/// How long ago `at` was, roughly ("5m ago"), for the `devices` table.
+fn ago(now: u64, at: u64) -> String {
+    let secs = now.saturating_sub(at);
+    match secs {
+        0..60 => "just now".to_owned(),
+        60..3600 => format!("{}m ago", secs / 60),
+        3600..86_400 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
+/// When a device was last heard from here, or when first seen if never.
+fn last_seen(device: &DeviceInfo, now: u64) -> String {
+    match (device.last_seen, device.first_seen) {
+        (Some(at), _) => ago(now, at),
+        (None, Some(first)) => format!("never (seen {})", ago(now, first)),
+        (None, None) => "never".to_owned(),
+    }
+}
+
+/// The header of the `devices` table.
+const DEVICES_HEADER: &str =
+    "    device  trust       state     versions       last heard              fingerprint";
+
 /// One line of the `devices` table.
-fn device_line(device: &DeviceInfo) -> String {
+fn device_line(device: &DeviceInfo, now: u64) -> String {
     let mut line = format!(
-        "{:>10}  {:<10}  {:<8}  {:<13}  {}",
+        "{:>10}  {:<10}  {:<8}  {:<13}  {:<22}  {}",
         device.device_id,
         trust_name(device.trust),
         if device.active { "active" } else { "inactive" },
         versions_name(device.versions),
+        last_seen(device, now),
         device
             .fingerprint
             .map(|f| f.to_string())
             .unwrap_or_else(|| "(identity key unknown)".to_owned())
     );
     if let Some(label) = &device.label {
-        line.push_str(&format!("  \"{}\"", label.escape_default()));
+        line.push_str(&format!("  \"{}\"", label.escape_debug()));
     }
     line
 }
 
 async fn devices(args: DevicesArgs) -> Result<(), BotError> {
-    let mut client = go_online(&args.account, &args.connection, Versions::BOTH, false).await?;
+    match args.action {
+        Some(DevicesAction::Prune { older_than }) => {
+            tidy_own_devices(&args.online, Some(older_than)).await
+        }
+        Some(DevicesAction::Reset) => tidy_own_devices(&args.online, None).await,
+        None if args.of.is_none() && !args.own => Err(BotError::Usage(
+            "give a JID, --own, or `prune` or `reset`".to_owned(),
+        )),
+        None => list_devices(&args).await,
+    }
+}
+
+/// `devices JID` and `devices --own`.
+async fn list_devices(args: &DevicesArgs) -> Result<(), BotError> {
+    let OnlineArgs {
+        account,
+        connection,
+    } = &args.online;
+    let mut client = go_online(account, connection, Versions::BOTH, false).await?;
+    let of = args.of.clone().unwrap_or_else(|| client.jid().clone());
     client
         .manager()
-        .prepare(std::slice::from_ref(&args.of), unix_now())?;
+        .prepare(std::slice::from_ref(&of), unix_now())?;
     client.flush().await?;
     client
         .wait_until(
-            Duration::from_secs(args.connection.connect_timeout),
+            Duration::from_secs(connection.connect_timeout),
             "fetching device lists and bundles",
             |c| c.is_idle(),
         )
         .await?;
-    let devices = client.manager().devices(&args.of, unix_now())?;
-    println!("devices of {}:", args.of);
+    let now = unix_now();
+    let devices = client.manager().devices(&of, now)?;
+    let own = of == *client.jid();
     println!(
-        "{:>10}  {:<10}  {:<8}  {:<13}  fingerprint",
-        "device", "trust", "state", "versions"
+        "{} {of}:",
+        if own { "own devices of" } else { "devices of" }
     );
-    if args.of == *client.jid() {
+    println!("{DEVICES_HEADER}");
+    if own {
         let manager = client.manager();
-        println!(
-            "{:>10}  {:<10}  {:<8}  {:<13}  {}  (this device)",
+        let mut line = format!(
+            "{:>10}  {:<10}  {:<8}  {:<13}  {:<22}  {}  (this device)",
             manager.device_id(),
             "own",
             "active",
             "legacy+omemo2",
+            "-",
             manager.fingerprint()
         );
+        if let Some(label) = &connection.label {
+            line.push_str(&format!("  \"{}\"", label.escape_debug()));
+        }
+        println!("{line}");
     }
     for device in &devices {
-        println!("{}", device_line(device));
+        println!("{}", device_line(device, now));
     }
-    if devices.is_empty() && args.of != *client.jid() {
+    if devices.is_empty() && !own {
         println!("(no OMEMO devices published)");
     }
     leave(client).await;
+    Ok(())
+}
+
+/// `devices prune --older-than` (`older_than` given) and `devices reset`.
+async fn tidy_own_devices(args: &OnlineArgs, older_than: Option<u64>) -> Result<(), BotError> {
+    let mut client = go_online(&args.account, &args.connection, Versions::BOTH, false).await?;
+    let now = unix_now();
+    let removed = match older_than {
+        Some(age) => client.manager().prune_own_devices(age, now)?,
+        None => client.manager().reset_own_device_lists(now)?,
+    };
+    client.flush().await?;
+    client
+        .wait_until(
+            Duration::from_secs(args.connection.connect_timeout),
+            "publishing the own device lists",
+            |c| c.is_idle(),
+        )
+        .await?;
+    leave(client).await;
+    let ids: Vec<String> = removed.iter().map(u32::to_string).collect();
+    match (older_than, removed.is_empty()) {
+        (Some(_), true) => println!("no own device has been silent that long; nothing changed"),
+        (Some(_), false) => println!(
+            "removed {} silent own device(s) from the device lists of both versions: {}",
+            removed.len(),
+            ids.join(" ")
+        ),
+        (None, _) => println!(
+            "the own device lists of both versions hold only this device now (removed: {})",
+            if ids.is_empty() {
+                "none".to_owned()
+            } else {
+                ids.join(" ")
+            }
+        ),
+    }
     Ok(())
 }
 
@@ -893,8 +1065,11 @@ mod tests {
             active: false,
             versions: Versions::BOTH,
             label: Some("Phone \"2\"".into()),
+            first_seen: Some(1_000),
+            last_seen: None,
         };
-        let line = device_line(&device);
+        let line = device_line(&device, 1_000 + 3 * 86_400 + 5);
+        assert!(line.contains("never (seen 3d ago)"), "{line}");
         assert!(line.contains("42"));
         assert!(line.contains("blind"));
         assert!(line.contains("inactive"));

@@ -282,6 +282,7 @@ impl World<SqliteStore> {
                 listed: Versions::only(bench_version()),
                 identity_key: Some(*bundle.identity_key.curve25519().as_bytes()),
                 trust: Trust::Blind,
+                first_seen_at: Some(NOW),
                 last_message_at: Some(NOW),
                 bundle_failed_at: None,
                 bundle_failed: Versions::NONE,

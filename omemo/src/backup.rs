@@ -10,11 +10,11 @@
 //! (big-endian `u32`), the 32-byte Curve25519 identity secret and the bare JID, and the
 //! 16-byte tag.
 
-use argon2::{Algorithm, Argon2, Params};
 use rand_core::CryptoRng;
 use zeroize::Zeroizing;
 
 use crate::keys::aead::{gcm256_open, gcm256_seal};
+use crate::keys::kdf::{PassphraseCost, passphrase_key};
 
 const MAGIC: &[u8; 8] = b"OMEMO-ID";
 const FORMAT: u8 = 1;
@@ -27,9 +27,11 @@ const FIXED_SECRET_LENGTH: usize = 4 + 32;
 
 /// The Argon2id cost of new backups: 64 MiB, 3 passes, one lane (RFC 9106's second
 /// recommended setting).
-const MEMORY_KIB: u32 = 64 * 1024;
-const PASSES: u32 = 3;
-const LANES: u32 = 1;
+const COST: PassphraseCost = PassphraseCost {
+    memory_kib: 64 * 1024,
+    passes: 3,
+    lanes: 1,
+};
 /// The most a backup may ask for when it is opened (a hostile file must not make the
 /// importer allocate gigabytes or spin for minutes): 4× the memory and about 3× the
 /// passes of new backups.
@@ -82,12 +84,12 @@ pub(crate) fn seal(
         Vec::with_capacity(HEADER_LENGTH + FIXED_SECRET_LENGTH + identity.jid.len() + TAG_LENGTH);
     out.extend_from_slice(MAGIC);
     out.push(FORMAT);
-    for cost in [MEMORY_KIB, PASSES, LANES] {
+    for cost in [COST.memory_kib, COST.passes, COST.lanes] {
         out.extend_from_slice(&cost.to_be_bytes());
     }
     out.extend_from_slice(&salt);
     out.extend_from_slice(&nonce);
-    let key = derive_key(passphrase, &salt, MEMORY_KIB, PASSES, LANES)?;
+    let key = derive_key(passphrase, &salt, COST)?;
     let mut secret = Zeroizing::new(Vec::with_capacity(FIXED_SECRET_LENGTH + identity.jid.len()));
     secret.extend_from_slice(&identity.device_id.to_be_bytes());
     secret.extend_from_slice(identity.secret.as_ref());
@@ -113,8 +115,12 @@ pub(crate) fn open(backup: &[u8], passphrase: &str) -> Result<Identity, BackupEr
         let at = MAGIC.len() + 1 + 4 * i;
         u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
     };
-    let (memory, passes, lanes) = (cost(0), cost(1), cost(2));
-    if memory > MAX_MEMORY_KIB || passes > MAX_PASSES || lanes > MAX_LANES {
+    let cost = PassphraseCost {
+        memory_kib: cost(0),
+        passes: cost(1),
+        lanes: cost(2),
+    };
+    if cost.memory_kib > MAX_MEMORY_KIB || cost.passes > MAX_PASSES || cost.lanes > MAX_LANES {
         return Err(BackupError::UnreasonableCost);
     }
     let salt = &header[HEADER_LENGTH - NONCE_LENGTH - SALT_LENGTH..HEADER_LENGTH - NONCE_LENGTH];
@@ -123,7 +129,7 @@ pub(crate) fn open(backup: &[u8], passphrase: &str) -> Result<Identity, BackupEr
     let (ciphertext, tag) = sealed.split_at(sealed.len() - TAG_LENGTH);
     let mut tag_bytes = [0u8; TAG_LENGTH];
     tag_bytes.copy_from_slice(tag);
-    let key = derive_key(passphrase, salt, memory, passes, lanes)?;
+    let key = derive_key(passphrase, salt, cost)?;
     let mut plain = Zeroizing::new(ciphertext.to_vec());
     if !gcm256_open(&key, &nonce, header, &mut plain, &tag_bytes) {
         return Err(BackupError::WrongPassphrase);
@@ -145,20 +151,12 @@ pub(crate) fn open(backup: &[u8], passphrase: &str) -> Result<Identity, BackupEr
 fn derive_key(
     passphrase: &str,
     salt: &[u8],
-    memory: u32,
-    passes: u32,
-    lanes: u32,
+    cost: PassphraseCost,
 ) -> Result<Zeroizing<[u8; 32]>, BackupError> {
     if passphrase.is_empty() {
         return Err(BackupError::EmptyPassphrase);
     }
-    let params =
-        Params::new(memory, passes, lanes, Some(32)).map_err(|_| BackupError::UnreasonableCost)?;
-    let mut key = Zeroizing::new([0u8; 32]);
-    Argon2::new(Algorithm::Argon2id, argon2::Version::V0x13, params)
-        .hash_password_into(passphrase.as_bytes(), salt, key.as_mut())
-        .map_err(|_| BackupError::UnreasonableCost)?;
-    Ok(key)
+    passphrase_key(passphrase, salt, cost).ok_or(BackupError::UnreasonableCost)
 }
 
 #[cfg(test)]

@@ -37,7 +37,11 @@
 //!
 //! - `sqlite` (default): [`SqliteStore`], with SQLite bundled through rusqlite. Turn it
 //!   off to bring your own [`Store`].
+//! - `encrypted-store`: SQLCipher bundled instead of SQLite, for stores encrypted at rest
+//!   (`SqliteStore::open_encrypted`, `SqliteStore::change_passphrase`; the key comes from
+//!   Argon2id of a passphrase). It links the system's libcrypto.
 //! - `hazmat`: the module `omemo::hazmat` with the low-level layers.
+//! - `qr`: `VerificationUri::qr_code`.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // Without `hazmat`, the low-level types are public in their modules but not exported, and

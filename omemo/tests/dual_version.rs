@@ -1,7 +1,7 @@
 //! Scenarios of both versions at once, through the in-process PEP router: mixed device
 //! lists, a device that moves from legacy OMEMO to OMEMO 2, SCE affix checks, signed
-//! labels, the bundles-node fallbacks, removing an own device, and a restart with
-//! sessions of both versions.
+//! labels, the bundles-node fallbacks, removing, pruning and resetting own devices, and a
+//! restart with sessions of both versions.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -494,6 +494,106 @@ fn a_removed_own_device_leaves_both_lists_and_its_bundles_are_retracted() {
     let sent = world.encrypt(&mut bob, "alice@example.org", "hi");
     assert!(sent.recipients.iter().all(|r| r.device_id != lost_id));
     assert!(sent.skipped.iter().any(|s| s.device_id == lost_id));
+}
+
+/// The device ids on `jid`'s published device list of `version`.
+fn listed_ids(world: &World, jid: &str, version: Version) -> Vec<u32> {
+    let node = (
+        jid.to_owned(),
+        common::pep::device_list_node(version).to_owned(),
+    );
+    let list = &world.pep.nodes[&node][0].1;
+    let mut ids: Vec<u32> = list
+        .children()
+        .filter_map(|d| d.attr("id"))
+        .map(|id| id.parse().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[test]
+fn stale_own_devices_are_pruned_from_both_lists_and_a_reset_leaves_this_device_alone() {
+    const DAY: u64 = 24 * 3600;
+    let alice = "alice@example.org";
+    let mut world = World::new();
+    let mut phone = world.device(alice, "phone");
+    let stale = world.device(alice, "stale").manager.device_id();
+    let mut chatty = world.device(alice, "chatty");
+    world.notify(&mut phone);
+    // Not before the own lists are here.
+    let mut early = world.unconnected(alice);
+    assert_eq!(
+        early.prune_own_devices(DAY, world.now),
+        Err(ManagerError::OwnListsUnknown)
+    );
+    assert_eq!(
+        early.reset_own_device_lists(world.now),
+        Err(ManagerError::OwnListsUnknown)
+    );
+
+    // Ten days on: one device wrote (to bob; the phone reads its copy), one appeared,
+    // one said nothing since first seen.
+    world.now += 10 * DAY;
+    let mut bob = world.device("bob@example.org", "pc");
+    let to_bob = world.send(&mut chatty, "bob@example.org", "still here");
+    assert_eq!(body(world.receive(&mut phone, &to_bob)), "still here");
+    let fresh = world.device(alice, "fresh").manager.device_id();
+    world.notify(&mut phone);
+    let ids =
+        |devices: &[omemo::DeviceInfo]| devices.iter().map(|d| d.device_id).collect::<Vec<_>>();
+    let seen = phone.manager.devices(&bare(alice), world.now).unwrap();
+    let chatty_id = chatty.manager.device_id();
+    let info = |id: u32| seen.iter().find(|d| d.device_id == id).unwrap().clone();
+    assert_eq!(info(chatty_id).last_seen, Some(world.now));
+    assert_eq!(info(stale).last_seen, None);
+    assert_eq!(info(stale).first_seen, Some(world.now - 10 * DAY));
+    assert_eq!(info(fresh).first_seen, Some(world.now));
+    assert_eq!(ids(&seen).len(), 3);
+
+    assert_eq!(
+        phone.manager.prune_own_devices(5 * DAY, world.now),
+        Ok(vec![stale])
+    );
+    world.run(&mut phone);
+    let mut kept = vec![phone.manager.device_id(), chatty_id, fresh];
+    kept.sort_unstable();
+    for version in Version::ALL {
+        assert_eq!(listed_ids(&world, alice, version), kept, "{version}");
+        let (node, item) = common::pep::bundle_item(version, stale);
+        let items = &world.pep.nodes[&(alice.to_owned(), node)];
+        assert!(items.iter().all(|(id, _)| *id != item), "{version}");
+    }
+    // Nothing stale is left: nothing is published.
+    assert_eq!(
+        phone.manager.prune_own_devices(5 * DAY, world.now),
+        Ok(vec![])
+    );
+    assert_eq!(phone.manager.poll_transmit().unwrap(), None);
+
+    let mut removed = phone.manager.reset_own_device_lists(world.now).unwrap();
+    removed.sort_unstable();
+    let mut others = vec![chatty_id, fresh];
+    others.sort_unstable();
+    assert_eq!(removed, others);
+    world.run(&mut phone);
+    for version in Version::ALL {
+        assert_eq!(
+            listed_ids(&world, alice, version),
+            vec![phone.manager.device_id()],
+            "{version}"
+        );
+    }
+    // A contact now encrypts to the phone alone.
+    world.notify(&mut bob);
+    let sent = world.encrypt(&mut bob, alice, "hi");
+    assert_eq!(
+        sent.recipients
+            .iter()
+            .map(|r| r.device_id)
+            .collect::<Vec<_>>(),
+        vec![phone.manager.device_id()]
+    );
 }
 
 #[test]

@@ -828,6 +828,48 @@ fn device_records_are_capped_per_jid_and_long_silent_unlisted_ones_pruned() {
 }
 
 #[test]
+fn devices_that_left_their_list_without_ever_writing_are_forgotten_once_long_unseen() {
+    let mut world = World::new();
+    let mut bob = world.device("bob@example.org", "pc");
+    let carol: Vec<u32> = ["phone", "tablet"]
+        .iter()
+        .map(|r| world.device("carol@example.org", r).manager.device_id())
+        .collect();
+    world.prepare(&mut bob, "carol@example.org");
+    let first_seen = world.now;
+    let mut rng = omemo::os_rng();
+    let known = |bob: &mut Device<MemoryStore>, now| {
+        let devices = bob
+            .manager
+            .devices(&bare("carol@example.org"), now)
+            .unwrap();
+        assert!(
+            devices
+                .iter()
+                .all(|d| d.first_seen == Some(first_seen) && d.last_seen.is_none())
+        );
+        devices.iter().map(|d| d.device_id).collect::<Vec<_>>()
+    };
+    let mut listed = carol.clone();
+    listed.sort_unstable();
+    assert_eq!(known(&mut bob, world.now), listed);
+    let empty_lists = |bob: &mut Device<MemoryStore>, rng: &mut _, now| {
+        for version in Version::ALL {
+            let event = device_list_event(version, "carol@example.org", &[&[]]);
+            bob.manager.handle_stanza(&event, rng, now).unwrap();
+        }
+    };
+    // They leave her lists; never having written, they are kept while first seen
+    // recently, and forgotten at the first list after the inactivity limit (90 days).
+    world.now += 10 * 24 * 3600;
+    empty_lists(&mut bob, &mut rng, world.now);
+    assert_eq!(known(&mut bob, world.now), listed);
+    world.now = first_seen + 91 * 24 * 3600;
+    empty_lists(&mut bob, &mut rng, world.now);
+    assert_eq!(known(&mut bob, world.now), Vec::<u32>::new());
+}
+
+#[test]
 fn two_devices_that_start_sessions_with_each_other_at_once_converge() {
     let mut world = World::new();
     let mut alice = world.device("alice@example.org", "phone");

@@ -70,6 +70,18 @@
 #      deadline with "visible to subscribed contacts only" and the unanswered request.
 #      A slixmpp-omemo client with such nodes writes to `omemo-bot run`: the bot asks it
 #      for a subscription and sends each echo once it is approved (5/5).
+#  16. The store encrypted at rest: a bot on a plain store talks to a slixmpp-omemo
+#      client (its JIDs are in the file), `store encrypt` converts it (no JID left in the
+#      database, WAL or journal, also while the bot runs); without the passphrase or with a
+#      wrong one every command fails at once with exit 1 and the files stay as they were;
+#      the conversation goes on across restarts, before and after `store
+#      change-passphrase`, after which the old passphrase is refused.
+#  17. Device hygiene: two old devices of the bot's account, then the bot's device with a
+#      label, then (3 s later) a new one; `devices prune --older-than 2s` removes exactly
+#      the two old ones from both lists (python-omemo, legacy and OMEMO 2, sees the bot
+#      and the new device, and the bot's label, whose signature it checks); `devices
+#      --own` shows each device with when it was last heard from; `devices reset` leaves
+#      the bot's device alone on both lists.
 #
 # Usage: tests/e2e/bot_e2e.sh [SCENARIO...]   (default: all; e.g. `bot_e2e.sh 2 3`)
 #        E2E_REPEAT=20 tests/e2e/bot_e2e.sh 1   (scenario 1 twenty times, on one server and
@@ -79,11 +91,11 @@
 #
 # Environment:
 #   E2E_KEEP=1        keep the temporary directory (logs, stores) even on success
-#   E2E_REPEAT=N      run each scenario given N times (scenarios 1, 7, 9-12; each run
+#   E2E_REPEAT=N      run each scenario given N times (scenarios 1, 7, 9-12, 14-17; each run
 #                     with new accounts and stores), stopping a scenario at its first failure
 #   CARGO_TARGET_DIR  where cargo builds (default: <repo>/target)
 #   E2E_BOT_BUILT=1   use <target>/debug/omemo-bot as it is: scripts/test sets it, as its
-#                     `cargo test --workspace --all-targets` has just built the binary (with
+#                     `cargo build --workspace --all-targets` has just built the binary (with
 #                     the workspace's features; `cargo build -p omemo-bot` would build much
 #                     of the tree again for its own feature set)
 #   TMPDIR            where the temporary directory is created
@@ -174,7 +186,7 @@ say "Prosody on $SERVER"
 # One password for every throwaway account.
 PW="pw-$RANDOM$RANDOM"
 for user in alice bot1 bob dave carol bot3 erin bot4 eve bot5 frank bot6 grace bot7 heidi \
-    ivan judy bot9 kate leo bot10 mike nina bot11 mallory oscar bot12 bot13 peggy bot14 quinn rupert sybil trent bot15; do
+    ivan judy bot9 kate leo bot10 mike nina bot11 mallory oscar bot12 bot13 peggy bot14 quinn rupert sybil trent bot15 uma bot16 vic bot17; do
     "$PROSODY" adduser "$WORK/server" "$user@localhost" "$PW" 2>>"$WORK/adduser.log" \
         || die "could not create $user@localhost"
 done
@@ -835,20 +847,20 @@ scenario_14() {
     stop_bot TERM
     fp0="$("$BOT" fingerprint --jid "bot14$SFX@localhost" --store "$db" | sed -n 's/^fingerprint: //p')"
     printf '%s\n' "backup passphrase $RANDOM" >"$WORK/s14-passphrase"
-    "$BOT" identity export --jid "bot14$SFX@localhost" --store "$db" --file "$WORK/s14.backup" \
+    "$BOT" identity export --jid "bot14$SFX@localhost" --store "$db" --file "$WORK/s14$SFX.backup" \
         --passphrase-file "$WORK/s14-passphrase" >"$WORK/s14-export.out" 2>&1 \
         || fail "export failed: $(cat "$WORK/s14-export.out")"
-    grep -q "bot14$SFX@localhost" "$WORK/s14.backup" && fail "the backup shows the JID in clear"
+    grep -q "bot14$SFX@localhost" "$WORK/s14$SFX.backup" && fail "the backup shows the JID in clear"
     # The phone is reinstalled: the old store goes away.
-    mkdir -p "$WORK/s14-old" && mv "$db"* "$WORK/s14-old/"
+    mkdir -p "$WORK/s14$SFX-old" && mv "$db"* "$WORK/s14$SFX-old/"
     rc=0
-    "$BOT" identity import --jid "bot14$SFX@localhost" --store "$db" --file "$WORK/s14.backup" \
+    "$BOT" identity import --jid "bot14$SFX@localhost" --store "$db" --file "$WORK/s14$SFX.backup" \
         --passphrase "not the passphrase" >/dev/null 2>"$WORK/s14-import-wrong.log" || rc=$?
     [ "$rc" -eq 1 ] || fail "import with a wrong passphrase exited $rc, want 1"
     grep -q "wrong passphrase for the identity backup" "$WORK/s14-import-wrong.log" \
         || fail "no clear error: $(cat "$WORK/s14-import-wrong.log")"
     [ ! -e "$db" ] || fail "a failed import left a store behind"
-    "$BOT" identity import --jid "bot14$SFX@localhost" --store "$db" --file "$WORK/s14.backup" \
+    "$BOT" identity import --jid "bot14$SFX@localhost" --store "$db" --file "$WORK/s14$SFX.backup" \
         --passphrase-file "$WORK/s14-passphrase" >"$WORK/s14-import.out" 2>&1 \
         || fail "import failed: $(cat "$WORK/s14-import.out")"
     fp="$("$BOT" fingerprint --jid "bot14$SFX@localhost" --store "$db" | sed -n 's/^fingerprint: //p')"
@@ -920,12 +932,176 @@ TITLES=(
     "wrong password and closed port: clear, prompt failures"
     "identity backup: export, import into a new store, sessions heal"
     "contacts whose OMEMO nodes need a presence subscription"
+    "the store encrypted at rest: conversion, wrong passphrase, passphrase change"
+    "device hygiene: prune, signed label, devices --own, reset"
 )
+
+# traces FILE...: the files among FILE... (the store, its WAL and journal) that hold a JID of
+# scenario 16 in clear.
+traces() {
+    local f
+    for f in "$@"; do
+        [ -e "$f" ] || continue
+        if grep -aqE "(uma|bot16)$SFX@localhost" "$f"; then echo "$f"; fi
+    done
+}
+
+scenario_16() {
+    local db="$WORK/bot16$SFX.db" pass="$WORK/s16-pass" pass2="$WORK/s16-pass2" rc t0 sum
+    local -a files=("$db" "$db-wal" "$db-journal")
+    local -a fp=(fingerprint --jid "bot16$SFX@localhost" --store "$db")
+    printf '%s\n' "store passphrase $RANDOM$RANDOM" >"$pass"
+    printf '%s\n' "second store passphrase $RANDOM$RANDOM" >"$pass2"
+    # A plain store, as before: it shows whom the bot talks to.
+    start_bot bot16 bot16a
+    client s16-a uma bot16 3 || fail "client on the plain store failed: $(cat "$WORK/s16-a.json")"
+    check_summary s16-a 3 || fail "client on the plain store: bad summary"
+    stop_bot TERM
+    [ -n "$(traces "${files[@]}")" ] || fail "the plain store shows no JID: the check sees nothing"
+    local fp0
+    fp0="$("$BOT" "${fp[@]}" | sed -n 's/^fingerprint: //p')"
+
+    "$BOT" store encrypt --store "$db" --new-passphrase-file "$pass" >"$WORK/s16-encrypt.out" 2>&1 \
+        || fail "store encrypt failed: $(cat "$WORK/s16-encrypt.out")"
+    [ -z "$(traces "${files[@]}")" ] || fail "JIDs in clear after encrypting: $(traces "${files[@]}")"
+    # Without the passphrase, or with a wrong one: a clear error at once, nothing written.
+    sum="$(cat "${files[@]}" 2>/dev/null | sha256sum)"
+    rc=0
+    "$BOT" "${fp[@]}" >/dev/null 2>"$WORK/s16-nopass.log" || rc=$?
+    [ "$rc" -eq 1 ] || fail "fingerprint without the passphrase exited $rc, want 1"
+    grep -q "is encrypted (or is not a database): give its passphrase (--store-passphrase" \
+        "$WORK/s16-nopass.log" || fail "no clear error without the passphrase: $(cat "$WORK/s16-nopass.log")"
+    t0=$SECONDS
+    rc=0
+    "$BOT" run --jid "bot16$SFX@localhost" --store "$db" \
+        --store-passphrase "not the passphrase" --password "$PW" --server "$SERVER" \
+        --insecure-plaintext </dev/null >/dev/null 2>"$WORK/s16-wrong.log" || rc=$?
+    [ "$rc" -eq 1 ] || fail "run with a wrong passphrase exited $rc, want 1"
+    [ $((SECONDS - t0)) -le 5 ] || fail "run with a wrong passphrase took $((SECONDS - t0)) s"
+    grep -q "wrong passphrase for the encrypted store" "$WORK/s16-wrong.log" \
+        || fail "no clear error for a wrong passphrase: $(tail -n 2 "$WORK/s16-wrong.log")"
+    [ "$(cat "${files[@]}" 2>/dev/null | sha256sum)" = "$sum" ] || fail "a refused open changed the files"
+
+    # The conversation goes on, on the sessions of the plain store, with the store encrypted
+    # (while the bot runs, its WAL too).
+    [ "$("$BOT" "${fp[@]}" --store-passphrase-file "$pass" | sed -n 's/^fingerprint: //p')" = "$fp0" ] \
+        || fail "the fingerprint changed with the encryption"
+    start_bot bot16 bot16b --store-passphrase-file "$pass"
+    client s16-b uma bot16 3 || fail "client on the encrypted store failed: $(cat "$WORK/s16-b.json")"
+    check_summary s16-b 3 || fail "client on the encrypted store: bad summary"
+    [ -s "$db-wal" ] || fail "no WAL while the bot runs"
+    [ -z "$(traces "${files[@]}")" ] || fail "JIDs in clear while the bot runs: $(traces "${files[@]}")"
+    stop_bot TERM
+    grep -q "created OMEMO identity" "$WORK/bot16b.log" && fail "the bot made a new identity"
+    grep -q "rebuilding the session" "$WORK/bot16b.log" && fail "a session was lost to the encryption"
+
+    # A new passphrase: the old one is refused, the conversation goes on.
+    OMEMO_BOT_STORE_PASSPHRASE="$(head -n 1 "$pass")" "$BOT" store change-passphrase --store "$db" \
+        --new-passphrase-file "$pass2" >"$WORK/s16-change.out" 2>&1 \
+        || fail "store change-passphrase failed: $(cat "$WORK/s16-change.out")"
+    rc=0
+    "$BOT" "${fp[@]}" --store-passphrase-file "$pass" >/dev/null 2>&1 || rc=$?
+    [ "$rc" -eq 1 ] || fail "the old passphrase still opens the store (exit $rc)"
+    start_bot bot16 bot16c --store-passphrase-file "$pass2"
+    client s16-c uma bot16 3 || fail "client after the change failed: $(cat "$WORK/s16-c.json")"
+    check_summary s16-c 3 || fail "client after the change: bad summary"
+    stop_bot TERM
+    [ -z "$(traces "${files[@]}")" ] || fail "JIDs in clear after the change: $(traces "${files[@]}")"
+    echo "plain store encrypted (no JID left in the files, also while running); no passphrase or a wrong one: exit 1 at once, nothing written; 3+3+3 echoes across encryption and a passphrase change"
+}
+
+# peer_devices NAME ACCOUNT VERSION OF: what python-omemo (ACCOUNT's device of VERSION) sees of
+# OF's devices; the JSON goes to $WORK/NAME.json.
+peer_devices() {
+    local name="$1" account="$2$SFX" version="$3" of="$4$SFX"
+    timeout 60 "$PY" "$PEER" devices --jid "$account@localhost" --password "$PW" \
+        --server "$SERVER" --store "$WORK/$account-$version" --omemo-version "$version" \
+        --of "$of@localhost" </dev/null >"$WORK/$name.json" 2>"$WORK/$name.log" \
+        || fail "$name: $(tail -n 2 "$WORK/$name.log")"
+}
+
+# active_ids NAME: the ids of the active devices in $WORK/NAME.json, sorted, one line.
+active_ids() {
+    "$PY" -c 'import json, sys
+s = json.load(open(sys.argv[1]))
+print(" ".join(str(d["id"]) for d in s["devices"] if d["active"]))' "$WORK/$1.json"
+}
+
+# sorted_ids ID...: the ids sorted numerically, on one line.
+sorted_ids() { printf '%s\n' "$@" | sort -n | tr '\n' ' ' | sed 's/ $//'; }
+
+scenario_17() {
+    local -a opts
+    local main fresh old n out expected version label="echo bot ✓ 17"
+    local -a old=()
+    mapfile -t opts < <(bot_opts bot17)
+    opts+=(--label "$label")
+    # Two devices of the account whose stores are long gone, then this one, labelled.
+    for n in 1 2; do
+        "$BOT" publish --jid "bot17$SFX@localhost" --store "$WORK/bot17-old$n$SFX.db" \
+            --password "$PW" --server "$SERVER" --insecure-plaintext >/dev/null \
+            2>"$WORK/s17-old$n.log" || fail "old device $n: $(tail -n 2 "$WORK/s17-old$n.log")"
+        old+=("$("$BOT" fingerprint --jid "bot17$SFX@localhost" --store "$WORK/bot17-old$n$SFX.db" \
+            | sed -n 's/^device id: //p')")
+    done
+    "$BOT" publish "${opts[@]}" >/dev/null 2>"$WORK/s17-main.log" \
+        || fail "publish: $(tail -n 2 "$WORK/s17-main.log")"
+    main="$(device_id bot17)"
+    # Three seconds on, a new device appears; this device first sees it while pruning.
+    sleep 3
+    "$BOT" publish --jid "bot17$SFX@localhost" --store "$WORK/bot17-fresh$SFX.db" \
+        --password "$PW" --server "$SERVER" --insecure-plaintext >/dev/null \
+        2>"$WORK/s17-fresh.log" || fail "fresh device: $(tail -n 2 "$WORK/s17-fresh.log")"
+    fresh="$("$BOT" fingerprint --jid "bot17$SFX@localhost" --store "$WORK/bot17-fresh$SFX.db" \
+        | sed -n 's/^device id: //p')"
+    "$BOT" devices "${opts[@]}" prune --older-than 2s >"$WORK/s17-prune.out" 2>"$WORK/s17-prune.log" \
+        || fail "prune: $(tail -n 2 "$WORK/s17-prune.log")"
+    out="$(cat "$WORK/s17-prune.out")"
+    expected="$(sorted_ids "${old[@]}")"
+    [ "$out" = "removed 2 silent own device(s) from the device lists of both versions: $expected" ] \
+        || fail "prune said: $out (want the old devices $expected)"
+    # What a contact's python-omemo sees, in both versions: this device and the new one;
+    # OMEMO 2 also shows this device's label, whose signature it checked.
+    expected="$(sorted_ids "$main" "$fresh")"
+    for version in legacy omemo2; do
+        peer_devices "s17-$version" vic "$version" bot17
+        [ "$(active_ids "s17-$version")" = "$expected" ] \
+            || fail "$version: python-omemo sees $(active_ids "s17-$version"), want $expected"
+    done
+    "$PY" -c 'import json, sys
+s = json.load(open(sys.argv[1]))
+labels = {d["id"]: d["label"] for d in s["devices"]}
+sys.exit(0 if labels.get(int(sys.argv[2])) == sys.argv[3] else f"labels seen: {labels}")' \
+        "$WORK/s17-omemo2.json" "$main" "$label" || fail "the label did not verify in python-omemo"
+    # devices --own: this device first with its label, the others with when last heard.
+    "$BOT" devices "${opts[@]}" --own >"$WORK/s17-own.out" 2>"$WORK/s17-own.log" \
+        || fail "devices --own: $(tail -n 2 "$WORK/s17-own.log")"
+    grep -qF "$main  own" "$WORK/s17-own.out" && grep -qF "(this device)  \"$label\"" "$WORK/s17-own.out" \
+        || fail "devices --own: no line for this device with its label: $(cat "$WORK/s17-own.out")"
+    grep -qE "^ *$fresh  .*legacy\+omemo2 +never \(seen" "$WORK/s17-own.out" \
+        || fail "devices --own: the new device is not listed as never heard: $(cat "$WORK/s17-own.out")"
+    for old in "${old[@]}"; do
+        grep -qE "^ *$old  .* - +never" "$WORK/s17-own.out" \
+            || fail "devices --own: old device $old not shown as unlisted: $(cat "$WORK/s17-own.out")"
+    done
+    # A reset: this device alone on both lists.
+    "$BOT" devices "${opts[@]}" reset >"$WORK/s17-reset.out" 2>"$WORK/s17-reset.log" \
+        || fail "reset: $(tail -n 2 "$WORK/s17-reset.log")"
+    grep -qF "hold only this device now (removed: $fresh)" "$WORK/s17-reset.out" \
+        || fail "reset said: $(cat "$WORK/s17-reset.out")"
+    for version in legacy omemo2; do
+        peer_devices "s17-$version-reset" vic "$version" bot17
+        [ "$(active_ids "s17-$version-reset")" = "$main" ] \
+            || fail "$version after the reset: python-omemo sees $(active_ids "s17-$version-reset")"
+    done
+    echo "prune removed exactly the 2 old devices from both lists (the new one stayed); python-omemo verified the label; reset left this device alone in both versions"
+}
 
 # The accounts of the scenarios that can run again with fresh accounts (E2E_REPEAT).
 declare -A REPEAT_ACCOUNTS=(
     [1]="alice bot1" [7]="grace bot7" [9]="judy bot9" [10]="kate leo bot10" [11]="mike nina bot11"
-    [12]="mallory oscar bot12"
+    [12]="mallory oscar bot12" [14]="peggy bot14" [15]="quinn rupert sybil trent bot15"
+    [16]="uma bot16" [17]="vic bot17"
 )
 
 # run_scenario N [RUN]: runs scenario N (the RUN-th time: "" or 1 for the first); returns
@@ -953,9 +1129,9 @@ run_scenario() {
 }
 
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17)
 for n in "${SCENARIOS[@]}"; do
-    case "$n" in [1-9] | 1[0-5]) ;; *) die "unknown scenario $n" ;; esac
+    case "$n" in [1-9] | 1[0-7]) ;; *) die "unknown scenario $n" ;; esac
     if [ "$REPEAT" -gt 1 ] && [ -z "${REPEAT_ACCOUNTS[$n]:-}" ]; then
         die "E2E_REPEAT: scenario $n cannot be repeated (these can: ${!REPEAT_ACCOUNTS[*]})"
     fi

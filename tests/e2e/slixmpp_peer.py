@@ -71,6 +71,11 @@ Subcommands (run with the venv's python):
       "devices", "bot_device", "key_exchanges", "primary"/"second": echoes, "problems",
       "errors", ...) and exits 0 iff ok.
 
+  devices --jid J --password P --server HOST:PORT --store DIR --of JID [--timeout S]
+      Prints the devices of JID that python-omemo knows in our version after refreshing
+      the list, one JSON line: {"ok": bool, "devices": [{"id", "active", "label"}], ...}.
+      python-omemo keeps a label only when its labelsig verifies with the identity key.
+
 Common options: --omemo-version (default legacy; the output is the same in both modes),
 --log-level (ours, default info), --lib-log-level (slixmpp/omemo, default warning; "debug" logs
 every stanza). Logs go to stderr.
@@ -1709,6 +1714,31 @@ async def run_race(args: argparse.Namespace) -> int:
     return 0 if summary["ok"] else 1
 
 
+async def run_devices(args: argparse.Namespace) -> int:
+    """Prints the devices python-omemo knows of --of in our version, after refreshing the
+    list: id, whether active, and the label (python-omemo keeps a label only when its
+    signature verifies with the device's identity key)."""
+    deadline = time.monotonic() + args.timeout
+    server = parse_server(args.server)
+    of = JID(args.of).bare
+    peers: List[Peer] = []
+    summary: Dict[str, Any] = {"devices": [], "errors": []}
+    async with guarded("devices", summary, peers):
+        peer, _ = await start_devices(args, server, deadline, peers, lambda *_: None, None)
+        await peer.wait_for_devices(of, deadline)
+        ns = peer.flavour.ns
+        sm = await peer.omemo.get_session_manager()
+        async with peer.omemo.lock:
+            devices = await sm.get_device_information(of)
+        summary["devices"] = sorted(
+            ({"id": d.device_id, "active": bool(dict(d.active).get(ns, False)), "label": d.label}
+             for d in devices if ns in dict(d.active)),
+            key=lambda d: d["id"])
+    summary["ok"] = not summary["errors"]
+    out(jdump(summary))
+    return 0 if summary["ok"] else 1
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -1766,6 +1796,12 @@ def main() -> int:
                     help="seconds to keep listening after the last echo")
     pr.set_defaults(second_device_omemo_version=None, subscribe=False)
 
+    pd = sub.add_parser("devices", help="print the devices of a JID as python-omemo sees them")
+    common(pd)
+    pd.add_argument("--of", required=True, help="whose devices")
+    pd.add_argument("--timeout", type=float, default=30.0)
+    pd.set_defaults(second_device_omemo_version=None, subscribe=False)
+
     args = ap.parse_args()
     if args.cmd in ("client", "race") and args.count < 1:
         ap.error("--count must be >= 1")
@@ -1777,7 +1813,8 @@ def main() -> int:
     )
     LOG.setLevel(getattr(logging, args.log_level.upper()))
 
-    runner = {"echo": run_echo, "client": run_client, "race": run_race}[args.cmd]
+    runner = {"echo": run_echo, "client": run_client, "race": run_race,
+              "devices": run_devices}[args.cmd]
     try:
         return asyncio.run(runner(args))
     except KeyboardInterrupt:

@@ -1,4 +1,5 @@
-//! HMAC-SHA-256 and HKDF-SHA-256 as the ratchet and X3DH use them.
+//! HMAC-SHA-256 and HKDF-SHA-256 as the ratchet and X3DH use them, and Argon2id for keys
+//! made from passphrases (identity backups, encrypted stores).
 
 use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit, Mac};
@@ -6,6 +7,32 @@ use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::KeyError;
+
+/// The cost of an Argon2id derivation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PassphraseCost {
+    /// Memory in KiB.
+    pub(crate) memory_kib: u32,
+    /// Passes over the memory.
+    pub(crate) passes: u32,
+    /// Lanes (parallelism).
+    pub(crate) lanes: u32,
+}
+
+/// A 32-byte key from `passphrase` and `salt` by Argon2id (version 0x13); `None` when the
+/// cost is outside what Argon2 accepts (the caller says why in its own terms).
+pub(crate) fn passphrase_key(
+    passphrase: &str,
+    salt: &[u8],
+    cost: PassphraseCost,
+) -> Option<Zeroizing<[u8; 32]>> {
+    let params = argon2::Params::new(cost.memory_kib, cost.passes, cost.lanes, Some(32)).ok()?;
+    let mut key = Zeroizing::new([0u8; 32]);
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password_into(passphrase.as_bytes(), salt, key.as_mut())
+        .ok()?;
+    Some(key)
+}
 
 /// HKDF's "no salt": 32 zero bytes.
 const ZERO_SALT: [u8; 32] = [0u8; 32];

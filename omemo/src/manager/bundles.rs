@@ -194,7 +194,7 @@ impl<S: Store> Manager<S> {
             .find(|r| r.device_id == device_id)
             .cloned();
         let Some(mut record) =
-            known.or_else(|| rebuild.then(|| new_device(jid, device_id, Versions::NONE)))
+            known.or_else(|| rebuild.then(|| new_device(jid, device_id, Versions::NONE, now)))
         else {
             return Ok(());
         };

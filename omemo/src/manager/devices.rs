@@ -29,6 +29,12 @@ pub struct DeviceInfo {
     /// Its label from the OMEMO 2 device list, only when the label's signature verifies
     /// with the device's identity key.
     pub label: Option<String>,
+    /// When this device first saw it, seconds since the Unix epoch (`None`: known from
+    /// before such times were kept, and its list not read since).
+    pub first_seen: Option<u64>,
+    /// When a message from it last decrypted here (to the minute), seconds since the
+    /// Unix epoch; `None` if it never wrote.
+    pub last_seen: Option<u64>,
 }
 
 impl<S: Store> Manager<S> {
@@ -89,6 +95,8 @@ impl<S: Store> Manager<S> {
                 active: self.inactivity(&record, now).is_none(),
                 versions: record.listed,
                 label,
+                first_seen: record.first_seen_at,
+                last_seen: record.last_message_at,
             });
         }
         Ok(devices)
@@ -224,24 +232,123 @@ impl<S: Store> Manager<S> {
     /// the own lists have arrived (the lists published are the ones fetched, minus the
     /// device).
     pub fn remove_own_device(&mut self, device_id: u32, now: u64) -> Result<(), ManagerError> {
-        self.clock = self.clock.max(now);
         if device_id == self.own.device_id {
             return Err(ManagerError::RemovingThisDevice);
         }
         let jid = self.own.jid.clone();
+        if !self
+            .own_lists_known()?
+            .iter()
+            .any(|r| r.device_id == device_id)
+        {
+            return Err(ManagerError::UnknownDevice { jid, device_id });
+        }
+        self.remove_own_devices(&[device_id], now)
+    }
+
+    /// Removes this account's other devices that have been silent for more than
+    /// `older_than_secs`: no message from them decrypted here within that time, and, for
+    /// those that never wrote, first seen before it. They leave the own lists of every
+    /// version spoken and their bundles are retracted, as with
+    /// [`Manager::remove_own_device`]. Returns their ids (none: nothing is published).
+    /// Devices whose first sight predates the times this store keeps are never stale
+    /// until their list has been read once.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::OwnListsUnknown`] until the own lists have arrived.
+    pub fn prune_own_devices(
+        &mut self,
+        older_than_secs: u64,
+        now: u64,
+    ) -> Result<Vec<u32>, ManagerError> {
+        let stale = |at: u64| now.saturating_sub(at) > older_than_secs;
+        let (this, spoken) = (self.own.device_id, self.config.versions);
+        let ids: Vec<u32> = self
+            .own_lists_known()?
+            .iter()
+            .filter(|r| r.device_id != this && listed_in(r, spoken))
+            .filter(|r| match r.last_message_at {
+                Some(at) => stale(at),
+                None => r.first_seen_at.is_some_and(stale),
+            })
+            .map(|r| r.device_id)
+            .collect();
+        self.remove_own_devices(&ids, now)?;
+        Ok(ids)
+    }
+
+    /// Clears the own device lists of every version spoken down to this device and
+    /// retracts the bundles of all the others (after a lost phone, or years of
+    /// reinstalls): contacts then encrypt to this device only. Another device that still
+    /// runs puts itself back when it sees the lists. Returns the ids removed.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::OwnListsUnknown`] until the own lists have arrived.
+    pub fn reset_own_device_lists(&mut self, now: u64) -> Result<Vec<u32>, ManagerError> {
+        let (this, spoken) = (self.own.device_id, self.config.versions);
+        let ids: Vec<u32> = self
+            .own_lists_known()?
+            .iter()
+            .filter(|r| r.device_id != this && listed_in(r, spoken))
+            .map(|r| r.device_id)
+            .collect();
+        self.remove_own_devices(&ids, now)?;
+        // Published even with no other device: the lists then hold this one alone.
+        if ids.is_empty() {
+            self.publish_own_lists(&[])?;
+        }
+        Ok(ids)
+    }
+
+    /// The records of the own other devices, once the own lists of every version spoken
+    /// have arrived.
+    fn own_lists_known(&mut self) -> Result<&Vec<DeviceRecord>, ManagerError> {
+        let jid = self.own.jid.clone();
         if !self.directory.has_lists(&jid, self.config.versions) {
             return Err(ManagerError::OwnListsUnknown);
         }
-        let mut records = self.device_records(&jid)?.clone();
-        let Some(record) = records.iter_mut().find(|r| r.device_id == device_id) else {
-            return Err(ManagerError::UnknownDevice { jid, device_id });
-        };
-        record.listed = Versions::NONE;
-        let removed = record.clone();
+        Ok(self.device_records(&jid)?)
+    }
+
+    /// Takes `ids` (own other devices) off the own lists and retracts their bundles, in
+    /// one commit; nothing when `ids` is empty.
+    fn remove_own_devices(&mut self, ids: &[u32], now: u64) -> Result<(), ManagerError> {
+        self.clock = self.clock.max(now);
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let jid = self.own.jid.clone();
+        let mut removed: Vec<DeviceRecord> = self
+            .device_records(&jid)?
+            .iter()
+            .filter(|r| ids.contains(&r.device_id))
+            .cloned()
+            .collect();
+        for record in &mut removed {
+            record.listed = Versions::NONE;
+        }
         self.commit(Batch {
-            ops: vec![Op::PutDevice(removed.clone())],
+            ops: removed.iter().cloned().map(Op::PutDevice).collect(),
         })?;
-        self.cache_device(removed)?;
+        for record in removed {
+            self.cache_device(record)?;
+        }
+        self.publish_own_lists(ids)?;
+        tracing::info!(
+            count = ids.len(),
+            ?ids,
+            "own devices removed from the device lists"
+        );
+        Ok(())
+    }
+
+    /// Publishes the own lists of every version spoken as the records say (this device
+    /// included), and retracts the bundles of `retracted`.
+    fn publish_own_lists(&mut self, retracted: &[u32]) -> Result<(), ManagerError> {
+        let jid = self.own.jid.clone();
+        let records = self.device_records(&jid)?.clone();
         for version in self.config.versions.iter() {
             let mut list: Vec<ListedDevice> = records
                 .iter()
@@ -255,9 +362,10 @@ impl<S: Store> Manager<S> {
             list.push(self.own.list_entry(version));
             list.sort_by_key(|d| d.id);
             self.publish(Publication::DeviceList(version, list), Some(0));
-            self.retract_bundle(version, device_id);
+            for &device_id in retracted {
+                self.retract_bundle(version, device_id);
+            }
         }
-        tracing::info!(device_id, "own device removed from the device lists");
         Ok(())
     }
 
@@ -409,6 +517,8 @@ impl<S: Store> Manager<S> {
             let entry = entries.iter().find(|d| d.id == record.device_id);
             let mut updated = record.clone();
             updated.listed.set(version, entry.is_some());
+            // A device known from before first-seen times were kept ages from now on.
+            updated.first_seen_at.get_or_insert(now);
             if let (Version::Omemo2, Some(entry)) = (version, entry) {
                 updated.label.clone_from(&entry.label);
                 updated.label_signature.clone_from(&entry.label_signature);
@@ -428,7 +538,7 @@ impl<S: Store> Manager<S> {
             if (own && entry.id == own_device) || records.iter().any(|r| r.device_id == entry.id) {
                 continue;
             }
-            let mut record = new_device(jid, entry.id, Versions::only(version));
+            let mut record = new_device(jid, entry.id, Versions::only(version), now);
             record.label.clone_from(&entry.label);
             record.label_signature.clone_from(&entry.label_signature);
             added.push((record.device_id, record.listed));
@@ -436,20 +546,23 @@ impl<S: Store> Manager<S> {
             changed.push(record);
         }
         records.sort_by_key(|r| r.device_id);
-        // Devices on no list any more that have been silent for long are dropped with
-        // their sessions, and so are those that never wrote once the JID has more
-        // records than a list may name (a list that changes often would pile them up).
-        // A manual trust decision keeps its record.
+        // Devices on no list any more that have been silent for long (since their last
+        // message, or since first seen if they never wrote) are dropped with their
+        // sessions, and so are those that never wrote once the JID has more records than
+        // a list may name (a list that changes often would pile them up). A manual trust
+        // decision keeps its record.
         let inactive_after = self.config.inactive_after_secs;
         let crowded = records.len() > cap;
+        let long_ago =
+            |at: Option<u64>| at.is_some_and(|at| now.saturating_sub(at) > inactive_after);
         let prune: Vec<u32> = records
             .iter()
             .filter(|r| {
                 r.listed.is_empty()
                     && matches!(r.trust, Trust::Undecided | Trust::Blind)
                     && match r.last_message_at {
-                        Some(at) => now.saturating_sub(at) > inactive_after,
-                        None => crowded,
+                        Some(_) => long_ago(r.last_message_at),
+                        None => crowded || long_ago(r.first_seen_at),
                     }
             })
             .map(|r| r.device_id)
@@ -514,14 +627,16 @@ pub(super) fn device_list_node(version: Version) -> &'static str {
     }
 }
 
-/// The record of a device seen for the first time: no identity key, no trust decision.
-pub(super) fn new_device(jid: &str, device_id: u32, listed: Versions) -> DeviceRecord {
+/// The record of a device seen for the first time (`now`): no identity key, no trust
+/// decision.
+pub(super) fn new_device(jid: &str, device_id: u32, listed: Versions, now: u64) -> DeviceRecord {
     DeviceRecord {
         jid: jid.to_owned(),
         device_id,
         listed,
         identity_key: None,
         trust: Trust::Undecided,
+        first_seen_at: Some(now),
         last_message_at: None,
         bundle_failed_at: None,
         bundle_failed: Versions::NONE,

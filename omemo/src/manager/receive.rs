@@ -517,7 +517,7 @@ impl<S: Store> Manager<S> {
         let known = records.iter().position(|r| r.device_id == device_id);
         let mut record = known
             .map(|i| records[i].clone())
-            .unwrap_or_else(|| new_device(sender, device_id, Versions::NONE));
+            .unwrap_or_else(|| new_device(sender, device_id, Versions::NONE, now));
         let identity_learned = record.identity_key.is_none();
         if identity_learned {
             record.identity_key = Some(*session.remote_identity().curve25519().as_bytes());

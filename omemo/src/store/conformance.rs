@@ -56,7 +56,7 @@ impl TempPath {
 #[cfg(feature = "sqlite")]
 impl Drop for TempPath {
     fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm", "-journal"] {
+        for suffix in ["", "-wal", "-shm", "-journal", ".lock", ".rekeyed"] {
             let mut file = self.0.clone().into_os_string();
             file.push(suffix);
             let _ = std::fs::remove_file(file);
@@ -144,6 +144,7 @@ pub(super) fn sample_device(jid: &str, device_id: u32) -> DeviceRecord {
         listed: Versions::only(Version::Legacy),
         identity_key: Some([device_id as u8; 32]),
         trust: Trust::Blind,
+        first_seen_at: Some(1_600_000_000),
         last_message_at: Some(1_700_000_000),
         bundle_failed_at: None,
         bundle_failed: Versions::NONE,
@@ -447,6 +448,7 @@ pub(super) fn devices_are_sorted_by_id_and_isolated_by_jid<S: Store>(store: &mut
         label_signature: Some(vec![1; 64]),
         identity_key: None,
         trust: Trust::Distrusted,
+        first_seen_at: Some(1_600_000_000),
         last_message_at: None,
         bundle_failed_at: Some(1_800_000_000),
         bundle_failed: Versions::only(Version::Omemo2),
@@ -520,6 +522,7 @@ pub(super) fn device_fields_round_trip_at_their_extremes<S: Store>(store: &mut S
         listed: Versions::NONE,
         identity_key: None,
         trust: Trust::Undecided,
+        first_seen_at: None,
         last_message_at: None,
         bundle_failed_at: None,
         bundle_failed: Versions::NONE,
@@ -532,6 +535,7 @@ pub(super) fn device_fields_round_trip_at_their_extremes<S: Store>(store: &mut S
         listed: Versions::BOTH,
         identity_key: Some([0xff; 32]),
         trust: Trust::Verified,
+        first_seen_at: Some(i64::MAX as u64),
         last_message_at: Some(i64::MAX as u64),
         bundle_failed_at: Some(0),
         bundle_failed: Versions::BOTH,

@@ -109,7 +109,12 @@ pub struct DeviceRecord {
     pub identity_key: Option<[u8; 32]>,
     /// The trust decision.
     pub trust: Trust,
-    /// When a message from it last decrypted, seconds since the Unix epoch.
+    /// When the manager first saw it (on a device list or in a message), seconds since
+    /// the Unix epoch; `None` for a device known before schema version 4, until its
+    /// owner's list is read again.
+    pub first_seen_at: Option<u64>,
+    /// When a message from it last decrypted, seconds since the Unix epoch (updated when
+    /// it moved by a minute or more).
     pub last_message_at: Option<u64>,
     /// When its bundle last failed to fetch or verify.
     pub bundle_failed_at: Option<u64>,
@@ -230,6 +235,30 @@ pub enum StoreError {
     /// `SqliteStore::open_alongside` for a short administrative change.
     #[error("the store {path} is in use by another process")]
     InUse {
+        /// The store file.
+        path: String,
+    },
+    /// The store file is encrypted (or is not an SQLite database at all): open it with
+    /// its passphrase (`SqliteStore::open_encrypted`, feature `encrypted-store`).
+    #[error("the store {path} is encrypted (or is not a database): give its passphrase")]
+    Encrypted {
+        /// The store file.
+        path: String,
+    },
+    /// A passphrase was given for a store that is not encrypted: it opens without one,
+    /// and `SqliteStore::change_passphrase` encrypts it.
+    #[error("the store {path} is not encrypted: open it without a passphrase, or encrypt it first")]
+    NotEncrypted {
+        /// The store file.
+        path: String,
+    },
+    /// An empty passphrase for an encrypted store.
+    #[error("the store passphrase is empty")]
+    EmptyPassphrase,
+    /// The passphrase does not open the encrypted store (or the file was damaged: an
+    /// encrypted page that fails its check reads the same). Nothing was written.
+    #[error("wrong passphrase for the encrypted store {path} (or the file is damaged)")]
+    WrongPassphrase {
         /// The store file.
         path: String,
     },

@@ -6,7 +6,8 @@
 //! newer schema.
 
 use std::fmt;
-use std::path::Path;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::types::ValueRef;
@@ -19,11 +20,15 @@ use super::{
 };
 use crate::version::{Version, Versions};
 
+#[cfg(feature = "encrypted-store")]
+mod cipher;
+
 /// The migrations, in order; migration `n` (1-based) brings the schema to version `n`.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_protocol_versions.sql"),
     include_str!("migrations/0003_device_lists_of_both_versions.sql"),
+    include_str!("migrations/0004_device_first_seen.sql"),
 ];
 
 /// The schema version this crate writes: the number of migrations.
@@ -47,6 +52,47 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
             path.display()
         ))),
     }
+}
+
+/// The first 16 bytes of every plain SQLite database file; an encrypted one (SQLCipher)
+/// starts with the 16-byte salt of its key instead.
+const PLAIN_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// What a store file holds, from its first 16 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FileKind {
+    /// An empty file: a new store.
+    New,
+    /// A plain SQLite database.
+    Plain,
+    /// An encrypted database, starting with its salt.
+    Encrypted([u8; 16]),
+}
+
+fn file_kind(path: &Path) -> Result<FileKind, StoreError> {
+    let mut header = Vec::with_capacity(PLAIN_HEADER.len());
+    std::fs::File::open(path)
+        .and_then(|file| {
+            file.take(PLAIN_HEADER.len() as u64)
+                .read_to_end(&mut header)
+        })
+        .map_err(|e| StoreError::Backend(format!("cannot read {}: {e}", path.display())))?;
+    match <[u8; 16]>::try_from(header.as_slice()) {
+        _ if header.is_empty() => Ok(FileKind::New),
+        Ok(first) if &first == PLAIN_HEADER => Ok(FileKind::Plain),
+        Ok(salt) => Ok(FileKind::Encrypted(salt)),
+        Err(_) => Err(StoreError::Corrupt(format!(
+            "{} is shorter than a database header",
+            path.display()
+        ))),
+    }
+}
+
+/// `path` with `suffix` appended to its file name (`store.db` + `-wal`).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 /// The size the WAL file is cut back to after a checkpoint.
@@ -79,6 +125,7 @@ const STATEMENT_CACHE_CAPACITY: usize = 32;
 ///     listed: Versions::only(Version::Omemo2),
 ///     identity_key: None,
 ///     trust: Trust::Undecided,
+///     first_seen_at: Some(1_700_000_000),
 ///     last_message_at: None,
 ///     bundle_failed_at: None,
 ///     bundle_failed: Versions::NONE,
@@ -113,14 +160,12 @@ impl SqliteStore {
     /// # Errors
     ///
     /// [`StoreError::UnsupportedSchema`] if a newer version of this crate wrote the file;
-    /// [`StoreError::Backend`] if it cannot be opened, is not a database, or is locked
-    /// for longer than the busy timeout.
+    /// [`StoreError::InUse`] if another process has it open with this call;
+    /// [`StoreError::Encrypted`] if it is encrypted (or not a database);
+    /// [`StoreError::Backend`] if it cannot be opened or is locked for longer than the
+    /// busy timeout.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let path = path.as_ref();
-        create_private(path)?;
-        let lock = lock(path)?;
-        let conn = Connection::open(path).map_err(backend)?;
-        Self::setup(conn, true, Some(lock))
+        Self::open_plain(path.as_ref(), true)
     }
 
     /// Opens a store another process may be running (`omemo-bot run`), without its lock:
@@ -132,10 +177,17 @@ impl SqliteStore {
     ///
     /// As [`SqliteStore::open`], but never [`StoreError::InUse`].
     pub fn open_alongside(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let path = path.as_ref();
-        create_private(path)?;
-        let conn = Connection::open(path).map_err(backend)?;
-        Self::setup(conn, true, None)
+        Self::open_plain(path.as_ref(), false)
+    }
+
+    fn open_plain(path: &Path, locked: bool) -> Result<Self, StoreError> {
+        let (conn, lock, kind) = open_file(path, locked)?;
+        if let FileKind::Encrypted(_) = kind {
+            return Err(StoreError::Encrypted {
+                path: path.display().to_string(),
+            });
+        }
+        Self::setup(conn, true, lock)
     }
 
     /// A fresh database that lives in memory and is gone on drop.
@@ -220,12 +272,23 @@ impl SqliteStore {
     }
 }
 
+/// Creates the store file at `path` if missing (readable by its owner only), takes its
+/// lock if `locked`, looks at what it holds and connects to it.
+fn open_file(
+    path: &Path,
+    locked: bool,
+) -> Result<(Connection, Option<std::fs::File>, FileKind), StoreError> {
+    create_private(path)?;
+    let lock = locked.then(|| lock(path)).transpose()?;
+    let kind = file_kind(path)?;
+    let conn = Connection::open(path).map_err(backend)?;
+    Ok((conn, lock, kind))
+}
+
 /// Takes the exclusive lock of the store at `path` (on `<path>.lock`, created with the
 /// store's permissions).
 fn lock(path: &Path) -> Result<std::fs::File, StoreError> {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".lock");
-    let lock_path = std::path::PathBuf::from(name);
+    let lock_path = with_suffix(path, ".lock");
     create_private(&lock_path)?;
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -394,11 +457,15 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
                 .bundle_failed_at
                 .map(|t| time_to_sql("device bundle_failed_at", t))
                 .transpose()?;
+            let first_seen_at = r
+                .first_seen_at
+                .map(|t| time_to_sql("device first_seen_at", t))
+                .transpose()?;
             conn.prepare_cached(
                 "INSERT INTO devices (jid, device_id, listed_legacy, listed_omemo2,
                      identity_key, trust, last_message_at, bundle_failed_at, label,
-                     label_signature, bundle_failed_versions)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                     label_signature, bundle_failed_versions, first_seen_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT (jid, device_id) DO UPDATE SET
                      listed_legacy = excluded.listed_legacy,
                      listed_omemo2 = excluded.listed_omemo2,
@@ -406,7 +473,8 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
                      last_message_at = excluded.last_message_at,
                      bundle_failed_at = excluded.bundle_failed_at,
                      label = excluded.label, label_signature = excluded.label_signature,
-                     bundle_failed_versions = excluded.bundle_failed_versions",
+                     bundle_failed_versions = excluded.bundle_failed_versions,
+                     first_seen_at = excluded.first_seen_at",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -421,6 +489,7 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
                     r.label,
                     r.label_signature,
                     r.bundle_failed.to_bits(),
+                    first_seen_at,
                 ])
             })
         }
@@ -523,7 +592,7 @@ impl Store for SqliteStore {
             .prepare_cached(
                 "SELECT device_id, listed_legacy, identity_key, trust, last_message_at,
                      bundle_failed_at, listed_omemo2, label, label_signature,
-                     bundle_failed_versions
+                     bundle_failed_versions, first_seen_at
                  FROM devices WHERE jid = ?1 ORDER BY device_id",
             )
             .map_err(backend)?;
@@ -575,6 +644,9 @@ impl Store for SqliteStore {
                 label: optional_text(row, 7, "device label")?,
                 label_signature: optional_blob(row, 8, "device label signature")?
                     .map(<[u8]>::to_vec),
+                first_seen_at: optional_integer(row, 10, "device first_seen_at")?
+                    .map(|t| to_u64("device first_seen_at", t))
+                    .transpose()?,
             });
         }
         Ok(devices)
@@ -1081,12 +1153,22 @@ mod tests {
     }
 
     #[test]
-    fn not_a_database_is_a_backend_error() {
+    fn a_file_that_is_not_a_database_is_refused_untouched() {
         let path = TempPath::new();
-        std::fs::write(path.path(), vec![0x42u8; 4096]).unwrap();
+        let garbage = vec![0x42u8; 4096];
+        std::fs::write(path.path(), &garbage).unwrap();
+        // Without a SQLite header it may be an encrypted store: the error says both.
+        assert_eq!(
+            SqliteStore::open(path.path()).err(),
+            Some(StoreError::Encrypted {
+                path: path.path().display().to_string()
+            })
+        );
+        assert_eq!(std::fs::read(path.path()).unwrap(), garbage);
+        std::fs::write(path.path(), b"SQLite").unwrap();
         assert!(matches!(
             SqliteStore::open(path.path()),
-            Err(StoreError::Backend(_))
+            Err(StoreError::Corrupt(m)) if m.contains("shorter than a database header")
         ));
     }
 
