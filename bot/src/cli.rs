@@ -66,8 +66,8 @@ pub(crate) enum Command {
 /// `store encrypt|change-passphrase|decrypt`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum StoreCommand {
-    /// Encrypt a plain store under the new passphrase (SQLCipher; the key comes from
-    /// Argon2id of the passphrase).
+    /// Encrypt a plain store under the new passphrase, or else under the one given as
+    /// the store's passphrase (SQLCipher; the key comes from Argon2id of the passphrase).
     Encrypt(NewPassphraseArgs),
     /// Re-encrypt an encrypted store (--store-passphrase) under the new passphrase.
     ChangePassphrase(NewPassphraseArgs),
@@ -373,6 +373,9 @@ fn parse_age(value: &str) -> Result<u64, String> {
     let number: u64 = number.parse().map_err(|_| {
         format!("expected a number of days, or a number with d, h, m or s: {value:?}")
     })?;
+    if number == 0 {
+        return Err("must be more than 0".to_owned());
+    }
     number
         .checked_mul(seconds_per_unit)
         .ok_or_else(|| format!("{value} is too long"))
@@ -798,6 +801,10 @@ mod tests {
         assert_eq!(parse_age("5m"), Ok(300));
         assert_eq!(parse_age("45s"), Ok(45));
         assert!(parse_age("3w").unwrap_err().contains("unknown unit"));
+        assert!(parse_age("0").unwrap_err().contains("more than 0"));
+        assert!(parse_age("0s").is_err());
+        assert!(parse_age("0").unwrap_err().contains("more than 0"));
+        assert!(parse_age("0s").is_err());
         for bad in ["", "d", "-1", "1.5", "99999999999999999999"] {
             assert!(parse_age(bad).is_err(), "{bad}");
         }

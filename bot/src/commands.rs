@@ -130,37 +130,51 @@ fn store_error(error: StoreError) -> BotError {
 /// `store encrypt|change-passphrase|decrypt`.
 fn change_store_passphrase(command: &StoreCommand) -> Result<(), BotError> {
     let new_passphrase = |args: &NewPassphraseArgs| {
-        secret_argument(
+        optional_secret(
             args.new_passphrase.as_ref(),
             args.new_passphrase_file.as_ref(),
             "new store passphrase",
-            "--new-passphrase, OMEMO_BOT_NEW_STORE_PASSPHRASE or --new-passphrase-file",
         )
     };
-    let (state, new, done) = match command {
-        StoreCommand::Encrypt(args) => (&args.store, Some(new_passphrase(args)?), "encrypted"),
-        StoreCommand::ChangePassphrase(args) => (
-            &args.store,
-            Some(new_passphrase(args)?),
-            "encrypted under the new passphrase",
+    const NEW_HOW: &str =
+        "--new-passphrase, OMEMO_BOT_NEW_STORE_PASSPHRASE or --new-passphrase-file";
+    let (state, old, new, done) = match command {
+        // A plain store has no passphrase: the one given as the store's (as the bot will
+        // be given it) is the new one, unless a new one is given.
+        StoreCommand::Encrypt(args) => {
+            let new = match new_passphrase(args)? {
+                Some(new) => new,
+                None => store_passphrase(&args.store)?.ok_or_else(|| {
+                    BotError::Usage(format!(
+                        "no passphrase to encrypt with: give {NEW_HOW} (or {STORE_PASSPHRASE_HOW})"
+                    ))
+                })?,
+            };
+            (&args.store, None, Some(new), "encrypted")
+        }
+        StoreCommand::ChangePassphrase(args) => {
+            let new = new_passphrase(args)?.ok_or_else(|| {
+                BotError::Usage(format!("no new store passphrase: give {NEW_HOW}"))
+            })?;
+            let old = store_passphrase(&args.store)?;
+            (
+                &args.store,
+                old,
+                Some(new),
+                "encrypted under the new passphrase",
+            )
+        }
+        StoreCommand::Decrypt(state) => (
+            state,
+            store_passphrase(state)?,
+            None,
+            "decrypted: it is a plain file now",
         ),
-        StoreCommand::Decrypt(state) => (state, None, "decrypted: it is a plain file now"),
     };
-    let old = store_passphrase(state)?;
-    match (command, &old) {
-        (StoreCommand::Encrypt(_), Some(_)) => {
-            return Err(BotError::Usage(
-                "`store encrypt` takes a plain store and only the new passphrase; \
-                 `store change-passphrase` changes one"
-                    .to_owned(),
-            ));
-        }
-        (StoreCommand::ChangePassphrase(_) | StoreCommand::Decrypt(_), None) => {
-            return Err(BotError::Usage(format!(
-                "no store passphrase: give {STORE_PASSPHRASE_HOW}"
-            )));
-        }
-        _ => {}
+    if old.is_none() && !matches!(command, StoreCommand::Encrypt(_)) {
+        return Err(BotError::Usage(format!(
+            "no store passphrase: give {STORE_PASSPHRASE_HOW}"
+        )));
     }
     SqliteStore::change_passphrase(&state.store, old.as_deref(), new.as_deref())
         .map_err(store_error)?;
@@ -814,19 +828,31 @@ const DEVICES_HEADER: &str =
 
 /// One line of the `devices` table.
 fn device_line(device: &DeviceInfo, now: u64) -> String {
-    let mut line = format!(
-        "{:>10}  {:<10}  {:<8}  {:<13}  {:<22}  {}",
+    let fingerprint = device
+        .fingerprint
+        .map(|f| f.to_string())
+        .unwrap_or_else(|| "(identity key unknown)".to_owned());
+    table_line(
         device.device_id,
-        trust_name(device.trust),
-        if device.active { "active" } else { "inactive" },
-        versions_name(device.versions),
-        last_seen(device, now),
-        device
-            .fingerprint
-            .map(|f| f.to_string())
-            .unwrap_or_else(|| "(identity key unknown)".to_owned())
+        [
+            trust_name(device.trust),
+            if device.active { "active" } else { "inactive" },
+            &versions_name(device.versions),
+            &last_seen(device, now),
+            &fingerprint,
+        ],
+        device.label.as_deref(),
+    )
+}
+
+/// A line of the `devices` table: the id, then trust, state, versions, last heard and
+/// fingerprint, then the label.
+fn table_line(device_id: u32, columns: [&str; 5], label: Option<&str>) -> String {
+    let [trust, state, versions, seen, fingerprint] = columns;
+    let mut line = format!(
+        "{device_id:>10}  {trust:<10}  {state:<8}  {versions:<13}  {seen:<22}  {fingerprint}"
     );
-    if let Some(label) = &device.label {
+    if let Some(label) = label {
         line.push_str(&format!("  \"{}\"", label.escape_debug()));
     }
     line
@@ -834,6 +860,9 @@ fn device_line(device: &DeviceInfo, now: u64) -> String {
 
 async fn devices(args: DevicesArgs) -> Result<(), BotError> {
     match args.action {
+        Some(_) if args.of.is_some() || args.own => Err(BotError::Usage(
+            "`prune` and `reset` tidy the own device lists: give no JID and no --own".to_owned(),
+        )),
         Some(DevicesAction::Prune { older_than }) => {
             tidy_own_devices(&args.online, Some(older_than)).await
         }
@@ -874,19 +903,10 @@ async fn list_devices(args: &DevicesArgs) -> Result<(), BotError> {
     println!("{DEVICES_HEADER}");
     if own {
         let manager = client.manager();
-        let mut line = format!(
-            "{:>10}  {:<10}  {:<8}  {:<13}  {:<22}  {}  (this device)",
-            manager.device_id(),
-            "own",
-            "active",
-            "legacy+omemo2",
-            "-",
-            manager.fingerprint()
-        );
-        if let Some(label) = &connection.label {
-            line.push_str(&format!("  \"{}\"", label.escape_debug()));
-        }
-        println!("{line}");
+        let fingerprint = format!("{}  (this device)", manager.fingerprint());
+        let columns = ["own", "active", "legacy+omemo2", "-", &fingerprint];
+        let label = connection.label.as_deref();
+        println!("{}", table_line(manager.device_id(), columns, label));
     }
     for device in &devices {
         println!("{}", device_line(device, now));

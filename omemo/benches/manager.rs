@@ -283,6 +283,7 @@ impl World<SqliteStore> {
                 identity_key: Some(*bundle.identity_key.curve25519().as_bytes()),
                 trust: Trust::Blind,
                 first_seen_at: Some(NOW),
+                left_lists_at: None,
                 last_message_at: Some(NOW),
                 bundle_failed_at: None,
                 bundle_failed: Versions::NONE,

@@ -321,7 +321,7 @@ pub enum ManagerError {
     },
     /// The own device lists have not arrived on this stream yet, so a change to them
     /// could drop devices another client added; try again once they have.
-    #[error("the own device lists have not arrived yet")]
+    #[error("the own device lists have not arrived (or were not readable) yet")]
     OwnListsUnknown,
     /// A key exchange from a JID that started too many sessions in the last hour
     /// ([`ManagerConfig::new_sessions_per_hour`](crate::ManagerConfig::new_sessions_per_hour));

@@ -531,6 +531,17 @@ fn stale_own_devices_are_pruned_from_both_lists_and_a_reset_leaves_this_device_a
         early.reset_own_device_lists(world.now),
         Err(ManagerError::OwnListsUnknown)
     );
+    // Nor when their fetch failed: the records say nothing of what other clients did.
+    let mut rng = omemo::os_rng();
+    while let Some(request) = early.poll_transmit().unwrap() {
+        let id = request.attr("id").unwrap_or_default().to_owned();
+        let refusal = common::pep::error(&id, alice, "internal-server-error");
+        early.handle_stanza(&refusal, &mut rng, world.now).unwrap();
+    }
+    assert_eq!(
+        early.prune_own_devices(DAY, world.now),
+        Err(ManagerError::OwnListsUnknown)
+    );
 
     // Ten days on: one device wrote (to bob; the phone reads its copy), one appeared,
     // one said nothing since first seen.
@@ -594,6 +605,23 @@ fn stale_own_devices_are_pruned_from_both_lists_and_a_reset_leaves_this_device_a
             .collect::<Vec<_>>(),
         vec![phone.manager.device_id()]
     );
+    // A device that still runs puts itself back, with its bundles.
+    world.notify(&mut chatty);
+    for version in Version::ALL {
+        assert!(
+            listed_ids(&world, alice, version).contains(&chatty_id),
+            "{version}"
+        );
+        let (node, item) = common::pep::bundle_item(version, chatty_id);
+        let items = &world.pep.nodes[&(alice.to_owned(), node)];
+        assert!(
+            items.iter().any(|(id, _)| *id == item),
+            "{version}: no bundle"
+        );
+    }
+    world.notify(&mut bob);
+    let sent = world.encrypt(&mut bob, alice, "hi again");
+    assert!(sent.recipients.iter().any(|r| r.device_id == chatty_id));
 }
 
 #[test]

@@ -77,7 +77,7 @@
 #      the conversation goes on across restarts, before and after `store
 #      change-passphrase`, after which the old passphrase is refused.
 #  17. Device hygiene: two old devices of the bot's account, then the bot's device with a
-#      label, then (3 s later) a new one; `devices prune --older-than 2s` removes exactly
+#      label, then (6 s later) a new one; `devices prune --older-than 4s` removes exactly
 #      the two old ones from both lists (python-omemo, legacy and OMEMO 2, sees the bot
 #      and the new device, and the bot's label, whose signature it checks); `devices
 #      --own` shows each device with when it was last heard from; `devices reset` leaves
@@ -961,7 +961,8 @@ scenario_16() {
     local fp0
     fp0="$("$BOT" "${fp[@]}" | sed -n 's/^fingerprint: //p')"
 
-    "$BOT" store encrypt --store "$db" --new-passphrase-file "$pass" >"$WORK/s16-encrypt.out" 2>&1 \
+    # The passphrase the bot will be given is the one to encrypt with.
+    "$BOT" store encrypt --store "$db" --store-passphrase-file "$pass" >"$WORK/s16-encrypt.out" 2>&1 \
         || fail "store encrypt failed: $(cat "$WORK/s16-encrypt.out")"
     [ -z "$(traces "${files[@]}")" ] || fail "JIDs in clear after encrypting: $(traces "${files[@]}")"
     # Without the passphrase, or with a wrong one: a clear error at once, nothing written.
@@ -1032,7 +1033,7 @@ sorted_ids() { printf '%s\n' "$@" | sort -n | tr '\n' ' ' | sed 's/ $//'; }
 
 scenario_17() {
     local -a opts
-    local main fresh old n out expected version label="echo bot ✓ 17"
+    local main fresh id n out expected version label="echo bot ✓ 17"
     local -a old=()
     mapfile -t opts < <(bot_opts bot17)
     opts+=(--label "$label")
@@ -1047,14 +1048,15 @@ scenario_17() {
     "$BOT" publish "${opts[@]}" >/dev/null 2>"$WORK/s17-main.log" \
         || fail "publish: $(tail -n 2 "$WORK/s17-main.log")"
     main="$(device_id bot17)"
-    # Three seconds on, a new device appears; this device first sees it while pruning.
-    sleep 3
+    # Six seconds on, a new device appears; this device first sees it while pruning, so
+    # it is seconds old then, the old ones at least six.
+    sleep 6
     "$BOT" publish --jid "bot17$SFX@localhost" --store "$WORK/bot17-fresh$SFX.db" \
         --password "$PW" --server "$SERVER" --insecure-plaintext >/dev/null \
         2>"$WORK/s17-fresh.log" || fail "fresh device: $(tail -n 2 "$WORK/s17-fresh.log")"
     fresh="$("$BOT" fingerprint --jid "bot17$SFX@localhost" --store "$WORK/bot17-fresh$SFX.db" \
         | sed -n 's/^device id: //p')"
-    "$BOT" devices "${opts[@]}" prune --older-than 2s >"$WORK/s17-prune.out" 2>"$WORK/s17-prune.log" \
+    "$BOT" devices "${opts[@]}" prune --older-than 4s >"$WORK/s17-prune.out" 2>"$WORK/s17-prune.log" \
         || fail "prune: $(tail -n 2 "$WORK/s17-prune.log")"
     out="$(cat "$WORK/s17-prune.out")"
     expected="$(sorted_ids "${old[@]}")"
@@ -1080,9 +1082,9 @@ sys.exit(0 if labels.get(int(sys.argv[2])) == sys.argv[3] else f"labels seen: {l
         || fail "devices --own: no line for this device with its label: $(cat "$WORK/s17-own.out")"
     grep -qE "^ *$fresh  .*legacy\+omemo2 +never \(seen" "$WORK/s17-own.out" \
         || fail "devices --own: the new device is not listed as never heard: $(cat "$WORK/s17-own.out")"
-    for old in "${old[@]}"; do
-        grep -qE "^ *$old  .* - +never" "$WORK/s17-own.out" \
-            || fail "devices --own: old device $old not shown as unlisted: $(cat "$WORK/s17-own.out")"
+    for id in "${old[@]}"; do
+        grep -qE "^ *$id  .* - +never" "$WORK/s17-own.out" \
+            || fail "devices --own: old device $id not shown as unlisted: $(cat "$WORK/s17-own.out")"
     done
     # A reset: this device alone on both lists.
     "$BOT" devices "${opts[@]}" reset >"$WORK/s17-reset.out" 2>"$WORK/s17-reset.log" \

@@ -303,12 +303,18 @@ impl<S: Store> Manager<S> {
     }
 
     /// The records of the own other devices, once the own lists of every version spoken
-    /// have arrived.
+    /// have arrived and were read whole (a failed fetch or an unreadable item says
+    /// nothing of the devices other clients added or removed).
     fn own_lists_known(&mut self) -> Result<&Vec<DeviceRecord>, ManagerError> {
-        let jid = self.own.jid.clone();
-        if !self.directory.has_lists(&jid, self.config.versions) {
+        if !self
+            .config
+            .versions
+            .iter()
+            .all(|v| self.own_lists_read.contains(v))
+        {
             return Err(ManagerError::OwnListsUnknown);
         }
+        let jid = self.own.jid.clone();
         Ok(self.device_records(&jid)?)
     }
 
@@ -328,6 +334,7 @@ impl<S: Store> Manager<S> {
             .collect();
         for record in &mut removed {
             record.listed = Versions::NONE;
+            record.left_lists_at = Some(now);
         }
         self.commit(Batch {
             ops: removed.iter().cloned().map(Op::PutDevice).collect(),
@@ -499,6 +506,11 @@ impl<S: Store> Manager<S> {
         } else if own {
             let own_entry = self.own.list_entry(version);
             let published = entries.iter().find(|d| d.id == own_device);
+            // Taken off a list read whole before (by a reset or prune elsewhere): its
+            // bundle was retracted too, so it goes back with the list.
+            if published.is_none() && self.own_lists_read.contains(version) {
+                self.publish_bundles(Versions::only(version));
+            }
             if published.is_none_or(|d| d.label != own_entry.label) {
                 let mut republished: Vec<ListedDevice> = entries
                     .iter()
@@ -510,6 +522,9 @@ impl<S: Store> Manager<S> {
                 republish = Some(Publication::DeviceList(version, republished));
             }
         }
+        if own {
+            self.own_lists_read.set(version, !broken);
+        }
         let mut records = self.device_records(jid)?.clone();
         let mut changed = Vec::new();
         let (mut added, mut removed) = (Vec::new(), Vec::new());
@@ -519,6 +534,11 @@ impl<S: Store> Manager<S> {
             updated.listed.set(version, entry.is_some());
             // A device known from before first-seen times were kept ages from now on.
             updated.first_seen_at.get_or_insert(now);
+            if !updated.listed.is_empty() {
+                updated.left_lists_at = None;
+            } else if !record.listed.is_empty() {
+                updated.left_lists_at = Some(now);
+            }
             if let (Version::Omemo2, Some(entry)) = (version, entry) {
                 updated.label.clone_from(&entry.label);
                 updated.label_signature.clone_from(&entry.label_signature);
@@ -547,22 +567,20 @@ impl<S: Store> Manager<S> {
         }
         records.sort_by_key(|r| r.device_id);
         // Devices on no list any more that have been silent for long (since their last
-        // message, or since first seen if they never wrote) are dropped with their
-        // sessions, and so are those that never wrote once the JID has more records than
-        // a list may name (a list that changes often would pile them up). A manual trust
-        // decision keeps its record.
+        // message or since they left the lists, whichever came later) are dropped with
+        // their sessions, and so are those of unknown silence once the JID has more
+        // records than a list may name (a list that changes often would pile them up).
+        // A manual trust decision keeps its record.
         let inactive_after = self.config.inactive_after_secs;
         let crowded = records.len() > cap;
-        let long_ago =
-            |at: Option<u64>| at.is_some_and(|at| now.saturating_sub(at) > inactive_after);
         let prune: Vec<u32> = records
             .iter()
             .filter(|r| {
                 r.listed.is_empty()
                     && matches!(r.trust, Trust::Undecided | Trust::Blind)
-                    && match r.last_message_at {
-                        Some(_) => long_ago(r.last_message_at),
-                        None => crowded || long_ago(r.first_seen_at),
+                    && match r.last_message_at.max(r.left_lists_at) {
+                        Some(quiet_since) => now.saturating_sub(quiet_since) > inactive_after,
+                        None => crowded,
                     }
             })
             .map(|r| r.device_id)
@@ -637,6 +655,7 @@ pub(super) fn new_device(jid: &str, device_id: u32, listed: Versions, now: u64) 
         identity_key: None,
         trust: Trust::Undecided,
         first_seen_at: Some(now),
+        left_lists_at: None,
         last_message_at: None,
         bundle_failed_at: None,
         bundle_failed: Versions::NONE,

@@ -203,6 +203,9 @@ pub struct Manager<S: Store> {
     /// When the own device lists were last checked because a message was not for this
     /// device.
     last_repair: Option<u64>,
+    /// The versions whose own device list arrived and was read whole (every item parsed)
+    /// at its last arrival: only those may be rewritten from the records.
+    own_lists_read: Versions,
 }
 
 impl<S: Store> Manager<S> {
@@ -360,6 +363,7 @@ impl<S: Store> Manager<S> {
             unsynced: false,
             events: VecDeque::new(),
             last_repair: None,
+            own_lists_read: Versions::NONE,
         }
     }
 

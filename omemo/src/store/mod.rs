@@ -113,6 +113,9 @@ pub struct DeviceRecord {
     /// the Unix epoch; `None` for a device known before schema version 4, until its
     /// owner's list is read again.
     pub first_seen_at: Option<u64>,
+    /// When it left the last of its owner's device lists it was on; `None` while listed
+    /// (or when it left before schema version 4).
+    pub left_lists_at: Option<u64>,
     /// When a message from it last decrypted, seconds since the Unix epoch (updated when
     /// it moved by a minute or more).
     pub last_message_at: Option<u64>,

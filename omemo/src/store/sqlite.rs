@@ -126,6 +126,7 @@ const STATEMENT_CACHE_CAPACITY: usize = 32;
 ///     identity_key: None,
 ///     trust: Trust::Undecided,
 ///     first_seen_at: Some(1_700_000_000),
+///     left_lists_at: None,
 ///     last_message_at: None,
 ///     bundle_failed_at: None,
 ///     bundle_failed: Versions::NONE,
@@ -461,11 +462,15 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
                 .first_seen_at
                 .map(|t| time_to_sql("device first_seen_at", t))
                 .transpose()?;
+            let left_lists_at = r
+                .left_lists_at
+                .map(|t| time_to_sql("device left_lists_at", t))
+                .transpose()?;
             conn.prepare_cached(
                 "INSERT INTO devices (jid, device_id, listed_legacy, listed_omemo2,
                      identity_key, trust, last_message_at, bundle_failed_at, label,
-                     label_signature, bundle_failed_versions, first_seen_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                     label_signature, bundle_failed_versions, first_seen_at, left_lists_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
                  ON CONFLICT (jid, device_id) DO UPDATE SET
                      listed_legacy = excluded.listed_legacy,
                      listed_omemo2 = excluded.listed_omemo2,
@@ -474,7 +479,8 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
                      bundle_failed_at = excluded.bundle_failed_at,
                      label = excluded.label, label_signature = excluded.label_signature,
                      bundle_failed_versions = excluded.bundle_failed_versions,
-                     first_seen_at = excluded.first_seen_at",
+                     first_seen_at = excluded.first_seen_at,
+                     left_lists_at = excluded.left_lists_at",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -490,6 +496,7 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
                     r.label_signature,
                     r.bundle_failed.to_bits(),
                     first_seen_at,
+                    left_lists_at,
                 ])
             })
         }
@@ -592,7 +599,7 @@ impl Store for SqliteStore {
             .prepare_cached(
                 "SELECT device_id, listed_legacy, identity_key, trust, last_message_at,
                      bundle_failed_at, listed_omemo2, label, label_signature,
-                     bundle_failed_versions, first_seen_at
+                     bundle_failed_versions, first_seen_at, left_lists_at
                  FROM devices WHERE jid = ?1 ORDER BY device_id",
             )
             .map_err(backend)?;
@@ -646,6 +653,9 @@ impl Store for SqliteStore {
                     .map(<[u8]>::to_vec),
                 first_seen_at: optional_integer(row, 10, "device first_seen_at")?
                     .map(|t| to_u64("device first_seen_at", t))
+                    .transpose()?,
+                left_lists_at: optional_integer(row, 11, "device left_lists_at")?
+                    .map(|t| to_u64("device left_lists_at", t))
                     .transpose()?,
             });
         }

@@ -84,7 +84,13 @@ impl SqliteStore {
 
     fn open_keyed(path: &Path, passphrase: &str, locked: bool) -> Result<Self, StoreError> {
         check_passphrase(passphrase)?;
-        let (conn, lock, kind) = open_file(path, locked)?;
+        let (conn, mut lock, mut kind) = open_file(path, locked)?;
+        if kind == FileKind::New && lock.is_none() {
+            // Two processes creating one store would pick different salts: the creator
+            // holds the lock until the store is made (and looks again once it has it).
+            lock = Some(super::lock(path)?);
+            kind = file_kind(path)?;
+        }
         let salt = match kind {
             FileKind::New => random_salt(),
             FileKind::Plain => {
@@ -162,9 +168,14 @@ impl SqliteStore {
         let version = schema_version(&conn)?;
         check_version(version)?;
         // Everything into the main file first: the copy reads through the WAL anyway,
-        // and the old WAL must not outlive the file it belongs to.
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        // and the old WAL must not outlive the file it belongs to. A checkpoint that
+        // could not finish means another connection is reading.
+        let busy: i64 = conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
             .map_err(backend)?;
+        if busy != 0 {
+            return Err(StoreError::InUse { path: display() });
+        }
 
         let target = with_suffix(path, REKEY_SUFFIX);
         let _ = std::fs::remove_file(&target);
@@ -184,8 +195,11 @@ impl SqliteStore {
         }
         std::fs::rename(&target, path)
             .map_err(|e| StoreError::Backend(format!("cannot replace {}: {e}", display())))?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            sync_file(dir)?;
+        // Done: the new file is whole on disk; only the rename may not be yet.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && let Err(error) = sync_file(dir)
+        {
+            tracing::warn!(%error, "the store was replaced, but its directory could not be synced");
         }
         Ok(())
     }
@@ -265,8 +279,12 @@ fn apply_key(
     // the failure is reported as an error instead. (A process-wide setting.)
     conn.pragma_update(None, "cipher_log_level", "NONE")
         .map_err(backend)?;
-    conn.pragma_update(None, "key", spec.as_str())
-        .map_err(backend)?;
+    // The statement holds the key: built in a buffer that is wiped.
+    let mut statement = Zeroizing::new(String::with_capacity(spec.len() + 16));
+    statement.push_str("PRAGMA key = \"");
+    statement.push_str(&spec);
+    statement.push_str("\";");
+    conn.execute_batch(&statement).map_err(backend)?;
     match conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())) {
         Ok(()) => Ok(()),
         Err(rusqlite::Error::SqliteFailure(error, _)) if error.code == ErrorCode::NotADatabase => {
@@ -354,7 +372,11 @@ mod tests {
         drop(store);
         assert_eq!(leaks(&path), Vec::<String>::new());
 
-        let before = std::fs::read(path.path()).unwrap();
+        let files = || {
+            ["", "-wal", "-journal"]
+                .map(|suffix| std::fs::read(with_suffix(path.path(), suffix)).ok())
+        };
+        let before = files();
         for wrong in ["open sesame!", "Open sesame"] {
             assert_eq!(
                 SqliteStore::open_encrypted(path.path(), wrong).err(),
@@ -371,11 +393,7 @@ mod tests {
             SqliteStore::open_encrypted(path.path(), ""),
             Err(StoreError::EmptyPassphrase)
         ));
-        assert_eq!(
-            std::fs::read(path.path()).unwrap(),
-            before,
-            "nothing written"
-        );
+        assert!(files() == before, "nothing written");
 
         let store = SqliteStore::open_encrypted(path.path(), "open sesame").unwrap();
         assert!(holds_the_data(&store));
@@ -455,26 +473,36 @@ mod tests {
         ));
         drop(store);
         let before = std::fs::read(path.path()).unwrap();
+        let shown = path.path().display().to_string();
         let refusals = [
-            (Some("wrong"), Some("new")),
-            (None, Some("new")),
-            (Some("old"), Some("")),
-            (Some(""), Some("new")),
+            (
+                Some("wrong"),
+                Some("new"),
+                StoreError::WrongPassphrase {
+                    path: shown.clone(),
+                },
+            ),
+            (None, Some("new"), StoreError::Encrypted { path: shown }),
+            (Some("old"), Some(""), StoreError::EmptyPassphrase),
+            (Some(""), Some("new"), StoreError::EmptyPassphrase),
         ];
-        for (old, new) in refusals {
-            let refused = SqliteStore::change_passphrase(path.path(), old, new).unwrap_err();
-            assert!(
-                matches!(
-                    refused,
-                    StoreError::WrongPassphrase { .. }
-                        | StoreError::Encrypted { .. }
-                        | StoreError::EmptyPassphrase
-                ),
-                "{old:?} -> {new:?}: {refused:?}"
+        for (old, new, expected) in refusals {
+            assert_eq!(
+                SqliteStore::change_passphrase(path.path(), old, new),
+                Err(expected),
+                "{old:?} -> {new:?}"
             );
             assert_eq!(
                 std::fs::read(path.path()).unwrap(),
                 before,
+                "{old:?} -> {new:?}"
+            );
+            assert!(
+                !with_suffix(path.path(), "-wal").exists(),
+                "{old:?} -> {new:?}"
+            );
+            assert!(
+                !with_suffix(path.path(), ".rekeyed").exists(),
                 "{old:?} -> {new:?}"
             );
         }
