@@ -409,7 +409,9 @@ scenario_3() {
     fp="$("$BOT" fingerprint --jid bot3@localhost --store "$WORK/bot3.db" | sed -n 's/^fingerprint: //p')"
     "$BOT" devices "${opts[@]}" bot3@localhost >"$WORK/s3-devices.out" 2>"$WORK/s3-devices.log" \
         || fail "devices exited non-zero: $(tail -n 5 "$WORK/s3-devices.log")"
-    grep -q "^ *$bot_device  blind  *active  *legacy+omemo2  *$fp\$" "$WORK/s3-devices.out" \
+    # (Its last message, the echo, came seconds ago.)
+    grep -qE "^ *$bot_device  blind +active +legacy\+omemo2 +(just now|[0-9]+m ago) +$fp\$" \
+        "$WORK/s3-devices.out" \
         || fail "devices output lacks device $bot_device / $fp: $(cat "$WORK/s3-devices.out")"
     # Distrusted: nothing to encrypt to, send fails; trusted again: it works.
     "$BOT" distrust --jid carol@localhost --store "$WORK/carol.db" bot3@localhost "$bot_device" \
