@@ -1401,3 +1401,54 @@ fn a_restored_identity_keeps_its_device_and_fingerprint_and_its_sessions_heal() 
         .trust;
     assert_eq!(trust, Trust::Verified);
 }
+
+#[test]
+fn bundle_fetches_go_out_eight_at_a_time_and_all_arrive() {
+    let mut world = World::new();
+    let mut bob = world.device("bob@example.org", "pc");
+    let carol: Vec<u32> = (0..20)
+        .map(|i| {
+            world
+                .device("carol@example.org", &format!("d{i}"))
+                .manager
+                .device_id()
+        })
+        .collect();
+    let mut rng = omemo::os_rng();
+    bob.manager
+        .prepare(&[bare("carol@example.org")], world.now)
+        .unwrap();
+    // The server answers only the oldest request each round.
+    let mut unanswered: Vec<Element> = Vec::new();
+    let (mut most_in_flight, mut bundle_fetches) = (0, 0);
+    loop {
+        while let Some(stanza) = bob.manager.poll_transmit().unwrap() {
+            if String::from(&stanza).contains("bundles") {
+                bundle_fetches += 1;
+            }
+            unanswered.push(stanza);
+        }
+        let in_flight = unanswered
+            .iter()
+            .filter(|iq| String::from(*iq).contains("bundles"))
+            .count();
+        most_in_flight = most_in_flight.max(in_flight);
+        if unanswered.is_empty() {
+            break;
+        }
+        let oldest = unanswered.remove(0);
+        let answer = world.pep.answer("bob@example.org", &oldest);
+        bob.manager
+            .handle_stanza(&answer, &mut rng, world.now)
+            .unwrap();
+    }
+    // 20 devices in OMEMO 2 (the version they speak): 20 bundles, never more than 8 out.
+    assert_eq!(bundle_fetches, 20);
+    assert_eq!(most_in_flight, 8);
+    let sent = world.encrypt(&mut bob, "carol@example.org", "hi all");
+    let mut reached: Vec<u32> = sent.recipients.iter().map(|r| r.device_id).collect();
+    reached.sort_unstable();
+    let mut expected = carol;
+    expected.sort_unstable();
+    assert_eq!(reached, expected);
+}

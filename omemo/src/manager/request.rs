@@ -87,6 +87,12 @@ pub(super) enum Pending {
     Retract,
 }
 
+/// Bundle fetches sent and not answered at most. The answers (a bundle with 100 prekeys
+/// is about 10 kB of XML, parsed into a tree) wait in the client's queue until the
+/// manager reads them: a first message to an account with 100 devices would otherwise
+/// hold 100 of them at once (BENCHMARKS.md, "1 000 sessions in use").
+pub(super) const MAX_BUNDLE_FETCHES_IN_FLIGHT: usize = 8;
+
 /// IQ errors that mean the bundle is not there (rather than not reachable right now).
 fn is_permanent(condition: &str) -> bool {
     matches!(
@@ -149,13 +155,32 @@ impl Requests {
         self.queue.push_back(Request { id, stanza });
     }
 
-    /// The next request to send, stamped as sent at `now`.
+    /// The next request to send, stamped as sent at `now`. Bundle fetches wait while
+    /// [`MAX_BUNDLE_FETCHES_IN_FLIGHT`] are unanswered; other requests pass them.
     pub(super) fn poll(&mut self, now: u64) -> Option<Request> {
-        let request = self.queue.pop_front()?;
+        let full = self.bundle_fetches_in_flight() >= MAX_BUNDLE_FETCHES_IN_FLIGHT;
+        let index = self
+            .queue
+            .iter()
+            .position(|r| !full || !self.is_bundle_fetch(&r.id))?;
+        let request = self.queue.remove(index)?;
         if let Some((_, sent)) = self.pending.get_mut(&request.id) {
             *sent = Some(now);
         }
         Some(request)
+    }
+
+    fn is_bundle_fetch(&self, id: &str) -> bool {
+        matches!(self.pending.get(id), Some((Pending::FetchBundle { .. }, _)))
+    }
+
+    fn bundle_fetches_in_flight(&self) -> usize {
+        self.pending
+            .values()
+            .filter(|(pending, sent)| {
+                sent.is_some() && matches!(pending, Pending::FetchBundle { .. })
+            })
+            .count()
     }
 
     /// Whether a request waits to be sent.
