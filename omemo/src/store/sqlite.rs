@@ -450,22 +450,10 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
             .prepare_cached("UPDATE devices SET trust = ?3 WHERE jid = ?1 AND device_id = ?2")
             .and_then(|mut s| s.execute(params![jid, device_id, trust.to_code()])),
         Op::PutDevice(r) => {
-            let last_message_at = r
-                .last_message_at
-                .map(|t| time_to_sql("device last_message_at", t))
-                .transpose()?;
-            let bundle_failed_at = r
-                .bundle_failed_at
-                .map(|t| time_to_sql("device bundle_failed_at", t))
-                .transpose()?;
-            let first_seen_at = r
-                .first_seen_at
-                .map(|t| time_to_sql("device first_seen_at", t))
-                .transpose()?;
-            let left_lists_at = r
-                .left_lists_at
-                .map(|t| time_to_sql("device left_lists_at", t))
-                .transpose()?;
+            let last_message_at = optional_time_to_sql("device last_message_at", r.last_message_at)?;
+            let bundle_failed_at = optional_time_to_sql("device bundle_failed_at", r.bundle_failed_at)?;
+            let first_seen_at = optional_time_to_sql("device first_seen_at", r.first_seen_at)?;
+            let left_lists_at = optional_time_to_sql("device left_lists_at", r.left_lists_at)?;
             conn.prepare_cached(
                 "INSERT INTO devices (jid, device_id, listed_legacy, listed_omemo2,
                      identity_key, trust, last_message_at, bundle_failed_at, label,
@@ -633,12 +621,8 @@ impl Store for SqliteStore {
                     .map(|key| fixed(key, "device identity key"))
                     .transpose()?,
                 trust,
-                last_message_at: optional_integer(row, 4, "device last_message_at")?
-                    .map(|t| to_u64("device last_message_at", t))
-                    .transpose()?,
-                bundle_failed_at: optional_integer(row, 5, "device bundle_failed_at")?
-                    .map(|t| to_u64("device bundle_failed_at", t))
-                    .transpose()?,
+                last_message_at: optional_time(row, 4, "device last_message_at")?,
+                bundle_failed_at: optional_time(row, 5, "device bundle_failed_at")?,
                 bundle_failed: {
                     let bits = integer(row, 9, "device bundle_failed_versions")?;
                     u8::try_from(bits)
@@ -651,12 +635,8 @@ impl Store for SqliteStore {
                 label: optional_text(row, 7, "device label")?,
                 label_signature: optional_blob(row, 8, "device label signature")?
                     .map(<[u8]>::to_vec),
-                first_seen_at: optional_integer(row, 10, "device first_seen_at")?
-                    .map(|t| to_u64("device first_seen_at", t))
-                    .transpose()?,
-                left_lists_at: optional_integer(row, 11, "device left_lists_at")?
-                    .map(|t| to_u64("device left_lists_at", t))
-                    .transpose()?,
+                first_seen_at: optional_time(row, 10, "device first_seen_at")?,
+                left_lists_at: optional_time(row, 11, "device left_lists_at")?,
             });
         }
         Ok(devices)
@@ -767,6 +747,10 @@ fn time_to_sql(what: &str, time: u64) -> Result<i64, StoreError> {
         .map_err(|_| StoreError::Backend(format!("{what} {time} is beyond the storable range")))
 }
 
+fn optional_time_to_sql(what: &str, time: Option<u64>) -> Result<Option<i64>, StoreError> {
+    time.map(|t| time_to_sql(what, t)).transpose()
+}
+
 fn to_u32(what: &str, value: i64) -> Result<u32, StoreError> {
     u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} is not a u32")))
 }
@@ -803,6 +787,13 @@ fn optional_integer(row: &Row<'_>, idx: usize, what: &str) -> Result<Option<i64>
         ValueRef::Integer(value) => Ok(Some(value)),
         other => Err(wrong_type(what, "an integer or null", other)),
     }
+}
+
+/// A time column that may be null.
+fn optional_time(row: &Row<'_>, idx: usize, what: &str) -> Result<Option<u64>, StoreError> {
+    optional_integer(row, idx, what)?
+        .map(|t| to_u64(what, t))
+        .transpose()
 }
 
 fn blob<'r>(row: &'r Row<'_>, idx: usize, what: &str) -> Result<&'r [u8], StoreError> {
