@@ -39,7 +39,10 @@
 //!   off to bring your own [`Store`].
 //! - `encrypted-store`: SQLCipher bundled instead of SQLite, for stores encrypted at rest
 //!   (`SqliteStore::open_encrypted`, `SqliteStore::change_passphrase`; the key comes from
-//!   Argon2id of a passphrase). It links the system's libcrypto.
+//!   Argon2id of a passphrase). Build it with
+//!   `LIBSQLITE3_FLAGS=-DSQLCIPHER_CRYPTO_CUSTOM=omemo_sqlcipher_crypto_setup` to have
+//!   SQLCipher use this crate's RustCrypto primitives instead of loading OpenSSL's
+//!   libcrypto (3.4 MB less resident memory).
 //! - `hazmat`: the module `omemo::hazmat` with the low-level layers.
 //! - `qr`: `VerificationUri::qr_code`.
 

@@ -22,6 +22,8 @@ use crate::version::{Version, Versions};
 
 #[cfg(feature = "encrypted-store")]
 mod cipher;
+#[cfg(feature = "encrypted-store")]
+mod crypto_provider;
 
 /// The migrations, in order; migration `n` (1-based) brings the schema to version `n`.
 const MIGRATIONS: [&str; 4] = [

@@ -517,4 +517,47 @@ mod tests {
             Err(StoreError::NotEncrypted { .. })
         ));
     }
+
+    #[test]
+    fn a_store_written_with_the_openssl_provider_opens() {
+        // Written by this crate's `fill` with SQLCipher's OpenSSL provider (before
+        // `crypto_provider`), passphrase "open sesame".
+        let written_with_openssl: &[u8] =
+            include_bytes!("../../../tests/fixtures/sqlcipher-openssl-provider.db");
+        let path = TempPath::new();
+        std::fs::write(path.path(), written_with_openssl).unwrap();
+        assert_eq!(
+            SqliteStore::open_encrypted(path.path(), "open sesame!").err(),
+            Some(StoreError::WrongPassphrase {
+                path: path.path().display().to_string()
+            })
+        );
+        let mut store = SqliteStore::open_encrypted(path.path(), "open sesame").unwrap();
+        assert!(holds_the_data(&store));
+        // Written to and read back by this provider.
+        let ops = vec![Op::DeleteSession {
+            jid: CONTACT.to_owned(),
+            device_id: 7,
+            version: Version::Legacy,
+        }];
+        store.commit(Batch { ops }).unwrap();
+        drop(store);
+        let store = SqliteStore::open_encrypted(path.path(), "open sesame").unwrap();
+        assert_eq!(store.load_session(CONTACT, 7, Version::Legacy).unwrap(), None);
+        assert_eq!(store.load_account().unwrap(), Some(sample_account()));
+    }
+
+    #[test]
+    fn sqlcipher_uses_this_crates_provider_and_openssl_is_never_loaded() {
+        let path = TempPath::new();
+        let mut store = SqliteStore::open_encrypted(path.path(), "open sesame").unwrap();
+        fill(&mut store);
+        let provider: String = store
+            .conn
+            .pragma_query_value(None, "cipher_provider", |row| row.get(0))
+            .unwrap();
+        assert_eq!(provider, "rustcrypto");
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        assert!(!maps.contains("libcrypto"), "libcrypto is mapped:\n{maps}");
+    }
 }
