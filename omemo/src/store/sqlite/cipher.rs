@@ -543,7 +543,10 @@ mod tests {
         store.commit(Batch { ops }).unwrap();
         drop(store);
         let store = SqliteStore::open_encrypted(path.path(), "open sesame").unwrap();
-        assert_eq!(store.load_session(CONTACT, 7, Version::Legacy).unwrap(), None);
+        assert_eq!(
+            store.load_session(CONTACT, 7, Version::Legacy).unwrap(),
+            None
+        );
         assert_eq!(store.load_account().unwrap(), Some(sample_account()));
     }
 

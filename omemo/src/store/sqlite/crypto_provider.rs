@@ -43,11 +43,12 @@ const BLOCK_BYTES: usize = 16;
 
 const PROVIDER_NAME: &CStr = c"rustcrypto";
 const CIPHER_NAME: &CStr = c"aes-256-cbc";
-const PROVIDER_VERSION: &CStr =
-    match CStr::from_bytes_with_nul(concat!("omemo ", env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
-        Ok(version) => version,
-        Err(_) => c"omemo",
-    };
+const PROVIDER_VERSION: &CStr = match CStr::from_bytes_with_nul(
+    concat!("omemo ", env!("CARGO_PKG_VERSION"), "\0").as_bytes(),
+) {
+    Ok(version) => version,
+    Err(_) => c"omemo",
+};
 
 /// SQLCipher's `struct sqlcipher_provider`, field for field (SQLCipher 4.x,
 /// `src/sqlcipher.h`). SQLCipher allocates it and hands it to
@@ -170,7 +171,11 @@ unsafe fn writable<'a>(ptr: *mut u8, len: c_int) -> Option<&'a mut [u8]> {
 }
 
 fn status(done: Option<()>) -> c_int {
-    if done.is_some() { SQLITE_OK } else { SQLITE_ERROR }
+    if done.is_some() {
+        SQLITE_OK
+    } else {
+        SQLITE_ERROR
+    }
 }
 
 unsafe extern "C" fn provider_name(_ctx: *mut c_void) -> *const c_char {
@@ -246,17 +251,24 @@ unsafe extern "C" fn hmac(
     }
     // SAFETY: SQLCipher passes the lengths of its buffers, and `out` has room for the
     // algorithm's MAC (SQLCipher sized it with `hmac_size`).
-    let done = unsafe {
-        let second = if data2.is_null() { Some(&[][..]) } else { readable(data2, data2_len) };
-        match (readable(key, key_len), readable(data, data_len), second) {
-            (Some(key), Some(first), Some(second)) => match algorithm {
-                SHA256 => writable(out, 32).and_then(|out| mac::<Hmac<Sha256>>(key, [first, second], out)),
-                SHA512 => writable(out, 64).and_then(|out| mac::<Hmac<Sha512>>(key, [first, second], out)),
+    let done =
+        unsafe {
+            let second = if data2.is_null() {
+                Some(&[][..])
+            } else {
+                readable(data2, data2_len)
+            };
+            match (readable(key, key_len), readable(data, data_len), second) {
+                (Some(key), Some(first), Some(second)) => match algorithm {
+                    SHA256 => writable(out, 32)
+                        .and_then(|out| mac::<Hmac<Sha256>>(key, [first, second], out)),
+                    SHA512 => writable(out, 64)
+                        .and_then(|out| mac::<Hmac<Sha512>>(key, [first, second], out)),
+                    _ => None,
+                },
                 _ => None,
-            },
-            _ => None,
-        }
-    };
+            }
+        };
     status(done)
 }
 
@@ -281,11 +293,15 @@ unsafe extern "C" fn kdf(
             u32::try_from(rounds).ok().filter(|&r| r > 0),
             writable(key, key_len),
         ) {
-            (Some(passphrase), Some(salt), Some(rounds), Some(key)) => match algorithm {
-                SHA256 => Some(pbkdf2::pbkdf2_hmac::<Sha256>(passphrase, salt, rounds, key)),
-                SHA512 => Some(pbkdf2::pbkdf2_hmac::<Sha512>(passphrase, salt, rounds, key)),
-                _ => None,
-            },
+            (Some(passphrase), Some(salt), Some(rounds), Some(key)) => {
+                let derive = match algorithm {
+                    SHA256 => pbkdf2::pbkdf2_hmac::<Sha256>,
+                    SHA512 => pbkdf2::pbkdf2_hmac::<Sha512>,
+                    _ => return SQLITE_ERROR,
+                };
+                derive(passphrase, salt, rounds, key);
+                Some(())
+            }
             _ => None,
         }
     };
