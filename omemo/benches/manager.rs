@@ -105,6 +105,9 @@ impl<S: Store> Store for Timed<S> {
     fn load_devices(&self, jid: &str) -> Result<Vec<DeviceRecord>, StoreError> {
         self.inner.load_devices(jid)
     }
+    fn load_archive_caught_up(&self, archive: &str) -> Result<Option<u64>, StoreError> {
+        self.inner.load_archive_caught_up(archive)
+    }
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
         let start = Instant::now();
         let result = self.inner.commit(batch);

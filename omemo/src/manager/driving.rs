@@ -11,6 +11,7 @@ use crate::consts::REPAIR_EVERY_SECS;
 use crate::error::ManagerError;
 use crate::stanza;
 use crate::stanza::carbons::{self, Carbon};
+use crate::stanza::mam::{self, ArchiveResult};
 use crate::store::Store;
 
 impl<S: Store> Manager<S> {
@@ -72,6 +73,13 @@ impl<S: Store> Manager<S> {
                         Handled::Unhandled
                     });
                 }
+                match mam::unwrap(stanza) {
+                    ArchiveResult::Result(archived) => {
+                        return self.archived(stanza, archived, rng, now);
+                    }
+                    ArchiveResult::Invalid(why) => return Ok(Handled::Dropped(why)),
+                    ArchiveResult::None => {}
+                }
                 let own = BareJid::new(&self.own.jid).map_err(|_| ManagerError::MissingSender)?;
                 match carbons::unwrap(stanza, &own) {
                     Carbon::None => self.receive(stanza, Via::Direct, rng, now),
@@ -92,7 +100,7 @@ impl<S: Store> Manager<S> {
     }
 
     /// An OMEMO message of a version spoken, or [`Handled::Unhandled`].
-    fn receive(
+    pub(super) fn receive(
         &mut self,
         message: &Element,
         via: Via,
@@ -103,16 +111,30 @@ impl<S: Store> Manager<S> {
         if message.attr("type") == Some("groupchat") {
             return Ok(Handled::Unhandled);
         }
-        // The envelope of a copy of a sent message names the contact it went to.
-        let recipient = match via {
-            Via::CarbonSent => message
-                .attr("to")
-                .and_then(|to| jid::Jid::new(to).ok())
-                .map(|to| to.to_bare().to_string())
-                .unwrap_or_default(),
-            Via::Direct | Via::CarbonReceived => self.own.jid.clone(),
+        // The envelope of a copy of a sent message names the contact it went to; the
+        // archive holds the messages the account sent too.
+        let to_bare = |attr: &str| {
+            message
+                .attr(attr)
+                .and_then(|jid| jid::Jid::new(jid).ok())
+                .map(|jid| jid.to_bare().to_string())
+                .unwrap_or_default()
         };
-        match self.decrypt_for(message, &recipient, rng, now) {
+        let sent_by_own_account = match via {
+            Via::CarbonSent => true,
+            Via::Archive => to_bare("from") == self.own.jid,
+            Via::Direct | Via::CarbonReceived => false,
+        };
+        let recipient = if sent_by_own_account {
+            to_bare("to")
+        } else {
+            self.own.jid.clone()
+        };
+        let decrypted = self.decrypt_for(message, &recipient, rng, now);
+        if decrypted.is_ok() && via != Via::Archive {
+            self.note_read_online(now);
+        }
+        match decrypted {
             Ok(message) if message.body.is_some() || !message.content.is_empty() => {
                 Ok(Handled::Message { message, via })
             }
@@ -345,6 +367,7 @@ impl<S: Store> Manager<S> {
     ) -> Result<(), ManagerError> {
         self.clock = self.clock.max(now);
         self.expire_requests(now);
+        self.archive_page_lost(rng, now)?;
         let rotated = self.rotate_signed_pre_key(rng, now);
         self.flush_outbox(rng, now);
         rotated

@@ -30,6 +30,9 @@ pub enum Via {
     CarbonReceived,
     /// A carbon copy of a message another device of this account sent.
     CarbonSent,
+    /// Read from the own account's archive while catching up ([`Manager::catch_up`](super::Manager::catch_up)):
+    /// sent to this account while it was offline, or sent by another of its devices.
+    Archive,
 }
 
 /// What [`Manager::handle_stanza`](super::Manager::handle_stanza) found a stanza to be.
@@ -145,6 +148,17 @@ pub enum Event {
         device_id: u32,
         /// The version of the session.
         version: Version,
+    },
+    /// A catch-up with the archive ([`Manager::catch_up`](super::Manager::catch_up)) is
+    /// over: the prekeys used during it are deleted and the new sessions got their empty
+    /// messages.
+    CaughtUp {
+        /// Archived messages read.
+        messages: usize,
+        /// Whether the archive was read to its end (otherwise the server failed, did not
+        /// answer, or had more than 10 000 messages; the next catch-up starts at the same
+        /// point).
+        complete: bool,
     },
     /// The server refused to publish one of this device's nodes (device list or
     /// bundle): contacts may not find it.

@@ -36,6 +36,7 @@ mod directory;
 mod driving;
 mod events;
 mod fanout;
+mod history;
 mod outbox;
 mod own_device;
 mod receive;
@@ -68,7 +69,7 @@ use crate::consts::{
 use crate::error::ManagerError;
 use crate::ratchet::RatchetLimits;
 use crate::stanza::omemo2::MAX_LABEL_LENGTH;
-use crate::store::{AccountRecord, Batch, Store, StoreError};
+use crate::store::{AccountRecord, Batch, Op, Store, StoreError};
 use crate::version::Versions;
 use crate::{Fingerprint, IdentityKeyPair, SecretKey};
 
@@ -206,6 +207,10 @@ pub struct Manager<S: Store> {
     /// The versions whose own device list arrived and was read whole (every item parsed)
     /// at its last arrival: only those may be rewritten from the records.
     own_lists_read: Versions,
+    /// The catch-up with the archive under way.
+    catch_up: Option<history::CatchUp>,
+    /// Until when the archive counts as read, once a catch-up completed in this session.
+    archive_read_at: Option<u64>,
 }
 
 impl<S: Store> Manager<S> {
@@ -319,7 +324,13 @@ impl<S: Store> Manager<S> {
         rng: &mut impl CryptoRng,
         now: u64,
     ) -> Result<Self, ManagerError> {
-        let (own, batch) = OwnDevice::create(jid, config.versions, config.pre_key_count, rng, now);
+        let (own, mut batch) =
+            OwnDevice::create(jid, config.versions, config.pre_key_count, rng, now);
+        // Nothing archived before this device existed was encrypted for it.
+        batch.ops.push(Op::PutArchiveCaughtUp {
+            archive: own.jid.clone(),
+            at: now,
+        });
         store.commit(batch)?;
         tracing::info!(jid = %own.jid, device_id = own.device_id, "created OMEMO identity");
         Ok(Self::assemble(store, config, own))
@@ -364,6 +375,8 @@ impl<S: Store> Manager<S> {
             events: VecDeque::new(),
             last_repair: None,
             own_lists_read: Versions::NONE,
+            catch_up: None,
+            archive_read_at: None,
         }
     }
 
@@ -414,6 +427,7 @@ impl<S: Store> Manager<S> {
     /// stream. Messages given to [`Manager::send`] stay queued.
     pub fn connection_lost(&mut self) {
         self.requests.clear();
+        self.archive_connection_lost();
     }
 
     /// A stream is up (the first one too): fetches the own device lists (this device is

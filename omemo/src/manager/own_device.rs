@@ -27,7 +27,10 @@ struct DatedSignedPreKey {
 struct BundleKeys {
     /// Oldest first; the last one is published.
     signed_pre_keys: Vec<DatedSignedPreKey>,
+    /// The one-time prekeys published.
     pre_keys: BTreeMap<u32, PreKey>,
+    /// Used during a catch-up: no longer published, kept until it is over.
+    hidden: BTreeMap<u32, PreKey>,
 }
 
 impl BundleKeys {
@@ -55,6 +58,8 @@ pub(super) struct OwnDevice {
 pub(super) struct Refill {
     version: Version,
     used: u32,
+    /// Keep the used key (hidden) instead of deleting it.
+    hide: bool,
     fresh: Vec<PreKey>,
     next_id: u32,
 }
@@ -150,6 +155,7 @@ impl OwnDevice {
                     .or_insert_with(|| BundleKeys {
                         signed_pre_keys: Vec::new(),
                         pre_keys: BTreeMap::new(),
+                        hidden: BTreeMap::new(),
                     })
                     .signed_pre_keys
                     .push(DatedSignedPreKey {
@@ -163,8 +169,12 @@ impl OwnDevice {
             // replaced with the rest of that version's keys below.
             if let Some(keys) = bundles.get_mut(&record.version) {
                 let key = KeyPair::from_secret(SecretKey::from_bytes(*record.secret));
-                keys.pre_keys
-                    .insert(record.id, PreKey::from_parts(record.id, key));
+                let held = if record.hidden {
+                    &mut keys.hidden
+                } else {
+                    &mut keys.pre_keys
+                };
+                held.insert(record.id, PreKey::from_parts(record.id, key));
             }
         }
         let mut device = Self {
@@ -226,6 +236,7 @@ impl OwnDevice {
                 BundleKeys {
                     signed_pre_keys: vec![signed],
                     pre_keys,
+                    hidden: BTreeMap::new(),
                 },
             );
             tracing::info!(%version, "created bundle keys");
@@ -275,24 +286,38 @@ impl OwnDevice {
             .find(|k| k.id() == id)
     }
 
-    /// The one-time prekey `id` of `version`, if not used yet.
+    /// The one-time prekey `id` of `version`, if not used yet (or used during the
+    /// catch-up under way).
     pub(super) fn pre_key(&self, version: Version, id: u32) -> Option<&PreKey> {
-        self.bundles.get(&version)?.pre_keys.get(&id)
+        let keys = self.bundles.get(&version)?;
+        keys.pre_keys.get(&id).or_else(|| keys.hidden.get(&id))
     }
 
     /// Plans the replacement of a used one-time prekey of `version` by fresh ones, so
-    /// that its bundle keeps `pre_key_count` keys; nothing changes until
+    /// that its bundle keeps `pre_key_count` keys; the used one is deleted, or only
+    /// hidden when `hide` (while catching up). `None` when nothing changes: a key
+    /// hidden before, used again during the same catch-up. Nothing changes until
     /// [`OwnDevice::apply_refill`].
     pub(super) fn plan_refill(
         &self,
         version: Version,
         used: u32,
+        hide: bool,
         pre_key_count: u32,
         rng: &mut impl CryptoRng,
-    ) -> Refill {
-        let held = self.bundles.get(&version).map_or(0, |k| k.pre_keys.len());
+    ) -> Option<Refill> {
+        let keys = self.bundles.get(&version);
+        let published = keys.is_some_and(|k| k.pre_keys.contains_key(&used));
+        let hidden = keys.is_some_and(|k| k.hidden.contains_key(&used));
+        let remaining = keys.map_or(0, |k| k.pre_keys.len()) - usize::from(published);
+        let missing = (pre_key_count as usize).saturating_sub(remaining);
+        if hide && !published && missing == 0 {
+            return None;
+        }
+        if !hide && !published && !hidden && missing == 0 {
+            return None;
+        }
         let mut next_id = self.next_pre_key_id;
-        let missing = (pre_key_count as usize + 1).saturating_sub(held);
         let fresh = (0..missing)
             .map(|_| {
                 let key = PreKey::generate(rng, next_id);
@@ -300,20 +325,33 @@ impl OwnDevice {
                 key
             })
             .collect();
-        Refill {
+        Some(Refill {
             version,
             used,
+            hide,
             fresh,
             next_id,
-        }
+        })
     }
 
     /// The store ops of a refill.
     pub(super) fn refill_ops(&self, refill: &Refill, batch: &mut Batch) {
-        batch.ops.push(Op::DeletePreKey {
-            version: refill.version,
-            id: refill.used,
-        });
+        let used = self
+            .bundles
+            .get(&refill.version)
+            .and_then(|keys| keys.pre_keys.get(&refill.used));
+        match used {
+            Some(key) if refill.hide => batch.ops.push(Op::PutPreKey(PreKeyRecord {
+                hidden: true,
+                ..pre_key_record(refill.version, key)
+            })),
+            // Hidden already, or gone: nothing to change.
+            None if refill.hide => {}
+            _ => batch.ops.push(Op::DeletePreKey {
+                version: refill.version,
+                id: refill.used,
+            }),
+        }
         batch.ops.extend(
             refill
                 .fresh
@@ -328,12 +366,39 @@ impl OwnDevice {
     /// Applies a committed refill; returns the version whose bundle changed.
     pub(super) fn apply_refill(&mut self, refill: Refill) -> Version {
         if let Some(keys) = self.bundles.get_mut(&refill.version) {
-            keys.pre_keys.remove(&refill.used);
+            match keys.pre_keys.remove(&refill.used) {
+                Some(key) if refill.hide => {
+                    keys.hidden.insert(refill.used, key);
+                }
+                _ if refill.hide => {}
+                _ => {
+                    keys.hidden.remove(&refill.used);
+                }
+            }
             keys.pre_keys
                 .extend(refill.fresh.into_iter().map(|k| (k.id(), k)));
         }
         self.next_pre_key_id = refill.next_id;
         refill.version
+    }
+
+    /// The store ops that delete the prekeys hidden during a catch-up.
+    pub(super) fn delete_hidden_ops(&self, batch: &mut Batch) {
+        for (version, keys) in &self.bundles {
+            batch
+                .ops
+                .extend(keys.hidden.keys().map(|&id| Op::DeletePreKey {
+                    version: *version,
+                    id,
+                }));
+        }
+    }
+
+    /// Forgets the hidden prekeys, once [`OwnDevice::delete_hidden_ops`] committed.
+    pub(super) fn forget_hidden(&mut self) {
+        for keys in self.bundles.values_mut() {
+            keys.hidden.clear();
+        }
     }
 
     /// The account record of this device.
@@ -465,5 +530,6 @@ fn pre_key_record(version: Version, key: &PreKey) -> PreKeyRecord {
         version,
         id: key.id(),
         secret: key.key_pair().secret_key().to_bytes(),
+        hidden: false,
     }
 }

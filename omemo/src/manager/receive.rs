@@ -505,9 +505,10 @@ impl<S: Store> Manager<S> {
                 .ops
                 .push(previous_sessions_op(sender, device_id, version, previous));
         }
-        let refill: Option<Refill> = used_pre_key.map(|id| {
+        let hide = self.hides_used_pre_keys();
+        let refill: Option<Refill> = used_pre_key.and_then(|id| {
             self.own
-                .plan_refill(version, id, self.config.pre_key_count, rng)
+                .plan_refill(version, id, hide, self.config.pre_key_count, rng)
         });
         if let Some(refill) = &refill {
             self.own.refill_ops(refill, &mut batch);
@@ -559,9 +560,11 @@ impl<S: Store> Manager<S> {
         }
         self.cache_device(record)?;
         // One heartbeat when a one-sided chain crosses the limit, not one per message
-        // after it.
+        // after it; none while catching up with the archive.
         let after = self.config.heartbeat_after;
-        let heartbeat = session.receiving_chain_length() > after && chain_before <= after;
+        let heartbeat = session.receiving_chain_length() > after
+            && chain_before <= after
+            && !self.is_catching_up();
         self.sessions.insert(sender, device_id, session);
         if used_pre_key.is_some() {
             self.directory.note_new_session(sender, now);
@@ -578,7 +581,11 @@ impl<S: Store> Manager<S> {
         }
         // Complete a new session, or answer a long one-sided chain; never answer an
         // empty message with another one.
-        if plaintext.body.is_some() && (used_pre_key.is_some() || heartbeat) {
+        // While catching up, new sessions are completed once each after it.
+        let complete_now = plaintext.body.is_some()
+            && (heartbeat
+                || used_pre_key.is_some() && !self.defer_completion(sender, device_id, version));
+        if complete_now {
             // The message is decrypted and committed; failing to answer it must not
             // lose it.
             if let Err(error) = self.empty_message_to(sender, device_id, version, rng) {

@@ -85,6 +85,8 @@ pub(super) enum Pending {
     },
     /// The retraction of a removed device's bundle.
     Retract,
+    /// A page of the own archive, for a catch-up.
+    ArchivePage,
 }
 
 /// Bundle fetches sent and not answered at most. The answers (a bundle with 100 prekeys
@@ -319,9 +321,10 @@ impl<S: Store> Manager<S> {
         // account (or the server on its behalf, without `from`) for the own PEP nodes.
         let expected = match pending {
             Pending::FetchDeviceList { jid, .. } | Pending::FetchBundle { jid, .. } => jid.as_str(),
-            Pending::Publish { .. } | Pending::Configure { .. } | Pending::Retract => {
-                self.own.jid.as_str()
-            }
+            Pending::Publish { .. }
+            | Pending::Configure { .. }
+            | Pending::Retract
+            | Pending::ArchivePage => self.own.jid.as_str(),
         };
         let from_ok = match iq.attr("from") {
             Some(from) => jid::Jid::new(from).is_ok_and(|from| from.to_bare().as_str() == expected),
@@ -337,6 +340,10 @@ impl<S: Store> Manager<S> {
         let Some(pending) = self.requests.answered(id) else {
             return Ok(false);
         };
+        if pending == Pending::ArchivePage {
+            self.archive_page_answered(iq, rng, now)?;
+            return Ok(true);
+        }
         let result = stanza::parse_items_result(iq);
         match &pending {
             Pending::FetchDeviceList { jid, .. } => {
@@ -432,6 +439,8 @@ impl<S: Store> Manager<S> {
                     self.publish(publication, None);
                 }
             }
+            // Answered above.
+            Pending::ArchivePage => {}
         }
         Ok(true)
     }

@@ -105,6 +105,9 @@ impl Store for FileStore {
     fn load_devices(&self, jid: &str) -> Result<Vec<DeviceRecord>, StoreError> {
         self.store.load_devices(jid)
     }
+    fn load_archive_caught_up(&self, archive: &str) -> Result<Option<u64>, StoreError> {
+        self.store.load_archive_caught_up(archive)
+    }
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
         self.store.commit(batch)
     }
@@ -134,6 +137,7 @@ fn pre_key(id: u32) -> PreKeyRecord {
         version: Version::Legacy,
         id,
         secret: Zeroizing::new([id as u8 ^ 0xa5; 32]),
+        hidden: false,
     }
 }
 
@@ -352,10 +356,12 @@ pub(super) fn pre_keys_round_trip_by_ascending_id<S: Store>(store: &mut S) {
         vec![pre_key(0), pre_key(2), pre_key(30), pre_key(u32::MAX)]
     );
 
+    // Replaced, and hidden (a key used during a catch-up).
     let replaced = PreKeyRecord {
         version: Version::Legacy,
         id: 30,
         secret: Zeroizing::new([0xee; 32]),
+        hidden: true,
     };
     commit(store, vec![Op::PutPreKey(replaced.clone())]);
     assert_eq!(
@@ -728,7 +734,35 @@ fn invalid_ops() -> Vec<(&'static str, Op)> {
             "signed prekey time beyond i64",
             Op::PutSignedPreKey(sample_signed_pre_key(9, u64::MAX)),
         ),
+        (
+            "archive time beyond i64",
+            Op::PutArchiveCaughtUp {
+                archive: ALICE.to_owned(),
+                at: u64::MAX,
+            },
+        ),
     ]
+}
+
+/// Until when each archive was read: none at first, then the latest put, per archive.
+pub(super) fn archive_catch_up_times_are_kept_per_archive<S: Store>(store: &mut S) {
+    assert_eq!(store.load_archive_caught_up(ALICE).unwrap(), None);
+    let put = |archive: &str, at: u64| Op::PutArchiveCaughtUp {
+        archive: archive.to_owned(),
+        at,
+    };
+    commit(store, vec![put(ALICE, 100), put(BOB, 5), put(ALICE, 200)]);
+    assert_eq!(store.load_archive_caught_up(ALICE).unwrap(), Some(200));
+    assert_eq!(store.load_archive_caught_up(BOB).unwrap(), Some(5));
+    commit(store, vec![put(BOB, i64::MAX as u64)]);
+    assert_eq!(
+        store.load_archive_caught_up(BOB).unwrap(),
+        Some(i64::MAX as u64)
+    );
+    assert_eq!(
+        store.load_archive_caught_up("room@muc.example").unwrap(),
+        None
+    );
 }
 
 /// A batch that fails at its last op leaves nothing of its earlier ops behind, and the
@@ -803,6 +837,7 @@ macro_rules! suite {
             deleting_what_is_absent_is_not_an_error,
             versions_keep_keys_and_sessions_apart,
             failed_batch_changes_nothing,
+            archive_catch_up_times_are_kept_per_archive,
         ]);
     };
     (@tests $backend:ident, $make:expr, [$($check:ident),* $(,)?]) => {

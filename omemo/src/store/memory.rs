@@ -35,6 +35,8 @@ pub struct MemoryStore {
     previous_sessions: HashMap<(String, u32, Version), Zeroizing<Vec<u8>>>,
     /// Devices by bare JID, then device id (ordered, as `load_devices` returns them).
     devices: HashMap<String, BTreeMap<u32, DeviceRecord>>,
+    /// Until when each archive has been read, by its bare JID.
+    archives: HashMap<String, u64>,
 }
 
 impl MemoryStore {
@@ -141,6 +143,9 @@ impl MemoryStore {
                     record.trust = trust;
                 }
             }
+            Op::PutArchiveCaughtUp { archive, at } => {
+                self.archives.insert(archive, at);
+            }
         }
     }
 }
@@ -170,6 +175,7 @@ fn check(op: &Op) -> Result<(), StoreError> {
         Op::SetTrust { device_id, .. } | Op::DeleteDevice { device_id, .. } => {
             check_device_id(*device_id)?
         }
+        Op::PutArchiveCaughtUp { at, .. } => check_time("archive caught-up time", Some(*at))?,
         Op::DeleteSignedPreKey { .. }
         | Op::PutPreKey(_)
         | Op::DeletePreKey { .. }
@@ -241,6 +247,10 @@ impl Store for MemoryStore {
             .get(jid)
             .map(|by_id| by_id.values().cloned().collect())
             .unwrap_or_default())
+    }
+
+    fn load_archive_caught_up(&self, archive: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.archives.get(archive).copied())
     }
 
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {

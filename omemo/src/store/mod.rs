@@ -94,6 +94,10 @@ pub struct PreKeyRecord {
     pub id: u32,
     /// The Curve25519 secret key.
     pub secret: Zeroizing<[u8; 32]>,
+    /// Used while catching up with an archive: no longer published, but kept until the
+    /// catch-up is over, so that a second key exchange naming it (the archive and the
+    /// live copy, or two contacts that picked it) still reads.
+    pub hidden: bool,
 }
 
 /// What is known of one remote (or own other) device.
@@ -214,6 +218,14 @@ pub enum Op {
         /// The decision.
         trust: Trust,
     },
+    /// Everything in `archive` (the own bare JID, or a room's) up to `at` (seconds since
+    /// the Unix epoch) has been read: the next catch-up starts there.
+    PutArchiveCaughtUp {
+        /// The bare JID of the archive.
+        archive: String,
+        /// The time.
+        at: u64,
+    },
 }
 
 impl Batch {
@@ -306,6 +318,9 @@ pub trait Store {
     }
     /// The known devices of a bare JID, by ascending device id.
     fn load_devices(&self, jid: &str) -> Result<Vec<DeviceRecord>, StoreError>;
+    /// Until when `archive` has been read ([`Op::PutArchiveCaughtUp`]); `None` when
+    /// never.
+    fn load_archive_caught_up(&self, archive: &str) -> Result<Option<u64>, StoreError>;
     /// Applies every op of `batch` in one transaction, on disk when this returns
     /// (together with every deferred commit before it).
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError>;
@@ -358,6 +373,7 @@ impl fmt::Debug for PreKeyRecord {
         f.debug_struct("PreKeyRecord")
             .field("version", &self.version)
             .field("id", &self.id)
+            .field("hidden", &self.hidden)
             .finish_non_exhaustive()
     }
 }
@@ -426,6 +442,11 @@ impl fmt::Debug for Op {
                 .field("jid", jid)
                 .field("device_id", device_id)
                 .field("trust", trust)
+                .finish(),
+            Self::PutArchiveCaughtUp { archive, at } => f
+                .debug_struct("PutArchiveCaughtUp")
+                .field("archive", archive)
+                .field("at", at)
                 .finish(),
         }
     }

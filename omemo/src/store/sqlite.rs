@@ -26,11 +26,12 @@ mod cipher;
 mod crypto_provider;
 
 /// The migrations, in order; migration `n` (1-based) brings the schema to version `n`.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_protocol_versions.sql"),
     include_str!("migrations/0003_device_lists_of_both_versions.sql"),
     include_str!("migrations/0004_device_first_seen.sql"),
+    include_str!("migrations/0005_archive_catch_up.sql"),
 ];
 
 /// The schema version this crate writes: the number of migrations.
@@ -391,10 +392,13 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
             .and_then(|mut s| s.execute(params![version.to_code(), id])),
         Op::PutPreKey(r) => conn
             .prepare_cached(
-                "INSERT INTO pre_keys (version, id, secret) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (version, id) DO UPDATE SET secret = excluded.secret",
+                "INSERT INTO pre_keys (version, id, secret, hidden) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (version, id) DO UPDATE
+                 SET secret = excluded.secret, hidden = excluded.hidden",
             )
-            .and_then(|mut s| s.execute(params![r.version.to_code(), r.id, r.secret.as_slice()])),
+            .and_then(|mut s| {
+                s.execute(params![r.version.to_code(), r.id, r.secret.as_slice(), r.hidden])
+            }),
         Op::PutPreviousSession {
             jid,
             device_id,
@@ -451,6 +455,14 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
         } => conn
             .prepare_cached("UPDATE devices SET trust = ?3 WHERE jid = ?1 AND device_id = ?2")
             .and_then(|mut s| s.execute(params![jid, device_id, trust.to_code()])),
+        Op::PutArchiveCaughtUp { archive, at } => {
+            let at = time_to_sql("archive caught-up time", *at)?;
+            conn.prepare_cached(
+                "INSERT INTO archives (archive, caught_up_at) VALUES (?1, ?2)
+                 ON CONFLICT (archive) DO UPDATE SET caught_up_at = excluded.caught_up_at",
+            )
+            .and_then(|mut s| s.execute(params![archive, at]))
+        }
         Op::PutDevice(r) => {
             let last_message_at = optional_time_to_sql("device last_message_at", r.last_message_at)?;
             let bundle_failed_at = optional_time_to_sql("device bundle_failed_at", r.bundle_failed_at)?;
@@ -551,7 +563,7 @@ impl Store for SqliteStore {
     fn load_pre_keys(&self) -> Result<Vec<PreKeyRecord>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT version, id, secret FROM pre_keys ORDER BY version, id")
+            .prepare_cached("SELECT version, id, secret, hidden FROM pre_keys ORDER BY version, id")
             .map_err(backend)?;
         let mut rows = stmt.query([]).map_err(backend)?;
         let mut keys = Vec::new();
@@ -560,6 +572,7 @@ impl Store for SqliteStore {
                 version: version(row, 0, "prekey version")?,
                 id: to_u32("prekey id", integer(row, 1, "prekey id")?)?,
                 secret: secret(blob(row, 2, "prekey secret")?, "prekey secret")?,
+                hidden: integer(row, 3, "prekey hidden")? != 0,
             });
         }
         Ok(keys)
@@ -581,6 +594,18 @@ impl Store for SqliteStore {
         version: Version,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
         self.session_column("previous", jid, device_id, version)
+    }
+
+    fn load_archive_caught_up(&self, archive: &str) -> Result<Option<u64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT caught_up_at FROM archives WHERE archive = ?1")
+            .map_err(backend)?;
+        let mut rows = stmt.query(params![archive]).map_err(backend)?;
+        match rows.next().map_err(backend)? {
+            Some(row) => optional_time(row, 0, "archive caught-up time"),
+            None => Ok(None),
+        }
     }
 
     fn load_devices(&self, jid: &str) -> Result<Vec<DeviceRecord>, StoreError> {
@@ -1041,6 +1066,7 @@ mod tests {
             version: Version::Omemo2,
             id: 42,
             secret: [9u8; 32].into(),
+            hidden: true,
         };
         let device = sample_device("juliet@capulet.example", 5);
         {
@@ -1189,6 +1215,7 @@ mod tests {
                         version: Version::Legacy,
                         id: 1,
                         secret: [1u8; 32].into(),
+                        hidden: false,
                     }),
                     Op::PutSession {
                         jid: "juliet@capulet.example".into(),

@@ -462,3 +462,82 @@ pub fn with_from(mut stanza: Element, from: &str) -> Element {
 pub fn body(result: Result<omemo::Decrypted, ManagerError>) -> String {
     result.unwrap().body.unwrap()
 }
+
+/// A message archive (XEP-0313) of one account, as the server keeps it: what arrived,
+/// in order, each with an archive id. It answers the manager's queries page by page.
+#[derive(Default)]
+pub struct Archive {
+    /// Archived messages, oldest first, with their archive ids.
+    pub messages: Vec<(String, Element)>,
+    /// Results per page at most, below the query's own `max` (0: the query's).
+    pub page_size: usize,
+}
+
+impl Archive {
+    /// Archives `message` (with its `from`) under the next id.
+    pub fn keep(&mut self, message: &Element) {
+        let id = format!("A{}", self.messages.len() + 1);
+        self.messages.push((id, message.clone()));
+    }
+
+    /// The answer to a MAM query: one result message per archived message of the page,
+    /// then the IQ result with the `<fin>`.
+    pub fn answer(&self, query: &Element) -> Vec<Element> {
+        const MAM: &str = "urn:xmpp:mam:2";
+        const RSM: &str = "http://jabber.org/protocol/rsm";
+        let id = query.attr("id").unwrap();
+        let inner = query.get_child("query", MAM).unwrap();
+        let query_id = inner.attr("queryid").unwrap_or_default();
+        let set = inner.get_child("set", RSM).unwrap();
+        let max: usize = set.get_child("max", RSM).unwrap().text().parse().unwrap();
+        let max = if self.page_size == 0 {
+            max
+        } else {
+            max.min(self.page_size)
+        };
+        let first = match set.get_child("after", RSM) {
+            Some(after) => {
+                let after = after.text();
+                self.messages
+                    .iter()
+                    .position(|(id, _)| *id == after)
+                    .unwrap()
+                    + 1
+            }
+            None => 0,
+        };
+        let page = &self.messages[first..(first + max).min(self.messages.len())];
+        let mut answer: Vec<Element> = page
+            .iter()
+            .map(|(archive_id, message)| {
+                let mut forwarded: Element = "<forwarded xmlns='urn:xmpp:forward:0'>\
+                    <delay xmlns='urn:xmpp:delay' stamp='2023-11-14T22:13:20Z'/></forwarded>"
+                    .parse()
+                    .unwrap();
+                forwarded.append_child(message.clone());
+                let mut result: Element =
+                    format!("<result xmlns='{MAM}' queryid='{query_id}' id='{archive_id}'/>")
+                        .parse()
+                        .unwrap();
+                result.append_child(forwarded);
+                let mut wrapper: Element = "<message xmlns='jabber:client'/>".parse().unwrap();
+                wrapper.append_child(result);
+                wrapper
+            })
+            .collect();
+        let complete = first + page.len() == self.messages.len();
+        let last = page
+            .last()
+            .map(|(id, _)| format!("<last>{id}</last>"))
+            .unwrap_or_default();
+        answer.push(
+            format!(
+                "<iq xmlns='jabber:client' type='result' id='{id}'>\
+                   <fin xmlns='{MAM}' complete='{complete}'><set xmlns='{RSM}'>{last}</set></fin></iq>"
+            )
+            .parse()
+            .unwrap(),
+        );
+        answer
+    }
+}

@@ -48,6 +48,9 @@ impl Store for FlakyStore {
     fn load_devices(&self, jid: &str) -> Result<Vec<omemo::DeviceRecord>, omemo::StoreError> {
         self.inner.load_devices(jid)
     }
+    fn load_archive_caught_up(&self, archive: &str) -> Result<Option<u64>, omemo::StoreError> {
+        self.inner.load_archive_caught_up(archive)
+    }
     fn commit(&mut self, batch: omemo::Batch) -> Result<(), omemo::StoreError> {
         self.commit_deferred(batch)?;
         self.sync()

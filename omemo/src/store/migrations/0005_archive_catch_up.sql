@@ -1,0 +1,13 @@
+-- Schema version 5: catching up with message archives (XEP-0313). A one-time prekey a
+-- key exchange used during a catch-up is hidden (no longer published) but kept until
+-- the catch-up is over; and until when each archive (the own account's, a room's) has
+-- been read, where the next catch-up starts.
+-- Runs inside the migration transaction of `SqliteStore::open`.
+
+ALTER TABLE pre_keys ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0
+    CHECK (hidden IN (0, 1));
+
+CREATE TABLE archives (
+    archive TEXT PRIMARY KEY NOT NULL,
+    caught_up_at INTEGER NOT NULL CHECK (caught_up_at >= 0)
+) STRICT;
