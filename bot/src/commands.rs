@@ -353,6 +353,8 @@ async fn go_online(
         name: "omemo-bot".to_owned(),
         // A one-shot command says at once that the server is not there.
         unreachable: Unreachable::Fail,
+        // What arrived while offline is for `run` to read and answer.
+        catch_up: false,
     };
     let mut client = Client::start(login(account, connection)?, manager, config)?;
     client
@@ -407,15 +409,16 @@ impl Echo {
     ) -> Result<(), BotError> {
         match event {
             ClientEvent::Message { message, via } => {
-                // Only messages addressed to this account are answered: a carbon means
-                // another device of the account got it (and may answer it itself).
+                // Only messages addressed to this account are answered (live, or from
+                // the archive after time offline): a carbon means another device of the
+                // account got it (and may answer it itself).
                 let Ok(sender) = BareJid::new(&message.sender) else {
                     return Ok(());
                 };
                 let Some(text) = message.body.as_deref() else {
                     return Ok(());
                 };
-                if via != Via::Direct || sender == *client.jid() {
+                if !matches!(via, Via::Direct | Via::Archive) || sender == *client.jid() {
                     return Ok(());
                 }
                 if message.trust == Trust::Distrusted {
@@ -475,6 +478,13 @@ impl Echo {
             ClientEvent::Omemo(Event::NotSent { id, error }) => {
                 self.under_way.remove(&id);
                 tracing::warn!(%error, "could not send a message");
+            }
+            ClientEvent::Omemo(Event::CaughtUp { messages, complete }) => {
+                if complete {
+                    tracing::info!(messages, "caught up with the archive");
+                } else {
+                    tracing::warn!(messages, "catch-up with the archive ended early");
+                }
             }
             ClientEvent::Undecryptable {
                 from,
@@ -556,6 +566,8 @@ async fn run(args: RunArgs) -> Result<(), BotError> {
         name: "omemo-bot".to_owned(),
         // The service waits for its server (and logs what it waits for).
         unreachable: Unreachable::Retry,
+        // Messages sent while the bot was down are answered once it is back.
+        catch_up: true,
     };
     let mut client = Client::start(login(&args.account, &args.connection)?, manager, config)?;
     let mut echo = Echo {

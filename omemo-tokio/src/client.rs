@@ -45,6 +45,13 @@ pub struct ClientConfig {
     /// fails at once with [`DriverError::AuthFailed`]. Later disconnections are always
     /// retried.
     pub unreachable: Unreachable,
+    /// At every login, read what arrived while offline from the account's archive
+    /// (XEP-0313, [`omemo::Manager::catch_up`]): its messages come as
+    /// [`ClientEvent::Message`] with [`Via::Archive`], each once even when the server
+    /// also delivers a stored copy, and [`Event::CaughtUp`] says when it is over. For a
+    /// long-running client or bot; a one-shot tool leaves it off (what it reads it would
+    /// take from the client that runs later).
+    pub catch_up: bool,
 }
 
 impl Default for ClientConfig {
@@ -54,6 +61,7 @@ impl Default for ClientConfig {
             kind: "pc".to_owned(),
             name: "omemo-tokio".to_owned(),
             unreachable: Unreachable::Retry,
+            catch_up: false,
         }
     }
 }
@@ -534,6 +542,9 @@ impl<S: Store> Client<S> {
             self.manager.connection_lost();
         }
         self.manager.connected(unix_now())?;
+        if self.config.catch_up {
+            self.manager.catch_up(&mut omemo::os_rng(), unix_now())?;
+        }
         self.streams += 1;
         let carbons = self.fresh_id("carbons");
         self.conn.send(carbons::enable_iq(&carbons)).await?;

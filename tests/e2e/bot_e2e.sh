@@ -82,6 +82,14 @@
 #      and the new device, and the bot's label, whose signature it checks); `devices
 #      --own` shows each device with when it was last heard from; `devices reset` leaves
 #      the bot's device alone on both lists.
+#  18. Catching up after time offline (XEP-0313): a bot with one prekey per version talks
+#      to zoe (2 echoes) and stops; while it is down zoe and three first contacts (walt
+#      and xena on legacy OMEMO, yuri on OMEMO 2) send 5 messages each, so walt's and
+#      xena's key exchanges name the same prekey. The bot restarts, reads its archive
+#      (and the copies the server kept for it), and sends exactly 20 echoes, each
+#      client's 5 once (none undecryptable); each first contact gets exactly one empty
+#      message (the session's completion, after the catch-up); the prekeys the key
+#      exchanges named are gone from the store afterwards and none is left hidden.
 #
 # Usage: tests/e2e/bot_e2e.sh [SCENARIO...]   (default: all; e.g. `bot_e2e.sh 2 3`)
 #        E2E_REPEAT=20 tests/e2e/bot_e2e.sh 1   (scenario 1 twenty times, on one server and
@@ -186,7 +194,8 @@ say "Prosody on $SERVER"
 # One password for every throwaway account.
 PW="pw-$RANDOM$RANDOM"
 for user in alice bot1 bob dave carol bot3 erin bot4 eve bot5 frank bot6 grace bot7 heidi \
-    ivan judy bot9 kate leo bot10 mike nina bot11 mallory oscar bot12 bot13 peggy bot14 quinn rupert sybil trent bot15 uma bot16 vic bot17; do
+    ivan judy bot9 kate leo bot10 mike nina bot11 mallory oscar bot12 bot13 peggy bot14 quinn rupert sybil trent bot15 uma bot16 vic bot17 \
+    walt xena yuri zoe bot18; do
     "$PROSODY" adduser "$WORK/server" "$user@localhost" "$PW" 2>>"$WORK/adduser.log" \
         || die "could not create $user@localhost"
 done
@@ -917,6 +926,82 @@ scenario_15() {
     echo "send: asked for a subscription and delivered; a contact that never answers: clear failure after ${secs} s; run: 5/5 echoes after asking"
 }
 
+# client_field NAME EXPR: a value from the client summary $WORK/NAME.json (EXPR in Python,
+# over the summary `s`).
+client_field() { race_field "$@"; }
+
+scenario_18() {
+    local spec who version i n pid rc messages detail="" used=()
+    local -a pids=() names=()
+    # One prekey per version: the first contacts made while the bot is down all name the
+    # one of their version.
+    start_bot bot18 bot18a --pre-keys 1
+    client s18-zoe-before zoe bot18 2 || fail "zoe before the stop: $(cat "$WORK/s18-zoe-before.json")"
+    check_summary s18-zoe-before 2 || fail "zoe before the stop: bad summary"
+    stop_bot TERM
+    [ "$STOP_RC" = 0 ] || fail "the bot did not exit 0 on SIGTERM (exit $STOP_RC)"
+
+    for spec in zoe:legacy walt:legacy xena:legacy yuri:omemo2; do
+        who="${spec%%:*}" version="${spec#*:}"
+        timeout 200 "$PY" "$PEER" client --jid "$who$SFX@localhost" --password "$PW" \
+            --server "$SERVER" --store "$WORK/$who$SFX-1" --to "bot18$SFX@localhost" --count 5 \
+            --timeout 150 --settle 3 --omemo-version "$version" \
+            </dev/null >"$WORK/s18-$who.json" 2>"$WORK/s18-$who.log" &
+        pid=$!
+        track "$pid"
+        pids+=("$pid") names+=("$who")
+    done
+    # Until all 20 messages are out (to the server, which keeps them for the bot).
+    for i in $(seq 1 1200); do
+        n=0
+        for who in "${names[@]}"; do
+            grep -q "sent 5/5" "$WORK/s18-$who.log" 2>/dev/null && n=$((n + 1))
+        done
+        [ "$n" -eq 4 ] && break
+        for pid in "${pids[@]}"; do
+            kill -0 "$pid" 2>/dev/null || fail "a client exited while the bot was down: $(cat "$WORK"/s18-*.json)"
+        done
+        sleep 0.1
+    done
+    [ "$n" -eq 4 ] || fail "the clients did not send their messages within 120 s"
+
+    start_bot bot18 bot18b
+    for i in "${!pids[@]}"; do
+        rc=0
+        wait "${pids[$i]}" || rc=$?
+        [ "$rc" -eq 0 ] || fail "${names[$i]}: $(cat "$WORK/s18-${names[$i]}.json")"
+        check_summary "s18-${names[$i]}" 5 || fail "${names[$i]}: bad summary"
+    done
+    n="$(echo_count bot18b)"
+    [ "$n" -eq 20 ] || fail "the bot sent $n messages after its restart, want 20 (one per missed message)"
+    if grep -E "could not decrypt|not encrypted for this device|rebuilding the session" "$WORK/bot18b.log"; then
+        fail "a missed message was not read"
+    fi
+    messages="$(sed -n 's/.*caught up with the archive messages=\([0-9]*\).*/\1/p' "$WORK/bot18b.log" | head -n 1)"
+    [ -n "$messages" ] || fail "no completed catch-up in the log: $(grep -m3 'catch-up\|caught up' "$WORK/bot18b.log")"
+    [ "$messages" -ge 20 ] || fail "the catch-up read $messages archived messages, want at least 20"
+
+    # Exactly one empty message per new session (after the catch-up), none for zoe.
+    for who in walt xena yuri zoe; do
+        n="$(client_field "s18-$who" 's["empty_messages"]')"
+        want=1
+        [ "$who" = zoe ] && want=0
+        [ "$n" = "$want" ] || fail "$who got $n empty messages, want $want"
+    done
+    # walt and xena named the same prekey, and both were read.
+    for who in walt xena yuri; do
+        used+=("$(client_field "s18-$who" '[v["pre_key_id"] for v in s["sessions"].values() if v][0]')")
+    done
+    [ "${used[0]}" = "${used[1]}" ] || fail "walt and xena named different prekeys (${used[0]}, ${used[1]}): --pre-keys 1 did not hold"
+    stop_bot TERM
+    [ "$STOP_RC" = 0 ] || fail "the bot did not exit 0 on SIGTERM (exit $STOP_RC)"
+    n="$(store_count "$WORK/bot18$SFX.db" "SELECT count(*) FROM pre_keys WHERE hidden = 1")"
+    [ "$n" = 0 ] || fail "$n prekeys still hidden after the catch-up"
+    n="$(store_count "$WORK/bot18$SFX.db" "SELECT count(*) FROM pre_keys WHERE (version = 1 AND id = ${used[0]}) OR (version = 2 AND id = ${used[2]})")"
+    [ "$n" = 0 ] || fail "a prekey the key exchanges named is still in the store"
+    echo "20/20 missed messages answered once after a catch-up of $messages archived messages; walt and xena both read on prekey ${used[0]}; one completion per new session"
+}
+
 TITLES=(
     ""
     "slixmpp-omemo client (2 devices) -> omemo-bot run, 50 messages"
@@ -936,6 +1021,7 @@ TITLES=(
     "contacts whose OMEMO nodes need a presence subscription"
     "the store encrypted at rest: conversion, wrong passphrase, passphrase change"
     "device hygiene: prune, signed label, devices --own, reset"
+    "catching up after time offline: each missed message answered once"
 )
 
 # traces FILE...: the files among FILE... (the store, its WAL and journal) that hold a JID of
@@ -1105,7 +1191,7 @@ sys.exit(0 if labels.get(int(sys.argv[2])) == sys.argv[3] else f"labels seen: {l
 declare -A REPEAT_ACCOUNTS=(
     [1]="alice bot1" [7]="grace bot7" [9]="judy bot9" [10]="kate leo bot10" [11]="mike nina bot11"
     [12]="mallory oscar bot12" [14]="peggy bot14" [15]="quinn rupert sybil trent bot15"
-    [16]="uma bot16" [17]="vic bot17"
+    [16]="uma bot16" [17]="vic bot17" [18]="walt xena yuri zoe bot18"
 )
 
 # run_scenario N [RUN]: runs scenario N (the RUN-th time: "" or 1 for the first); returns
@@ -1133,9 +1219,9 @@ run_scenario() {
 }
 
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18)
 for n in "${SCENARIOS[@]}"; do
-    case "$n" in [1-9] | 1[0-7]) ;; *) die "unknown scenario $n" ;; esac
+    case "$n" in [1-9] | 1[0-8]) ;; *) die "unknown scenario $n" ;; esac
     if [ "$REPEAT" -gt 1 ] && [ -z "${REPEAT_ACCOUNTS[$n]:-}" ]; then
         die "E2E_REPEAT: scenario $n cannot be repeated (these can: ${!REPEAT_ACCOUNTS[*]})"
     fi

@@ -44,7 +44,8 @@ Subcommands (run with the venv's python):
       primary), so that the peer's first answer to the second device cannot take a prekey
       the primary took from the same bundle (python-omemo does not heal that).
       Prints one JSON summary line on stdout:
-        {"ok": bool, "sent": N, "echoed": k, "mismatches": [...], "missing": [...], ...}
+        {"ok": bool, "sent": N, "echoed": k, "mismatches": [...], "missing": [...],
+         "empty_messages": n, "sessions": {DEVICE: {"pre_key_id": ..., ...}}, ...}
       and exits 0 iff every echo decrypted to the right text on every device in time.
 
   race   --jid J --password P --server HOST:PORT --store DIR --second-device-store DIR2
@@ -1366,6 +1367,7 @@ async def run_client(args: argparse.Namespace) -> int:
         for i, text in enumerate(texts):
             await primary.send_encrypted(peer_bare, text)
             summary["sent"] = i + 1
+            LOG.info("sent %d/%d", i + 1, args.count)
             if args.sequential:
                 # Until this text (or some other answer) is back on every device.
                 while time.monotonic() < deadline and not all(
@@ -1387,6 +1389,9 @@ async def run_client(args: argparse.Namespace) -> int:
         # Give late stray messages (e.g. duplicates) a moment to show up as mismatches.
         await asyncio.sleep(args.settle)
         ok = all(not t.missing() for t in tallies) and not any(t.mismatches for t in tallies)
+        # How the primary's sessions with the peer's devices were built (the prekey each
+        # key exchange named).
+        summary["sessions"] = {str(d): await primary.session_info(peer_bare, d) for d in their}
 
     summary.update(
         ok=ok and not summary["errors"],

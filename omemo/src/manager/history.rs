@@ -189,7 +189,7 @@ impl<S: Store> Manager<S> {
                 tracing::warn!(%jid, device_id, %error, "could not queue the empty reply");
             }
         }
-        tracing::info!(
+        tracing::debug!(
             read = catch_up.read,
             new_sessions = sessions,
             complete,
