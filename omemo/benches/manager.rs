@@ -108,6 +108,9 @@ impl<S: Store> Store for Timed<S> {
     fn load_archive_caught_up(&self, archive: &str) -> Result<Option<u64>, StoreError> {
         self.inner.load_archive_caught_up(archive)
     }
+    fn load_room_occupants(&self, room: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.inner.load_room_occupants(room)
+    }
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
         let start = Instant::now();
         let result = self.inner.commit(batch);

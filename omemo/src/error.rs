@@ -294,6 +294,21 @@ pub enum Error {
     Stanza(#[from] StanzaError),
 }
 
+/// Why a room cannot carry OMEMO ([`ManagerError::RoomNotUsable`]).
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RoomRefusal {
+    /// Occupants do not see each other's real JIDs (semi-anonymous).
+    #[error("it is not non-anonymous")]
+    Anonymous,
+    /// Anyone may enter, so the list of who reads along is not the member list.
+    #[error("it is not members-only")]
+    NotMembersOnly,
+    /// Its features or member lists could not be read.
+    #[error("its features or member lists could not be read")]
+    Unreadable,
+}
+
 /// A session manager operation failed. Nothing was stored for a message that failed.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -347,6 +362,38 @@ pub enum ManagerError {
     /// `encrypt` was called without recipients.
     #[error("no recipients given")]
     NoRecipients,
+    /// [`Manager::join_room`](crate::Manager::join_room) was not called for the room.
+    #[error("{room} is not a joined room")]
+    RoomNotJoined {
+        /// The room.
+        room: String,
+    },
+    /// The room cannot carry OMEMO: XEP-0384 asks for rooms where every member sees the
+    /// others' real JIDs and only members enter (nothing was sent).
+    #[error("{room} cannot carry OMEMO: {reason}")]
+    RoomNotUsable {
+        /// The room.
+        room: String,
+        /// Why.
+        reason: RoomRefusal,
+    },
+    /// A room message from a nickname whose real JID the room never showed.
+    #[error("{room}: the real JID of {nick} is not known")]
+    UnknownOccupant {
+        /// The room.
+        room: String,
+        /// The occupant's nickname.
+        nick: String,
+    },
+    /// A room message from someone who is not a member (nor admin nor owner) of the
+    /// room; nothing was stored.
+    #[error("{room}: {jid} is not a member")]
+    NotARoomMember {
+        /// The room.
+        room: String,
+        /// The sender's real JID.
+        jid: String,
+    },
     /// No device of any recipient can receive the message.
     #[error("no device of the recipients can receive the message ({} skipped){}", skipped.len(), why_skipped(skipped))]
     NoRecipientDevices {

@@ -49,7 +49,15 @@ impl<S: Store> Manager<S> {
                     Handled::Unhandled
                 })
             }
+            "presence" => Ok(self.room_update(stanza, now).unwrap_or(Handled::Unhandled)),
+            "message" if stanza.attr("type") == Some("groupchat") => self
+                .room_message(stanza, rng, now)
+                .unwrap_or(Ok(Handled::Unhandled)),
             "message" if stanza.attr("type") != Some("error") => {
+                // A joined room's notice of an affiliation change (from its bare JID).
+                if let Some(handled) = self.room_update(stanza, now) {
+                    return Ok(handled);
+                }
                 if let Some(event) = stanza::parse_event(stanza) {
                     // PEP notifications come from the bare JID that owns the node; a
                     // message from anywhere else (a full JID: any client) is no event.
@@ -123,7 +131,7 @@ impl<S: Store> Manager<S> {
         let sent_by_own_account = match via {
             Via::CarbonSent => true,
             Via::Archive => to_bare("from") == self.own.jid,
-            Via::Direct | Via::CarbonReceived => false,
+            Via::Direct | Via::CarbonReceived | Via::Room => false,
         };
         let recipient = if sent_by_own_account {
             to_bare("to")
@@ -258,29 +266,72 @@ impl<S: Store> Manager<S> {
         }
         self.prepare(recipients, now)?;
         let deadline = now.saturating_add(self.config.send_timeout_secs);
-        let id = self.outbox.push(recipients.to_vec(), body, deadline);
+        let id = self.outbox.push(recipients.to_vec(), None, body, deadline);
         self.flush_outbox(rng, now);
         Ok(id)
     }
 
-    /// Encrypts the queued messages, in order, whose fetches are done or whose deadline
-    /// passed.
+    /// Queues `body` for every member of the joined `room` (and the own other devices),
+    /// as [`Manager::send`] does for contacts: it is encrypted once the room's features
+    /// and lists and its members' devices have arrived (or the deadline passed), into a
+    /// `groupchat` message to the room; [`Event::Sent`] or [`Event::NotSent`] (for a room
+    /// that cannot carry OMEMO, [`ManagerError::RoomNotUsable`]) names the returned id,
+    /// and the room's copy coming back is [`Handled::Reflected`] with it.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::RoomNotJoined`] for a room not joined.
+    pub fn send_to_room(
+        &mut self,
+        room: &BareJid,
+        body: &str,
+        rng: &mut impl CryptoRng,
+        now: u64,
+    ) -> Result<MessageId, ManagerError> {
+        self.clock = self.clock.max(now);
+        if !self.rooms.contains_key(room.as_str()) {
+            return Err(ManagerError::RoomNotJoined {
+                room: room.to_string(),
+            });
+        }
+        let deadline = now.saturating_add(self.config.send_timeout_secs);
+        let id = self
+            .outbox
+            .push(Vec::new(), Some(room.clone()), body, deadline);
+        self.flush_outbox(rng, now);
+        Ok(id)
+    }
+
+    /// Encrypts the queued messages, in order, whose fetches are done (for a room: its
+    /// features and lists, and its members' devices) or whose deadline passed.
     fn flush_outbox(&mut self, rng: &mut impl CryptoRng, now: u64) {
-        let own = self.own.jid.clone();
-        loop {
-            let requests = &self.requests;
-            let Some(queued) = self.outbox.pop_ready(|q| {
-                q.deadline <= now
-                    || !q
-                        .recipients
+        while let Some(front) = self.outbox.front() {
+            let waits_for = match &front.room {
+                Some(room) if !self.room_ready(room.as_str()) => None,
+                Some(room) => Some(self.room_recipients(room.as_str()).unwrap_or_default()),
+                None => Some(front.recipients.clone()),
+            };
+            let ready = front.deadline <= now
+                || waits_for.is_some_and(|jids| {
+                    !jids
                         .iter()
                         .map(|jid| jid.as_str())
-                        .chain([own.as_str()])
-                        .any(|jid| requests.fetching(jid))
-            }) else {
+                        .chain([self.own.jid.as_str()])
+                        .any(|jid| self.requests.fetching(jid))
+                });
+            if !ready {
+                return;
+            }
+            let Some(queued) = self.outbox.pop() else {
                 return;
             };
-            match self.encrypt_message(&queued.recipients, &queued.body, rng, now) {
+            let encrypted = match &queued.room {
+                Some(room) => {
+                    self.encrypt_room_message(room, Some(queued.id), &queued.body, rng, now)
+                }
+                None => self.encrypt_message(&queued.recipients, &queued.body, rng, now),
+            };
+            match encrypted {
                 Ok(encrypted) => {
                     tracing::debug!(id = %queued.id, devices = encrypted.recipients.len(), skipped = encrypted.skipped.len(), "message encrypted");
                     let sent = Event::Sent {

@@ -33,6 +33,9 @@ pub enum Via {
     /// Read from the own account's archive while catching up ([`Manager::catch_up`](super::Manager::catch_up)):
     /// sent to this account while it was offline, or sent by another of its devices.
     Archive,
+    /// From a joined room ([`Manager::join_room`](super::Manager::join_room));
+    /// [`Decrypted::room`](super::Decrypted::room) names it.
+    Room,
 }
 
 /// What [`Manager::handle_stanza`](super::Manager::handle_stanza) found a stanza to be.
@@ -62,6 +65,18 @@ pub enum Handled {
         /// How it arrived.
         via: Via,
     },
+    /// This device's own message to a room, coming back from it: sent, not to be
+    /// decrypted (this device never encrypts to itself).
+    Reflected {
+        /// The room.
+        room: String,
+        /// The id [`Manager::send_to_room`](super::Manager::send_to_room) returned for it
+        /// (`None` when it came from [`Manager::encrypt_for_room`](super::Manager::encrypt_for_room)).
+        id: Option<MessageId>,
+    },
+    /// A joined room's presence or notice, applied (real JIDs, nicknames, affiliations);
+    /// the application may read it too.
+    Room,
     /// A stanza that claims to be something it cannot be (a carbon copy from someone
     /// else than this account, XEP-0280 §11), dropped.
     Dropped(&'static str),
@@ -148,6 +163,17 @@ pub enum Event {
         device_id: u32,
         /// The version of the session.
         version: Version,
+    },
+    /// A joined room's features and member lists arrived
+    /// ([`Manager::join_room`](super::Manager::join_room)): messages to it can be
+    /// encrypted, unless `refusal` says why not.
+    RoomReady {
+        /// The room.
+        room: String,
+        /// Its members, admins and owners.
+        members: usize,
+        /// Why it cannot carry OMEMO, if it cannot.
+        refusal: Option<crate::error::RoomRefusal>,
     },
     /// A catch-up with the archive ([`Manager::catch_up`](super::Manager::catch_up)) is
     /// over: the prekeys used during it are deleted and the new sessions got their empty

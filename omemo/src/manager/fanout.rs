@@ -234,12 +234,26 @@ impl<S: Store> Manager<S> {
         rng: &mut impl CryptoRng,
         now: u64,
     ) -> Result<Encrypted, ManagerError> {
-        self.clock = self.clock.max(now);
-        self.notice_external_changes()?;
         let to = recipients
             .first()
             .ok_or(ManagerError::NoRecipients)?
             .to_string();
+        self.encrypt_addressed(&to, "chat", recipients, body, rng, now)
+    }
+
+    /// Encrypts `body` for the devices of `recipients` and the own other devices in a
+    /// message of type `kind` to `to` (also the SCE `to`): a contact, or a room.
+    pub(super) fn encrypt_addressed(
+        &mut self,
+        to: &str,
+        kind: &str,
+        recipients: &[BareJid],
+        body: &str,
+        rng: &mut impl CryptoRng,
+        now: u64,
+    ) -> Result<Encrypted, ManagerError> {
+        self.clock = self.clock.max(now);
+        self.notice_external_changes()?;
         let mut jids: Vec<String> = recipients.iter().map(|j| j.as_str().to_owned()).collect();
         if !jids.contains(&self.own.jid) {
             jids.push(self.own.jid.clone());
@@ -263,7 +277,7 @@ impl<S: Store> Manager<S> {
                             .append(body)
                             .build(),
                     ];
-                    let envelope = sce::seal(content, &self.own.jid, &to, Some(now), rng);
+                    let envelope = sce::seal(content, &self.own.jid, to, Some(now), rng);
                     encrypt_payload(Version::Omemo2, rng, &envelope)
                 }),
         };
@@ -300,9 +314,9 @@ impl<S: Store> Manager<S> {
         };
         let fallback = self.config.fallback_body.as_deref().filter(|_| legacy_used);
         let stanza = stanza::message_with(
-            &to,
+            to,
             &message_id(rng),
-            "chat",
+            kind,
             elements,
             Some(eme.namespace()),
             fallback,

@@ -41,6 +41,7 @@ mod outbox;
 mod own_device;
 mod receive;
 mod request;
+mod rooms;
 mod session_cache;
 
 use std::collections::VecDeque;
@@ -211,6 +212,8 @@ pub struct Manager<S: Store> {
     catch_up: Option<history::CatchUp>,
     /// Until when the archive counts as read, once a catch-up completed in this session.
     archive_read_at: Option<u64>,
+    /// The rooms joined, by bare JID.
+    rooms: std::collections::HashMap<String, rooms::Room>,
 }
 
 impl<S: Store> Manager<S> {
@@ -377,6 +380,7 @@ impl<S: Store> Manager<S> {
             own_lists_read: Versions::NONE,
             catch_up: None,
             archive_read_at: None,
+            rooms: std::collections::HashMap::new(),
         }
     }
 

@@ -10,7 +10,10 @@ use super::events::MessageId;
 /// A message waiting to be encrypted.
 pub(super) struct Queued {
     pub(super) id: MessageId,
+    /// The contacts it goes to (empty for a room message).
     pub(super) recipients: Vec<BareJid>,
+    /// The room it goes to: its members when it is encrypted.
+    pub(super) room: Option<BareJid>,
     pub(super) body: Zeroizing<String>,
     /// When it stops waiting and goes out with what is known, Unix seconds.
     pub(super) deadline: u64,
@@ -28,6 +31,7 @@ impl Outbox {
     pub(super) fn push(
         &mut self,
         recipients: Vec<BareJid>,
+        room: Option<BareJid>,
         body: &str,
         deadline: u64,
     ) -> MessageId {
@@ -36,19 +40,21 @@ impl Outbox {
         self.queue.push_back(Queued {
             id,
             recipients,
+            room,
             body: Zeroizing::new(body.to_owned()),
             deadline,
         });
         id
     }
 
-    /// The first message, if `ready` says it may go now.
-    pub(super) fn pop_ready(&mut self, ready: impl FnOnce(&Queued) -> bool) -> Option<Queued> {
-        if ready(self.queue.front()?) {
-            self.queue.pop_front()
-        } else {
-            None
-        }
+    /// The first message.
+    pub(super) fn front(&self) -> Option<&Queued> {
+        self.queue.front()
+    }
+
+    /// Takes the first message.
+    pub(super) fn pop(&mut self) -> Option<Queued> {
+        self.queue.pop_front()
     }
 
     /// When the first message stops waiting.

@@ -42,6 +42,8 @@ pub struct Decrypted {
     pub opt_out: Option<String>,
     /// The trust of the sending device; the caller decides how to show untrusted ones.
     pub trust: Trust,
+    /// The room it was sent to, for a group chat message ([`Via::Room`](super::Via::Room)).
+    pub room: Option<String>,
 }
 
 impl std::fmt::Debug for Decrypted {
@@ -162,6 +164,28 @@ impl<S: Store> Manager<S> {
         rng: &mut impl CryptoRng,
         now: u64,
     ) -> Result<Decrypted, ManagerError> {
+        // A message without `<encrypted>` is not OMEMO, whoever (if anyone) sent it.
+        if !self.is_encrypted(message) {
+            return Err(ManagerError::NotEncrypted);
+        }
+        let from = message.attr("from").ok_or(ManagerError::MissingSender)?;
+        let sender = jid::Jid::new(from)
+            .map_err(|_| ManagerError::MissingSender)?
+            .to_bare()
+            .to_string();
+        self.decrypt_from(message, &sender, recipient, rng, now)
+    }
+
+    /// [`Manager::decrypt_for`] of a message from `sender` (a bare JID: the `from` of a
+    /// direct message, the real JID of a room occupant).
+    pub(super) fn decrypt_from(
+        &mut self,
+        message: &Element,
+        sender: &str,
+        recipient: &str,
+        rng: &mut impl CryptoRng,
+        now: u64,
+    ) -> Result<Decrypted, ManagerError> {
         // OMEMO 2 first: a sender that speaks both addresses each device once, in the
         // version it chose for it. A message without `<encrypted>` costs nothing more.
         let mut last_error = ManagerError::NotEncrypted;
@@ -181,11 +205,7 @@ impl<S: Store> Manager<S> {
         }
         self.clock = self.clock.max(now);
         self.notice_external_changes()?;
-        let from = message.attr("from").ok_or(ManagerError::MissingSender)?;
-        let sender = jid::Jid::new(from)
-            .map_err(|_| ManagerError::MissingSender)?
-            .to_bare()
-            .to_string();
+        let sender = sender.to_owned();
         let own_jid = self.own.jid.clone();
         for incoming in &elements {
             let device_id = incoming.sender_device();
@@ -601,6 +621,7 @@ impl<S: Store> Manager<S> {
             affix_violations: plaintext.affix_violations,
             opt_out: plaintext.opt_out,
             trust,
+            room: None,
         })
     }
 }

@@ -87,6 +87,15 @@ pub(super) enum Pending {
     Retract,
     /// A page of the own archive, for a catch-up.
     ArchivePage,
+    /// A joined room's disco#info.
+    RoomFeatures {
+        room: String,
+    },
+    /// One of a joined room's affiliation lists.
+    RoomList {
+        room: String,
+        affiliation: crate::stanza::muc::Affiliation,
+    },
 }
 
 /// Bundle fetches sent and not answered at most. The answers (a bundle with 100 prekeys
@@ -321,6 +330,7 @@ impl<S: Store> Manager<S> {
         // account (or the server on its behalf, without `from`) for the own PEP nodes.
         let expected = match pending {
             Pending::FetchDeviceList { jid, .. } | Pending::FetchBundle { jid, .. } => jid.as_str(),
+            Pending::RoomFeatures { room } | Pending::RoomList { room, .. } => room.as_str(),
             Pending::Publish { .. }
             | Pending::Configure { .. }
             | Pending::Retract
@@ -340,9 +350,20 @@ impl<S: Store> Manager<S> {
         let Some(pending) = self.requests.answered(id) else {
             return Ok(false);
         };
-        if pending == Pending::ArchivePage {
-            self.archive_page_answered(iq, rng, now)?;
-            return Ok(true);
+        match pending {
+            Pending::ArchivePage => {
+                self.archive_page_answered(iq, rng, now)?;
+                return Ok(true);
+            }
+            Pending::RoomFeatures { room } => {
+                self.room_features_answered(&room, iq, now);
+                return Ok(true);
+            }
+            Pending::RoomList { room, affiliation } => {
+                self.room_list_answered(&room, affiliation, iq, now);
+                return Ok(true);
+            }
+            _ => {}
         }
         let result = stanza::parse_items_result(iq);
         match &pending {
@@ -440,7 +461,7 @@ impl<S: Store> Manager<S> {
                 }
             }
             // Answered above.
-            Pending::ArchivePage => {}
+            Pending::ArchivePage | Pending::RoomFeatures { .. } | Pending::RoomList { .. } => {}
         }
         Ok(true)
     }

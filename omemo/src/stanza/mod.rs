@@ -1,6 +1,6 @@
 //! The XML layer: the OMEMO elements of each protocol version (one module per version:
 //! [`legacy`], [`omemo2`]), SCE envelopes ([`sce`]), message carbons ([`carbons`]), message
-//! archives ([`mam`]) and the
+//! archives ([`mam`]), group chat rooms ([`muc`]) and the
 //! pubsub stanzas that carry them ([`pubsub`], re-exported here), as
 //! [`minidom::Element`]s, the same type `tokio-xmpp` 6 and `xmpp-parsers` 0.23 use, so
 //! elements pass between them without conversion.
@@ -48,6 +48,7 @@ mod bundle;
 pub mod carbons;
 mod encrypted;
 pub mod mam;
+pub mod muc;
 pub(crate) use encrypted::message_with;
 pub mod legacy;
 pub mod omemo2;

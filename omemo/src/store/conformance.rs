@@ -108,6 +108,9 @@ impl Store for FileStore {
     fn load_archive_caught_up(&self, archive: &str) -> Result<Option<u64>, StoreError> {
         self.store.load_archive_caught_up(archive)
     }
+    fn load_room_occupants(&self, room: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.store.load_room_occupants(room)
+    }
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
         self.store.commit(batch)
     }
@@ -765,6 +768,35 @@ pub(super) fn archive_catch_up_times_are_kept_per_archive<S: Store>(store: &mut 
     );
 }
 
+/// The real JIDs behind a room's nicknames: by nickname, a put replacing, per room.
+pub(super) fn room_occupants_are_kept_per_room_and_nickname<S: Store>(store: &mut S) {
+    const ROOM: &str = "room@muc.example";
+    assert_eq!(store.load_room_occupants(ROOM).unwrap(), vec![]);
+    let put = |room: &str, nick: &str, jid: &str| Op::PutRoomOccupant {
+        room: room.to_owned(),
+        nick: nick.to_owned(),
+        jid: jid.to_owned(),
+    };
+    commit(
+        store,
+        vec![
+            put(ROOM, "bob", BOB),
+            put(ROOM, "alice", ALICE),
+            put("other@muc.example", "bob", ALICE),
+            put(ROOM, "bob", "robert@example.org"),
+        ],
+    );
+    let pair = |nick: &str, jid: &str| (nick.to_owned(), jid.to_owned());
+    assert_eq!(
+        store.load_room_occupants(ROOM).unwrap(),
+        vec![pair("alice", ALICE), pair("bob", "robert@example.org")]
+    );
+    assert_eq!(
+        store.load_room_occupants("other@muc.example").unwrap(),
+        vec![pair("bob", ALICE)]
+    );
+}
+
 /// A batch that fails at its last op leaves nothing of its earlier ops behind, and the
 /// store stays usable.
 pub(super) fn failed_batch_changes_nothing<S: Store>(store: &mut S) {
@@ -838,6 +870,7 @@ macro_rules! suite {
             versions_keep_keys_and_sessions_apart,
             failed_batch_changes_nothing,
             archive_catch_up_times_are_kept_per_archive,
+            room_occupants_are_kept_per_room_and_nickname,
         ]);
     };
     (@tests $backend:ident, $make:expr, [$($check:ident),* $(,)?]) => {

@@ -37,6 +37,8 @@ pub struct MemoryStore {
     devices: HashMap<String, BTreeMap<u32, DeviceRecord>>,
     /// Until when each archive has been read, by its bare JID.
     archives: HashMap<String, u64>,
+    /// Real JIDs by room, then nickname.
+    rooms: HashMap<String, BTreeMap<String, String>>,
 }
 
 impl MemoryStore {
@@ -146,6 +148,9 @@ impl MemoryStore {
             Op::PutArchiveCaughtUp { archive, at } => {
                 self.archives.insert(archive, at);
             }
+            Op::PutRoomOccupant { room, nick, jid } => {
+                self.rooms.entry(room).or_default().insert(nick, jid);
+            }
         }
     }
 }
@@ -176,7 +181,8 @@ fn check(op: &Op) -> Result<(), StoreError> {
             check_device_id(*device_id)?
         }
         Op::PutArchiveCaughtUp { at, .. } => check_time("archive caught-up time", Some(*at))?,
-        Op::DeleteSignedPreKey { .. }
+        Op::PutRoomOccupant { .. }
+        | Op::DeleteSignedPreKey { .. }
         | Op::PutPreKey(_)
         | Op::DeletePreKey { .. }
         | Op::DeleteSession { .. } => {}
@@ -251,6 +257,14 @@ impl Store for MemoryStore {
 
     fn load_archive_caught_up(&self, archive: &str) -> Result<Option<u64>, StoreError> {
         Ok(self.archives.get(archive).copied())
+    }
+
+    fn load_room_occupants(&self, room: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self
+            .rooms
+            .get(room)
+            .map(|nicks| nicks.iter().map(|(n, j)| (n.clone(), j.clone())).collect())
+            .unwrap_or_default())
     }
 
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {

@@ -226,6 +226,16 @@ pub enum Op {
         /// The time.
         at: u64,
     },
+    /// The real bare JID behind a nickname in a room (replacing what the nickname was
+    /// before).
+    PutRoomOccupant {
+        /// The room's bare JID.
+        room: String,
+        /// The nickname.
+        nick: String,
+        /// The occupant's real bare JID.
+        jid: String,
+    },
 }
 
 impl Batch {
@@ -321,6 +331,9 @@ pub trait Store {
     /// Until when `archive` has been read ([`Op::PutArchiveCaughtUp`]); `None` when
     /// never.
     fn load_archive_caught_up(&self, archive: &str) -> Result<Option<u64>, StoreError>;
+    /// The nicknames seen in `room` with their real bare JIDs
+    /// ([`Op::PutRoomOccupant`]), by nickname.
+    fn load_room_occupants(&self, room: &str) -> Result<Vec<(String, String)>, StoreError>;
     /// Applies every op of `batch` in one transaction, on disk when this returns
     /// (together with every deferred commit before it).
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError>;
@@ -447,6 +460,12 @@ impl fmt::Debug for Op {
                 .debug_struct("PutArchiveCaughtUp")
                 .field("archive", archive)
                 .field("at", at)
+                .finish(),
+            Self::PutRoomOccupant { room, nick, jid } => f
+                .debug_struct("PutRoomOccupant")
+                .field("room", room)
+                .field("nick", nick)
+                .field("jid", jid)
                 .finish(),
         }
     }

@@ -31,7 +31,7 @@ const MIGRATIONS: [&str; 5] = [
     include_str!("migrations/0002_protocol_versions.sql"),
     include_str!("migrations/0003_device_lists_of_both_versions.sql"),
     include_str!("migrations/0004_device_first_seen.sql"),
-    include_str!("migrations/0005_archive_catch_up.sql"),
+    include_str!("migrations/0005_archives_and_rooms.sql"),
 ];
 
 /// The schema version this crate writes: the number of migrations.
@@ -463,6 +463,12 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
             )
             .and_then(|mut s| s.execute(params![archive, at]))
         }
+        Op::PutRoomOccupant { room, nick, jid } => conn
+            .prepare_cached(
+                "INSERT INTO room_occupants (room, nick, jid) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (room, nick) DO UPDATE SET jid = excluded.jid",
+            )
+            .and_then(|mut s| s.execute(params![room, nick, jid])),
         Op::PutDevice(r) => {
             let last_message_at = optional_time_to_sql("device last_message_at", r.last_message_at)?;
             let bundle_failed_at = optional_time_to_sql("device bundle_failed_at", r.bundle_failed_at)?;
@@ -606,6 +612,17 @@ impl Store for SqliteStore {
             Some(row) => optional_time(row, 0, "archive caught-up time"),
             None => Ok(None),
         }
+    }
+
+    fn load_room_occupants(&self, room: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT nick, jid FROM room_occupants WHERE room = ?1 ORDER BY nick")
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map(params![room], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
     }
 
     fn load_devices(&self, jid: &str) -> Result<Vec<DeviceRecord>, StoreError> {

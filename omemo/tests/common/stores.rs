@@ -51,6 +51,9 @@ impl Store for FlakyStore {
     fn load_archive_caught_up(&self, archive: &str) -> Result<Option<u64>, omemo::StoreError> {
         self.inner.load_archive_caught_up(archive)
     }
+    fn load_room_occupants(&self, room: &str) -> Result<Vec<(String, String)>, omemo::StoreError> {
+        self.inner.load_room_occupants(room)
+    }
     fn commit(&mut self, batch: omemo::Batch) -> Result<(), omemo::StoreError> {
         self.commit_deferred(batch)?;
         self.sync()

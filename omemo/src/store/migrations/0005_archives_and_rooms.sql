@@ -1,4 +1,4 @@
--- Schema version 5: catching up with message archives (XEP-0313). A one-time prekey a
+-- Schema version 5: catching up with message archives (XEP-0313), and rooms. A one-time prekey a
 -- key exchange used during a catch-up is hidden (no longer published) but kept until
 -- the catch-up is over; and until when each archive (the own account's, a room's) has
 -- been read, where the next catch-up starts.
@@ -10,4 +10,13 @@ ALTER TABLE pre_keys ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0
 CREATE TABLE archives (
     archive TEXT PRIMARY KEY NOT NULL,
     caught_up_at INTEGER NOT NULL CHECK (caught_up_at >= 0)
+) STRICT;
+
+-- The real JID behind each nickname seen in a room (XEP-0045), kept across nickname
+-- changes and restarts so that the room's archived messages can be attributed.
+CREATE TABLE room_occupants (
+    room TEXT NOT NULL,
+    nick TEXT NOT NULL,
+    jid TEXT NOT NULL,
+    PRIMARY KEY (room, nick)
 ) STRICT;

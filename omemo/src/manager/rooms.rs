@@ -1,0 +1,433 @@
+//! Group chats (XEP-0045; XEP-0384 §Group Chats): rooms the application joined, whose
+//! messages are encrypted to every member's devices.
+//!
+//! A room carries OMEMO only when it is non-anonymous and members-only (its disco#info
+//! says so), as Conversations, Dino and QXmpp require: then its member, admin and owner
+//! lists name everyone who may read along, offline members included, and every message
+//! is encrypted to all of them (outcasts and those removed are not on the lists). The
+//! lists are read when the room is joined and kept current from the affiliations in its
+//! presences and notices. The real JID behind each nickname comes from the occupants'
+//! presences and is kept in the store, across nickname changes and restarts, so that a
+//! message is attributed (and its sender's membership checked) even when its author has
+//! left or renamed. This device never encrypts to itself: its own messages coming back
+//! from the room are recognised by their ids.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use jid::BareJid;
+use minidom::Element;
+use rand_core::CryptoRng;
+
+use super::Manager;
+use super::events::{Event, Handled, MessageId, Via};
+use super::request::Pending;
+use crate::error::{ManagerError, RoomRefusal};
+use crate::stanza::muc::{self, Affiliation, RoomFeatures};
+use crate::store::{Batch, Op, Store};
+
+/// Ids of the messages this device sent to one room that are remembered to recognise
+/// them when the room reflects them.
+const SENT_REMEMBERED: usize = 256;
+
+/// A joined room.
+pub(super) struct Room {
+    /// This device's nickname in it.
+    nick: String,
+    /// Its disco#info features, once read (`None` also after a failed query).
+    features: Option<RoomFeatures>,
+    /// The lists still to arrive.
+    lists_pending: Vec<Affiliation>,
+    /// Whether a query failed (the room is then not usable until joined again).
+    unreadable: bool,
+    /// Members, admins and owners by real bare JID.
+    members: BTreeMap<String, Affiliation>,
+    /// Real bare JIDs by nickname, as the store keeps them.
+    occupants: HashMap<String, String>,
+    /// Stanza ids of the messages this device sent here, with the id `send_to_room`
+    /// returned (`None` for `encrypt_for_room`), oldest first.
+    sent: VecDeque<(String, Option<MessageId>)>,
+}
+
+impl Room {
+    /// Whether its features and all three lists arrived.
+    pub(super) fn ready(&self) -> bool {
+        (self.features.is_some() && self.lists_pending.is_empty()) || self.unreadable
+    }
+
+    /// Why it cannot carry OMEMO, if it cannot.
+    fn refusal(&self) -> Option<RoomRefusal> {
+        match self.features {
+            _ if self.unreadable => Some(RoomRefusal::Unreadable),
+            None => Some(RoomRefusal::Unreadable),
+            Some(f) if !f.non_anonymous => Some(RoomRefusal::Anonymous),
+            Some(f) if !f.members_only => Some(RoomRefusal::NotMembersOnly),
+            Some(_) => None,
+        }
+    }
+}
+
+impl<S: Store> Manager<S> {
+    /// Follows `room`, which the application joins (or joined) with the nickname `nick`:
+    /// queues the queries of its features and of its member, admin and owner lists, and
+    /// loads the nicknames known from earlier sessions. Pass the room's presences and
+    /// messages to [`Manager::handle_stanza`]; [`Event::RoomReady`] says when it can be
+    /// written to. Joining again (after a reconnection) reads everything again.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Store`] when the store cannot be read.
+    pub fn join_room(&mut self, room: &BareJid, nick: &str, now: u64) -> Result<(), ManagerError> {
+        self.clock = self.clock.max(now);
+        let room = room.as_str().to_owned();
+        let occupants = self.store.load_room_occupants(&room)?.into_iter().collect();
+        self.rooms.insert(
+            room.clone(),
+            Room {
+                nick: nick.to_owned(),
+                features: None,
+                lists_pending: Affiliation::ALL.to_vec(),
+                unreadable: false,
+                members: BTreeMap::new(),
+                occupants,
+                sent: VecDeque::new(),
+            },
+        );
+        let target = room.clone();
+        self.queue(Pending::RoomFeatures { room: room.clone() }, |id| {
+            muc::room_info_iq(id, &target)
+        });
+        for affiliation in Affiliation::ALL {
+            let target = room.clone();
+            self.queue(
+                Pending::RoomList {
+                    room: room.clone(),
+                    affiliation,
+                },
+                |id| muc::affiliation_list_iq(id, &target, affiliation),
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops following `room` (the nicknames stay in the store).
+    pub fn leave_room(&mut self, room: &BareJid) {
+        self.rooms.remove(room.as_str());
+    }
+
+    /// The real bare JIDs of `room`'s members, admins and owners, as known now.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::RoomNotJoined`] for a room not joined.
+    pub fn room_members(&self, room: &BareJid) -> Result<Vec<String>, ManagerError> {
+        Ok(self
+            .joined(room.as_str())?
+            .members
+            .keys()
+            .cloned()
+            .collect())
+    }
+
+    fn joined(&self, room: &str) -> Result<&Room, ManagerError> {
+        self.rooms
+            .get(room)
+            .ok_or_else(|| ManagerError::RoomNotJoined {
+                room: room.to_owned(),
+            })
+    }
+
+    /// The members to encrypt to (all but this account), or why the room cannot carry
+    /// OMEMO.
+    pub(super) fn room_recipients(&self, room: &str) -> Result<Vec<BareJid>, ManagerError> {
+        let joined = self.joined(room)?;
+        if let Some(reason) = joined.refusal() {
+            return Err(ManagerError::RoomNotUsable {
+                room: room.to_owned(),
+                reason,
+            });
+        }
+        Ok(joined
+            .members
+            .keys()
+            .filter(|jid| **jid != self.own.jid)
+            .filter_map(|jid| BareJid::new(jid).ok())
+            .collect())
+    }
+
+    /// Whether `room` is joined and its features and lists arrived.
+    pub(super) fn room_ready(&self, room: &str) -> bool {
+        self.rooms.get(room).is_some_and(Room::ready)
+    }
+
+    /// Encrypts `body` to every member of `room` (and the own other devices), at once,
+    /// as a `groupchat` message to the room (in OMEMO 2, the SCE `to` is the room).
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::RoomNotJoined`], [`ManagerError::RoomNotUsable`] (also while its
+    /// features and lists have not arrived), and what [`Manager::encrypt`] fails with.
+    pub fn encrypt_for_room(
+        &mut self,
+        room: &BareJid,
+        body: &str,
+        rng: &mut impl CryptoRng,
+        now: u64,
+    ) -> Result<super::Encrypted, ManagerError> {
+        let encrypted = self.encrypt_room_message(room, None, body, rng, now)?;
+        self.sync()?;
+        Ok(encrypted)
+    }
+
+    /// [`Manager::encrypt_for_room`] with the commit deferred, remembering the stanza id
+    /// (and `id`) to recognise the room's reflection.
+    pub(super) fn encrypt_room_message(
+        &mut self,
+        room: &BareJid,
+        id: Option<MessageId>,
+        body: &str,
+        rng: &mut impl CryptoRng,
+        now: u64,
+    ) -> Result<super::Encrypted, ManagerError> {
+        let recipients = self.room_recipients(room.as_str())?;
+        if recipients.is_empty() {
+            return Err(ManagerError::NoRecipients);
+        }
+        let encrypted =
+            self.encrypt_addressed(room.as_str(), "groupchat", &recipients, body, rng, now)?;
+        if let (Some(joined), Some(stanza_id)) = (
+            self.rooms.get_mut(room.as_str()),
+            encrypted.stanza.attr("id"),
+        ) {
+            joined.sent.push_back((stanza_id.to_owned(), id));
+            if joined.sent.len() > SENT_REMEMBERED {
+                joined.sent.pop_front();
+            }
+        }
+        Ok(encrypted)
+    }
+
+    /// The answer to a room's disco#info query.
+    pub(super) fn room_features_answered(&mut self, room: &str, iq: &Element, now: u64) {
+        let features = (iq.attr("type") == Some("result"))
+            .then(|| muc::parse_room_features(iq))
+            .flatten();
+        if let Some(joined) = self.rooms.get_mut(room) {
+            match features {
+                Some(features) => joined.features = Some(features),
+                None => joined.unreadable = true,
+            }
+        }
+        self.room_progress(room, now);
+    }
+
+    /// The answer to one of a room's affiliation list queries.
+    pub(super) fn room_list_answered(
+        &mut self,
+        room: &str,
+        affiliation: Affiliation,
+        iq: &Element,
+        now: u64,
+    ) {
+        let Some(joined) = self.rooms.get_mut(room) else {
+            return;
+        };
+        joined.lists_pending.retain(|a| *a != affiliation);
+        if iq.attr("type") == Some("result") {
+            for jid in muc::parse_affiliation_list(iq) {
+                // A JID on two lists keeps the higher affiliation.
+                let held = joined.members.entry(jid).or_insert(affiliation);
+                *held = (*held).max(affiliation);
+            }
+        } else {
+            joined.unreadable = true;
+        }
+        self.room_progress(room, now);
+    }
+
+    /// Once a room's features and lists are in: its members' device lists are fetched,
+    /// and the application hears that it is ready (or why it cannot carry OMEMO).
+    fn room_progress(&mut self, room: &str, now: u64) {
+        let Some(joined) = self.rooms.get(room) else {
+            return;
+        };
+        if !joined.ready() {
+            return;
+        }
+        let refusal = joined.refusal();
+        let members = joined.members.len();
+        if let Some(reason) = refusal {
+            tracing::warn!(%room, %reason, "room cannot carry OMEMO");
+            self.events.push_back(Event::RoomReady {
+                room: room.to_owned(),
+                members,
+                refusal: Some(reason),
+            });
+            return;
+        }
+        if let Ok(recipients) = self.room_recipients(room) {
+            if let Err(error) = self.prepare(&recipients, now) {
+                tracing::warn!(%room, %error, "could not fetch the members' devices");
+            }
+        }
+        self.events.push_back(Event::RoomReady {
+            room: room.to_owned(),
+            members,
+            refusal: None,
+        });
+    }
+
+    /// A presence, or a message from a joined room: occupants' real JIDs, nickname
+    /// changes and affiliations. `None` when it is not from a joined room.
+    pub(super) fn room_update(&mut self, stanza: &Element, now: u64) -> Option<Handled> {
+        let from = jid::Jid::new(stanza.attr("from")?).ok()?;
+        let room = from.to_bare().to_string();
+        let update = muc::parse_occupant(stanza)?;
+        // A message counts only as the room's notice of an affiliation change: from its
+        // bare JID, naming a JID and an affiliation (invitations and private messages
+        // are the application's).
+        let notice = update.nick.is_none() && update.jid.is_some() && update.affiliation.is_some();
+        if stanza.name() == "message" && !notice {
+            return None;
+        }
+        let own_jid = self.own.jid.clone();
+        let joined = self.rooms.get_mut(&room)?;
+        let mut ops = Vec::new();
+        if let (Some(nick), Some(jid)) = (&update.nick, &update.jid) {
+            if update.own && !update.left {
+                joined.nick = nick.clone();
+            }
+            let names = [Some(nick), update.new_nick.as_ref()];
+            for name in names.into_iter().flatten() {
+                if joined.occupants.get(name) != Some(jid) {
+                    joined.occupants.insert(name.clone(), jid.clone());
+                    ops.push(Op::PutRoomOccupant {
+                        room: room.clone(),
+                        nick: name.clone(),
+                        jid: jid.clone(),
+                    });
+                }
+            }
+            if update.own && update.new_nick.is_some() {
+                joined.nick = update.new_nick.clone().unwrap_or_default();
+            }
+        }
+        let mut new_member = None;
+        if let (Some(jid), Some(affiliation)) = (&update.jid, update.affiliation) {
+            match affiliation {
+                Some(affiliation) => {
+                    if joined.members.insert(jid.clone(), affiliation).is_none() && *jid != own_jid
+                    {
+                        new_member = BareJid::new(jid).ok();
+                    }
+                }
+                None => {
+                    if joined.members.remove(jid).is_some() {
+                        tracing::info!(%room, %jid, "no longer a member");
+                    }
+                }
+            }
+        }
+        if !ops.is_empty() {
+            if let Err(error) = self.commit(Batch { ops }) {
+                tracing::warn!(%room, %error, "could not keep the occupants' real JIDs");
+            }
+        }
+        if let Some(member) = new_member {
+            if let Err(error) = self.prepare(&[member], now) {
+                tracing::warn!(%room, %error, "could not fetch a new member's devices");
+            }
+        }
+        Some(Handled::Room)
+    }
+
+    /// A `groupchat` message from a joined room: this device's own coming back, or an
+    /// OMEMO message from a member (decrypted with the room as the SCE `to`). `None`
+    /// when it is not from a joined room.
+    pub(super) fn room_message(
+        &mut self,
+        message: &Element,
+        rng: &mut impl CryptoRng,
+        now: u64,
+    ) -> Option<Result<Handled, ManagerError>> {
+        let from = jid::Jid::new(message.attr("from")?).ok()?;
+        let room = from.to_bare().to_string();
+        let nick = from.resource()?.to_string();
+        let joined = self.rooms.get_mut(&room)?;
+        if let Some(stanza_id) = message.attr("id") {
+            if let Some(index) = joined.sent.iter().position(|(id, _)| id == stanza_id) {
+                let (_, id) = joined.sent.remove(index)?;
+                return Some(Ok(Handled::Reflected { room, id }));
+            }
+        }
+        let sender = if nick == joined.nick {
+            Some(self.own.jid.clone())
+        } else {
+            joined.occupants.get(&nick).cloned()
+        };
+        let is_member = |jid: &str| jid == self.own.jid || joined.members.contains_key(jid);
+        let checked = match sender {
+            None => Err(ManagerError::UnknownOccupant {
+                room: room.clone(),
+                nick,
+            }),
+            Some(jid) if !is_member(&jid) => Err(ManagerError::NotARoomMember {
+                room: room.clone(),
+                jid,
+            }),
+            Some(jid) => Ok(jid),
+        };
+        let sender = match checked {
+            Ok(sender) => sender,
+            // Not an OMEMO message: the application's, whoever sent it.
+            Err(_) if !self.is_encrypted(message) => return Some(Ok(Handled::Unhandled)),
+            Err(error) => {
+                tracing::warn!(%room, %error, "room message refused");
+                return Some(Ok(Handled::Undecryptable {
+                    error,
+                    via: Via::Room,
+                }));
+            }
+        };
+        Some(self.receive_from_room(message, &room, &sender, rng, now))
+    }
+
+    /// Whether `message` carries an `<encrypted>` element of a version spoken.
+    pub(super) fn is_encrypted(&self, message: &Element) -> bool {
+        self.config
+            .versions
+            .iter()
+            .any(|v| message.get_child("encrypted", v.namespace()).is_some())
+    }
+
+    fn receive_from_room(
+        &mut self,
+        message: &Element,
+        room: &str,
+        sender: &str,
+        rng: &mut impl CryptoRng,
+        now: u64,
+    ) -> Result<Handled, ManagerError> {
+        match self.decrypt_from(message, sender, room, rng, now) {
+            Ok(mut decrypted) if decrypted.body.is_some() || !decrypted.content.is_empty() => {
+                decrypted.room = Some(room.to_owned());
+                Ok(Handled::Message {
+                    message: decrypted,
+                    via: Via::Room,
+                })
+            }
+            Ok(_) => Ok(Handled::Consumed),
+            Err(ManagerError::NotEncrypted) => Ok(Handled::Unhandled),
+            Err(error @ ManagerError::Store(_)) => Err(error),
+            Err(error) if error.is_duplicate() || error == ManagerError::OwnMessage => {
+                Ok(Handled::Consumed)
+            }
+            Err(error) => {
+                tracing::warn!(%room, %sender, %error, "room message not decrypted");
+                Ok(Handled::Undecryptable {
+                    error,
+                    via: Via::Room,
+                })
+            }
+        }
+    }
+}
