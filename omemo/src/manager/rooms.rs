@@ -264,10 +264,10 @@ impl<S: Store> Manager<S> {
             });
             return;
         }
-        if let Ok(recipients) = self.room_recipients(room) {
-            if let Err(error) = self.prepare(&recipients, now) {
-                tracing::warn!(%room, %error, "could not fetch the members' devices");
-            }
+        if let Ok(recipients) = self.room_recipients(room)
+            && let Err(error) = self.prepare(&recipients, now)
+        {
+            tracing::warn!(%room, %error, "could not fetch the members' devices");
         }
         self.events.push_back(Event::RoomReady {
             room: room.to_owned(),
@@ -327,15 +327,15 @@ impl<S: Store> Manager<S> {
                 }
             }
         }
-        if !ops.is_empty() {
-            if let Err(error) = self.commit(Batch { ops }) {
-                tracing::warn!(%room, %error, "could not keep the occupants' real JIDs");
-            }
+        if !ops.is_empty()
+            && let Err(error) = self.commit(Batch { ops })
+        {
+            tracing::warn!(%room, %error, "could not keep the occupants' real JIDs");
         }
-        if let Some(member) = new_member {
-            if let Err(error) = self.prepare(&[member], now) {
-                tracing::warn!(%room, %error, "could not fetch a new member's devices");
-            }
+        if let Some(member) = new_member
+            && let Err(error) = self.prepare(&[member], now)
+        {
+            tracing::warn!(%room, %error, "could not fetch a new member's devices");
         }
         Some(Handled::Room)
     }
@@ -353,11 +353,11 @@ impl<S: Store> Manager<S> {
         let room = from.to_bare().to_string();
         let nick = from.resource()?.to_string();
         let joined = self.rooms.get_mut(&room)?;
-        if let Some(stanza_id) = message.attr("id") {
-            if let Some(index) = joined.sent.iter().position(|(id, _)| id == stanza_id) {
-                let (_, id) = joined.sent.remove(index)?;
-                return Some(Ok(Handled::Reflected { room, id }));
-            }
+        if let Some(stanza_id) = message.attr("id")
+            && let Some(index) = joined.sent.iter().position(|(id, _)| id == stanza_id)
+        {
+            let (_, id) = joined.sent.remove(index)?;
+            return Some(Ok(Handled::Reflected { room, id }));
         }
         let sender = if nick == joined.nick {
             Some(self.own.jid.clone())
