@@ -673,6 +673,13 @@ impl<S: Store> Client<S> {
                     self.events.push_back(ClientEvent::Plain { from, body });
                 }
             }
+            // A plain message sent while this client was offline, from the archive.
+            Handled::Archived(archived) => {
+                if let Some(body) = self.plain_body(&archived) {
+                    let from = archived.attr("from").unwrap_or_default().to_owned();
+                    self.events.push_back(ClientEvent::Plain { from, body });
+                }
+            }
             Handled::Dropped(why) => tracing::warn!(%from, why, "stanza dropped"),
             _ => {}
         }

@@ -105,8 +105,11 @@ impl<S: Store> Store for Timed<S> {
     fn load_devices(&self, jid: &str) -> Result<Vec<DeviceRecord>, StoreError> {
         self.inner.load_devices(jid)
     }
-    fn load_archive_caught_up(&self, archive: &str) -> Result<Option<u64>, StoreError> {
-        self.inner.load_archive_caught_up(archive)
+    fn load_archive_position(
+        &self,
+        archive: &str,
+    ) -> Result<Option<omemo::ArchivePosition>, StoreError> {
+        self.inner.load_archive_position(archive)
     }
     fn load_room_occupants(&self, room: &str) -> Result<Vec<(String, String)>, StoreError> {
         self.inner.load_room_occupants(room)

@@ -93,8 +93,8 @@ pub use ratchet::RatchetLimits;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use store::SqliteStore;
 pub use store::{
-    AccountRecord, Batch, DeviceRecord, MemoryStore, Op, PreKeyRecord, SignedPreKeyRecord, Store,
-    StoreError, Trust,
+    AccountRecord, ArchivePosition, Batch, DeviceRecord, MemoryStore, Op, PreKeyRecord,
+    SignedPreKeyRecord, Store, StoreError, Trust,
 };
 pub use uri::{UriError, VerificationUri};
 pub use version::{Version, Versions};

@@ -23,8 +23,18 @@ const BOT: &str = "bot@example.org";
 /// queued, so that what a catch-up holds back shows before it ends. Returns how each
 /// archive result was handled.
 fn serve(world: &mut World, bot: &mut Device<MemoryStore>, archive: &Archive) -> Vec<Handled> {
+    serve_with_queries(world, bot, archive).0
+}
+
+/// [`serve`], also returning the MAM queries the bot sent.
+fn serve_with_queries(
+    world: &mut World,
+    bot: &mut Device<MemoryStore>,
+    archive: &Archive,
+) -> (Vec<Handled>, Vec<Element>) {
     let mut rng = common::rng::rng();
     let mut handled = Vec::new();
+    let mut sent_queries = Vec::new();
     loop {
         let mut queries = Vec::new();
         while let Some(stanza) = bot.manager.poll_transmit().unwrap() {
@@ -45,8 +55,9 @@ fn serve(world: &mut World, bot: &mut Device<MemoryStore>, archive: &Archive) ->
             }
         }
         if queries.is_empty() {
-            return handled;
+            return (handled, sent_queries);
         }
+        sent_queries.extend(queries.iter().cloned());
         for query in queries {
             for answer in archive.answer(&query) {
                 let outcome = bot
@@ -59,6 +70,28 @@ fn serve(world: &mut World, bot: &mut Device<MemoryStore>, archive: &Archive) ->
             }
         }
     }
+}
+
+/// The `start` (seconds) and `after` of a MAM query.
+fn query_position(query: &Element) -> (Option<i64>, Option<String>) {
+    let inner = query.get_child("query", "urn:xmpp:mam:2").unwrap();
+    let start = inner
+        .get_child("x", "jabber:x:data")
+        .unwrap()
+        .children()
+        .find(|f| f.attr("var") == Some("start"))
+        .map(|f| {
+            let stamp = f.children().next().unwrap().text();
+            chrono::DateTime::parse_from_rfc3339(&stamp)
+                .unwrap()
+                .timestamp()
+        });
+    let after = inner
+        .get_child("set", "http://jabber.org/protocol/rsm")
+        .unwrap()
+        .get_child("after", "http://jabber.org/protocol/rsm")
+        .map(Element::text);
+    (start, after)
 }
 
 /// The events of the bot so far that say a catch-up ended.
@@ -136,8 +169,7 @@ fn a_catch_up_reads_each_message_once_and_completes_each_new_session_once_after_
         ] {
             let sender = if from_carol { &mut carol } else { &mut alice };
             let stanza = world.send(sender, BOT, body);
-            archive.keep(&stanza);
-            live.push(stanza);
+            live.push(archive.keep(&stanza, world.now, BOT));
         }
         world.now += 3600;
 
@@ -208,13 +240,13 @@ fn a_catch_up_reads_each_message_once_and_completes_each_new_session_once_after_
             assert_eq!(outcome, Handled::Consumed, "{version}: an empty message");
         }
 
-        // The next catch-up starts where this one did, less a margin; what it finds
-        // again is only duplicates, and nothing is sent.
+        // The next catch-up goes on after the last result read: nothing new.
         world.now += 600;
         bot.manager.catch_up(&mut rng, world.now).unwrap();
-        let again = serve(&mut world, &mut bot, &archive);
-        assert!(again.iter().all(|h| *h == Handled::Consumed), "{again:?}");
-        assert_eq!(caught_up(&mut bot), [(5, true)]);
+        let (again, queries) = serve_with_queries(&mut world, &mut bot, &archive);
+        assert!(again.is_empty(), "{again:?}");
+        assert_eq!(query_position(&queries[0]), (None, Some("A5".to_owned())));
+        assert_eq!(caught_up(&mut bot), [(0, true)]);
         assert!(bot.next_message().is_none());
 
         // And the sessions go on.
@@ -235,7 +267,7 @@ fn archive_results_for_other_queries_or_from_others_are_not_read() {
     let mut alice = world.device("alice@example.org", "phone");
     let message = world.send(&mut alice, BOT, "hello");
     let mut archive = Archive::default();
-    archive.keep(&message);
+    archive.keep(&message, world.now, BOT);
 
     bot.manager.catch_up(&mut rng, world.now).unwrap();
     let query = std::iter::from_fn(|| bot.manager.poll_transmit().unwrap())
@@ -362,4 +394,136 @@ fn a_catch_up_the_server_refuses_or_leaves_unanswered_ends_and_sends_what_it_hel
     bot.manager.handle_timeout(&mut rng, world.now).unwrap();
     assert_eq!(caught_up(&mut bot), [(0, false)]);
     assert!(!bot.manager.is_catching_up());
+}
+
+#[test]
+fn a_catch_up_that_ends_early_keeps_its_place_and_reads_the_gap_next_time() {
+    let mut world = World::new();
+    let mut rng = common::rng::rng();
+    let created = world.now;
+    let mut bot = world.device(BOT, "bot");
+    let mut alice = world.device("alice@example.org", "phone");
+    let mut archive = Archive::default();
+
+    // A new store reads from its creation, by time.
+    world.now += 10;
+    bot.manager.catch_up(&mut rng, world.now).unwrap();
+    let first_start = world.now;
+    let (_, queries) = serve_with_queries(&mut world, &mut bot, &archive);
+    assert_eq!(query_position(&queries[0]), (Some(created as i64), None));
+    assert_eq!(caught_up(&mut bot), [(0, true)]);
+
+    // Offline: m1 is archived. Back, the server refuses the query: ended early.
+    world.now += 100;
+    let m1 = world.send(&mut alice, BOT, "m1");
+    archive.keep(&m1, world.now, BOT);
+    world.now += 100;
+    bot.manager.catch_up(&mut rng, world.now).unwrap();
+    let query = std::iter::from_fn(|| bot.manager.poll_transmit().unwrap())
+        .find(|s| s.get_child("query", "urn:xmpp:mam:2").is_some())
+        .unwrap();
+    let refusal = common::pep::error(query.attr("id").unwrap(), BOT, "internal-server-error");
+    bot.manager
+        .handle_stanza(&refusal, &mut rng, world.now)
+        .unwrap();
+    assert_eq!(caught_up(&mut bot), [(0, false)]);
+
+    // m2 arrives online and is read: it must not move the position past m1.
+    let m2 = world.send(&mut alice, BOT, "m2");
+    let live = archive.keep(&m2, world.now, BOT);
+    assert!(matches!(
+        bot.manager
+            .handle_stanza(&live, &mut rng, world.now)
+            .unwrap(),
+        Handled::Message { .. }
+    ));
+    world.run(&mut bot);
+
+    // The next catch-up reads from where the last complete one started: m1 at last,
+    // m2 again (a duplicate).
+    world.now += 100;
+    bot.manager.catch_up(&mut rng, world.now).unwrap();
+    let (handled, queries) = serve_with_queries(&mut world, &mut bot, &archive);
+    assert_eq!(
+        query_position(&queries[0]),
+        (Some(first_start as i64), None)
+    );
+    assert_eq!(read(&handled), [("m1".to_owned(), 1)].into());
+    assert_eq!(handled.len(), 2, "{handled:?}");
+    assert_eq!(caught_up(&mut bot), [(2, true)]);
+
+    // Online again, a message read moves the position to its archive id.
+    let m3 = world.send(&mut alice, BOT, "m3");
+    let live = archive.keep(&m3, world.now, BOT);
+    bot.manager
+        .handle_stanza(&live, &mut rng, world.now)
+        .unwrap();
+    world.run(&mut bot);
+    world.now += 100;
+    bot.manager.catch_up(&mut rng, world.now).unwrap();
+    let (handled, queries) = serve_with_queries(&mut world, &mut bot, &archive);
+    assert_eq!(query_position(&queries[0]), (None, Some("A3".to_owned())));
+    assert!(handled.is_empty());
+
+    // An id the archive no longer knows: read by time instead.
+    let mut forgetful = Archive::default();
+    let m4 = world.send(&mut alice, BOT, "m4");
+    world.now += 100;
+    forgetful.keep(&m4, world.now, BOT);
+    world.now += 100;
+    bot.manager.catch_up(&mut rng, world.now).unwrap();
+    let (handled, queries) = serve_with_queries(&mut world, &mut bot, &forgetful);
+    assert_eq!(queries.len(), 2);
+    assert_eq!(query_position(&queries[0]).1, Some("A3".to_owned()));
+    assert_eq!(query_position(&queries[1]).1, None);
+    assert!(query_position(&queries[1]).0.is_some());
+    assert_eq!(read(&handled), [("m4".to_owned(), 1)].into());
+}
+
+#[test]
+fn a_heartbeat_due_during_a_catch_up_goes_out_after_it() {
+    let mut world = World::new();
+    let mut rng = common::rng::rng();
+    let config = ManagerConfig {
+        heartbeat_after: 2,
+        ..world.config.clone()
+    };
+    let mut bot = world.device_with(BOT, "bot", MemoryStore::new(), config);
+    let mut alice = world.device("alice@example.org", "phone");
+    let mut archive = Archive::default();
+    bot.manager.catch_up(&mut rng, world.now).unwrap();
+    serve(&mut world, &mut bot, &archive);
+    caught_up(&mut bot);
+
+    // A session, completed: alice's next messages start a new chain.
+    let hello = world.send(&mut alice, BOT, "hello");
+    bot.manager
+        .handle_stanza(&hello, &mut rng, world.now)
+        .unwrap();
+    serve(&mut world, &mut bot, &archive);
+    let completion = bot.next_message().unwrap();
+    alice
+        .manager
+        .handle_stanza(&completion, &mut rng, world.now)
+        .unwrap();
+
+    // Offline: three messages, one past the heartbeat limit.
+    for body in ["b1", "b2", "b3"] {
+        world.now += 1;
+        let stanza = world.send(&mut alice, BOT, body);
+        archive.keep(&stanza, world.now, BOT);
+    }
+    world.now += 100;
+    bot.manager.catch_up(&mut rng, world.now).unwrap();
+    let handled = serve(&mut world, &mut bot, &archive);
+    assert_eq!(read(&handled).len(), 3);
+    let empties: Vec<Element> = std::iter::from_fn(|| bot.next_message()).collect();
+    assert_eq!(empties.len(), 1, "one heartbeat, after the catch-up");
+    assert_eq!(
+        alice
+            .manager
+            .handle_stanza(&empties[0], &mut rng, world.now)
+            .unwrap(),
+        Handled::Consumed
+    );
 }

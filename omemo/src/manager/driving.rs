@@ -89,7 +89,7 @@ impl<S: Store> Manager<S> {
                     ArchiveResult::None => {}
                 }
                 let own = BareJid::new(&self.own.jid).map_err(|_| ManagerError::MissingSender)?;
-                match carbons::unwrap(stanza, &own) {
+                let handled = match carbons::unwrap(stanza, &own) {
                     Carbon::None => self.receive(stanza, Via::Direct, rng, now),
                     Carbon::Received(inner) => self.receive(&inner, Via::CarbonReceived, rng, now),
                     Carbon::Sent(inner) => self.receive(&inner, Via::CarbonSent, rng, now),
@@ -99,9 +99,11 @@ impl<S: Store> Manager<S> {
                             why,
                             "carbon dropped"
                         );
-                        Ok(Handled::Dropped(why))
+                        return Ok(Handled::Dropped(why));
                     }
-                }
+                }?;
+                self.note_read_online(stanza, now);
+                Ok(handled)
             }
             _ => Ok(Handled::Unhandled),
         }
@@ -138,11 +140,7 @@ impl<S: Store> Manager<S> {
         } else {
             self.own.jid.clone()
         };
-        let decrypted = self.decrypt_for(message, &recipient, rng, now);
-        if decrypted.is_ok() && via != Via::Archive {
-            self.note_read_online(now);
-        }
-        match decrypted {
+        match self.decrypt_for(message, &recipient, rng, now) {
             Ok(message) if message.body.is_some() || !message.content.is_empty() => {
                 Ok(Handled::Message { message, via })
             }
@@ -157,7 +155,9 @@ impl<S: Store> Manager<S> {
                 if error == ManagerError::NotForThisDevice && via == Via::Direct {
                     self.repair_own_device(now);
                 }
-                if heals(&error) {
+                // Not for archived messages: an old one whose keys are gone says nothing
+                // about the session now.
+                if heals(&error) && via != Via::Archive {
                     self.heal(message, now);
                 }
                 tracing::warn!(from = message.attr("from").unwrap_or_default(), %error, ?via, "OMEMO message not decrypted");

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use minidom::Element;
+
 use super::{Decrypted, Recipient, SkippedDevice};
 use crate::Fingerprint;
 use crate::error::ManagerError;
@@ -74,6 +76,9 @@ pub enum Handled {
         /// (`None` when it came from [`Manager::encrypt_for_room`](super::Manager::encrypt_for_room)).
         id: Option<MessageId>,
     },
+    /// A message from the own archive read during a catch-up that is not OMEMO (a plain
+    /// message, a chat state): the archived message, unwrapped, for the application.
+    Archived(Element),
     /// A joined room's presence or notice, applied (real JIDs, nicknames, affiliations);
     /// the application may read it too.
     Room,

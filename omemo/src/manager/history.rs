@@ -1,7 +1,11 @@
 //! Catching up with the own account's message archive (XEP-0313) after time offline.
 //!
-//! [`Manager::catch_up`] pages through the archive from where the last catch-up (or the
-//! last message read online) left off. While it runs, XEP-0384's history rules hold:
+//! [`Manager::catch_up`] pages through the archive after the last message read: the
+//! archive id (XEP-0359 stanza id) of the last result of the last catch-up, or of the last
+//! message read online, kept in the store; the time it was read when the server no longer
+//! knows that id (a new store starts at its creation). A catch-up that ends early keeps
+//! what it read: the next one goes on after its last result. While it runs, XEP-0384's
+//! history rules hold:
 //! a one-time prekey a key exchange used is hidden from the bundle at once but deleted
 //! only when the catch-up is over (the archive and the live copy of one key exchange,
 //! or two contacts that picked the same prekey while this device was away, all read);
@@ -17,36 +21,40 @@ use rand_core::CryptoRng;
 use super::Manager;
 use super::events::{Event, Handled, Via};
 use super::request::Pending;
+use crate::consts::REQUEST_TIMEOUT_SECS;
 use crate::error::ManagerError;
 use crate::stanza::mam::{self, Archived};
-use crate::store::{Batch, Op, Store};
+use crate::store::{ArchivePosition, Batch, Op, Store};
 use crate::version::Version;
 
 /// Pages one catch-up reads at most (of [`mam::PAGE_SIZE`] messages): 10 000 messages.
 const MAX_PAGES: u32 = 200;
 
-/// A catch-up starts this long before the last one ended: clocks of the server and this
-/// device may differ, and a message read twice is only a duplicate.
-const OVERLAP_SECS: u64 = 120;
-
-/// While online, how far the time of reading may lag before it is written again.
-const READ_STEP_SECS: u64 = 60;
-
 /// A catch-up under way.
 pub(super) struct CatchUp {
     /// The `queryid` its results carry.
     query_id: String,
-    /// The archive is read from here (`None`: all of it).
-    since: Option<u64>,
-    /// When it started: once it completes, everything before is read.
+    /// Where it started reading.
+    from: ArchivePosition,
+    /// Whether the query names `from.last_id` (the server may have forgotten it; then
+    /// the time is used).
+    by_id: bool,
+    /// When it started: once it completes, everything archived before is read.
     started_at: u64,
     /// Pages asked for.
     pages: u32,
     /// Whether a page is asked for and not answered (a lost connection forgets it).
     querying: bool,
-    /// Archived messages read.
+    /// The archive id the page asked for comes after.
+    page_after: Option<String>,
+    /// Since when it waits for [`Manager::catch_up`] to ask again after a lost
+    /// connection.
+    stalled_since: Option<u64>,
+    /// Archived messages read, and the archive id of the last one.
     read: usize,
-    /// The sessions key exchanges built during it: each gets one empty message after it.
+    last_read: Option<String>,
+    /// The sessions key exchanges built, or whose received chains crossed the heartbeat
+    /// limit, during it: each gets one empty message after it.
     completions: BTreeSet<(String, u32, Version)>,
 }
 
@@ -58,35 +66,57 @@ impl<S: Store> Manager<S> {
     /// [`Via::Archive`]). Call it when a stream is up, after [`Manager::connected`].
     /// [`Event::CaughtUp`] says when it is over.
     ///
-    /// The first catch-up of a new store reads from its creation; later ones from where
-    /// the last one ended, or from the last message read online. A catch-up that runs
-    /// already (its page lost with a connection) asks again from its start.
+    /// It reads after the last message read (the last result of the last catch-up, or
+    /// the last message read online, by archive id); a new store reads from its
+    /// creation. A catch-up that runs already (its page lost with a connection) asks
+    /// again where it stopped; one not asked again within a minute of losing its
+    /// connection ends.
     ///
     /// # Errors
     ///
     /// [`ManagerError::Store`] when the store cannot be read.
     pub fn catch_up(&mut self, rng: &mut impl CryptoRng, now: u64) -> Result<(), ManagerError> {
         self.clock = self.clock.max(now);
-        match &mut self.catch_up {
+        // Messages read online during it do not move the position: older ones may be
+        // unread until it completes.
+        self.positions_online = false;
+        let after = match &mut self.catch_up {
             Some(catch_up) if catch_up.querying => return Ok(()),
-            Some(catch_up) => catch_up.pages = 0,
+            Some(catch_up) => {
+                catch_up.stalled_since = None;
+                catch_up.last_read.clone().or_else(|| {
+                    catch_up
+                        .by_id
+                        .then(|| catch_up.from.last_id.clone())
+                        .flatten()
+                })
+            }
             None => {
-                let since = self
-                    .store
-                    .load_archive_caught_up(&self.own.jid)?
-                    .map(|at| at.saturating_sub(OVERLAP_SECS));
+                let from =
+                    self.store
+                        .load_archive_position(&self.own.jid)?
+                        .unwrap_or(ArchivePosition {
+                            at: 0,
+                            last_id: None,
+                        });
+                let after = from.last_id.clone();
                 self.catch_up = Some(CatchUp {
                     query_id: format!("omemo-catch-up-{:08x}", rng.next_u32()),
-                    since,
+                    by_id: after.is_some(),
+                    from,
                     started_at: now,
                     pages: 0,
                     querying: false,
+                    page_after: None,
+                    stalled_since: None,
                     read: 0,
+                    last_read: None,
                     completions: BTreeSet::new(),
                 });
+                after
             }
-        }
-        self.query_archive(None);
+        };
+        self.query_archive(after);
         Ok(())
     }
 
@@ -95,16 +125,21 @@ impl<S: Store> Manager<S> {
         self.catch_up.is_some()
     }
 
-    /// Asks for the next page, after the archive id `after`.
+    /// Asks for the next page, after the archive id `after` (by time alone when `None`
+    /// and the catch-up does not go by id).
     fn query_archive(&mut self, after: Option<String>) {
         let Some(catch_up) = &mut self.catch_up else {
             return;
         };
         catch_up.pages += 1;
         catch_up.querying = true;
-        let (query_id, since) = (catch_up.query_id.clone(), catch_up.since);
+        catch_up.page_after.clone_from(&after);
+        let query_id = catch_up.query_id.clone();
+        // By id, the time is not needed (and a clock that differs from the server's
+        // would only hide messages).
+        let start = (!catch_up.by_id).then_some(catch_up.from.at);
         self.queue(Pending::ArchivePage, |id| {
-            mam::query_iq(id, None, &query_id, since, after.as_deref())
+            mam::query_iq(id, None, &query_id, start, after.as_deref())
         });
     }
 
@@ -123,11 +158,21 @@ impl<S: Store> Manager<S> {
         let fin = (iq.attr("type") == Some("result"))
             .then(|| mam::parse_fin(iq))
             .flatten();
+        // The server forgot the id the first page went after (its archive expired):
+        // read from the time instead.
+        if fin.is_none() && catch_up.by_id && catch_up.last_read.is_none() {
+            tracing::info!("the archive does not know the last id read; reading by time");
+            catch_up.by_id = false;
+            self.query_archive(None);
+            return Ok(());
+        }
+        // A page that ends where it started would repeat forever.
+        let moved = |last: &str| catch_up.page_after.as_deref() != Some(last);
         match fin {
             Some(fin) if fin.complete => self.finish_catch_up(true, rng, now),
             Some(mam::Fin {
                 last: Some(last), ..
-            }) if pages < MAX_PAGES => {
+            }) if pages < MAX_PAGES && moved(&last) => {
                 self.query_archive(Some(last));
                 Ok(())
             }
@@ -138,14 +183,21 @@ impl<S: Store> Manager<S> {
         }
     }
 
-    /// The page's query got no answer in time.
+    /// The page's query got no answer in time, or the catch-up waited too long to be
+    /// asked again after a lost connection: it ends.
     pub(super) fn archive_page_lost(
         &mut self,
         rng: &mut impl CryptoRng,
         now: u64,
     ) -> Result<(), ManagerError> {
-        let waiting = self.catch_up.as_ref().is_some_and(|c| c.querying);
-        if waiting && !self.requests.is_pending(&Pending::ArchivePage) {
+        let Some(catch_up) = &self.catch_up else {
+            return Ok(());
+        };
+        let unanswered = catch_up.querying && !self.requests.is_pending(&Pending::ArchivePage);
+        let abandoned = catch_up
+            .stalled_since
+            .is_some_and(|at| now.saturating_sub(at) >= REQUEST_TIMEOUT_SECS);
+        if unanswered || abandoned {
             tracing::warn!("the archive did not answer; catch-up ended early");
             self.finish_catch_up(false, rng, now)?;
         }
@@ -155,34 +207,51 @@ impl<S: Store> Manager<S> {
     /// The connection is gone, and with it the page asked for: [`Manager::catch_up`]
     /// asks again.
     pub(super) fn archive_connection_lost(&mut self) {
+        let clock = self.clock;
         if let Some(catch_up) = &mut self.catch_up {
             catch_up.querying = false;
+            catch_up.stalled_since = Some(clock);
         }
     }
 
     /// Ends the catch-up: the prekeys hidden during it are deleted, each new session gets
-    /// its empty message, and when `complete`, the archive counts as read up to its
-    /// start.
+    /// its empty message, and the position moves past the last result read (and, when
+    /// `complete`, to its start time).
     fn finish_catch_up(
         &mut self,
         complete: bool,
         rng: &mut impl CryptoRng,
         now: u64,
     ) -> Result<(), ManagerError> {
-        let Some(catch_up) = self.catch_up.take() else {
+        let Some(catch_up) = &self.catch_up else {
             return Ok(());
         };
         let mut batch = Batch::default();
         self.own.delete_hidden_ops(&mut batch);
-        if complete {
-            batch.ops.push(Op::PutArchiveCaughtUp {
+        let position = ArchivePosition {
+            at: if complete {
+                catch_up.started_at
+            } else {
+                catch_up.from.at
+            },
+            last_id: catch_up
+                .last_read
+                .clone()
+                .or_else(|| catch_up.from.last_id.clone()),
+        };
+        if position != catch_up.from {
+            batch.ops.push(Op::PutArchivePosition {
                 archive: self.own.jid.clone(),
-                at: catch_up.started_at,
+                position,
             });
-            self.archive_read_at = Some(catch_up.started_at.max(now));
         }
+        // Committed first: a failed write keeps the catch-up (and what it holds).
         self.commit(batch)?;
+        let Some(catch_up) = self.catch_up.take() else {
+            return Ok(());
+        };
         self.own.forget_hidden();
+        self.positions_online = complete;
         let sessions = catch_up.completions.len();
         for (jid, device_id, version) in catch_up.completions {
             if let Err(error) = self.empty_message_to(&jid, device_id, version, rng) {
@@ -193,6 +262,7 @@ impl<S: Store> Manager<S> {
             read = catch_up.read,
             new_sessions = sessions,
             complete,
+            now,
             "caught up with the archive"
         );
         self.events.push_back(Event::CaughtUp {
@@ -231,10 +301,17 @@ impl<S: Store> Manager<S> {
             );
             return Ok(Handled::Dropped("archive result not from the own account"));
         }
+        let handled = match self.receive(&archived.message, Via::Archive, rng, now)? {
+            // Not OMEMO: the application's, unwrapped (the server hands a client that
+            // reads its archive no offline copies).
+            Handled::Unhandled => Handled::Archived(archived.message),
+            handled => handled,
+        };
         if let Some(catch_up) = &mut self.catch_up {
             catch_up.read += 1;
+            catch_up.last_read = Some(archived.archive_id);
         }
-        self.receive(&archived.message, Via::Archive, rng, now)
+        Ok(handled)
     }
 
     /// During a catch-up, the one-time prekeys key exchanges use are hidden, not deleted.
@@ -242,8 +319,9 @@ impl<S: Store> Manager<S> {
         self.catch_up.is_some()
     }
 
-    /// A new session to complete with an empty message: after the catch-up (once per
-    /// session) when one is under way. Returns whether it was put off.
+    /// An empty message to send to a session (a new one's completion, or a heartbeat):
+    /// after the catch-up (once per session) when one is under way. Returns whether it
+    /// was put off.
     pub(super) fn defer_completion(&mut self, jid: &str, device_id: u32, version: Version) -> bool {
         match &mut self.catch_up {
             Some(catch_up) => {
@@ -256,28 +334,26 @@ impl<S: Store> Manager<S> {
         }
     }
 
-    /// A message read online: the archive counts as read up to `now` (written when it
-    /// moved by a minute, and only once a catch-up completed in this session, so that
-    /// the gap a failed one left is read next time).
-    pub(super) fn note_read_online(&mut self, now: u64) {
-        if self.catch_up.is_some() {
+    /// A message handled online (not during a catch-up, nor after one that ended early):
+    /// the next catch-up starts after it, by the id the own archive gave it.
+    pub(super) fn note_read_online(&mut self, message: &Element, now: u64) {
+        if !self.positions_online || self.catch_up.is_some() {
             return;
         }
-        let Some(read_at) = self.archive_read_at else {
+        let Some(id) = mam::stanza_id(message, &self.own.jid) else {
             return;
         };
-        if now.saturating_sub(read_at) < READ_STEP_SECS {
-            return;
-        }
-        self.archive_read_at = Some(now);
         let batch = Batch {
-            ops: vec![Op::PutArchiveCaughtUp {
+            ops: vec![Op::PutArchivePosition {
                 archive: self.own.jid.clone(),
-                at: now,
+                position: ArchivePosition {
+                    at: now,
+                    last_id: Some(id.to_owned()),
+                },
             }],
         };
         if let Err(error) = self.commit(batch) {
-            tracing::warn!(%error, "could not note the time the archive was read up to");
+            tracing::warn!(%error, "could not note the last message read");
         }
     }
 }

@@ -70,7 +70,7 @@ use crate::consts::{
 use crate::error::ManagerError;
 use crate::ratchet::RatchetLimits;
 use crate::stanza::omemo2::MAX_LABEL_LENGTH;
-use crate::store::{AccountRecord, Batch, Op, Store, StoreError};
+use crate::store::{AccountRecord, ArchivePosition, Batch, Op, Store, StoreError};
 use crate::version::Versions;
 use crate::{Fingerprint, IdentityKeyPair, SecretKey};
 
@@ -210,8 +210,9 @@ pub struct Manager<S: Store> {
     own_lists_read: Versions,
     /// The catch-up with the archive under way.
     catch_up: Option<history::CatchUp>,
-    /// Until when the archive counts as read, once a catch-up completed in this session.
-    archive_read_at: Option<u64>,
+    /// Whether messages read online move the archive position: not during a catch-up,
+    /// nor after one that ended early (until one completes).
+    positions_online: bool,
     /// The rooms joined, by bare JID.
     rooms: std::collections::HashMap<String, rooms::Room>,
 }
@@ -330,9 +331,12 @@ impl<S: Store> Manager<S> {
         let (own, mut batch) =
             OwnDevice::create(jid, config.versions, config.pre_key_count, rng, now);
         // Nothing archived before this device existed was encrypted for it.
-        batch.ops.push(Op::PutArchiveCaughtUp {
+        batch.ops.push(Op::PutArchivePosition {
             archive: own.jid.clone(),
-            at: now,
+            position: ArchivePosition {
+                at: now,
+                last_id: None,
+            },
         });
         store.commit(batch)?;
         tracing::info!(jid = %own.jid, device_id = own.device_id, "created OMEMO identity");
@@ -346,7 +350,7 @@ impl<S: Store> Manager<S> {
         rng: &mut impl CryptoRng,
         now: u64,
     ) -> Result<Self, ManagerError> {
-        let (own, batch) = OwnDevice::load(
+        let (own, mut batch) = OwnDevice::load(
             &store,
             account,
             config.versions,
@@ -354,6 +358,18 @@ impl<S: Store> Manager<S> {
             rng,
             now,
         )?;
+        // A store from before catch-ups (schema 4) reads its archive from now on: what it
+        // had read is not known, and reading it all again would find old messages whose
+        // keys are gone.
+        if store.load_archive_position(&own.jid)?.is_none() {
+            batch.ops.push(Op::PutArchivePosition {
+                archive: own.jid.clone(),
+                position: ArchivePosition {
+                    at: now,
+                    last_id: None,
+                },
+            });
+        }
         if !batch.is_empty() {
             store.commit(batch)?;
         }
@@ -379,7 +395,7 @@ impl<S: Store> Manager<S> {
             last_repair: None,
             own_lists_read: Versions::NONE,
             catch_up: None,
-            archive_read_at: None,
+            positions_online: true,
             rooms: std::collections::HashMap::new(),
         }
     }

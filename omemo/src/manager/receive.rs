@@ -582,9 +582,7 @@ impl<S: Store> Manager<S> {
         // One heartbeat when a one-sided chain crosses the limit, not one per message
         // after it; none while catching up with the archive.
         let after = self.config.heartbeat_after;
-        let heartbeat = session.receiving_chain_length() > after
-            && chain_before <= after
-            && !self.is_catching_up();
+        let heartbeat = session.receiving_chain_length() > after && chain_before <= after;
         self.sessions.insert(sender, device_id, session);
         if used_pre_key.is_some() {
             self.directory.note_new_session(sender, now);
@@ -601,11 +599,9 @@ impl<S: Store> Manager<S> {
         }
         // Complete a new session, or answer a long one-sided chain; never answer an
         // empty message with another one.
-        // While catching up, new sessions are completed once each after it.
-        let complete_now = plaintext.body.is_some()
-            && (heartbeat
-                || used_pre_key.is_some() && !self.defer_completion(sender, device_id, version));
-        if complete_now {
+        // While catching up, once each after it.
+        let wants_empty = plaintext.body.is_some() && (used_pre_key.is_some() || heartbeat);
+        if wants_empty && !self.defer_completion(sender, device_id, version) {
             // The message is decrypted and committed; failing to answer it must not
             // lose it.
             if let Err(error) = self.empty_message_to(sender, device_id, version, rng) {

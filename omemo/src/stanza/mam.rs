@@ -14,6 +14,8 @@ pub const NAMESPACE: &str = "urn:xmpp:mam:2";
 const NS_RSM: &str = "http://jabber.org/protocol/rsm";
 const NS_DATA: &str = "jabber:x:data";
 const NS_FORWARD: &str = "urn:xmpp:forward:0";
+/// XEP-0359 unique and stable stanza ids.
+const NS_STANZA_ID: &str = "urn:xmpp:sid:0";
 
 /// Messages one page asks for (Prosody's default cap is 50).
 pub const PAGE_SIZE: u32 = 50;
@@ -51,6 +53,27 @@ pub fn query_iq(
     query.append_child(form);
     query.append_child(set);
     iq("set", id, archive, query)
+}
+
+/// The id the archive of `by` (a bare JID) gave `message` (XEP-0359 `<stanza-id>`), also
+/// inside a carbon copy. Servers remove such elements a sender put in, so the id is the
+/// archive's.
+pub fn stanza_id<'a>(message: &'a Element, by: &str) -> Option<&'a str> {
+    let own = |m: &'a Element| {
+        m.children()
+            .filter(|c| c.is("stanza-id", NS_STANZA_ID))
+            .find(|c| c.attr("by") == Some(by))
+            .and_then(|c| c.attr("id"))
+            .filter(|id| !id.is_empty())
+    };
+    own(message).or_else(|| {
+        message
+            .children()
+            .filter(|c| c.ns() == "urn:xmpp:carbons:2")
+            .filter_map(|c| c.get_child("forwarded", NS_FORWARD))
+            .filter_map(|f| f.get_child("message", NS_CLIENT))
+            .find_map(own)
+    })
 }
 
 /// XEP-0082 date and time, UTC: `2026-12-01T17:00:00Z`.
@@ -204,6 +227,26 @@ mod tests {
                 "{broken}"
             );
         }
+    }
+
+    #[test]
+    fn the_archive_id_is_the_stanza_id_the_own_archive_gave() {
+        let message: Element = "<message xmlns='jabber:client' from='alice@example.org/phone'>\
+            <stanza-id xmlns='urn:xmpp:sid:0' by='room@muc.example' id='R1'/>\
+            <stanza-id xmlns='urn:xmpp:sid:0' by='bot@example.org' id='B7'/></message>"
+            .parse()
+            .unwrap();
+        assert_eq!(stanza_id(&message, "bot@example.org"), Some("B7"));
+        assert_eq!(stanza_id(&message, "room@muc.example"), Some("R1"));
+        assert_eq!(stanza_id(&message, "other@example.org"), None);
+        let carbon: Element = "<message xmlns='jabber:client' from='bot@example.org'>\
+            <received xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'>\
+            <message xmlns='jabber:client' from='alice@example.org/phone'>\
+            <stanza-id xmlns='urn:xmpp:sid:0' by='bot@example.org' id='B8'/></message>\
+            </forwarded></received></message>"
+            .parse()
+            .unwrap();
+        assert_eq!(stanza_id(&carbon, "bot@example.org"), Some("B8"));
     }
 
     #[test]

@@ -16,8 +16,8 @@ use zeroize::Zeroizing;
 #[cfg(feature = "sqlite")]
 use super::SqliteStore;
 use super::{
-    AccountRecord, Batch, DeviceRecord, MemoryStore, Op, PreKeyRecord, SignedPreKeyRecord, Store,
-    StoreError, Trust,
+    AccountRecord, ArchivePosition, Batch, DeviceRecord, MemoryStore, Op, PreKeyRecord,
+    SignedPreKeyRecord, Store, StoreError, Trust,
 };
 use crate::version::{Version, Versions};
 
@@ -105,8 +105,8 @@ impl Store for FileStore {
     fn load_devices(&self, jid: &str) -> Result<Vec<DeviceRecord>, StoreError> {
         self.store.load_devices(jid)
     }
-    fn load_archive_caught_up(&self, archive: &str) -> Result<Option<u64>, StoreError> {
-        self.store.load_archive_caught_up(archive)
+    fn load_archive_position(&self, archive: &str) -> Result<Option<ArchivePosition>, StoreError> {
+        self.store.load_archive_position(archive)
     }
     fn load_room_occupants(&self, room: &str) -> Result<Vec<(String, String)>, StoreError> {
         self.store.load_room_occupants(room)
@@ -739,31 +739,51 @@ fn invalid_ops() -> Vec<(&'static str, Op)> {
         ),
         (
             "archive time beyond i64",
-            Op::PutArchiveCaughtUp {
+            Op::PutArchivePosition {
                 archive: ALICE.to_owned(),
-                at: u64::MAX,
+                position: ArchivePosition {
+                    at: u64::MAX,
+                    last_id: None,
+                },
             },
         ),
     ]
 }
 
-/// Until when each archive was read: none at first, then the latest put, per archive.
-pub(super) fn archive_catch_up_times_are_kept_per_archive<S: Store>(store: &mut S) {
-    assert_eq!(store.load_archive_caught_up(ALICE).unwrap(), None);
-    let put = |archive: &str, at: u64| Op::PutArchiveCaughtUp {
-        archive: archive.to_owned(),
+/// How far each archive was read: nothing at first, then the latest put, per archive.
+pub(super) fn archive_positions_are_kept_per_archive<S: Store>(store: &mut S) {
+    assert_eq!(store.load_archive_position(ALICE).unwrap(), None);
+    let position = |at: u64, last_id: Option<&str>| ArchivePosition {
         at,
+        last_id: last_id.map(str::to_owned),
     };
-    commit(store, vec![put(ALICE, 100), put(BOB, 5), put(ALICE, 200)]);
-    assert_eq!(store.load_archive_caught_up(ALICE).unwrap(), Some(200));
-    assert_eq!(store.load_archive_caught_up(BOB).unwrap(), Some(5));
-    commit(store, vec![put(BOB, i64::MAX as u64)]);
-    assert_eq!(
-        store.load_archive_caught_up(BOB).unwrap(),
-        Some(i64::MAX as u64)
+    let put = |archive: &str, position: ArchivePosition| Op::PutArchivePosition {
+        archive: archive.to_owned(),
+        position,
+    };
+    commit(
+        store,
+        vec![
+            put(ALICE, position(100, Some("A1"))),
+            put(BOB, position(5, None)),
+            put(ALICE, position(200, Some("A9"))),
+        ],
     );
     assert_eq!(
-        store.load_archive_caught_up("room@muc.example").unwrap(),
+        store.load_archive_position(ALICE).unwrap(),
+        Some(position(200, Some("A9")))
+    );
+    assert_eq!(
+        store.load_archive_position(BOB).unwrap(),
+        Some(position(5, None))
+    );
+    commit(store, vec![put(ALICE, position(i64::MAX as u64, None))]);
+    assert_eq!(
+        store.load_archive_position(ALICE).unwrap(),
+        Some(position(i64::MAX as u64, None))
+    );
+    assert_eq!(
+        store.load_archive_position("room@muc.example").unwrap(),
         None
     );
 }
@@ -869,7 +889,7 @@ macro_rules! suite {
             deleting_what_is_absent_is_not_an_error,
             versions_keep_keys_and_sessions_apart,
             failed_batch_changes_nothing,
-            archive_catch_up_times_are_kept_per_archive,
+            archive_positions_are_kept_per_archive,
             room_occupants_are_kept_per_room_and_nickname,
         ]);
     };

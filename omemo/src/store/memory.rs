@@ -7,7 +7,8 @@ use std::fmt;
 use zeroize::Zeroizing;
 
 use super::{
-    AccountRecord, Batch, DeviceRecord, Op, PreKeyRecord, SignedPreKeyRecord, Store, StoreError,
+    AccountRecord, ArchivePosition, Batch, DeviceRecord, Op, PreKeyRecord, SignedPreKeyRecord,
+    Store, StoreError,
 };
 use crate::version::Version;
 
@@ -35,8 +36,8 @@ pub struct MemoryStore {
     previous_sessions: HashMap<(String, u32, Version), Zeroizing<Vec<u8>>>,
     /// Devices by bare JID, then device id (ordered, as `load_devices` returns them).
     devices: HashMap<String, BTreeMap<u32, DeviceRecord>>,
-    /// Until when each archive has been read, by its bare JID.
-    archives: HashMap<String, u64>,
+    /// How far each archive has been read, by its bare JID.
+    archives: HashMap<String, ArchivePosition>,
     /// Real JIDs by room, then nickname.
     rooms: HashMap<String, BTreeMap<String, String>>,
 }
@@ -145,8 +146,8 @@ impl MemoryStore {
                     record.trust = trust;
                 }
             }
-            Op::PutArchiveCaughtUp { archive, at } => {
-                self.archives.insert(archive, at);
+            Op::PutArchivePosition { archive, position } => {
+                self.archives.insert(archive, position);
             }
             Op::PutRoomOccupant { room, nick, jid } => {
                 self.rooms.entry(room).or_default().insert(nick, jid);
@@ -180,7 +181,9 @@ fn check(op: &Op) -> Result<(), StoreError> {
         Op::SetTrust { device_id, .. } | Op::DeleteDevice { device_id, .. } => {
             check_device_id(*device_id)?
         }
-        Op::PutArchiveCaughtUp { at, .. } => check_time("archive caught-up time", Some(*at))?,
+        Op::PutArchivePosition { position, .. } => {
+            check_time("archive position time", Some(position.at))?
+        }
         Op::PutRoomOccupant { .. }
         | Op::DeleteSignedPreKey { .. }
         | Op::PutPreKey(_)
@@ -255,8 +258,8 @@ impl Store for MemoryStore {
             .unwrap_or_default())
     }
 
-    fn load_archive_caught_up(&self, archive: &str) -> Result<Option<u64>, StoreError> {
-        Ok(self.archives.get(archive).copied())
+    fn load_archive_position(&self, archive: &str) -> Result<Option<ArchivePosition>, StoreError> {
+        Ok(self.archives.get(archive).cloned())
     }
 
     fn load_room_occupants(&self, room: &str) -> Result<Vec<(String, String)>, StoreError> {

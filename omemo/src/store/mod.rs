@@ -134,6 +134,16 @@ pub struct DeviceRecord {
     pub label_signature: Option<Vec<u8>>,
 }
 
+/// How far an archive (XEP-0313) has been read: the archive id of the last message read,
+/// and the time of reading (for when the server no longer knows the id).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchivePosition {
+    /// Seconds since the Unix epoch: messages archived before it were read.
+    pub at: u64,
+    /// The archive id (XEP-0359 stanza id) of the last message read, if known.
+    pub last_id: Option<String>,
+}
+
 /// Everything one manager operation changes, committed in one transaction.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Batch {
@@ -218,13 +228,12 @@ pub enum Op {
         /// The decision.
         trust: Trust,
     },
-    /// Everything in `archive` (the own bare JID, or a room's) up to `at` (seconds since
-    /// the Unix epoch) has been read: the next catch-up starts there.
-    PutArchiveCaughtUp {
+    /// Where the next catch-up with `archive` (the own bare JID, or a room's) starts.
+    PutArchivePosition {
         /// The bare JID of the archive.
         archive: String,
-        /// The time.
-        at: u64,
+        /// The position.
+        position: ArchivePosition,
     },
     /// The real bare JID behind a nickname in a room (replacing what the nickname was
     /// before).
@@ -328,9 +337,9 @@ pub trait Store {
     }
     /// The known devices of a bare JID, by ascending device id.
     fn load_devices(&self, jid: &str) -> Result<Vec<DeviceRecord>, StoreError>;
-    /// Until when `archive` has been read ([`Op::PutArchiveCaughtUp`]); `None` when
-    /// never.
-    fn load_archive_caught_up(&self, archive: &str) -> Result<Option<u64>, StoreError>;
+    /// Where the next catch-up with `archive` starts ([`Op::PutArchivePosition`]);
+    /// `None` when never written.
+    fn load_archive_position(&self, archive: &str) -> Result<Option<ArchivePosition>, StoreError>;
     /// The nicknames seen in `room` with their real bare JIDs
     /// ([`Op::PutRoomOccupant`]), by nickname.
     fn load_room_occupants(&self, room: &str) -> Result<Vec<(String, String)>, StoreError>;
@@ -456,10 +465,10 @@ impl fmt::Debug for Op {
                 .field("device_id", device_id)
                 .field("trust", trust)
                 .finish(),
-            Self::PutArchiveCaughtUp { archive, at } => f
-                .debug_struct("PutArchiveCaughtUp")
+            Self::PutArchivePosition { archive, position } => f
+                .debug_struct("PutArchivePosition")
                 .field("archive", archive)
-                .field("at", at)
+                .field("position", position)
                 .finish(),
             Self::PutRoomOccupant { room, nick, jid } => f
                 .debug_struct("PutRoomOccupant")

@@ -15,8 +15,8 @@ use rusqlite::{Connection, Row, TransactionBehavior, params};
 use zeroize::Zeroizing;
 
 use super::{
-    AccountRecord, Batch, DeviceRecord, Op, PreKeyRecord, SignedPreKeyRecord, Store, StoreError,
-    Trust,
+    AccountRecord, ArchivePosition, Batch, DeviceRecord, Op, PreKeyRecord, SignedPreKeyRecord,
+    Store, StoreError, Trust,
 };
 use crate::version::{Version, Versions};
 
@@ -455,13 +455,14 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
         } => conn
             .prepare_cached("UPDATE devices SET trust = ?3 WHERE jid = ?1 AND device_id = ?2")
             .and_then(|mut s| s.execute(params![jid, device_id, trust.to_code()])),
-        Op::PutArchiveCaughtUp { archive, at } => {
-            let at = time_to_sql("archive caught-up time", *at)?;
+        Op::PutArchivePosition { archive, position } => {
+            let at = time_to_sql("archive position time", position.at)?;
             conn.prepare_cached(
-                "INSERT INTO archives (archive, caught_up_at) VALUES (?1, ?2)
-                 ON CONFLICT (archive) DO UPDATE SET caught_up_at = excluded.caught_up_at",
+                "INSERT INTO archives (archive, read_at, last_id) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (archive) DO UPDATE
+                 SET read_at = excluded.read_at, last_id = excluded.last_id",
             )
-            .and_then(|mut s| s.execute(params![archive, at]))
+            .and_then(|mut s| s.execute(params![archive, at, position.last_id]))
         }
         Op::PutRoomOccupant { room, nick, jid } => conn
             .prepare_cached(
@@ -602,16 +603,21 @@ impl Store for SqliteStore {
         self.session_column("previous", jid, device_id, version)
     }
 
-    fn load_archive_caught_up(&self, archive: &str) -> Result<Option<u64>, StoreError> {
+    fn load_archive_position(&self, archive: &str) -> Result<Option<ArchivePosition>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT caught_up_at FROM archives WHERE archive = ?1")
+            .prepare_cached("SELECT read_at, last_id FROM archives WHERE archive = ?1")
             .map_err(backend)?;
         let mut rows = stmt.query(params![archive]).map_err(backend)?;
-        match rows.next().map_err(backend)? {
-            Some(row) => optional_time(row, 0, "archive caught-up time"),
-            None => Ok(None),
-        }
+        let Some(row) = rows.next().map_err(backend)? else {
+            return Ok(None);
+        };
+        let at = to_u64(
+            "archive position time",
+            integer(row, 0, "archive position time")?,
+        )?;
+        let last_id = row.get(1).map_err(backend)?;
+        Ok(Some(ArchivePosition { at, last_id }))
     }
 
     fn load_room_occupants(&self, room: &str) -> Result<Vec<(String, String)>, StoreError> {

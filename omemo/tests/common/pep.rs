@@ -464,20 +464,30 @@ pub fn body(result: Result<omemo::Decrypted, ManagerError>) -> String {
 }
 
 /// A message archive (XEP-0313) of one account, as the server keeps it: what arrived,
-/// in order, each with an archive id. It answers the manager's queries page by page.
+/// in order, each with an archive id and the time it arrived. It answers the manager's
+/// queries page by page (`start` and `after` as XEP-0313 and XEP-0059 say; an unknown
+/// `after` is `item-not-found`).
 #[derive(Default)]
 pub struct Archive {
-    /// Archived messages, oldest first, with their archive ids.
-    pub messages: Vec<(String, Element)>,
+    /// Archived messages, oldest first, with their archive ids and times.
+    pub messages: Vec<(String, u64, Element)>,
     /// Results per page at most, below the query's own `max` (0: the query's).
     pub page_size: usize,
 }
 
 impl Archive {
-    /// Archives `message` (with its `from`) under the next id.
-    pub fn keep(&mut self, message: &Element) {
+    /// Archives `message` (with its `from`), arrived at `now`, under the next id; returns
+    /// the message as the server hands it out live, with the archive's `<stanza-id>`.
+    pub fn keep(&mut self, message: &Element, now: u64, owner: &str) -> Element {
         let id = format!("A{}", self.messages.len() + 1);
-        self.messages.push((id, message.clone()));
+        self.messages.push((id.clone(), now, message.clone()));
+        let mut live = message.clone();
+        live.append_child(
+            format!("<stanza-id xmlns='urn:xmpp:sid:0' by='{owner}' id='{id}'/>")
+                .parse()
+                .unwrap(),
+        );
+        live
     }
 
     /// The answer to a MAM query: one result message per archived message of the page,
@@ -495,21 +505,45 @@ impl Archive {
         } else {
             max.min(self.page_size)
         };
+        let start: u64 = inner
+            .get_child("x", "jabber:x:data")
+            .and_then(|form| {
+                form.children()
+                    .find(|f| f.attr("var") == Some("start"))
+                    .and_then(|f| f.children().next())
+                    .map(Element::text)
+            })
+            .map(|stamp| {
+                chrono::DateTime::parse_from_rfc3339(&stamp)
+                    .unwrap()
+                    .timestamp() as u64
+            })
+            .unwrap_or(0);
+        let from_start: Vec<&(String, u64, Element)> = self
+            .messages
+            .iter()
+            .filter(|(_, at, _)| *at >= start)
+            .collect();
         let first = match set.get_child("after", RSM) {
             Some(after) => {
                 let after = after.text();
-                self.messages
-                    .iter()
-                    .position(|(id, _)| *id == after)
-                    .unwrap()
-                    + 1
+                match from_start.iter().position(|(id, _, _)| *id == after) {
+                    Some(index) => index + 1,
+                    None => {
+                        let mut refusal = error(id, "", "item-not-found");
+                        refusal
+                            .attrs_mut()
+                            .retain(|_, name, _| name.as_str() != "from");
+                        return vec![refusal];
+                    }
+                }
             }
             None => 0,
         };
-        let page = &self.messages[first..(first + max).min(self.messages.len())];
+        let page = &from_start[first..(first + max).min(from_start.len())];
         let mut answer: Vec<Element> = page
             .iter()
-            .map(|(archive_id, message)| {
+            .map(|(archive_id, _, message)| {
                 let mut forwarded: Element = "<forwarded xmlns='urn:xmpp:forward:0'>\
                     <delay xmlns='urn:xmpp:delay' stamp='2023-11-14T22:13:20Z'/></forwarded>"
                     .parse()
@@ -525,10 +559,10 @@ impl Archive {
                 wrapper
             })
             .collect();
-        let complete = first + page.len() == self.messages.len();
+        let complete = first + page.len() == from_start.len();
         let last = page
             .last()
-            .map(|(id, _)| format!("<last>{id}</last>"))
+            .map(|(id, _, _)| format!("<last>{id}</last>"))
             .unwrap_or_default();
         answer.push(
             format!(

@@ -48,8 +48,11 @@ impl Store for FlakyStore {
     fn load_devices(&self, jid: &str) -> Result<Vec<omemo::DeviceRecord>, omemo::StoreError> {
         self.inner.load_devices(jid)
     }
-    fn load_archive_caught_up(&self, archive: &str) -> Result<Option<u64>, omemo::StoreError> {
-        self.inner.load_archive_caught_up(archive)
+    fn load_archive_position(
+        &self,
+        archive: &str,
+    ) -> Result<Option<omemo::ArchivePosition>, omemo::StoreError> {
+        self.inner.load_archive_position(archive)
     }
     fn load_room_occupants(&self, room: &str) -> Result<Vec<(String, String)>, omemo::StoreError> {
         self.inner.load_room_occupants(room)

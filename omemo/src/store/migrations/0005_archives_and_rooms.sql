@@ -1,7 +1,7 @@
 -- Schema version 5: catching up with message archives (XEP-0313), and rooms. A one-time prekey a
 -- key exchange used during a catch-up is hidden (no longer published) but kept until
--- the catch-up is over; and until when each archive (the own account's, a room's) has
--- been read, where the next catch-up starts.
+-- the catch-up is over; and how far each archive (the own account's, a room's) has been
+-- read (the archive id of the last message, and the time), where the next catch-up starts.
 -- Runs inside the migration transaction of `SqliteStore::open`.
 
 ALTER TABLE pre_keys ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0
@@ -9,7 +9,8 @@ ALTER TABLE pre_keys ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0
 
 CREATE TABLE archives (
     archive TEXT PRIMARY KEY NOT NULL,
-    caught_up_at INTEGER NOT NULL CHECK (caught_up_at >= 0)
+    read_at INTEGER NOT NULL CHECK (read_at >= 0),
+    last_id TEXT
 ) STRICT;
 
 -- The real JID behind each nickname seen in a room (XEP-0045), kept across nickname

@@ -12,7 +12,9 @@
 //! crates and the operating system's generator: no primitive is written here, only the
 //! glue. Files are the same either way (`PRAGMA cipher_provider` tells which provider a
 //! build has); the test `a_store_written_with_the_openssl_provider_opens` reads one
-//! written with OpenSSL.
+//! written with OpenSSL. (On Apple targets libsqlite3-sys builds SQLCipher on
+//! CommonCrypto, which takes precedence over a custom provider; a `LIBSQLITE3_FLAGS`
+//! already in the environment replaces the workspace's.)
 //!
 //! Only SQLCipher 4's algorithms are offered (HMAC-SHA-512 and PBKDF2-HMAC-SHA-512, and
 //! their SHA-256 variants); the SHA-1 settings of SQLCipher 3 files are refused with an
@@ -324,7 +326,12 @@ unsafe extern "C" fn cipher(
     let Some(bytes) = usize::try_from(len).ok().filter(|n| n % BLOCK_BYTES == 0) else {
         return SQLITE_ERROR;
     };
-    if key_len != KEY_BYTES as c_int || iv.is_null() || data.is_null() || out.is_null() {
+    if key_len != KEY_BYTES as c_int
+        || key.is_null()
+        || iv.is_null()
+        || data.is_null()
+        || out.is_null()
+    {
         return SQLITE_ERROR;
     }
     // SAFETY: SQLCipher passes a key of `key_len` bytes, an IV of `block_size` bytes, and
