@@ -76,7 +76,8 @@ mod testing;
 
 pub use consts::{DEFAULT_MAX_SKIP_PER_MESSAGE, DEFAULT_MAX_STORED_SKIPPED_KEYS};
 pub use error::{
-    DecodeError, DecryptError, Error, KeyError, ManagerError, SessionError, StanzaError,
+    DecodeError, DecryptError, Error, KeyError, ManagerError, RoomRefusal, SessionError,
+    StanzaError,
 };
 // What devices publish (bundles and their public keys) is no secret and is what the
 // stanza layer hands out; everything that holds secrets or runs the protocol is in

@@ -1,0 +1,630 @@
+//! Group chats through the in-process PEP router and a scripted XEP-0045 room: members of
+//! mixed versions (legacy only, OMEMO 2 only, both), an offline member, a nickname change,
+//! an affiliation taken away, a non-member, the own reflection, rooms that cannot carry
+//! OMEMO, and the nickname map across a restart.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::pep::{Device, World, bare};
+use minidom::Element;
+use omemo::{Event, Handled, ManagerConfig, ManagerError, MemoryStore, Version, Versions, Via};
+
+const ROOM: &str = "room@muc.example.org";
+const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+
+/// A room as the MUC service keeps it.
+struct Muc {
+    non_anonymous: bool,
+    members_only: bool,
+    /// Affiliations by real bare JID (`member`, `admin`, `owner`, `none`, `outcast`).
+    affiliations: BTreeMap<String, &'static str>,
+    /// Occupants: nickname, full JID.
+    occupants: Vec<(String, String)>,
+}
+
+impl Muc {
+    fn new(affiliations: &[(&str, &'static str)]) -> Self {
+        Self {
+            non_anonymous: true,
+            members_only: true,
+            affiliations: affiliations
+                .iter()
+                .map(|(jid, a)| ((*jid).to_owned(), *a))
+                .collect(),
+            occupants: Vec::new(),
+        }
+    }
+
+    /// The answer to a disco#info or affiliation list query.
+    fn answer(&self, iq: &Element) -> Element {
+        let id = iq.attr("id").unwrap();
+        let children = if iq.has_child("query", "http://jabber.org/protocol/disco#info") {
+            let mut features = String::new();
+            features += if self.non_anonymous {
+                "<feature var='muc_nonanonymous'/>"
+            } else {
+                "<feature var='muc_semianonymous'/>"
+            };
+            features += if self.members_only {
+                "<feature var='muc_membersonly'/>"
+            } else {
+                "<feature var='muc_open'/>"
+            };
+            format!("<query xmlns='http://jabber.org/protocol/disco#info'>{features}</query>")
+        } else {
+            let admin = "http://jabber.org/protocol/muc#admin";
+            let wanted = iq
+                .get_child("query", admin)
+                .unwrap()
+                .get_child("item", admin)
+                .unwrap()
+                .attr("affiliation")
+                .unwrap();
+            let items: String = self
+                .affiliations
+                .iter()
+                .filter(|(_, a)| **a == wanted)
+                .map(|(jid, a)| format!("<item affiliation='{a}' jid='{jid}'/>"))
+                .collect();
+            format!("<query xmlns='{admin}'>{items}</query>")
+        };
+        format!("<iq xmlns='jabber:client' type='result' id='{id}' from='{ROOM}'>{children}</iq>")
+            .parse()
+            .unwrap()
+    }
+
+    fn affiliation(&self, full: &str) -> &'static str {
+        let bare = full.split('/').next().unwrap();
+        self.affiliations.get(bare).copied().unwrap_or("none")
+    }
+
+    /// The presence of occupant `nick` as `to` receives it.
+    fn presence(&self, nick: &str, full: &str, to: &str, extra: &str, kind: &str) -> Element {
+        let jid = if self.non_anonymous {
+            format!(" jid='{full}'")
+        } else {
+            String::new()
+        };
+        let own = if to == full {
+            "<status code='110'/>"
+        } else {
+            ""
+        };
+        let affiliation = self.affiliation(full);
+        format!(
+            "<presence xmlns='jabber:client' from='{ROOM}/{nick}' to='{to}'{kind}>\
+               <x xmlns='{MUC_USER}'><item affiliation='{affiliation}' role='participant'{jid}{extra}/>\
+               {own}</x></presence>"
+        )
+        .parse()
+        .unwrap()
+    }
+
+    /// `full` enters as `nick`: what each occupant (the newcomer too) receives.
+    fn enter(&mut self, nick: &str, full: &str) -> Vec<(String, Element)> {
+        self.occupants.push((nick.to_owned(), full.to_owned()));
+        let mut out = Vec::new();
+        // The newcomer gets everyone's presence, its own last; the others get its.
+        for (other, other_full) in self.occupants.clone() {
+            out.push((
+                full.to_owned(),
+                self.presence(&other, &other_full, full, "", ""),
+            ));
+            if other_full != full {
+                out.push((
+                    other_full.clone(),
+                    self.presence(nick, full, &other_full, "", ""),
+                ));
+            }
+        }
+        out
+    }
+
+    /// `nick` becomes `new`: the unavailable presence with 303, then the new one.
+    fn rename(&mut self, nick: &str, new: &str) -> Vec<(String, Element)> {
+        let index = self.occupants.iter().position(|(n, _)| n == nick).unwrap();
+        let full = self.occupants[index].1.clone();
+        let mut out = Vec::new();
+        for (_, to) in self.occupants.clone() {
+            let mut gone = self.presence(
+                nick,
+                &full,
+                &to,
+                &format!(" nick='{new}'"),
+                " type='unavailable'",
+            );
+            let x = gone.get_child_mut("x", MUC_USER).unwrap();
+            x.append_child(
+                "<status xmlns='http://jabber.org/protocol/muc#user' code='303'/>"
+                    .parse()
+                    .unwrap(),
+            );
+            out.push((to.clone(), gone));
+        }
+        self.occupants[index].0 = new.to_owned();
+        for (_, to) in self.occupants.clone() {
+            out.push((to.clone(), self.presence(new, &full, &to, "", "")));
+        }
+        out
+    }
+
+    /// An affiliation change, as the room tells every occupant.
+    fn set_affiliation(&mut self, jid: &str, affiliation: &'static str) -> Vec<(String, Element)> {
+        self.affiliations.insert(jid.to_owned(), affiliation);
+        self.occupants
+            .iter()
+            .map(|(_, to)| {
+                let notice = format!(
+                    "<message xmlns='jabber:client' from='{ROOM}' to='{to}'>\
+                       <x xmlns='{MUC_USER}'><item affiliation='{affiliation}' jid='{jid}'/>\
+                       <status code='321'/></x></message>"
+                );
+                (to.clone(), notice.parse().unwrap())
+            })
+            .collect()
+    }
+
+    /// A groupchat message from occupant `nick`, as each occupant receives it.
+    fn reflect(&self, nick: &str, message: &Element) -> Vec<(String, Element)> {
+        self.occupants
+            .iter()
+            .map(|(_, to)| {
+                let mut copy = message.clone();
+                for (name, value) in [("from", format!("{ROOM}/{nick}")), ("to", to.clone())] {
+                    copy.set_attr(
+                        minidom::rxml::Namespace::NONE,
+                        name.try_into().unwrap(),
+                        value,
+                    );
+                }
+                (to.clone(), copy)
+            })
+            .collect()
+    }
+}
+
+/// A device's stanzas until nothing is queued: IQs to the room or to the PEP service,
+/// messages kept in `device.sent`.
+fn run(world: &mut World, muc: &Muc, device: &mut Device<MemoryStore>) {
+    let mut rng = common::rng::rng();
+    let jid = device.manager.jid().to_owned();
+    while let Some(stanza) = device.manager.poll_transmit().unwrap() {
+        if stanza.name() != "iq" {
+            device.sent.push_back(stanza);
+            continue;
+        }
+        let answer = if stanza.attr("to") == Some(ROOM) {
+            muc.answer(&stanza)
+        } else {
+            world.pep.answer(&jid, &stanza)
+        };
+        device
+            .manager
+            .handle_stanza(&answer, &mut rng, world.now)
+            .unwrap();
+    }
+}
+
+/// Hands each stanza to the device whose full JID it is addressed to; returns how each
+/// was handled, by recipient.
+fn deliver(
+    world: &mut World,
+    muc: &Muc,
+    devices: &mut [&mut Device<MemoryStore>],
+    stanzas: Vec<(String, Element)>,
+) -> Vec<(String, Handled)> {
+    let mut rng = common::rng::rng();
+    let mut handled = Vec::new();
+    for (to, stanza) in stanzas {
+        let device = devices
+            .iter_mut()
+            .find(|d| d.full_jid == to)
+            .unwrap_or_else(|| panic!("no device {to}"));
+        let outcome = device
+            .manager
+            .handle_stanza(&stanza, &mut rng, world.now)
+            .unwrap();
+        run(world, muc, device);
+        handled.push((to, outcome));
+    }
+    handled
+}
+
+fn room_ready(device: &mut Device<MemoryStore>) -> Vec<(usize, Option<omemo::RoomRefusal>)> {
+    std::iter::from_fn(|| device.manager.poll_event())
+        .filter_map(|event| match event {
+            Event::RoomReady {
+                members, refusal, ..
+            } => Some((members, refusal)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `sender` (occupant `nick`) writes `body` to the room; returns the id `send_to_room`
+/// gave, the stanza, and the devices its `Event::Sent` names.
+fn write(
+    world: &mut World,
+    muc: &Muc,
+    sender: &mut Device<MemoryStore>,
+    body: &str,
+) -> (omemo::MessageId, Element, Vec<(String, u32)>) {
+    let mut rng = common::rng::rng();
+    let id = sender
+        .manager
+        .send_to_room(&bare(ROOM), body, &mut rng, world.now)
+        .unwrap();
+    run(world, muc, sender);
+    // (Empty messages completing sessions, to single contacts, may come first.)
+    let stanza = std::iter::from_fn(|| sender.next_message())
+        .find(|m| m.attr("to") == Some(ROOM))
+        .expect("the room message");
+    assert_eq!(stanza.attr("type"), Some("groupchat"));
+    let recipients = std::iter::from_fn(|| sender.manager.poll_event())
+        .find_map(|event| match event {
+            Event::Sent {
+                id: sent,
+                recipients,
+                ..
+            } if sent == id => Some(recipients),
+            _ => None,
+        })
+        .expect("sent");
+    let devices = recipients
+        .iter()
+        .map(|r| (r.jid.clone(), r.device_id))
+        .collect();
+    (id, stanza, devices)
+}
+
+/// The versions of the `<encrypted>` elements of a stanza, in order.
+fn encrypted_versions(stanza: &Element) -> Vec<Version> {
+    stanza
+        .children()
+        .filter(|c| c.name() == "encrypted")
+        .filter_map(|c| Version::from_namespace(&c.ns()))
+        .collect()
+}
+
+fn speaking(versions: Versions) -> ManagerConfig {
+    ManagerConfig {
+        versions,
+        ..ManagerConfig::default()
+    }
+}
+
+#[test]
+fn members_of_both_versions_read_each_other_and_the_room_keeps_up_with_changes() {
+    let mut world = World::new();
+    // Alice speaks both versions, bob OMEMO 2 only (Kaidan), carol legacy only
+    // (a Conversations-era client).
+    let mut alice = world.device("alice@example.org", "phone");
+    let mut bob = world.device_with(
+        "bob@example.org",
+        "pc",
+        MemoryStore::new(),
+        speaking(Versions::only(Version::Omemo2)),
+    );
+    let mut carol = world.device_with(
+        "carol@example.org",
+        "tablet",
+        MemoryStore::new(),
+        speaking(Versions::only(Version::Legacy)),
+    );
+    // A member who never comes online here, and a stranger.
+    let erin = world.device("erin@example.org", "laptop");
+    let mut dave = world.device("dave@example.org", "pc");
+    let mut muc = Muc::new(&[
+        ("alice@example.org", "owner"),
+        ("bob@example.org", "member"),
+        ("carol@example.org", "admin"),
+        ("erin@example.org", "member"),
+        ("mallory@example.org", "outcast"),
+    ]);
+
+    // Everyone joins: the managers read the room, then the presences.
+    for (device, nick) in [
+        (&mut alice, "alice"),
+        (&mut bob, "bob"),
+        (&mut carol, "carol"),
+    ] {
+        device
+            .manager
+            .join_room(&bare(ROOM), nick, world.now)
+            .unwrap();
+        run(&mut world, &muc, device);
+        assert_eq!(room_ready(device), [(4, None)], "{nick}");
+    }
+    for (nick, full) in [
+        ("alice", "alice@example.org/phone"),
+        ("bob", "bob@example.org/pc"),
+        ("carol", "carol@example.org/tablet"),
+    ] {
+        let presences = muc.enter(nick, full);
+        let handled = deliver(
+            &mut world,
+            &muc,
+            &mut [&mut alice, &mut bob, &mut carol],
+            presences,
+        );
+        assert!(
+            handled.iter().all(|(_, h)| *h == Handled::Room),
+            "{handled:?}"
+        );
+    }
+
+    // Alice writes: bob (in OMEMO 2) and carol (in legacy OMEMO) read the one stanza,
+    // from alice, in the room; the offline member erin gets a key too; alice's own copy
+    // is recognised.
+    let (id, stanza, devices) = write(&mut world, &muc, &mut alice, "hello room");
+    assert_eq!(
+        encrypted_versions(&stanza),
+        [Version::Legacy, Version::Omemo2]
+    );
+    let ids = |devices: &[(String, u32)]| -> Vec<String> {
+        let mut jids: Vec<String> = devices.iter().map(|(j, _)| j.clone()).collect();
+        jids.sort();
+        jids
+    };
+    assert_eq!(
+        ids(&devices),
+        ["bob@example.org", "carol@example.org", "erin@example.org"]
+    );
+    assert!(devices.contains(&("erin@example.org".to_owned(), erin.manager.device_id())));
+    let handled = deliver(
+        &mut world,
+        &muc,
+        &mut [&mut alice, &mut bob, &mut carol],
+        muc.reflect("alice", &stanza),
+    );
+    for (to, outcome) in &handled {
+        match outcome {
+            Handled::Reflected { room, id: own } => {
+                assert_eq!(to, "alice@example.org/phone");
+                assert_eq!((room.as_str(), *own), (ROOM, Some(id)));
+            }
+            Handled::Message { message, via } => {
+                assert_eq!(*via, Via::Room);
+                assert_eq!(message.sender, "alice@example.org");
+                assert_eq!(message.room.as_deref(), Some(ROOM));
+                assert_eq!(message.body.as_deref(), Some("hello room"));
+                assert!(
+                    message.affix_violations.is_empty(),
+                    "{:?}",
+                    message.affix_violations
+                );
+            }
+            other => panic!("{to}: {other:?}"),
+        }
+    }
+    assert_eq!(handled.len(), 3);
+    let versions_read: Vec<Version> = handled
+        .iter()
+        .filter_map(|(_, h)| match h {
+            Handled::Message { message, .. } => Some(message.version),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(versions_read, [Version::Omemo2, Version::Legacy]);
+
+    // Bob writes in OMEMO 2 (the SCE `to` is the room), changes his nickname, writes
+    // again: alice attributes both to him.
+    let (_, first, _) = write(&mut world, &muc, &mut bob, "from bob");
+    let renamed = muc.rename("bob", "robert");
+    deliver(
+        &mut world,
+        &muc,
+        &mut [&mut alice, &mut bob, &mut carol],
+        renamed,
+    );
+    let (_, second, _) = write(&mut world, &muc, &mut bob, "from robert");
+    for (nick, stanza, body) in [
+        ("bob", &first, "from bob"),
+        ("robert", &second, "from robert"),
+    ] {
+        let copies: Vec<(String, Element)> = muc
+            .reflect(nick, stanza)
+            .into_iter()
+            .filter(|(to, _)| to == "alice@example.org/phone")
+            .collect();
+        let handled = deliver(&mut world, &muc, &mut [&mut alice], copies);
+        let Handled::Message { message, .. } = &handled[0].1 else {
+            panic!("{handled:?}")
+        };
+        assert_eq!(
+            (message.sender.as_str(), message.body.as_deref()),
+            ("bob@example.org", Some(body))
+        );
+        assert!(
+            message.affix_violations.is_empty(),
+            "{:?}",
+            message.affix_violations
+        );
+    }
+
+    // Carol loses her membership: alice's next message has no key for her.
+    let notices = muc.set_affiliation("carol@example.org", "none");
+    deliver(
+        &mut world,
+        &muc,
+        &mut [&mut alice, &mut bob, &mut carol],
+        notices,
+    );
+    let (_, stanza, devices) = write(&mut world, &muc, &mut alice, "carol is gone");
+    assert_eq!(ids(&devices), ["bob@example.org", "erin@example.org"]);
+    let copies: Vec<(String, Element)> = muc
+        .reflect("alice", &stanza)
+        .into_iter()
+        .filter(|(to, _)| to == "carol@example.org/tablet")
+        .collect();
+    let handled = deliver(&mut world, &muc, &mut [&mut carol], copies);
+    // (No legacy element at all: nobody left who needs one.)
+    assert_eq!(handled[0].1, Handled::Unhandled, "{handled:?}");
+    assert_eq!(encrypted_versions(&stanza), [Version::Omemo2]);
+
+    // A message from an occupant who is no member is refused, unread.
+    let presences = muc.enter("dave", "dave@example.org/pc");
+    let to_alice: Vec<(String, Element)> = presences
+        .into_iter()
+        .filter(|(to, _)| to == "alice@example.org/phone")
+        .collect();
+    deliver(&mut world, &muc, &mut [&mut alice], to_alice);
+    let mut rng = common::rng::rng();
+    world.prepare(&mut dave, "alice@example.org");
+    let mut from_dave = dave
+        .manager
+        .encrypt(
+            &[bare("alice@example.org")],
+            "let me in",
+            &mut rng,
+            world.now,
+        )
+        .unwrap()
+        .stanza;
+    from_dave.set_attr(
+        minidom::rxml::Namespace::NONE,
+        "type".try_into().unwrap(),
+        "groupchat",
+    );
+    let copies: Vec<(String, Element)> = muc
+        .reflect("dave", &from_dave)
+        .into_iter()
+        .filter(|(to, _)| to == "alice@example.org/phone")
+        .collect();
+    let handled = deliver(&mut world, &muc, &mut [&mut alice], copies);
+    assert_eq!(
+        handled[0].1,
+        Handled::Undecryptable {
+            error: ManagerError::NotARoomMember {
+                room: ROOM.to_owned(),
+                jid: "dave@example.org".to_owned()
+            },
+            via: Via::Room
+        }
+    );
+    // An unknown nickname is not attributed to anyone.
+    let copies: Vec<(String, Element)> = muc
+        .reflect("nobody", &from_dave)
+        .into_iter()
+        .filter(|(to, _)| to == "alice@example.org/phone")
+        .collect();
+    let handled = deliver(&mut world, &muc, &mut [&mut alice], copies);
+    assert!(matches!(
+        handled[0].1,
+        Handled::Undecryptable {
+            error: ManagerError::UnknownOccupant { .. },
+            ..
+        }
+    ));
+}
+
+#[test]
+fn rooms_that_cannot_carry_omemo_are_refused_with_the_reason() {
+    for (non_anonymous, members_only, reason) in [
+        (false, true, omemo::RoomRefusal::Anonymous),
+        (true, false, omemo::RoomRefusal::NotMembersOnly),
+    ] {
+        let mut world = World::new();
+        let mut rng = common::rng::rng();
+        let mut alice = world.device("alice@example.org", "phone");
+        let _bob = world.device("bob@example.org", "pc");
+        let mut muc = Muc::new(&[
+            ("alice@example.org", "owner"),
+            ("bob@example.org", "member"),
+        ]);
+        muc.non_anonymous = non_anonymous;
+        muc.members_only = members_only;
+        alice
+            .manager
+            .join_room(&bare(ROOM), "alice", world.now)
+            .unwrap();
+        run(&mut world, &muc, &mut alice);
+        assert_eq!(room_ready(&mut alice), [(2, Some(reason))]);
+        let id = alice
+            .manager
+            .send_to_room(&bare(ROOM), "hello", &mut rng, world.now)
+            .unwrap();
+        run(&mut world, &muc, &mut alice);
+        assert!(alice.next_message().is_none(), "nothing goes out");
+        let not_sent = std::iter::from_fn(|| alice.manager.poll_event()).find_map(|e| match e {
+            Event::NotSent { id: i, error } if i == id => Some(error),
+            _ => None,
+        });
+        assert_eq!(
+            not_sent,
+            Some(ManagerError::RoomNotUsable {
+                room: ROOM.to_owned(),
+                reason
+            })
+        );
+    }
+    // A room not joined.
+    let mut world = World::new();
+    let mut rng = common::rng::rng();
+    let mut alice = world.device("alice@example.org", "phone");
+    assert_eq!(
+        alice
+            .manager
+            .send_to_room(&bare(ROOM), "hello", &mut rng, world.now)
+            .err(),
+        Some(ManagerError::RoomNotJoined {
+            room: ROOM.to_owned()
+        })
+    );
+}
+
+#[test]
+fn the_nickname_map_survives_a_restart() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let mut bob = world.device("bob@example.org", "pc");
+    let mut muc = Muc::new(&[
+        ("alice@example.org", "owner"),
+        ("bob@example.org", "member"),
+    ]);
+    for (device, nick) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+        device
+            .manager
+            .join_room(&bare(ROOM), nick, world.now)
+            .unwrap();
+        run(&mut world, &muc, device);
+    }
+    for (nick, full) in [
+        ("alice", "alice@example.org/phone"),
+        ("bob", "bob@example.org/pc"),
+    ] {
+        let presences = muc.enter(nick, full);
+        deliver(&mut world, &muc, &mut [&mut alice, &mut bob], presences);
+    }
+    let (_, stanza, _) = write(&mut world, &muc, &mut bob, "before the restart");
+
+    // Alice restarts on her store and joins again; bob's message (say, from the room's
+    // history) comes before any presence: the stored nickname names him.
+    let store = alice.manager.into_store().unwrap();
+    let mut alice = world.device_with(
+        "alice@example.org",
+        "phone",
+        store,
+        ManagerConfig::default(),
+    );
+    alice
+        .manager
+        .join_room(&bare(ROOM), "alice", world.now)
+        .unwrap();
+    run(&mut world, &muc, &mut alice);
+    let copies: Vec<(String, Element)> = muc
+        .reflect("bob", &stanza)
+        .into_iter()
+        .filter(|(to, _)| to == "alice@example.org/phone")
+        .collect();
+    let handled = deliver(&mut world, &muc, &mut [&mut alice], copies);
+    let Handled::Message { message, .. } = &handled[0].1 else {
+        panic!("{handled:?}")
+    };
+    assert_eq!(message.sender, "bob@example.org");
+    assert_eq!(message.body.as_deref(), Some("before the restart"));
+}
