@@ -261,6 +261,17 @@ pub(crate) struct RunArgs {
     )]
     pub(crate) pre_keys: u32,
 
+    /// Join this room (a bare JID; repeatable) and echo its OMEMO messages to it,
+    /// encrypted for every member. Only rooms that are non-anonymous and members-only
+    /// carry OMEMO (the bot must be a member); the bot never answers in plaintext there.
+    /// It also joins rooms a contact it trusts invites it to.
+    #[arg(long = "join", value_name = "ROOM", value_parser = parse_bare_jid)]
+    pub(crate) rooms: Vec<BareJid>,
+
+    /// The nickname in rooms (default: the JID's local part).
+    #[arg(long, value_name = "NICK")]
+    pub(crate) nick: Option<String>,
+
     /// Answer an unencrypted message with its own text, unencrypted, instead of the
     /// OMEMO-only hint: the plaintext baseline of the load tool's latency figures
     /// (`scripts/load`). Never on an account people use.

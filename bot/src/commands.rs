@@ -399,6 +399,8 @@ struct Echo {
     last_hint: HashMap<BareJid, Instant>,
     /// Unencrypted messages are echoed unencrypted (`run --echo-plaintext`).
     echo_plaintext: bool,
+    /// The nickname in rooms.
+    nick: String,
 }
 
 impl Echo {
@@ -408,6 +410,40 @@ impl Echo {
         event: ClientEvent,
     ) -> Result<(), BotError> {
         match event {
+            // A room's message from another member: echoed to the room, encrypted.
+            ClientEvent::Message {
+                message,
+                via: Via::Room,
+            } => {
+                let (Some(room), Some(text)) = (&message.room, message.body.as_deref()) else {
+                    return Ok(());
+                };
+                let Ok(room) = BareJid::new(room) else {
+                    return Ok(());
+                };
+                if message.sender == client.jid().as_str() || message.trust == Trust::Distrusted {
+                    return Ok(());
+                }
+                client.send_to_room(&room, text)?;
+            }
+            ClientEvent::Invitation { room, inviter, .. } => {
+                if trusts(client, &inviter)? {
+                    tracing::info!(%room, %inviter, "invited by a trusted contact: joining");
+                    client.join_room(&room, &self.nick).await?;
+                } else {
+                    tracing::warn!(%room, %inviter, "invitation from a contact without a trusted device ignored");
+                }
+            }
+            ClientEvent::Omemo(Event::RoomReady {
+                room,
+                members,
+                refusal,
+            }) => match refusal {
+                None => tracing::info!(%room, members, "room ready"),
+                Some(reason) => {
+                    tracing::warn!(%room, %reason, "room cannot carry OMEMO: not answering there")
+                }
+            },
             ClientEvent::Message { message, via } => {
                 // Only messages addressed to this account are answered (live, or from
                 // the archive after time offline): a carbon means another device of the
@@ -553,6 +589,19 @@ impl Echo {
     }
 }
 
+/// Whether the bot trusts a device of `jid` (blindly or verified): whom it follows into
+/// rooms.
+fn trusts(client: &mut Client<SqliteStore>, jid: &BareJid) -> Result<bool, BotError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Ok(client
+        .manager()
+        .devices(jid, now)?
+        .iter()
+        .any(|d| matches!(d.trust, Trust::Blind | Trust::Verified)))
+}
+
 async fn run(args: RunArgs) -> Result<(), BotError> {
     let config = ManagerConfig {
         pre_key_count: args.pre_keys,
@@ -570,12 +619,21 @@ async fn run(args: RunArgs) -> Result<(), BotError> {
         catch_up: true,
     };
     let mut client = Client::start(login(&args.account, &args.connection)?, manager, config)?;
+    let nick = args
+        .nick
+        .clone()
+        .or_else(|| args.account.jid.node().map(|n| n.to_string()))
+        .unwrap_or_else(|| "omemo-bot".to_owned());
+    for room in &args.rooms {
+        client.join_room(room, &nick).await?;
+    }
     let mut echo = Echo {
         under_way: HashMap::new(),
         awaiting_subscription: HashMap::new(),
         last_subscription_ask: HashMap::new(),
         last_hint: HashMap::new(),
         echo_plaintext: args.echo_plaintext,
+        nick,
     };
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;

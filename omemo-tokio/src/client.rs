@@ -112,8 +112,18 @@ pub enum ClientEvent {
         /// Who.
         from: BareJid,
     },
+    /// An invitation to a room (XEP-0249 direct, or XEP-0045 mediated through the room).
+    /// Join with [`Client::join_room`] if the inviter is someone to follow.
+    Invitation {
+        /// The room.
+        room: BareJid,
+        /// Who invites (for a mediated invitation, as the room says).
+        inviter: BareJid,
+        /// The room's password, if the invitation carries one.
+        password: Option<String>,
+    },
     /// What the OMEMO manager reports: messages sent or not, devices, trust, failed
-    /// publications.
+    /// publications, rooms ready.
     Omemo(Event),
 }
 
@@ -146,6 +156,11 @@ impl fmt::Debug for ClientEvent {
                 .debug_struct("SubscriptionApproved")
                 .field("from", from)
                 .finish(),
+            Self::Invitation { room, inviter, .. } => f
+                .debug_struct("Invitation")
+                .field("room", room)
+                .field("inviter", inviter)
+                .finish_non_exhaustive(),
             Self::Omemo(event) => f.debug_tuple("Omemo").field(event).finish(),
         }
     }
@@ -215,6 +230,8 @@ pub struct Client<S: Store> {
     next_id: u64,
     /// The Unix second the manager's timeout last ran.
     last_timeout: Option<u64>,
+    /// The rooms joined, with the nickname (entered again on every stream).
+    rooms: Vec<(BareJid, String)>,
 }
 
 impl<S: Store> Client<S> {
@@ -247,6 +264,7 @@ impl<S: Store> Client<S> {
             awaited: HashMap::new(),
             next_id: 0,
             last_timeout: None,
+            rooms: Vec::new(),
         })
     }
 
@@ -325,6 +343,40 @@ impl<S: Store> Client<S> {
         let id = self
             .manager
             .send(to, body, &mut omemo::os_rng(), unix_now())?;
+        self.collect_events();
+        Ok(id)
+    }
+
+    /// Joins `room` as `nick` (now, or once online; again after every reconnection) and
+    /// has the manager follow it ([`Manager::join_room`]): [`Event::RoomReady`] says
+    /// when [`Client::send_to_room`] can encrypt to its members, or why the room cannot
+    /// carry OMEMO. Its OMEMO messages come as [`ClientEvent::Message`] with
+    /// [`Via::Room`].
+    pub async fn join_room(&mut self, room: &BareJid, nick: &str) -> Result<(), DriverError> {
+        self.rooms.retain(|(joined, _)| joined != room);
+        self.rooms.push((room.clone(), nick.to_owned()));
+        if self.ready {
+            self.enter_room(room, nick).await?;
+        }
+        Ok(())
+    }
+
+    async fn enter_room(&mut self, room: &BareJid, nick: &str) -> Result<(), DriverError> {
+        let presence = protocol::room_join_presence(room, nick)
+            .ok_or_else(|| DriverError::Protocol(format!("cannot join {room} as {nick}")))?;
+        self.manager.join_room(room, nick, unix_now())?;
+        self.conn.send(presence).await?;
+        tracing::info!(%room, %nick, "joining a room");
+        Ok(())
+    }
+
+    /// Encrypts `body` for every member of the joined `room` (see
+    /// [`Manager::send_to_room`]); the outcome is an [`Event::Sent`] or
+    /// [`Event::NotSent`] with the returned id.
+    pub fn send_to_room(&mut self, room: &BareJid, body: &str) -> Result<MessageId, DriverError> {
+        let id = self
+            .manager
+            .send_to_room(room, body, &mut omemo::os_rng(), unix_now())?;
         self.collect_events();
         Ok(id)
     }
@@ -517,6 +569,9 @@ impl<S: Store> Client<S> {
                     .send(self.identification.available_presence()?)
                     .await?;
                 self.ready = true;
+                for (room, nick) in self.rooms.clone() {
+                    self.enter_room(&room, &nick).await?;
+                }
                 if let Some(jid) = self.conn.bound().cloned() {
                     tracing::info!(%jid, device_id = self.manager.device_id(), "online; own device lists and bundles published");
                     self.events.push_back(ClientEvent::Online { jid });
@@ -613,6 +668,14 @@ impl<S: Store> Client<S> {
     }
 
     async fn on_presence(&mut self, presence: &Element) -> Result<(), DriverError> {
+        // A joined room's occupants: real JIDs, nicknames, affiliations.
+        if self
+            .manager
+            .handle_stanza(presence, &mut omemo::os_rng(), unix_now())?
+            == Handled::Room
+        {
+            return Ok(());
+        }
         let kind = presence.attr("type");
         if !matches!(kind, Some("subscribe" | "subscribed")) {
             return Ok(());
@@ -669,7 +732,14 @@ impl<S: Store> Client<S> {
                     .push_back(ClientEvent::Undecryptable { from, error, via });
             }
             Handled::Unhandled => {
-                if let Some(body) = self.plain_body(message) {
+                if let Some(invitation) = protocol::parse_invitation(message) {
+                    tracing::info!(room = %invitation.room, inviter = %invitation.inviter, "invited to a room");
+                    self.events.push_back(ClientEvent::Invitation {
+                        room: invitation.room,
+                        inviter: invitation.inviter,
+                        password: invitation.password,
+                    });
+                } else if let Some(body) = self.plain_body(message) {
                     self.events.push_back(ClientEvent::Plain { from, body });
                 }
             }

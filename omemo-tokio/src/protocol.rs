@@ -181,9 +181,108 @@ pub(crate) fn presence(kind: &str, to: Option<&str>) -> Option<Element> {
     Some(builder.build())
 }
 
+/// The presence that enters `room` as `nick` (XEP-0045 §7.2), asking for no history
+/// (what was said before comes from the room's archive, once).
+pub(crate) fn room_join_presence(room: &BareJid, nick: &str) -> Option<Element> {
+    let to = format!("{room}/{nick}");
+    jid::FullJid::new(&to).ok()?;
+    let history = Element::builder("history", NS_MUC)
+        .attr("maxstanzas".try_into().ok()?, "0")
+        .build();
+    Some(
+        Element::builder("presence", NS_CLIENT)
+            .attr("to".try_into().ok()?, to)
+            .append(Element::builder("x", NS_MUC).append(history).build())
+            .build(),
+    )
+}
+
+/// An invitation to a room: who invites, to which room, with which password.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Invitation {
+    pub(crate) room: BareJid,
+    pub(crate) inviter: BareJid,
+    pub(crate) password: Option<String>,
+}
+
+/// A room invitation in `message`: mediated (XEP-0045 §7.8.2: from the room, naming the
+/// inviter; Prosody adds a direct one to it, which is then ignored) or direct (XEP-0249:
+/// from the inviter, naming the room).
+pub(crate) fn parse_invitation(message: &Element) -> Option<Invitation> {
+    let from = jid::Jid::new(message.attr("from")?).ok()?.to_bare();
+    if let Some(invite) = message
+        .get_child("x", NS_MUC_USER)
+        .and_then(|x| x.get_child("invite", NS_MUC_USER))
+    {
+        let inviter = jid::Jid::new(invite.attr("from")?).ok()?.to_bare();
+        let password = message
+            .get_child("x", NS_MUC_USER)
+            .and_then(|x| x.get_child("password", NS_MUC_USER))
+            .map(Element::text);
+        return Some(Invitation {
+            room: from,
+            inviter,
+            password,
+        });
+    }
+    let direct = message.get_child("x", NS_CONFERENCE)?;
+    let room = BareJid::new(direct.attr("jid")?).ok()?;
+    Some(Invitation {
+        room,
+        inviter: from,
+        password: direct.attr("password").map(str::to_owned),
+    })
+}
+
+const NS_MUC: &str = "http://jabber.org/protocol/muc";
+const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+const NS_CONFERENCE: &str = "jabber:x:conference";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invitations_of_both_kinds_name_room_and_inviter() {
+        let mediated: Element =
+            "<message xmlns='jabber:client' from='room@muc.example' to='bot@example.org'>\
+            <x xmlns='http://jabber.org/protocol/muc#user'><invite from='alice@example.org/phone'>\
+            <reason>join us</reason></invite><password>secret</password></x>\
+            <x xmlns='jabber:x:conference' jid='room@muc.example'/></message>"
+                .parse()
+                .unwrap();
+        assert_eq!(
+            parse_invitation(&mediated),
+            Some(Invitation {
+                room: BareJid::new("room@muc.example").unwrap(),
+                inviter: BareJid::new("alice@example.org").unwrap(),
+                password: Some("secret".into()),
+            })
+        );
+        let direct: Element = "<message xmlns='jabber:client' from='alice@example.org/phone'>\
+            <x xmlns='jabber:x:conference' jid='room@muc.example' reason='hi'/></message>"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            parse_invitation(&direct),
+            Some(Invitation {
+                room: BareJid::new("room@muc.example").unwrap(),
+                inviter: BareJid::new("alice@example.org").unwrap(),
+                password: None,
+            })
+        );
+        let plain: Element = "<message xmlns='jabber:client' from='a@b'><body>x</body></message>"
+            .parse()
+            .unwrap();
+        assert_eq!(parse_invitation(&plain), None);
+        let join = room_join_presence(&BareJid::new("room@muc.example").unwrap(), "bot").unwrap();
+        assert_eq!(join.attr("to"), Some("room@muc.example/bot"));
+        assert!(
+            join.get_child("x", NS_MUC)
+                .unwrap()
+                .has_child("history", NS_MUC)
+        );
+    }
 
     fn own() -> BareJid {
         BareJid::new("bot@example.org").unwrap()
