@@ -751,6 +751,9 @@ impl<S: Store> Client<S> {
                 }
             }
             Handled::Dropped(why) => tracing::warn!(%from, why, "stanza dropped"),
+            Handled::Reflected { room, id } => {
+                tracing::debug!(%room, ?id, "own room message came back");
+            }
             _ => {}
         }
         Ok(())

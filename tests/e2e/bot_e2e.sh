@@ -90,6 +90,12 @@
 #      client's 5 once (none undecryptable); each first contact gets exactly one empty
 #      message (the session's completion, after the catch-up); the prekeys the key
 #      exchanges named are gone from the store afterwards and none is left hidden.
+#  19. A group chat: amy (slixmpp-omemo, legacy OMEMO) creates a members-only,
+#      non-anonymous room and makes bea and the bot members; the bot joins with `run
+#      --join`, bea joins and changes her nickname halfway. Each member sends 4 messages,
+#      one at a time: every member reads the other's 4 and the bot's 8 echoes (each of
+#      its own once), the bot reads all 8 (no refusal, no failure) and recognises its 8
+#      echoes coming back from the room.
 #
 # Usage: tests/e2e/bot_e2e.sh [SCENARIO...]   (default: all; e.g. `bot_e2e.sh 2 3`)
 #        E2E_REPEAT=20 tests/e2e/bot_e2e.sh 1   (scenario 1 twenty times, on one server and
@@ -195,7 +201,7 @@ say "Prosody on $SERVER"
 PW="pw-$RANDOM$RANDOM"
 for user in alice bot1 bob dave carol bot3 erin bot4 eve bot5 frank bot6 grace bot7 heidi \
     ivan judy bot9 kate leo bot10 mike nina bot11 mallory oscar bot12 bot13 peggy bot14 quinn rupert sybil trent bot15 uma bot16 vic bot17 \
-    walt xena yuri zoe bot18; do
+    walt xena yuri zoe bot18 amy bea bot19; do
     "$PROSODY" adduser "$WORK/server" "$user@localhost" "$PW" 2>>"$WORK/adduser.log" \
         || die "could not create $user@localhost"
 done
@@ -1002,6 +1008,61 @@ scenario_18() {
     echo "20/20 missed messages answered once after a catch-up of $messages archived messages; walt and xena both read on prekey ${used[0]}; one completion per new session"
 }
 
+# room_member NAME ACCOUNT ROOM NICK EXTRA...: slixmpp_peer.py room in the background; its
+# JSON summary goes to $WORK/NAME.json. Sets MEMBER_PID.
+room_member() {
+    local name="$1" account="$2$SFX" room="$3" nick="$4"
+    shift 4
+    timeout 150 "$PY" "$PEER" room --jid "$account@localhost" --password "$PW" \
+        --server "$SERVER" --store "$WORK/$account-1" --room "$room" --nick "$nick" \
+        --bot bot19 --timeout 120 "$@" </dev/null >"$WORK/$name.json" 2>"$WORK/$name.log" &
+    MEMBER_PID=$!
+    track "$MEMBER_PID"
+}
+
+scenario_19() {
+    local room="lounge$SFX@conference.localhost" i amy bea rc n who
+    room_member s19-amy amy "$room" amy --members "bea$SFX@localhost,bot19$SFX@localhost" \
+        --peers bea,bot19 --count 4 --expect 4
+    amy=$MEMBER_PID
+    for i in $(seq 1 600); do
+        grep -q "members set" "$WORK/s19-amy.log" 2>/dev/null && break
+        kill -0 "$amy" 2>/dev/null || fail "amy exited: $(cat "$WORK/s19-amy.json")"
+        sleep 0.1
+    done
+    grep -q "members set" "$WORK/s19-amy.log" || fail "amy did not set up the room within 60 s"
+    # (omemo_tokio at debug: it logs each own message that comes back from the room.)
+    RUST_LOG="$RUST_LOG,omemo_tokio=debug" start_bot bot19 bot19 --join "$room" --nick bot19
+    room_member s19-bea bea "$room" bea --peers amy,bot19 --count 4 --expect 4 --rename beatrice \
+        --after amy
+    bea=$MEMBER_PID
+    for who in amy bea; do
+        rc=0
+        if [ "$who" = amy ]; then wait "$amy" || rc=$?; else wait "$bea" || rc=$?; fi
+        [ "$rc" -eq 0 ] || fail "$who: $(cat "$WORK/s19-$who.json")"
+    done
+    "$PY" - "$WORK/s19-amy.json" "$WORK/s19-bea.json" "amy$SFX@localhost" "bea$SFX@localhost" \
+        "bot19$SFX@localhost" <<'EOF' || fail "bad summaries: $(cat "$WORK/s19-amy.json" "$WORK/s19-bea.json")"
+import json, sys
+amy, bea = (json.load(open(p, encoding="utf-8")) for p in sys.argv[1:3])
+amy_jid, bea_jid, bot_jid = sys.argv[3:6]
+for s, other in ((amy, bea_jid), (bea, amy_jid)):
+    assert s["ok"] and s["sent"] == 4 and s["echoed"] == 4, s
+    assert s["read"] == {other: 4, bot_jid: 8}, s["read"]
+EOF
+    n="$(echo_count bot19)"
+    [ "$n" -eq 8 ] || fail "the bot sent $n messages to the room, want 8"
+    n="$(log_count bot19 'own room message came back')"
+    [ "$n" -eq 8 ] || fail "the bot recognised $n of its 8 messages coming back"
+    grep -q "room ready.*members=3" "$WORK/bot19.log" || fail "the bot did not see 3 members: $(grep -m2 room "$WORK/bot19.log")"
+    if grep -E "could not decrypt|room message refused|not encrypted for this device" "$WORK/bot19.log"; then
+        fail "the bot did not read every member's message"
+    fi
+    stop_bot TERM
+    [ "$STOP_RC" = 0 ] || fail "the bot did not exit 0 on SIGTERM (exit $STOP_RC)"
+    echo "amy and bea (renamed halfway) read each other's 4 messages and the bot's 8 echoes; the bot read all 8 and recognised its own 8 coming back"
+}
+
 TITLES=(
     ""
     "slixmpp-omemo client (2 devices) -> omemo-bot run, 50 messages"
@@ -1022,6 +1083,7 @@ TITLES=(
     "the store encrypted at rest: conversion, wrong passphrase, passphrase change"
     "device hygiene: prune, signed label, devices --own, reset"
     "catching up after time offline: each missed message answered once"
+    "a group chat: members-only non-anonymous room, nickname change, echoes to all"
 )
 
 # traces FILE...: the files among FILE... (the store, its WAL and journal) that hold a JID of
@@ -1192,6 +1254,7 @@ declare -A REPEAT_ACCOUNTS=(
     [1]="alice bot1" [7]="grace bot7" [9]="judy bot9" [10]="kate leo bot10" [11]="mike nina bot11"
     [12]="mallory oscar bot12" [14]="peggy bot14" [15]="quinn rupert sybil trent bot15"
     [16]="uma bot16" [17]="vic bot17" [18]="walt xena yuri zoe bot18"
+    [19]="amy bea bot19"
 )
 
 # run_scenario N [RUN]: runs scenario N (the RUN-th time: "" or 1 for the first); returns
@@ -1219,9 +1282,9 @@ run_scenario() {
 }
 
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19)
 for n in "${SCENARIOS[@]}"; do
-    case "$n" in [1-9] | 1[0-8]) ;; *) die "unknown scenario $n" ;; esac
+    case "$n" in [1-9] | 1[0-9]) ;; *) die "unknown scenario $n" ;; esac
     if [ "$REPEAT" -gt 1 ] && [ -z "${REPEAT_ACCOUNTS[$n]:-}" ]; then
         die "E2E_REPEAT: scenario $n cannot be repeated (these can: ${!REPEAT_ACCOUNTS[*]})"
     fi

@@ -294,6 +294,14 @@ impl<S: Store> Manager<S> {
                 room: room.to_string(),
             });
         }
+        // As for contacts: device lists not read yet (a member who had published none
+        // when the room was joined) are asked for again. A room not ready yet does this
+        // when it is.
+        if self.room_ready(room.as_str())
+            && let Ok(members) = self.room_recipients(room.as_str())
+        {
+            self.prepare(&members, now)?;
+        }
         let deadline = now.saturating_add(self.config.send_timeout_secs);
         let id = self
             .outbox
