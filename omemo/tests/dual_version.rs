@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::pep::{Device, World, bare, body, with_from};
+use common::pep::{Device, World, bare, body, encrypted_versions, with_from};
 use minidom::Element;
 use omemo::hazmat::{IdentityKeyPair, Session, encrypt_payload};
 use omemo::stanza::omemo2::{self, EncryptedKey, EncryptedMessage, RecipientKeys};
@@ -30,15 +30,6 @@ fn legacy_only() -> ManagerConfig {
 
 fn omemo2_only() -> ManagerConfig {
     speaking(Versions::only(Version::Omemo2))
-}
-
-/// The namespaces of the `<encrypted>` elements of a stanza, in order.
-fn encrypted_versions(stanza: &Element) -> Vec<Version> {
-    stanza
-        .children()
-        .filter(|c| c.name() == "encrypted")
-        .filter_map(|c| Version::from_namespace(&c.ns()))
-        .collect()
 }
 
 #[test]

@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::pep::{Device, World, bare};
+use common::pep::{Device, World, bare, encrypted_versions};
 use minidom::Element;
 use omemo::{Event, Handled, ManagerConfig, ManagerError, MemoryStore, Version, Versions, Via};
 
@@ -168,6 +168,14 @@ impl Muc {
             .collect()
     }
 
+    /// A groupchat message from occupant `nick`, as the occupant `to` receives it.
+    fn reflect_to(&self, nick: &str, message: &Element, to: &str) -> Vec<(String, Element)> {
+        self.reflect(nick, message)
+            .into_iter()
+            .filter(|(full, _)| full == to)
+            .collect()
+    }
+
     /// A groupchat message from occupant `nick`, as each occupant receives it.
     fn reflect(&self, nick: &str, message: &Element) -> Vec<(String, Element)> {
         self.occupants
@@ -279,15 +287,6 @@ fn write(
         .map(|r| (r.jid.clone(), r.device_id))
         .collect();
     (id, stanza, devices)
-}
-
-/// The versions of the `<encrypted>` elements of a stanza, in order.
-fn encrypted_versions(stanza: &Element) -> Vec<Version> {
-    stanza
-        .children()
-        .filter(|c| c.name() == "encrypted")
-        .filter_map(|c| Version::from_namespace(&c.ns()))
-        .collect()
 }
 
 fn speaking(versions: Versions) -> ManagerConfig {
@@ -426,11 +425,8 @@ fn members_of_both_versions_read_each_other_and_the_room_keeps_up_with_changes()
         ("bob", &first, "from bob"),
         ("robert", &second, "from robert"),
     ] {
-        let copies: Vec<(String, Element)> = muc
-            .reflect(nick, stanza)
-            .into_iter()
-            .filter(|(to, _)| to == "alice@example.org/phone")
-            .collect();
+        let copies: Vec<(String, Element)> =
+            muc.reflect_to(nick, stanza, "alice@example.org/phone");
         let handled = deliver(&mut world, &muc, &mut [&mut alice], copies);
         let Handled::Message { message, .. } = &handled[0].1 else {
             panic!("{handled:?}")
@@ -456,11 +452,8 @@ fn members_of_both_versions_read_each_other_and_the_room_keeps_up_with_changes()
     );
     let (_, stanza, devices) = write(&mut world, &muc, &mut alice, "carol is gone");
     assert_eq!(ids(&devices), ["bob@example.org", "erin@example.org"]);
-    let copies: Vec<(String, Element)> = muc
-        .reflect("alice", &stanza)
-        .into_iter()
-        .filter(|(to, _)| to == "carol@example.org/tablet")
-        .collect();
+    let copies: Vec<(String, Element)> =
+        muc.reflect_to("alice", &stanza, "carol@example.org/tablet");
     let handled = deliver(&mut world, &muc, &mut [&mut carol], copies);
     // (No legacy element at all: nobody left who needs one.)
     assert_eq!(handled[0].1, Handled::Unhandled, "{handled:?}");
@@ -490,11 +483,8 @@ fn members_of_both_versions_read_each_other_and_the_room_keeps_up_with_changes()
         "type".try_into().unwrap(),
         "groupchat",
     );
-    let copies: Vec<(String, Element)> = muc
-        .reflect("dave", &from_dave)
-        .into_iter()
-        .filter(|(to, _)| to == "alice@example.org/phone")
-        .collect();
+    let copies: Vec<(String, Element)> =
+        muc.reflect_to("dave", &from_dave, "alice@example.org/phone");
     let handled = deliver(&mut world, &muc, &mut [&mut alice], copies);
     assert_eq!(
         handled[0].1,
@@ -507,11 +497,8 @@ fn members_of_both_versions_read_each_other_and_the_room_keeps_up_with_changes()
         }
     );
     // An unknown nickname is not attributed to anyone.
-    let copies: Vec<(String, Element)> = muc
-        .reflect("nobody", &from_dave)
-        .into_iter()
-        .filter(|(to, _)| to == "alice@example.org/phone")
-        .collect();
+    let copies: Vec<(String, Element)> =
+        muc.reflect_to("nobody", &from_dave, "alice@example.org/phone");
     let handled = deliver(&mut world, &muc, &mut [&mut alice], copies);
     assert!(matches!(
         handled[0].1,
@@ -616,11 +603,7 @@ fn the_nickname_map_survives_a_restart() {
         .join_room(&bare(ROOM), "alice", world.now)
         .unwrap();
     run(&mut world, &muc, &mut alice);
-    let copies: Vec<(String, Element)> = muc
-        .reflect("bob", &stanza)
-        .into_iter()
-        .filter(|(to, _)| to == "alice@example.org/phone")
-        .collect();
+    let copies: Vec<(String, Element)> = muc.reflect_to("bob", &stanza, "alice@example.org/phone");
     let handled = deliver(&mut world, &muc, &mut [&mut alice], copies);
     let Handled::Message { message, .. } = &handled[0].1 else {
         panic!("{handled:?}")

@@ -450,6 +450,15 @@ impl World {
     }
 }
 
+/// The versions of the `<encrypted>` elements of a stanza, in order.
+pub fn encrypted_versions(stanza: &Element) -> Vec<Version> {
+    stanza
+        .children()
+        .filter(|c| c.name() == "encrypted")
+        .filter_map(|c| Version::from_namespace(&c.ns()))
+        .collect()
+}
+
 pub fn with_from(mut stanza: Element, from: &str) -> Element {
     stanza.set_attr(
         minidom::rxml::Namespace::NONE,
