@@ -264,9 +264,15 @@ pub(crate) struct RunArgs {
     /// Join this room (a bare JID; repeatable) and echo its OMEMO messages to it,
     /// encrypted for every member. Only rooms that are non-anonymous and members-only
     /// carry OMEMO (the bot must be a member); the bot never answers in plaintext there.
-    /// It also joins rooms a contact it trusts invites it to.
     #[arg(long = "join", value_name = "ROOM", value_parser = parse_bare_jid)]
     pub(crate) rooms: Vec<BareJid>,
+
+    /// Join the rooms this contact invites the bot to (a bare JID; repeatable), with a
+    /// direct invitation (XEP-0249); contacts with a verified device are followed too.
+    /// Invitations relayed by a room (XEP-0045) name an inviter the room chose, and are
+    /// not followed.
+    #[arg(long = "follow-invites-from", value_name = "JID", value_parser = parse_bare_jid)]
+    pub(crate) follow_invites_from: Vec<BareJid>,
 
     /// The nickname in rooms (default: the JID's local part).
     #[arg(long, value_name = "NICK")]

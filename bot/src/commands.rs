@@ -401,6 +401,8 @@ struct Echo {
     echo_plaintext: bool,
     /// The nickname in rooms.
     nick: String,
+    /// Whose direct invitations to rooms are followed (besides verified contacts).
+    follow: Vec<BareJid>,
 }
 
 impl Echo {
@@ -424,14 +426,23 @@ impl Echo {
                 if message.sender == client.jid().as_str() || message.trust == Trust::Distrusted {
                     return Ok(());
                 }
+                if !message.affix_violations.is_empty() {
+                    tracing::warn!(%room, from = %message.sender, violations = ?message.affix_violations, "room message with bad SCE affixes not answered");
+                    return Ok(());
+                }
                 client.send_to_room(&room, text)?;
             }
-            ClientEvent::Invitation { room, inviter, .. } => {
-                if trusts(client, &inviter)? {
-                    tracing::info!(%room, %inviter, "invited by a trusted contact: joining");
+            ClientEvent::Invitation {
+                room,
+                inviter,
+                direct,
+                ..
+            } => {
+                if direct && (self.follow.contains(&inviter) || verified(client, &inviter)?) {
+                    tracing::info!(%room, %inviter, "invited by a contact it follows: joining");
                     client.join_room(&room, &self.nick).await?;
                 } else {
-                    tracing::warn!(%room, %inviter, "invitation from a contact without a trusted device ignored");
+                    tracing::warn!(%room, %inviter, direct, "invitation not followed (only direct ones from --follow-invites-from or a verified contact are)");
                 }
             }
             ClientEvent::Omemo(Event::RoomReady {
@@ -589,9 +600,9 @@ impl Echo {
     }
 }
 
-/// Whether the bot trusts a device of `jid` (blindly or verified): whom it follows into
-/// rooms.
-fn trusts(client: &mut Client<SqliteStore>, jid: &BareJid) -> Result<bool, BotError> {
+/// Whether a device of `jid` is verified: a contact the bot follows into rooms (blind
+/// trust is given to anyone who writes, so it is not enough).
+fn verified(client: &mut Client<SqliteStore>, jid: &BareJid) -> Result<bool, BotError> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -599,7 +610,7 @@ fn trusts(client: &mut Client<SqliteStore>, jid: &BareJid) -> Result<bool, BotEr
         .manager()
         .devices(jid, now)?
         .iter()
-        .any(|d| matches!(d.trust, Trust::Blind | Trust::Verified)))
+        .any(|d| d.trust == Trust::Verified))
 }
 
 async fn run(args: RunArgs) -> Result<(), BotError> {
@@ -634,6 +645,7 @@ async fn run(args: RunArgs) -> Result<(), BotError> {
         last_hint: HashMap::new(),
         echo_plaintext: args.echo_plaintext,
         nick,
+        follow: args.follow_invites_from.clone(),
     };
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;

@@ -117,8 +117,11 @@ pub enum ClientEvent {
     Invitation {
         /// The room.
         room: BareJid,
-        /// Who invites (for a mediated invitation, as the room says).
+        /// Who invites: the sender of a direct invitation; for a mediated one, whom the
+        /// room names (anyone can send such a message and name anyone).
         inviter: BareJid,
+        /// Whether it is a direct invitation, whose inviter the server vouches for.
+        direct: bool,
         /// The room's password, if the invitation carries one.
         password: Option<String>,
     },
@@ -353,6 +356,18 @@ impl<S: Store> Client<S> {
     /// carry OMEMO. Its OMEMO messages come as [`ClientEvent::Message`] with
     /// [`Via::Room`].
     pub async fn join_room(&mut self, room: &BareJid, nick: &str) -> Result<(), DriverError> {
+        if protocol::room_join_presence(room, nick).is_none() {
+            return Err(DriverError::Protocol(format!(
+                "{nick:?} is not a valid nickname in {room}"
+            )));
+        }
+        if self
+            .rooms
+            .iter()
+            .any(|(joined, n)| joined == room && n == nick)
+        {
+            return Ok(());
+        }
         self.rooms.retain(|(joined, _)| joined != room);
         self.rooms.push((room.clone(), nick.to_owned()));
         if self.ready {
@@ -737,6 +752,7 @@ impl<S: Store> Client<S> {
                     self.events.push_back(ClientEvent::Invitation {
                         room: invitation.room,
                         inviter: invitation.inviter,
+                        direct: invitation.direct,
                         password: invitation.password,
                     });
                 } else if let Some(body) = self.plain_body(message) {

@@ -181,8 +181,9 @@ pub(crate) fn presence(kind: &str, to: Option<&str>) -> Option<Element> {
     Some(builder.build())
 }
 
-/// The presence that enters `room` as `nick` (XEP-0045 §7.2), asking for no history
-/// (what was said before comes from the room's archive, once).
+/// The presence that enters `room` as `nick` (XEP-0045 §7.2), asking for no history: the
+/// room's replay would hand over again what this client may have read (reading the
+/// room's archive after time offline is not done yet).
 pub(crate) fn room_join_presence(room: &BareJid, nick: &str) -> Option<Element> {
     let to = format!("{room}/{nick}");
     jid::FullJid::new(&to).ok()?;
@@ -203,12 +204,18 @@ pub(crate) struct Invitation {
     pub(crate) room: BareJid,
     pub(crate) inviter: BareJid,
     pub(crate) password: Option<String>,
+    /// Whether the server vouches for the inviter: a direct invitation (from the
+    /// inviter's own JID), not one relayed by a room (which names the inviter itself).
+    pub(crate) direct: bool,
 }
 
 /// A room invitation in `message`: mediated (XEP-0045 §7.8.2: from the room, naming the
 /// inviter; Prosody adds a direct one to it, which is then ignored) or direct (XEP-0249:
-/// from the inviter, naming the room).
+/// from the inviter, naming the room). Not in group chat messages.
 pub(crate) fn parse_invitation(message: &Element) -> Option<Invitation> {
+    if message.attr("type") == Some("groupchat") {
+        return None;
+    }
     let from = jid::Jid::new(message.attr("from")?).ok()?.to_bare();
     if let Some(invite) = message
         .get_child("x", NS_MUC_USER)
@@ -223,6 +230,7 @@ pub(crate) fn parse_invitation(message: &Element) -> Option<Invitation> {
             room: from,
             inviter,
             password,
+            direct: false,
         });
     }
     let direct = message.get_child("x", NS_CONFERENCE)?;
@@ -231,6 +239,7 @@ pub(crate) fn parse_invitation(message: &Element) -> Option<Invitation> {
         room,
         inviter: from,
         password: direct.attr("password").map(str::to_owned),
+        direct: true,
     })
 }
 
@@ -257,6 +266,7 @@ mod tests {
                 room: BareJid::new("room@muc.example").unwrap(),
                 inviter: BareJid::new("alice@example.org").unwrap(),
                 password: Some("secret".into()),
+                direct: false,
             })
         );
         let direct: Element = "<message xmlns='jabber:client' from='alice@example.org/phone'>\
@@ -269,8 +279,16 @@ mod tests {
                 room: BareJid::new("room@muc.example").unwrap(),
                 inviter: BareJid::new("alice@example.org").unwrap(),
                 password: None,
+                direct: true,
             })
         );
+        // In a group chat message, an invitation element is anyone's text.
+        let in_room: Element =
+            "<message xmlns='jabber:client' type='groupchat' from='room@muc.example/eve'>\
+            <x xmlns='jabber:x:conference' jid='evil@muc.example'/></message>"
+                .parse()
+                .unwrap();
+        assert_eq!(parse_invitation(&in_room), None);
         let plain: Element = "<message xmlns='jabber:client' from='a@b'><body>x</body></message>"
             .parse()
             .unwrap();

@@ -307,6 +307,13 @@ pub enum RoomRefusal {
     /// Its features or member lists could not be read.
     #[error("its features or member lists could not be read")]
     Unreadable,
+    /// This device is not in it: the room refused it, or removed it, or has not let it
+    /// in yet.
+    #[error("this device is not in it")]
+    NotEntered,
+    /// Its features and member lists have not all arrived yet.
+    #[error("its features and member lists have not all arrived yet")]
+    NotReady,
 }
 
 /// A session manager operation failed. Nothing was stored for a message that failed.

@@ -336,7 +336,18 @@ fn members_of_both_versions_read_each_other_and_the_room_keeps_up_with_changes()
             .join_room(&bare(ROOM), nick, world.now)
             .unwrap();
         run(&mut world, &muc, device);
-        assert_eq!(room_ready(device), [(4, None)], "{nick}");
+        // Not ready before the room has let it in.
+        assert_eq!(room_ready(device), [], "{nick}");
+        assert_eq!(
+            device
+                .manager
+                .encrypt_for_room(&bare(ROOM), "too early", &mut common::rng::rng(), world.now)
+                .err(),
+            Some(ManagerError::RoomNotUsable {
+                room: ROOM.to_owned(),
+                reason: omemo::RoomRefusal::NotEntered
+            })
+        );
     }
     for (nick, full) in [
         ("alice", "alice@example.org/phone"),
@@ -354,6 +365,13 @@ fn members_of_both_versions_read_each_other_and_the_room_keeps_up_with_changes()
             handled.iter().all(|(_, h)| *h == Handled::Room),
             "{handled:?}"
         );
+    }
+    for (device, nick) in [
+        (&mut alice, "alice"),
+        (&mut bob, "bob"),
+        (&mut carol, "carol"),
+    ] {
+        assert_eq!(room_ready(device), [(4, None)], "{nick}: once");
     }
 
     // Alice writes: bob (in OMEMO 2) and carol (in legacy OMEMO) read the one stanza,
@@ -530,6 +548,8 @@ fn rooms_that_cannot_carry_omemo_are_refused_with_the_reason() {
             .join_room(&bare(ROOM), "alice", world.now)
             .unwrap();
         run(&mut world, &muc, &mut alice);
+        let presences = muc.enter("alice", "alice@example.org/phone");
+        deliver(&mut world, &muc, &mut [&mut alice], presences);
         assert_eq!(room_ready(&mut alice), [(2, Some(reason))]);
         let id = alice
             .manager
@@ -610,4 +630,104 @@ fn the_nickname_map_survives_a_restart() {
     };
     assert_eq!(message.sender, "bob@example.org");
     assert_eq!(message.body.as_deref(), Some("before the restart"));
+}
+
+#[test]
+fn a_room_that_refuses_this_device_or_never_answers_is_not_written_to() {
+    let mut world = World::new();
+    let mut rng = common::rng::rng();
+    let mut alice = world.device("alice@example.org", "phone");
+    let _bob = world.device("bob@example.org", "pc");
+    let muc = Muc::new(&[("bob@example.org", "owner")]);
+    alice
+        .manager
+        .join_room(&bare(ROOM), "alice", world.now)
+        .unwrap();
+    run(&mut world, &muc, &mut alice);
+    // A message to a contact queued behind a room message that waits is not held up.
+    let to_room = alice
+        .manager
+        .send_to_room(&bare(ROOM), "to the room", &mut rng, world.now)
+        .unwrap();
+    world.prepare(&mut alice, "bob@example.org");
+    let to_bob = alice
+        .manager
+        .send(&[bare("bob@example.org")], "to bob", &mut rng, world.now)
+        .unwrap();
+    run(&mut world, &muc, &mut alice);
+    let sent: Vec<omemo::MessageId> = std::iter::from_fn(|| alice.manager.poll_event())
+        .filter_map(|e| match e {
+            Event::Sent { id, .. } => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, [to_bob]);
+    // Not a member: the room answers the join with an error presence.
+    let refusal: Element = format!(
+        "<presence xmlns='jabber:client' type='error' from='{ROOM}/alice' to='alice@example.org/phone'>\
+           <x xmlns='http://jabber.org/protocol/muc'/><error type='auth'>\
+           <registration-required xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>"
+    )
+    .parse()
+    .unwrap();
+    assert_eq!(
+        alice
+            .manager
+            .handle_stanza(&refusal, &mut rng, world.now)
+            .unwrap(),
+        Handled::Room
+    );
+    run(&mut world, &muc, &mut alice);
+    let events: Vec<Event> = std::iter::from_fn(|| alice.manager.poll_event()).collect();
+    assert!(
+        events.contains(&Event::RoomReady {
+            room: ROOM.to_owned(),
+            members: 1,
+            refusal: Some(omemo::RoomRefusal::NotEntered)
+        }),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| matches!(e, Event::NotSent { id, error: ManagerError::RoomNotUsable { .. } } if *id == to_room)), "{events:?}");
+
+    // A room whose queries go unanswered is given up after a minute, and said so.
+    let mut carol = world.device("carol@example.org", "pc");
+    carol
+        .manager
+        .join_room(&bare(ROOM), "carol", world.now)
+        .unwrap();
+    while carol.manager.poll_transmit().unwrap().is_some() {}
+    world.now += 61;
+    carol.manager.handle_timeout(&mut rng, world.now).unwrap();
+    let events: Vec<Event> = std::iter::from_fn(|| carol.manager.poll_event()).collect();
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::RoomReady {
+                refusal: Some(omemo::RoomRefusal::Unreadable),
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+
+    // Leaving a room fails what waits for it at once.
+    let mut dave = world.device("dave@example.org", "pc");
+    dave.manager
+        .join_room(&bare(ROOM), "dave", world.now)
+        .unwrap();
+    let waiting = dave
+        .manager
+        .send_to_room(&bare(ROOM), "later", &mut rng, world.now)
+        .unwrap();
+    dave.manager.leave_room(&bare(ROOM));
+    let events: Vec<Event> = std::iter::from_fn(|| dave.manager.poll_event()).collect();
+    assert!(
+        events.contains(&Event::NotSent {
+            id: waiting,
+            error: ManagerError::RoomNotJoined {
+                room: ROOM.to_owned()
+            }
+        }),
+        "{events:?}"
+    );
 }

@@ -117,9 +117,23 @@ impl<S: Store> Manager<S> {
         rng: &mut impl CryptoRng,
         now: u64,
     ) -> Result<Handled, ManagerError> {
-        // Group chats come with the room support; a plain message is the application's.
+        // Group chat messages of joined rooms are read elsewhere; others are the
+        // application's.
         if message.attr("type") == Some("groupchat") {
             return Ok(Handled::Unhandled);
+        }
+        // A private message through a joined room comes from its bare JID plus a
+        // nickname: its sender would be taken for the room.
+        if via == Via::Direct
+            && self.is_encrypted(message)
+            && message
+                .attr("from")
+                .and_then(|from| jid::Jid::new(from).ok())
+                .is_some_and(|from| self.rooms.contains_key(from.to_bare().as_str()))
+        {
+            return Ok(Handled::Dropped(
+                "OMEMO private message through a room: its sender cannot be told",
+            ));
         }
         // The envelope of a copy of a sent message names the contact it went to; the
         // archive holds the messages the account sent too.
@@ -294,14 +308,7 @@ impl<S: Store> Manager<S> {
                 room: room.to_string(),
             });
         }
-        // As for contacts: device lists not read yet (a member who had published none
-        // when the room was joined) are asked for again. A room not ready yet does this
-        // when it is.
-        if self.room_ready(room.as_str())
-            && let Ok(members) = self.room_recipients(room.as_str())
-        {
-            self.prepare(&members, now)?;
-        }
+        self.refresh_member_lists(room.as_str(), now)?;
         let deadline = now.saturating_add(self.config.send_timeout_secs);
         let id = self
             .outbox
@@ -310,27 +317,39 @@ impl<S: Store> Manager<S> {
         Ok(id)
     }
 
-    /// Encrypts the queued messages, in order, whose fetches are done (for a room: its
-    /// features and lists, and its members' devices) or whose deadline passed.
+    /// Encrypts the queued messages whose fetches are done (for a room: its features
+    /// and lists, and its members' devices) or whose deadline passed; messages to one
+    /// destination (a room, or a set of contacts) go in the order given, and one that
+    /// waits does not hold up messages to others.
     fn flush_outbox(&mut self, rng: &mut impl CryptoRng, now: u64) {
-        while let Some(front) = self.outbox.front() {
-            let waits_for = match &front.room {
-                Some(room) if !self.room_ready(room.as_str()) => None,
-                Some(room) => Some(self.room_recipients(room.as_str()).unwrap_or_default()),
-                None => Some(front.recipients.clone()),
-            };
-            let ready = front.deadline <= now
-                || waits_for.is_some_and(|jids| {
-                    !jids
-                        .iter()
-                        .map(|jid| jid.as_str())
-                        .chain([self.own.jid.as_str()])
-                        .any(|jid| self.requests.fetching(jid))
-                });
-            if !ready {
-                return;
+        loop {
+            let mut waiting: Vec<(Option<BareJid>, Vec<BareJid>)> = Vec::new();
+            let mut due = None;
+            for (index, queued) in self.outbox.iter().enumerate() {
+                let destination = (queued.room.clone(), queued.recipients.clone());
+                if waiting.contains(&destination) {
+                    continue;
+                }
+                let waits_for = match &queued.room {
+                    Some(room) if !self.room_ready(room.as_str()) => None,
+                    Some(room) => Some(self.room_recipients(room.as_str()).unwrap_or_default()),
+                    None => Some(queued.recipients.clone()),
+                };
+                let ready = queued.deadline <= now
+                    || waits_for.is_some_and(|jids| {
+                        !jids
+                            .iter()
+                            .map(|jid| jid.as_str())
+                            .chain([self.own.jid.as_str()])
+                            .any(|jid| self.requests.fetching(jid))
+                    });
+                if ready {
+                    due = Some(index);
+                    break;
+                }
+                waiting.push(destination);
             }
-            let Some(queued) = self.outbox.pop() else {
+            let Some(queued) = due.and_then(|index| self.outbox.take(index)) else {
                 return;
             };
             let encrypted = match &queued.room {
@@ -427,6 +446,7 @@ impl<S: Store> Manager<S> {
         self.clock = self.clock.max(now);
         self.expire_requests(now);
         self.archive_page_lost(rng, now)?;
+        self.rooms_expired(now);
         let rotated = self.rotate_signed_pre_key(rng, now);
         self.flush_outbox(rng, now);
         rotated

@@ -47,19 +47,31 @@ impl Outbox {
         id
     }
 
-    /// The first message.
-    pub(super) fn front(&self) -> Option<&Queued> {
-        self.queue.front()
+    /// The messages waiting, in order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Queued> {
+        self.queue.iter()
     }
 
-    /// Takes the first message.
-    pub(super) fn pop(&mut self) -> Option<Queued> {
-        self.queue.pop_front()
+    /// Takes the message at `index` of [`Outbox::iter`].
+    pub(super) fn take(&mut self, index: usize) -> Option<Queued> {
+        self.queue.remove(index)
     }
 
-    /// When the first message stops waiting.
+    /// Drops the messages to `room`; returns their ids.
+    pub(super) fn remove_room(&mut self, room: &BareJid) -> Vec<MessageId> {
+        let ids = self
+            .queue
+            .iter()
+            .filter(|q| q.room.as_ref() == Some(room))
+            .map(|q| q.id)
+            .collect();
+        self.queue.retain(|q| q.room.as_ref() != Some(room));
+        ids
+    }
+
+    /// When the first message stops waiting (each waits as long as the one before it).
     pub(super) fn next_deadline(&self) -> Option<u64> {
-        self.queue.front().map(|q| q.deadline)
+        self.queue.iter().map(|q| q.deadline).min()
     }
 
     /// The recipients of every message waiting, each once.

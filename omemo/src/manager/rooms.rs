@@ -29,6 +29,10 @@ use crate::store::{Batch, Op, Store};
 /// them when the room reflects them.
 const SENT_REMEMBERED: usize = 256;
 
+/// At most once in this many seconds per room, a message to it asks again for the device
+/// lists of members whose lists could not be read.
+const MEMBER_LISTS_AGAIN_SECS: u64 = 60;
+
 /// A joined room.
 pub(super) struct Room {
     /// This device's nickname in it.
@@ -37,8 +41,17 @@ pub(super) struct Room {
     features: Option<RoomFeatures>,
     /// The lists still to arrive.
     lists_pending: Vec<Affiliation>,
-    /// Whether a query failed (the room is then not usable until joined again).
+    /// Whether a query failed or went unanswered (the room is then not usable until
+    /// joined again).
     unreadable: bool,
+    /// Whether the room showed this device's own presence (status 110): it is in.
+    entered: bool,
+    /// Whether the room refused to let this device in (an error presence).
+    join_failed: bool,
+    /// Whether [`Event::RoomReady`] went out for this join.
+    announced: bool,
+    /// When a message to it last asked again for members' device lists.
+    lists_asked_at: Option<u64>,
     /// Members, admins and owners by real bare JID.
     members: BTreeMap<String, Affiliation>,
     /// Real bare JIDs by nickname, as the store keeps them.
@@ -49,20 +62,33 @@ pub(super) struct Room {
 }
 
 impl Room {
-    /// Whether its features and all three lists arrived.
+    /// Whether everything it waits for is in: this device entered, its features and all
+    /// three lists arrived (or a query failed).
     pub(super) fn ready(&self) -> bool {
-        (self.features.is_some() && self.lists_pending.is_empty()) || self.unreadable
+        self.unreadable
+            || self.join_failed
+            || (self.entered && self.features.is_some() && self.lists_pending.is_empty())
     }
 
-    /// Why it cannot carry OMEMO, if it cannot.
+    /// Why it cannot carry OMEMO (now), if it cannot.
     fn refusal(&self) -> Option<RoomRefusal> {
         match self.features {
+            _ if self.join_failed => Some(RoomRefusal::NotEntered),
             _ if self.unreadable => Some(RoomRefusal::Unreadable),
-            None => Some(RoomRefusal::Unreadable),
             Some(f) if !f.non_anonymous => Some(RoomRefusal::Anonymous),
             Some(f) if !f.members_only => Some(RoomRefusal::NotMembersOnly),
+            _ if !self.entered => Some(RoomRefusal::NotEntered),
+            None => Some(RoomRefusal::NotReady),
+            Some(_) if !self.lists_pending.is_empty() => Some(RoomRefusal::NotReady),
             Some(_) => None,
         }
+    }
+
+    /// Whether what it says about its occupants is worth keeping: not for rooms that
+    /// cannot carry OMEMO (anyone may come and go, and rename, there).
+    fn keeps_occupants(&self) -> bool {
+        self.features
+            .is_none_or(|f| f.non_anonymous && f.members_only)
     }
 }
 
@@ -87,6 +113,10 @@ impl<S: Store> Manager<S> {
                 features: None,
                 lists_pending: Affiliation::ALL.to_vec(),
                 unreadable: false,
+                entered: false,
+                join_failed: false,
+                announced: false,
+                lists_asked_at: None,
                 members: BTreeMap::new(),
                 occupants,
                 sent: VecDeque::new(),
@@ -109,9 +139,43 @@ impl<S: Store> Manager<S> {
         Ok(())
     }
 
-    /// Stops following `room` (the nicknames stay in the store).
+    /// Stops following `room` (the nicknames stay in the store); messages queued for it
+    /// are not sent ([`Event::NotSent`] with [`ManagerError::RoomNotJoined`]).
     pub fn leave_room(&mut self, room: &BareJid) {
         self.rooms.remove(room.as_str());
+        for id in self.outbox.remove_room(room) {
+            self.events.push_back(Event::NotSent {
+                id,
+                error: ManagerError::RoomNotJoined {
+                    room: room.to_string(),
+                },
+            });
+        }
+    }
+
+    /// A message to `room` is about to be queued: members whose device lists could not
+    /// be read (one who had published none when the room was joined) are asked again, at
+    /// most once a minute per room.
+    pub(super) fn refresh_member_lists(
+        &mut self,
+        room: &str,
+        now: u64,
+    ) -> Result<(), ManagerError> {
+        let Some(joined) = self.rooms.get_mut(room) else {
+            return Ok(());
+        };
+        if !joined.ready()
+            || joined
+                .lists_asked_at
+                .is_some_and(|at| now.saturating_sub(at) < MEMBER_LISTS_AGAIN_SECS)
+        {
+            return Ok(());
+        }
+        joined.lists_asked_at = Some(now);
+        if let Ok(members) = self.room_recipients(room) {
+            self.prepare(&members, now)?;
+        }
+        Ok(())
     }
 
     /// The real bare JIDs of `room`'s members, admins and owners, as known now.
@@ -176,6 +240,35 @@ impl<S: Store> Manager<S> {
         let encrypted = self.encrypt_room_message(room, None, body, rng, now)?;
         self.sync()?;
         Ok(encrypted)
+    }
+
+    /// Rooms whose queries went unanswered (expired): unreadable, and said so.
+    pub(super) fn rooms_expired(&mut self, now: u64) {
+        let stuck: Vec<String> = self
+            .rooms
+            .iter()
+            .filter(|(_, joined)| !joined.ready())
+            .filter(|(room, joined)| {
+                let features = Pending::RoomFeatures {
+                    room: (*room).clone(),
+                };
+                let waiting = (joined.features.is_none() && self.requests.is_pending(&features))
+                    || joined.lists_pending.iter().any(|affiliation| {
+                        self.requests.is_pending(&Pending::RoomList {
+                            room: (*room).clone(),
+                            affiliation: *affiliation,
+                        })
+                    });
+                !waiting && (joined.features.is_none() || !joined.lists_pending.is_empty())
+            })
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in stuck {
+            if let Some(joined) = self.rooms.get_mut(&room) {
+                joined.unreadable = true;
+            }
+            self.room_progress(&room, now);
+        }
     }
 
     /// [`Manager::encrypt_for_room`] with the commit deferred, remembering the stanza id
@@ -247,12 +340,13 @@ impl<S: Store> Manager<S> {
     /// Once a room's features and lists are in: its members' device lists are fetched,
     /// and the application hears that it is ready (or why it cannot carry OMEMO).
     fn room_progress(&mut self, room: &str, now: u64) {
-        let Some(joined) = self.rooms.get(room) else {
+        let Some(joined) = self.rooms.get_mut(room) else {
             return;
         };
-        if !joined.ready() {
+        if !joined.ready() || joined.announced {
             return;
         }
+        joined.announced = true;
         let refusal = joined.refusal();
         let members = joined.members.len();
         if let Some(reason) = refusal {
@@ -281,6 +375,20 @@ impl<S: Store> Manager<S> {
     pub(super) fn room_update(&mut self, stanza: &Element, now: u64) -> Option<Handled> {
         let from = jid::Jid::new(stanza.attr("from")?).ok()?;
         let room = from.to_bare().to_string();
+        if stanza.name() == "presence" && stanza.attr("type") == Some("error") {
+            // The room refused this device (nickname taken, not a member, banned…).
+            let joined = self.rooms.get_mut(&room)?;
+            if from
+                .resource()
+                .is_some_and(|nick| nick.as_str() == joined.nick)
+            {
+                tracing::warn!(%room, "the room refused to let this device in");
+                joined.entered = false;
+                joined.join_failed = true;
+                self.room_progress(&room, now);
+            }
+            return Some(Handled::Room);
+        }
         let update = muc::parse_occupant(stanza)?;
         // A message counts only as the room's notice of an affiliation change: from its
         // bare JID, naming a JID and an affiliation (invitations and private messages
@@ -292,13 +400,25 @@ impl<S: Store> Manager<S> {
         let own_jid = self.own.jid.clone();
         let joined = self.rooms.get_mut(&room)?;
         let mut ops = Vec::new();
+        let mut entered_now = false;
+        if update.own && update.new_nick.is_none() {
+            if update.left {
+                // Kicked, banned, removed, or the room is gone.
+                tracing::warn!(%room, "this device is no longer in the room");
+                joined.entered = false;
+            } else if !joined.entered {
+                joined.entered = true;
+                entered_now = true;
+            }
+        }
         if let (Some(nick), Some(jid)) = (&update.nick, &update.jid) {
             if update.own && !update.left {
                 joined.nick = nick.clone();
             }
             let names = [Some(nick), update.new_nick.as_ref()];
+            let keep = joined.keeps_occupants();
             for name in names.into_iter().flatten() {
-                if joined.occupants.get(name) != Some(jid) {
+                if keep && joined.occupants.get(name) != Some(jid) {
                     joined.occupants.insert(name.clone(), jid.clone());
                     ops.push(Op::PutRoomOccupant {
                         room: room.clone(),
@@ -337,6 +457,9 @@ impl<S: Store> Manager<S> {
         {
             tracing::warn!(%room, %error, "could not fetch a new member's devices");
         }
+        if entered_now {
+            self.room_progress(&room, now);
+        }
         Some(Handled::Room)
     }
 
@@ -351,9 +474,21 @@ impl<S: Store> Manager<S> {
     ) -> Option<Result<Handled, ManagerError>> {
         let from = jid::Jid::new(message.attr("from")?).ok()?;
         let room = from.to_bare().to_string();
-        let nick = from.resource()?.to_string();
         let joined = self.rooms.get_mut(&room)?;
-        if let Some(stanza_id) = message.attr("id")
+        let Some(nick) = from.resource().map(|r| r.to_string()) else {
+            // From the room itself: a configuration change (XEP-0045 status 104, 172-174)
+            // may make it anonymous or open; its features are read again.
+            if muc::configuration_changed(message) {
+                let target = room.clone();
+                self.queue(Pending::RoomFeatures { room: room.clone() }, |id| {
+                    muc::room_info_iq(id, &target)
+                });
+                return Some(Ok(Handled::Room));
+            }
+            return Some(Ok(Handled::Unhandled));
+        };
+        if nick == joined.nick
+            && let Some(stanza_id) = message.attr("id")
             && let Some(index) = joined.sent.iter().position(|(id, _)| id == stanza_id)
         {
             let (_, id) = joined.sent.remove(index)?;

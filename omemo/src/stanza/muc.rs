@@ -147,6 +147,16 @@ pub fn parse_occupant(stanza: &Element) -> Option<OccupantUpdate> {
     })
 }
 
+/// Whether a message from a room says its configuration changed (XEP-0045 status 104, or
+/// 172-174: now non-anonymous, semi-anonymous, fully anonymous).
+pub fn configuration_changed(message: &Element) -> bool {
+    message
+        .get_child("x", NS_USER)
+        .into_iter()
+        .flat_map(|x| x.children().filter(|c| c.is("status", NS_USER)))
+        .any(|status| matches!(status.attr("code"), Some("104" | "172" | "173" | "174")))
+}
+
 /// The bare form of a JID attribute, `None` when it is no JID.
 fn bare(value: &str) -> Option<String> {
     jid::Jid::new(value).ok().map(|j| j.to_bare().to_string())
@@ -259,5 +269,20 @@ mod tests {
             parse_occupant(&parse("<presence xmlns='jabber:client'/>")),
             None
         );
+    }
+
+    #[test]
+    fn configuration_changes_are_recognised() {
+        let changed = parse(
+            "<message xmlns='jabber:client' type='groupchat' from='room@muc.example'>\
+               <x xmlns='http://jabber.org/protocol/muc#user'><status code='104'/>\
+               <status code='173'/></x></message>",
+        );
+        assert!(configuration_changed(&changed));
+        let other = parse(
+            "<message xmlns='jabber:client' type='groupchat' from='room@muc.example'>\
+               <x xmlns='http://jabber.org/protocol/muc#user'><status code='170'/></x></message>",
+        );
+        assert!(!configuration_changed(&other));
     }
 }
