@@ -91,8 +91,9 @@
 #      message (the session's completion, after the catch-up); the prekeys the key
 #      exchanges named are gone from the store afterwards and none is left hidden.
 #  19. A group chat: amy (slixmpp-omemo, legacy OMEMO) creates a members-only,
-#      non-anonymous room and makes bea and the bot members; the bot joins with `run
-#      --join`, bea joins and changes her nickname halfway. Each member sends 4 messages,
+#      non-anonymous room, makes bea and the bot members and invites the bot (XEP-0249);
+#      the bot (`run --follow-invites-from amy`) joins (and the room of its `--join`, which
+#      it creates); bea joins and changes her nickname halfway. Each member sends 4 messages,
 #      one at a time: every member reads the other's 4 and the bot's 8 echoes (each of
 #      its own once), the bot reads all 8 (no refusal, no failure) and recognises its 8
 #      echoes coming back from the room.
@@ -1022,17 +1023,20 @@ room_member() {
 
 scenario_19() {
     local room="lounge$SFX@conference.localhost" i amy bea rc n who
+    # The bot follows amy's invitations; it also joins the room --join names (a new one:
+    # Prosody creates it, with the bot as its owner and only member).
+    # (omemo_tokio at debug: it logs each own message that comes back from the room.)
+    RUST_LOG="$RUST_LOG,omemo_tokio=debug" start_bot bot19 bot19 --nick bot19 \
+        --follow-invites-from "amy$SFX@localhost" --join "nowhere$SFX@conference.localhost"
     room_member s19-amy amy "$room" amy --members "bea$SFX@localhost,bot19$SFX@localhost" \
-        --peers bea,bot19 --count 4 --expect 4
+        --invite "bot19$SFX@localhost" --peers bea,bot19 --count 4 --expect 4
     amy=$MEMBER_PID
     for i in $(seq 1 600); do
-        grep -q "members set" "$WORK/s19-amy.log" 2>/dev/null && break
+        grep -q "invited" "$WORK/s19-amy.log" 2>/dev/null && break
         kill -0 "$amy" 2>/dev/null || fail "amy exited: $(cat "$WORK/s19-amy.json")"
         sleep 0.1
     done
-    grep -q "members set" "$WORK/s19-amy.log" || fail "amy did not set up the room within 60 s"
-    # (omemo_tokio at debug: it logs each own message that comes back from the room.)
-    RUST_LOG="$RUST_LOG,omemo_tokio=debug" start_bot bot19 bot19 --join "$room" --nick bot19
+    grep -q "invited" "$WORK/s19-amy.log" || fail "amy did not set up the room within 60 s"
     room_member s19-bea bea "$room" bea --peers amy,bot19 --count 4 --expect 4 --rename beatrice \
         --after amy
     bea=$MEMBER_PID
@@ -1054,13 +1058,17 @@ EOF
     [ "$n" -eq 8 ] || fail "the bot sent $n messages to the room, want 8"
     n="$(log_count bot19 'own room message came back')"
     [ "$n" -eq 8 ] || fail "the bot recognised $n of its 8 messages coming back"
-    grep -q "room ready.*members=3" "$WORK/bot19.log" || fail "the bot did not see 3 members: $(grep -m2 room "$WORK/bot19.log")"
+    grep -q "invited by a contact it follows: joining room=$room" "$WORK/bot19.log" \
+        || fail "the bot did not follow amy's invitation: $(grep -m2 invit "$WORK/bot19.log")"
+    grep -q "room ready room=$room members=3" "$WORK/bot19.log" || fail "the bot did not see 3 members: $(grep -m2 room "$WORK/bot19.log")"
+    grep -q "room ready room=nowhere$SFX@conference.localhost members=1" "$WORK/bot19.log" \
+        || fail "the bot did not join the room of --join: $(grep -m2 nowhere "$WORK/bot19.log")"
     if grep -E "could not decrypt|room message refused|not encrypted for this device" "$WORK/bot19.log"; then
         fail "the bot did not read every member's message"
     fi
     stop_bot TERM
     [ "$STOP_RC" = 0 ] || fail "the bot did not exit 0 on SIGTERM (exit $STOP_RC)"
-    echo "amy and bea (renamed halfway) read each other's 4 messages and the bot's 8 echoes; the bot read all 8 and recognised its own 8 coming back"
+    echo "the bot followed amy's invitation; amy and bea (renamed halfway) read each other's 4 messages and the bot's 8 echoes; the bot read all 8 and recognised its own 8 coming back"
 }
 
 TITLES=(
@@ -1083,7 +1091,7 @@ TITLES=(
     "the store encrypted at rest: conversion, wrong passphrase, passphrase change"
     "device hygiene: prune, signed label, devices --own, reset"
     "catching up after time offline: each missed message answered once"
-    "a group chat: members-only non-anonymous room, nickname change, echoes to all"
+    "a group chat: invitation, members-only non-anonymous room, nickname change, echoes"
 )
 
 # traces FILE...: the files among FILE... (the store, its WAL and journal) that hold a JID of

@@ -598,6 +598,7 @@ class Peer(ClientXMPP):
         self.register_plugin("xep_0334")
         # Rooms (the `room` command): slixmpp-omemo finds an occupant's real JID here.
         self.register_plugin("xep_0045")
+        self.register_plugin("xep_0249")
         self.register_plugin("xep_0384", module=sys.modules[__name__])
 
         # Accept every subscription request, and ask back (mutual subscription).
@@ -1841,6 +1842,10 @@ async def run_room(args: argparse.Namespace) -> int:
             for member in args.members.split(","):
                 await muc.set_affiliation(room, "member", jid=JID(member))
             LOG.info("members set: %s", args.members)
+        if args.invite:
+            # A direct invitation (XEP-0249), from our own JID.
+            peer.plugin["xep_0249"].send_invitation(JID(args.invite), room)
+            LOG.info("invited %s", args.invite)
         wanted = [n for n in (args.peers or "").split(",") if n]
         await until(lambda: all(n in seen for n in wanted), f"occupants {wanted} ({sorted(seen)})")
         members: Set[str] = set()
@@ -1959,6 +1964,8 @@ def main() -> int:
     pm.add_argument("--expect", type=int, default=0,
                     help="texts of other members (not the bot) to read")
     pm.add_argument("--rename", default=None, help="nickname to take halfway")
+    pm.add_argument("--invite", default=None,
+                    help="bare JID to send a direct invitation (XEP-0249) to, after --members")
     pm.add_argument("--after", default=None,
                     help="nickname of a member whose first message comes before ours")
     pm.add_argument("--timeout", type=float, default=90.0)
