@@ -92,13 +92,24 @@ impl<S: Store> Manager<S> {
                 })
             }
             None => {
-                let from =
-                    self.store
-                        .load_archive_position(&self.own.jid)?
-                        .unwrap_or(ArchivePosition {
+                // A position read online and not written yet is where this one starts.
+                let from = match self.unsaved_position.take() {
+                    Some(position) => {
+                        self.commit(Batch {
+                            ops: vec![Op::PutArchivePosition {
+                                archive: self.own.jid.clone(),
+                                position: position.clone(),
+                            }],
+                        })?;
+                        position
+                    }
+                    None => self.store.load_archive_position(&self.own.jid)?.unwrap_or(
+                        ArchivePosition {
                             at: 0,
                             last_id: None,
-                        });
+                        },
+                    ),
+                };
                 let after = from.last_id.clone();
                 self.catch_up = Some(CatchUp {
                     query_id: format!("omemo-catch-up-{:08x}", rng.next_u32()),
@@ -343,17 +354,11 @@ impl<S: Store> Manager<S> {
         let Some(id) = mam::stanza_id(message, &self.own.jid) else {
             return;
         };
-        let batch = Batch {
-            ops: vec![Op::PutArchivePosition {
-                archive: self.own.jid.clone(),
-                position: ArchivePosition {
-                    at: now,
-                    last_id: Some(id.to_owned()),
-                },
-            }],
-        };
-        if let Err(error) = self.commit(batch) {
-            tracing::warn!(%error, "could not note the last message read");
-        }
+        // Written with the next sync, with the state of the messages before it.
+        self.unsaved_position = Some(ArchivePosition {
+            at: now,
+            last_id: Some(id.to_owned()),
+        });
+        self.unsynced = true;
     }
 }

@@ -213,6 +213,9 @@ pub struct Manager<S: Store> {
     /// Whether messages read online move the archive position: not during a catch-up,
     /// nor after one that ended early (until one completes).
     positions_online: bool,
+    /// The archive position of the last message read online, written with the next
+    /// sync (one write per group commit, not one per message).
+    unsaved_position: Option<ArchivePosition>,
     /// The rooms joined, by bare JID.
     rooms: std::collections::HashMap<String, rooms::Room>,
 }
@@ -396,6 +399,7 @@ impl<S: Store> Manager<S> {
             own_lists_read: Versions::NONE,
             catch_up: None,
             positions_online: true,
+            unsaved_position: None,
             rooms: std::collections::HashMap::new(),
         }
     }
@@ -499,7 +503,16 @@ impl<S: Store> Manager<S> {
             return Ok(());
         }
         self.unsynced = false;
-        if let Err(error) = self.store.sync() {
+        let written = match self.unsaved_position.take() {
+            Some(position) => self.store.commit_deferred(Batch {
+                ops: vec![Op::PutArchivePosition {
+                    archive: self.own.jid.clone(),
+                    position,
+                }],
+            }),
+            None => Ok(()),
+        };
+        if let Err(error) = written.and_then(|()| self.store.sync()) {
             tracing::error!(%error, "OMEMO state could not be written; its stanzas are dropped");
             self.reload_from_store();
             self.requests.clear();
