@@ -187,8 +187,8 @@ pub enum Event {
         /// Archived messages read.
         messages: usize,
         /// Whether the archive was read to its end (otherwise the server failed, did not
-        /// answer, or had more than 10 000 messages; the next catch-up starts at the same
-        /// point).
+        /// answer, or had more than 10 000 messages; the next catch-up goes on after the
+        /// last message this one read).
         complete: bool,
     },
     /// The server refused to publish one of this device's nodes (device list or
