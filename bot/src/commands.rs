@@ -603,12 +603,9 @@ impl Echo {
 /// Whether a device of `jid` is verified: a contact the bot follows into rooms (blind
 /// trust is given to anyone who writes, so it is not enough).
 fn verified(client: &mut Client<SqliteStore>, jid: &BareJid) -> Result<bool, BotError> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     Ok(client
         .manager()
-        .devices(jid, now)?
+        .devices(jid, unix_now())?
         .iter()
         .any(|d| d.trust == Trust::Verified))
 }

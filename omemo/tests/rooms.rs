@@ -710,6 +710,21 @@ fn a_room_that_refuses_this_device_or_never_answers_is_not_written_to() {
         "{events:?}"
     );
 
+    // A lost stream is no unanswered query: the room waits for the next join.
+    let mut erin = world.device("erin@example.org", "pc");
+    erin.manager
+        .join_room(&bare(ROOM), "erin", world.now)
+        .unwrap();
+    while erin.manager.poll_transmit().unwrap().is_some() {}
+    erin.manager.connection_lost();
+    world.now += 61;
+    erin.manager.handle_timeout(&mut rng, world.now).unwrap();
+    let events: Vec<Event> = std::iter::from_fn(|| erin.manager.poll_event()).collect();
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::RoomReady { .. })),
+        "{events:?}"
+    );
+
     // Leaving a room fails what waits for it at once.
     let mut dave = world.device("dave@example.org", "pc");
     dave.manager

@@ -125,6 +125,7 @@ impl<S: Store> Manager<S> {
         // A private message through a joined room comes from its bare JID plus a
         // nickname: its sender would be taken for the room.
         if via == Via::Direct
+            && !self.rooms.is_empty()
             && self.is_encrypted(message)
             && message
                 .attr("from")

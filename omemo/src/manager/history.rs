@@ -325,11 +325,6 @@ impl<S: Store> Manager<S> {
         Ok(handled)
     }
 
-    /// During a catch-up, the one-time prekeys key exchanges use are hidden, not deleted.
-    pub(super) fn hides_used_pre_keys(&self) -> bool {
-        self.catch_up.is_some()
-    }
-
     /// An empty message to send to a session (a new one's completion, or a heartbeat):
     /// after the catch-up (once per session) when one is under way. Returns whether it
     /// was put off.
@@ -345,10 +340,11 @@ impl<S: Store> Manager<S> {
         }
     }
 
-    /// A message handled online (not during a catch-up, nor after one that ended early):
-    /// the next catch-up starts after it, by the id the own archive gave it.
+    /// A message handled online (not during a catch-up, nor after one that ended early:
+    /// `positions_online` is off from a catch-up's start until one completes): the next
+    /// catch-up starts after it, by the id the own archive gave it.
     pub(super) fn note_read_online(&mut self, message: &Element, now: u64) {
-        if !self.positions_online || self.catch_up.is_some() {
+        if !self.positions_online {
             return;
         }
         let Some(id) = mam::stanza_id(message, &self.own.jid) else {

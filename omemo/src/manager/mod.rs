@@ -452,6 +452,7 @@ impl<S: Store> Manager<S> {
     pub fn connection_lost(&mut self) {
         self.requests.clear();
         self.archive_connection_lost();
+        self.rooms_connection_lost();
     }
 
     /// A stream is up (the first one too): fetches the own device lists (this device is

@@ -311,10 +311,8 @@ impl OwnDevice {
         let hidden = keys.is_some_and(|k| k.hidden.contains_key(&used));
         let remaining = keys.map_or(0, |k| k.pre_keys.len()) - usize::from(published);
         let missing = (pre_key_count as usize).saturating_sub(remaining);
-        if hide && !published && missing == 0 {
-            return None;
-        }
-        if !hide && !published && !hidden && missing == 0 {
+        // Nothing to hide, delete or add.
+        if !published && missing == 0 && (hide || !hidden) {
             return None;
         }
         let mut next_id = self.next_pre_key_id;

@@ -525,7 +525,8 @@ impl<S: Store> Manager<S> {
                 .ops
                 .push(previous_sessions_op(sender, device_id, version, previous));
         }
-        let hide = self.hides_used_pre_keys();
+        // During a catch-up, the used prekey is hidden, not deleted.
+        let hide = self.is_catching_up();
         let refill: Option<Refill> = used_pre_key.and_then(|id| {
             self.own
                 .plan_refill(version, id, hide, self.config.pre_key_count, rng)

@@ -50,6 +50,9 @@ pub(super) struct Room {
     join_failed: bool,
     /// Whether [`Event::RoomReady`] went out for this join.
     announced: bool,
+    /// The stream it was joined on is gone: it waits for [`Manager::join_room`] on the
+    /// next one (its queries were dropped with the stream, not left unanswered).
+    stream_lost: bool,
     /// When a message to it last asked again for members' device lists.
     lists_asked_at: Option<u64>,
     /// Members, admins and owners by real bare JID.
@@ -65,9 +68,10 @@ impl Room {
     /// Whether everything it waits for is in: this device entered, its features and all
     /// three lists arrived (or a query failed).
     pub(super) fn ready(&self) -> bool {
-        self.unreadable
-            || self.join_failed
-            || (self.entered && self.features.is_some() && self.lists_pending.is_empty())
+        !self.stream_lost
+            && (self.unreadable
+                || self.join_failed
+                || (self.entered && self.features.is_some() && self.lists_pending.is_empty()))
     }
 
     /// Why it cannot carry OMEMO (now), if it cannot.
@@ -116,6 +120,7 @@ impl<S: Store> Manager<S> {
                 entered: false,
                 join_failed: false,
                 announced: false,
+                stream_lost: false,
                 lists_asked_at: None,
                 members: BTreeMap::new(),
                 occupants,
@@ -242,12 +247,21 @@ impl<S: Store> Manager<S> {
         Ok(encrypted)
     }
 
+    /// The stream is gone: every room waits to be joined again (this device is no longer
+    /// in it, and its queries were dropped).
+    pub(super) fn rooms_connection_lost(&mut self) {
+        for joined in self.rooms.values_mut() {
+            joined.stream_lost = true;
+            joined.entered = false;
+        }
+    }
+
     /// Rooms whose queries went unanswered (expired): unreadable, and said so.
     pub(super) fn rooms_expired(&mut self, now: u64) {
         let stuck: Vec<String> = self
             .rooms
             .iter()
-            .filter(|(_, joined)| !joined.ready())
+            .filter(|(_, joined)| !joined.ready() && !joined.stream_lost)
             .filter(|(room, joined)| {
                 let features = Pending::RoomFeatures {
                     room: (*room).clone(),
@@ -373,6 +387,10 @@ impl<S: Store> Manager<S> {
     /// A presence, or a message from a joined room: occupants' real JIDs, nickname
     /// changes and affiliations. `None` when it is not from a joined room.
     pub(super) fn room_update(&mut self, stanza: &Element, now: u64) -> Option<Handled> {
+        // Every message and presence passes here: no room joined, nothing to parse.
+        if self.rooms.is_empty() {
+            return None;
+        }
         let from = jid::Jid::new(stanza.attr("from")?).ok()?;
         let room = from.to_bare().to_string();
         if stanza.name() == "presence" && stanza.attr("type") == Some("error") {
