@@ -412,10 +412,11 @@ impl Echo {
         event: ClientEvent,
     ) -> Result<(), BotError> {
         match event {
-            // A room's message from another member: echoed to the room, encrypted.
+            // A room's message from another member (live, or from the room's archive
+            // after time away): echoed to the room, encrypted.
             ClientEvent::Message {
                 message,
-                via: Via::Room,
+                via: Via::Room | Via::RoomArchive,
             } => {
                 let (Some(room), Some(text)) = (&message.room, message.body.as_deref()) else {
                     return Ok(());
@@ -526,11 +527,15 @@ impl Echo {
                 self.under_way.remove(&id);
                 tracing::warn!(%error, "could not send a message");
             }
-            ClientEvent::Omemo(Event::CaughtUp { messages, complete }) => {
+            ClientEvent::Omemo(Event::CaughtUp {
+                archive,
+                messages,
+                complete,
+            }) => {
                 if complete {
-                    tracing::info!(messages, "caught up with the archive");
+                    tracing::info!(%archive, messages, "caught up with the archive");
                 } else {
-                    tracing::warn!(messages, "catch-up with the archive ended early");
+                    tracing::warn!(%archive, messages, "catch-up with the archive ended early");
                 }
             }
             ClientEvent::Undecryptable {

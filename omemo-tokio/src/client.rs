@@ -50,7 +50,9 @@ pub struct ClientConfig {
     /// [`ClientEvent::Message`] with [`Via::Archive`], each once even when the server
     /// also delivers a stored copy, and [`Event::CaughtUp`] says when it is over. For a
     /// long-running client or bot; a one-shot tool leaves it off (what it reads it would
-    /// take from the client that runs later).
+    /// take from the client that runs later). Rooms joined with [`Client::join_room`]
+    /// are caught up with too, at every join ([`omemo::Manager::catch_up_room`]; their
+    /// messages come with [`Via::RoomArchive`]).
     pub catch_up: bool,
 }
 
@@ -380,6 +382,9 @@ impl<S: Store> Client<S> {
         let presence = protocol::room_join_presence(room, nick)
             .ok_or_else(|| DriverError::Protocol(format!("cannot join {room} as {nick}")))?;
         self.manager.join_room(room, nick, unix_now())?;
+        if self.config.catch_up {
+            self.manager.catch_up_room(room, unix_now())?;
+        }
         self.conn.send(presence).await?;
         tracing::info!(%room, %nick, "joining a room");
         Ok(())
@@ -613,7 +618,7 @@ impl<S: Store> Client<S> {
         }
         self.manager.connected(unix_now())?;
         if self.config.catch_up {
-            self.manager.catch_up(&mut omemo::os_rng(), unix_now())?;
+            self.manager.catch_up(unix_now())?;
         }
         self.streams += 1;
         let carbons = self.fresh_id("carbons");

@@ -98,7 +98,9 @@ fn query_position(query: &Element) -> (Option<i64>, Option<String>) {
 fn caught_up(bot: &mut Device<MemoryStore>) -> Vec<(usize, bool)> {
     std::iter::from_fn(|| bot.manager.poll_event())
         .filter_map(|event| match event {
-            Event::CaughtUp { messages, complete } => Some((messages, complete)),
+            Event::CaughtUp {
+                messages, complete, ..
+            } => Some((messages, complete)),
             _ => None,
         })
         .collect()
@@ -146,7 +148,7 @@ fn a_catch_up_reads_each_message_once_and_completes_each_new_session_once_after_
         };
 
         // The first catch-up of a new store: nothing archived yet.
-        bot.manager.catch_up(&mut rng, world.now).unwrap();
+        bot.manager.catch_up(world.now).unwrap();
         assert!(serve(&mut world, &mut bot, &archive).is_empty());
         assert_eq!(caught_up(&mut bot), [(0, true)], "{version}");
         assert!(!bot.manager.is_catching_up());
@@ -175,7 +177,7 @@ fn a_catch_up_reads_each_message_once_and_completes_each_new_session_once_after_
 
         // Back online: the catch-up starts, the offline copies of a1 and c1 arrive
         // before the archive answers, those of the others after it.
-        bot.manager.catch_up(&mut rng, world.now).unwrap();
+        bot.manager.catch_up(world.now).unwrap();
         let mut handled = Vec::new();
         for stanza in &live[..2] {
             handled.push(
@@ -242,7 +244,7 @@ fn a_catch_up_reads_each_message_once_and_completes_each_new_session_once_after_
 
         // The next catch-up goes on after the last result read: nothing new.
         world.now += 600;
-        bot.manager.catch_up(&mut rng, world.now).unwrap();
+        bot.manager.catch_up(world.now).unwrap();
         let (again, queries) = serve_with_queries(&mut world, &mut bot, &archive);
         assert!(again.is_empty(), "{again:?}");
         assert_eq!(query_position(&queries[0]), (None, Some("A5".to_owned())));
@@ -269,7 +271,7 @@ fn archive_results_for_other_queries_or_from_others_are_not_read() {
     let mut archive = Archive::default();
     archive.keep(&message, world.now, BOT);
 
-    bot.manager.catch_up(&mut rng, world.now).unwrap();
+    bot.manager.catch_up(world.now).unwrap();
     let query = std::iter::from_fn(|| bot.manager.poll_transmit().unwrap())
         .find(|s| s.get_child("query", "urn:xmpp:mam:2").is_some())
         .unwrap();
@@ -359,7 +361,7 @@ fn a_catch_up_the_server_refuses_or_leaves_unanswered_ends_and_sends_what_it_hel
 
     // No MAM on the server: the catch-up ends at the error, incomplete, and the new
     // session gets its empty message.
-    bot.manager.catch_up(&mut rng, world.now).unwrap();
+    bot.manager.catch_up(world.now).unwrap();
     bot.manager
         .handle_stanza(&first, &mut rng, world.now)
         .unwrap();
@@ -381,11 +383,11 @@ fn a_catch_up_the_server_refuses_or_leaves_unanswered_ends_and_sends_what_it_hel
 
     // A lost connection keeps the catch-up; asking again queries again; no answer in
     // time ends it.
-    bot.manager.catch_up(&mut rng, world.now).unwrap();
+    bot.manager.catch_up(world.now).unwrap();
     while bot.manager.poll_transmit().unwrap().is_some() {}
     bot.manager.connection_lost();
     assert!(bot.manager.is_catching_up());
-    bot.manager.catch_up(&mut rng, world.now).unwrap();
+    bot.manager.catch_up(world.now).unwrap();
     let queries = std::iter::from_fn(|| bot.manager.poll_transmit().unwrap())
         .filter(|s| s.get_child("query", "urn:xmpp:mam:2").is_some())
         .count();
@@ -407,7 +409,7 @@ fn a_catch_up_that_ends_early_keeps_its_place_and_reads_the_gap_next_time() {
 
     // A new store reads from its creation, by time.
     world.now += 10;
-    bot.manager.catch_up(&mut rng, world.now).unwrap();
+    bot.manager.catch_up(world.now).unwrap();
     let first_start = world.now;
     let (_, queries) = serve_with_queries(&mut world, &mut bot, &archive);
     assert_eq!(query_position(&queries[0]), (Some(created as i64), None));
@@ -418,7 +420,7 @@ fn a_catch_up_that_ends_early_keeps_its_place_and_reads_the_gap_next_time() {
     let m1 = world.send(&mut alice, BOT, "m1");
     archive.keep(&m1, world.now, BOT);
     world.now += 100;
-    bot.manager.catch_up(&mut rng, world.now).unwrap();
+    bot.manager.catch_up(world.now).unwrap();
     let query = std::iter::from_fn(|| bot.manager.poll_transmit().unwrap())
         .find(|s| s.get_child("query", "urn:xmpp:mam:2").is_some())
         .unwrap();
@@ -442,7 +444,7 @@ fn a_catch_up_that_ends_early_keeps_its_place_and_reads_the_gap_next_time() {
     // The next catch-up reads from where the last complete one started: m1 at last,
     // m2 again (a duplicate).
     world.now += 100;
-    bot.manager.catch_up(&mut rng, world.now).unwrap();
+    bot.manager.catch_up(world.now).unwrap();
     let (handled, queries) = serve_with_queries(&mut world, &mut bot, &archive);
     assert_eq!(
         query_position(&queries[0]),
@@ -460,7 +462,7 @@ fn a_catch_up_that_ends_early_keeps_its_place_and_reads_the_gap_next_time() {
         .unwrap();
     world.run(&mut bot);
     world.now += 100;
-    bot.manager.catch_up(&mut rng, world.now).unwrap();
+    bot.manager.catch_up(world.now).unwrap();
     let (handled, queries) = serve_with_queries(&mut world, &mut bot, &archive);
     assert_eq!(query_position(&queries[0]), (None, Some("A3".to_owned())));
     assert!(handled.is_empty());
@@ -471,7 +473,7 @@ fn a_catch_up_that_ends_early_keeps_its_place_and_reads_the_gap_next_time() {
     world.now += 100;
     forgetful.keep(&m4, world.now, BOT);
     world.now += 100;
-    bot.manager.catch_up(&mut rng, world.now).unwrap();
+    bot.manager.catch_up(world.now).unwrap();
     let (handled, queries) = serve_with_queries(&mut world, &mut bot, &forgetful);
     assert_eq!(queries.len(), 2);
     assert_eq!(query_position(&queries[0]).1, Some("A3".to_owned()));
@@ -491,7 +493,7 @@ fn a_heartbeat_due_during_a_catch_up_goes_out_after_it() {
     let mut bot = world.device_with(BOT, "bot", MemoryStore::new(), config);
     let mut alice = world.device("alice@example.org", "phone");
     let mut archive = Archive::default();
-    bot.manager.catch_up(&mut rng, world.now).unwrap();
+    bot.manager.catch_up(world.now).unwrap();
     serve(&mut world, &mut bot, &archive);
     caught_up(&mut bot);
 
@@ -514,7 +516,7 @@ fn a_heartbeat_due_during_a_catch_up_goes_out_after_it() {
         archive.keep(&stanza, world.now, BOT);
     }
     world.now += 100;
-    bot.manager.catch_up(&mut rng, world.now).unwrap();
+    bot.manager.catch_up(world.now).unwrap();
     let handled = serve(&mut world, &mut bot, &archive);
     assert_eq!(read(&handled).len(), 3);
     let empties: Vec<Element> = std::iter::from_fn(|| bot.next_message()).collect();

@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::pep::{Device, World, bare, encrypted_versions};
+use common::pep::{Archive, Device, World, bare, encrypted_versions};
 use minidom::Element;
 use omemo::{Event, Handled, ManagerConfig, ManagerError, MemoryStore, Version, Versions, Via};
 
@@ -24,6 +24,8 @@ struct Muc {
     affiliations: BTreeMap<String, &'static str>,
     /// Occupants: nickname, full JID.
     occupants: Vec<(String, String)>,
+    /// Its message archive (XEP-0313), for the messages given to [`Muc::archive`].
+    archive: Archive,
 }
 
 impl Muc {
@@ -36,7 +38,32 @@ impl Muc {
                 .map(|(jid, a)| ((*jid).to_owned(), *a))
                 .collect(),
             occupants: Vec::new(),
+            archive: Archive {
+                room: Some(ROOM.to_owned()),
+                ..Archive::default()
+            },
         }
+    }
+
+    /// Archives the groupchat message `nick` (whose real JID is `jid`) sent, as a
+    /// non-anonymous room does (with an `<x>` naming `jid`); returns it as the room
+    /// hands it out live, with its archive id.
+    fn archive(&mut self, nick: &str, jid: &str, message: &Element, now: u64) -> Element {
+        let mut stored = message.clone();
+        stored.set_attr(
+            minidom::rxml::Namespace::NONE,
+            "from".try_into().unwrap(),
+            format!("{ROOM}/{nick}"),
+        );
+        stored
+            .attrs_mut()
+            .retain(|_, name, _| name.as_str() != "to");
+        stored.append_child(
+            format!("<x xmlns='{MUC_USER}'><item affiliation='member' jid='{jid}'/></x>")
+                .parse()
+                .unwrap(),
+        );
+        self.archive.keep(&stored, now, ROOM)
     }
 
     /// The answer to a disco#info or affiliation list query.
@@ -195,30 +222,42 @@ impl Muc {
     }
 }
 
-/// A device's stanzas until nothing is queued: IQs to the room or to the PEP service,
-/// messages kept in `device.sent`.
-fn run(world: &mut World, muc: &Muc, device: &mut Device<MemoryStore>) {
+/// A device's stanzas until nothing is queued: IQs to the room (its archive's queries
+/// too) or to the PEP service, messages kept in `device.sent`. Returns how the archive's
+/// results were handled.
+fn run(world: &mut World, muc: &Muc, device: &mut Device<MemoryStore>) -> Vec<Handled> {
     let mut rng = common::rng::rng();
     let jid = device.manager.jid().to_owned();
+    let mut archived = Vec::new();
     while let Some(stanza) = device.manager.poll_transmit().unwrap() {
         if stanza.name() != "iq" {
             device.sent.push_back(stanza);
             continue;
         }
-        let answer = if stanza.attr("to") == Some(ROOM) {
-            muc.answer(&stanza)
+        let answers = if stanza.has_child("query", "urn:xmpp:mam:2") {
+            assert_eq!(stanza.attr("to"), Some(ROOM));
+            muc.archive.answer(&stanza)
+        } else if stanza.attr("to") == Some(ROOM) {
+            vec![muc.answer(&stanza)]
         } else {
-            world.pep.answer(&jid, &stanza)
+            vec![world.pep.answer(&jid, &stanza)]
         };
-        device
-            .manager
-            .handle_stanza(&answer, &mut rng, world.now)
-            .unwrap();
+        for answer in answers {
+            let handled = device
+                .manager
+                .handle_stanza(&answer, &mut rng, world.now)
+                .unwrap();
+            if answer.name() == "message" {
+                archived.push(handled);
+            }
+        }
     }
+    archived
 }
 
 /// Hands each stanza to the device whose full JID it is addressed to; returns how each
-/// was handled, by recipient.
+/// was handled, by recipient (followed by the archived messages a catch-up it started
+/// read).
 fn deliver(
     world: &mut World,
     muc: &Muc,
@@ -236,8 +275,9 @@ fn deliver(
             .manager
             .handle_stanza(&stanza, &mut rng, world.now)
             .unwrap();
-        run(world, muc, device);
-        handled.push((to, outcome));
+        let archived = run(world, muc, device);
+        handled.push((to.clone(), outcome));
+        handled.extend(archived.into_iter().map(|h| (to.clone(), h)));
     }
     handled
 }
@@ -745,4 +785,213 @@ fn a_room_that_refuses_this_device_or_never_answers_is_not_written_to() {
         }),
         "{events:?}"
     );
+}
+
+/// `device`'s events until none is left: the catch-ups that ended, with the archive,
+/// the messages read and whether they completed.
+fn caught_up(device: &mut Device<MemoryStore>) -> Vec<(String, usize, bool)> {
+    std::iter::from_fn(|| device.manager.poll_event())
+        .filter_map(|event| match event {
+            Event::CaughtUp {
+                archive,
+                messages,
+                complete,
+            } => Some((archive, messages, complete)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_member_back_after_time_away_reads_the_room_archive_once() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let mut bob = world.device_with(
+        "bob@example.org",
+        "pc",
+        MemoryStore::new(),
+        speaking(Versions::only(Version::Omemo2)),
+    );
+    let mut carol = world.device("carol@example.org", "tablet");
+    let mut eve = world.device("eve@example.org", "laptop");
+    let mut muc = Muc::new(&[
+        ("alice@example.org", "owner"),
+        ("bob@example.org", "member"),
+        ("carol@example.org", "member"),
+        ("eve@example.org", "member"),
+    ]);
+    let room = bare(ROOM);
+
+    // Carol asks for the catch-up as she joins: it waits until the room is ready, and
+    // reads nothing the first time (nothing was said since her device was made).
+    for (device, nick) in [
+        (&mut alice, "alice"),
+        (&mut bob, "bob"),
+        (&mut carol, "carol"),
+    ] {
+        device.manager.join_room(&room, nick, world.now).unwrap();
+        run(&mut world, &muc, device);
+    }
+    carol.manager.catch_up_room(&room, world.now).unwrap();
+    assert!(run(&mut world, &muc, &mut carol).is_empty());
+    assert!(
+        !carol.manager.is_catching_up(),
+        "not before the room is ready"
+    );
+    for (nick, full) in [
+        ("alice", "alice@example.org/phone"),
+        ("bob", "bob@example.org/pc"),
+        ("carol", "carol@example.org/tablet"),
+    ] {
+        let presences = muc.enter(nick, full);
+        deliver(
+            &mut world,
+            &muc,
+            &mut [&mut alice, &mut bob, &mut carol],
+            presences,
+        );
+    }
+    assert_eq!(caught_up(&mut carol), [(ROOM.to_owned(), 0, true)]);
+
+    // Alice writes while carol is in: carol reads it live (and the room's archive id of
+    // it is where her next catch-up starts).
+    let (_, stanza, _) = write(&mut world, &muc, &mut alice, "while carol is in");
+    let live = muc.archive("alice", "alice@example.org", &stanza, world.now);
+    let handled = deliver(
+        &mut world,
+        &muc,
+        &mut [&mut carol],
+        muc.reflect_to("alice", &live, "carol@example.org/tablet"),
+    );
+    assert!(
+        matches!(&handled[0].1, Handled::Message { message, via: Via::Room } if message.body.as_deref() == Some("while carol is in")),
+        "{handled:?}"
+    );
+    while carol.next_message().is_some() {}
+
+    // Carol goes away. Alice and bob write (bob's first message to her is a key
+    // exchange); one message names a second sender in an `<x>` of its own; bob becomes
+    // robert, and eve takes the nickname bob.
+    world.now += 60;
+    carol.manager.connection_lost();
+    muc.occupants.retain(|(nick, _)| nick != "carol");
+    let mut lives = Vec::new();
+    for (nick, body) in [("alice", "one"), ("bob", "two"), ("alice", "three")] {
+        let sender = if nick == "bob" { &mut bob } else { &mut alice };
+        let jid = format!("{nick}@example.org");
+        let (_, stanza, devices) = write(&mut world, &muc, sender, body);
+        assert!(devices.iter().any(|(j, _)| j == "carol@example.org"));
+        lives.push(muc.archive(nick, &jid, &stanza, world.now));
+    }
+    let (_, mut forged, _) = write(&mut world, &muc, &mut bob, "forged");
+    forged.append_child(
+        format!("<x xmlns='{MUC_USER}'><item jid='alice@example.org'/></x>")
+            .parse()
+            .unwrap(),
+    );
+    muc.archive("bob", "bob@example.org", &forged, world.now);
+    let renamed = muc.rename("bob", "robert");
+    deliver(&mut world, &muc, &mut [&mut alice, &mut bob], renamed);
+    eve.manager.join_room(&room, "bob", world.now).unwrap();
+    run(&mut world, &muc, &mut eve);
+    let presences = muc.enter("bob", "eve@example.org/laptop");
+    deliver(
+        &mut world,
+        &muc,
+        &mut [&mut alice, &mut bob, &mut eve],
+        presences,
+    );
+
+    // Carol is back: the catch-up reads after the last message she read, attributes by
+    // the JID the archive names (the nickname bob is eve's now), refuses the message
+    // that names two, and completes bob's new session once, after it.
+    world.now += 60;
+    carol.manager.connected(world.now).unwrap();
+    carol.manager.join_room(&room, "carol", world.now).unwrap();
+    carol.manager.catch_up_room(&room, world.now).unwrap();
+    run(&mut world, &muc, &mut carol);
+    let presences = muc.enter("carol", "carol@example.org/tablet");
+    let handled = deliver(
+        &mut world,
+        &muc,
+        &mut [&mut alice, &mut bob, &mut eve, &mut carol],
+        presences,
+    );
+    let read: Vec<(String, String)> = handled
+        .iter()
+        .filter_map(|(_, h)| match h {
+            Handled::Message {
+                message,
+                via: Via::RoomArchive,
+            } => {
+                assert_eq!(message.room.as_deref(), Some(ROOM));
+                Some((message.sender.clone(), message.body.clone().unwrap()))
+            }
+            _ => None,
+        })
+        .collect();
+    let pair = |jid: &str, body: &str| (jid.to_owned(), body.to_owned());
+    assert_eq!(
+        read,
+        [
+            pair("alice@example.org", "one"),
+            pair("bob@example.org", "two"),
+            pair("alice@example.org", "three"),
+        ]
+    );
+    let refused: Vec<&Handled> = handled
+        .iter()
+        .map(|(_, h)| h)
+        .filter(|h| matches!(h, Handled::Undecryptable { .. }))
+        .collect();
+    assert_eq!(
+        refused,
+        [&Handled::Undecryptable {
+            error: ManagerError::UnknownOccupant {
+                room: ROOM.to_owned(),
+                nick: "bob".to_owned()
+            },
+            via: Via::RoomArchive
+        }]
+    );
+    assert_eq!(caught_up(&mut carol), [(ROOM.to_owned(), 4, true)]);
+    let completions: Vec<Element> = std::iter::from_fn(|| carol.next_message()).collect();
+    assert_eq!(
+        completions
+            .iter()
+            .map(|m| m.attr("to").unwrap())
+            .collect::<Vec<_>>(),
+        ["bob@example.org"],
+        "one empty message, to the new session's device"
+    );
+
+    // The live copy of a message the archive gave is a duplicate; the next catch-up
+    // reads nothing again.
+    let handled = deliver(
+        &mut world,
+        &muc,
+        &mut [&mut carol],
+        muc.reflect_to("alice", &lives[2], "carol@example.org/tablet"),
+    );
+    assert_eq!(handled[0].1, Handled::Consumed);
+    carol.manager.connection_lost();
+    carol.manager.connected(world.now).unwrap();
+    carol.manager.join_room(&room, "carol", world.now).unwrap();
+    carol.manager.catch_up_room(&room, world.now).unwrap();
+    run(&mut world, &muc, &mut carol);
+    muc.occupants.retain(|(nick, _)| nick != "carol");
+    let presences = muc.enter("carol", "carol@example.org/tablet");
+    let handled = deliver(
+        &mut world,
+        &muc,
+        &mut [&mut alice, &mut bob, &mut eve, &mut carol],
+        presences,
+    );
+    assert!(
+        handled
+            .iter()
+            .all(|(_, h)| !matches!(h, Handled::Message { .. })),
+        "{handled:?}"
+    );
+    assert_eq!(caught_up(&mut carol), [(ROOM.to_owned(), 0, true)]);
 }

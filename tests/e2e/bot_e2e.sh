@@ -984,7 +984,7 @@ scenario_18() {
     if grep -E "could not decrypt|not encrypted for this device|rebuilding the session" "$WORK/bot18b.log"; then
         fail "a missed message was not read"
     fi
-    messages="$(sed -n 's/.*caught up with the archive messages=\([0-9]*\).*/\1/p' "$WORK/bot18b.log" | head -n 1)"
+    messages="$(sed -n 's/.*caught up with the archive archive=[^ ]* messages=\([0-9]*\).*/\1/p' "$WORK/bot18b.log" | head -n 1)"
     [ -n "$messages" ] || fail "no completed catch-up in the log: $(grep -m3 'catch-up\|caught up' "$WORK/bot18b.log")"
     [ "$messages" -ge 20 ] || fail "the catch-up read $messages archived messages, want at least 20"
 

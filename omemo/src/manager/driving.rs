@@ -50,9 +50,15 @@ impl<S: Store> Manager<S> {
                 })
             }
             "presence" => Ok(self.room_update(stanza, now).unwrap_or(Handled::Unhandled)),
-            "message" if stanza.attr("type") == Some("groupchat") => self
-                .room_message(stanza, rng, now)
-                .unwrap_or(Ok(Handled::Unhandled)),
+            "message" if stanza.attr("type") == Some("groupchat") => {
+                let Some(handled) = self.room_message(stanza, rng, now) else {
+                    return Ok(Handled::Unhandled);
+                };
+                if let Some(room) = stanza.attr("from").and_then(|f| jid::Jid::new(f).ok()) {
+                    self.note_read_online(room.to_bare().as_str(), stanza, now);
+                }
+                handled
+            }
             "message" if stanza.attr("type") != Some("error") => {
                 // A joined room's notice of an affiliation change (from its bare JID).
                 if let Some(handled) = self.room_update(stanza, now) {
@@ -102,7 +108,8 @@ impl<S: Store> Manager<S> {
                         return Ok(Handled::Dropped(why));
                     }
                 }?;
-                self.note_read_online(stanza, now);
+                let own = self.own.jid.clone();
+                self.note_read_online(&own, stanza, now);
                 Ok(handled)
             }
             _ => Ok(Handled::Unhandled),
@@ -148,7 +155,7 @@ impl<S: Store> Manager<S> {
         let sent_by_own_account = match via {
             Via::CarbonSent => true,
             Via::Archive => to_bare("from") == self.own.jid,
-            Via::Direct | Via::CarbonReceived | Via::Room => false,
+            Via::Direct | Via::CarbonReceived | Via::Room | Via::RoomArchive => false,
         };
         let recipient = if sent_by_own_account {
             to_bare("to")
@@ -446,7 +453,7 @@ impl<S: Store> Manager<S> {
     ) -> Result<(), ManagerError> {
         self.clock = self.clock.max(now);
         self.expire_requests(now);
-        self.archive_page_lost(rng, now)?;
+        self.archive_pages_lost(rng, now)?;
         self.rooms_expired(now);
         let rotated = self.rotate_signed_pre_key(rng, now);
         self.flush_outbox(rng, now);

@@ -38,6 +38,10 @@ pub enum Via {
     /// From a joined room ([`Manager::join_room`](super::Manager::join_room));
     /// [`Decrypted::room`](super::Decrypted::room) names it.
     Room,
+    /// Read from a joined room's archive while catching up
+    /// ([`Manager::catch_up_room`](super::Manager::catch_up_room)): said there while this
+    /// device was not in it. [`Decrypted::room`](super::Decrypted::room) names it.
+    RoomArchive,
 }
 
 /// What [`Manager::handle_stanza`](super::Manager::handle_stanza) found a stanza to be.
@@ -180,10 +184,13 @@ pub enum Event {
         /// Why it cannot carry OMEMO, if it cannot.
         refusal: Option<crate::error::RoomRefusal>,
     },
-    /// A catch-up with the archive ([`Manager::catch_up`](super::Manager::catch_up)) is
-    /// over: the prekeys used during it are deleted and the new sessions got their empty
-    /// messages.
+    /// A catch-up with an archive ([`Manager::catch_up`](super::Manager::catch_up),
+    /// [`Manager::catch_up_room`](super::Manager::catch_up_room)) is over. After the last
+    /// one under way, the prekeys used during them are deleted and the new sessions got
+    /// their empty messages.
     CaughtUp {
+        /// The archive: the own bare JID, or the room's.
+        archive: String,
         /// Archived messages read.
         messages: usize,
         /// Whether the archive was read to its end (otherwise the server failed, did not

@@ -208,14 +208,8 @@ pub struct Manager<S: Store> {
     /// The versions whose own device list arrived and was read whole (every item parsed)
     /// at its last arrival: only those may be rewritten from the records.
     own_lists_read: Versions,
-    /// The catch-up with the archive under way.
-    catch_up: Option<history::CatchUp>,
-    /// Whether messages read online move the archive position: not during a catch-up,
-    /// nor after one that ended early (until one completes).
-    positions_online: bool,
-    /// The archive position of the last message read online, written with the next
-    /// sync (one write per group commit, not one per message).
-    unsaved_position: Option<ArchivePosition>,
+    /// The catch-ups with archives under way, and what waits for them.
+    history: history::History,
     /// The rooms joined, by bare JID.
     rooms: std::collections::HashMap<String, rooms::Room>,
 }
@@ -397,9 +391,7 @@ impl<S: Store> Manager<S> {
             events: VecDeque::new(),
             last_repair: None,
             own_lists_read: Versions::NONE,
-            catch_up: None,
-            positions_online: true,
-            unsaved_position: None,
+            history: history::History::default(),
             rooms: std::collections::HashMap::new(),
         }
     }
@@ -504,14 +496,16 @@ impl<S: Store> Manager<S> {
             return Ok(());
         }
         self.unsynced = false;
-        let written = match self.unsaved_position.take() {
-            Some(position) => self.store.commit_deferred(Batch {
-                ops: vec![Op::PutArchivePosition {
-                    archive: self.own.jid.clone(),
-                    position,
-                }],
-            }),
-            None => Ok(()),
+        let positions = std::mem::take(&mut self.history.unsaved);
+        let written = if positions.is_empty() {
+            Ok(())
+        } else {
+            self.store.commit_deferred(Batch {
+                ops: positions
+                    .into_iter()
+                    .map(|(archive, position)| Op::PutArchivePosition { archive, position })
+                    .collect(),
+            })
         };
         if let Err(error) = written.and_then(|()| self.store.sync()) {
             tracing::error!(%error, "OMEMO state could not be written; its stanzas are dropped");

@@ -77,6 +77,17 @@ impl Rotation {
 }
 
 impl OwnDevice {
+    /// When the oldest signed prekey kept (of any version) was made: no key exchange
+    /// from before it can be read any more.
+    pub(super) fn oldest_signed_pre_key_at(&self) -> u64 {
+        self.bundles
+            .values()
+            .filter_map(|keys| keys.signed_pre_keys.first())
+            .map(|key| key.created_at)
+            .min()
+            .unwrap_or(0)
+    }
+
     /// A new identity and device id (1..2^31-1, as XEP-0384 asks), with a signed prekey
     /// and `pre_key_count` one-time prekeys for each of `versions`, and the store
     /// operations that save them.

@@ -85,8 +85,10 @@ pub(super) enum Pending {
     },
     /// The retraction of a removed device's bundle.
     Retract,
-    /// A page of the own archive, for a catch-up.
-    ArchivePage,
+    /// A page of an archive (the own account's, or a room's), for a catch-up.
+    ArchivePage {
+        archive: String,
+    },
     /// A joined room's disco#info.
     RoomFeatures {
         room: String,
@@ -331,10 +333,10 @@ impl<S: Store> Manager<S> {
         let expected = match pending {
             Pending::FetchDeviceList { jid, .. } | Pending::FetchBundle { jid, .. } => jid.as_str(),
             Pending::RoomFeatures { room } | Pending::RoomList { room, .. } => room.as_str(),
-            Pending::Publish { .. }
-            | Pending::Configure { .. }
-            | Pending::Retract
-            | Pending::ArchivePage => self.own.jid.as_str(),
+            Pending::Publish { .. } | Pending::Configure { .. } | Pending::Retract => {
+                self.own.jid.as_str()
+            }
+            Pending::ArchivePage { archive } => archive.as_str(),
         };
         let from_ok = match iq.attr("from") {
             Some(from) => jid::Jid::new(from).is_ok_and(|from| from.to_bare().as_str() == expected),
@@ -351,8 +353,8 @@ impl<S: Store> Manager<S> {
             return Ok(false);
         };
         match pending {
-            Pending::ArchivePage => {
-                self.archive_page_answered(iq, rng, now)?;
+            Pending::ArchivePage { archive } => {
+                self.archive_page_answered(&archive, iq, rng, now)?;
                 return Ok(true);
             }
             Pending::RoomFeatures { room } => {
@@ -461,7 +463,9 @@ impl<S: Store> Manager<S> {
                 }
             }
             // Answered above.
-            Pending::ArchivePage | Pending::RoomFeatures { .. } | Pending::RoomList { .. } => {}
+            Pending::ArchivePage { .. }
+            | Pending::RoomFeatures { .. }
+            | Pending::RoomList { .. } => {}
         }
         Ok(true)
     }

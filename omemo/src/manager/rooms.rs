@@ -55,6 +55,8 @@ pub(super) struct Room {
     stream_lost: bool,
     /// When a message to it last asked again for members' device lists.
     lists_asked_at: Option<u64>,
+    /// Whether the application asked to catch up with its archive once it is ready.
+    pub(super) catch_up_wanted: bool,
     /// Members, admins and owners by real bare JID.
     members: BTreeMap<String, Affiliation>,
     /// Real bare JIDs by nickname, as the store keeps them.
@@ -122,6 +124,7 @@ impl<S: Store> Manager<S> {
                 announced: false,
                 stream_lost: false,
                 lists_asked_at: None,
+                catch_up_wanted: false,
                 members: BTreeMap::new(),
                 occupants,
                 sent: VecDeque::new(),
@@ -361,6 +364,7 @@ impl<S: Store> Manager<S> {
             return;
         }
         joined.announced = true;
+        let catch_up_wanted = std::mem::take(&mut joined.catch_up_wanted);
         let refusal = joined.refusal();
         let members = joined.members.len();
         if let Some(reason) = refusal {
@@ -376,6 +380,9 @@ impl<S: Store> Manager<S> {
             && let Err(error) = self.prepare(&recipients, now)
         {
             tracing::warn!(%room, %error, "could not fetch the members' devices");
+        }
+        if catch_up_wanted && let Err(error) = self.start_catch_up(room, now) {
+            tracing::warn!(%room, %error, "could not catch up with the room's archive");
         }
         self.events.push_back(Event::RoomReady {
             room: room.to_owned(),
@@ -512,24 +519,7 @@ impl<S: Store> Manager<S> {
             let (_, id) = joined.sent.remove(index)?;
             return Some(Ok(Handled::Reflected { room, id }));
         }
-        let sender = if nick == joined.nick {
-            Some(self.own.jid.clone())
-        } else {
-            joined.occupants.get(&nick).cloned()
-        };
-        let is_member = |jid: &str| jid == self.own.jid || joined.members.contains_key(jid);
-        let checked = match sender {
-            None => Err(ManagerError::UnknownOccupant {
-                room: room.clone(),
-                nick,
-            }),
-            Some(jid) if !is_member(&jid) => Err(ManagerError::NotARoomMember {
-                room: room.clone(),
-                jid,
-            }),
-            Some(jid) => Ok(jid),
-        };
-        let sender = match checked {
+        let sender = match self.room_sender(&room, &nick, None) {
             Ok(sender) => sender,
             // Not an OMEMO message: the application's, whoever sent it.
             Err(_) if !self.is_encrypted(message) => return Some(Ok(Handled::Unhandled)),
@@ -541,7 +531,86 @@ impl<S: Store> Manager<S> {
                 }));
             }
         };
-        Some(self.receive_from_room(message, &room, &sender, rng, now))
+        Some(self.receive_from_room(message, &room, &sender, Via::Room, rng, now))
+    }
+
+    /// The real bare JID of `nick` in the joined `room` (this account's own for its own
+    /// nickname), a member's: `vouched` when the room's archive names it, else the one
+    /// its presences showed.
+    fn room_sender(
+        &self,
+        room: &str,
+        nick: &str,
+        vouched: Option<String>,
+    ) -> Result<String, ManagerError> {
+        let joined = self.joined(room)?;
+        let sender = vouched.or_else(|| {
+            if nick == joined.nick {
+                Some(self.own.jid.clone())
+            } else {
+                joined.occupants.get(nick).cloned()
+            }
+        });
+        match sender {
+            None => Err(ManagerError::UnknownOccupant {
+                room: room.to_owned(),
+                nick: nick.to_owned(),
+            }),
+            Some(jid) if jid != self.own.jid && !joined.members.contains_key(&jid) => {
+                Err(ManagerError::NotARoomMember {
+                    room: room.to_owned(),
+                    jid,
+                })
+            }
+            Some(jid) => Ok(jid),
+        }
+    }
+
+    /// A message read from the archive of the joined `room` during a catch-up:
+    /// attributed to the real JID the archive names (a room that is non-anonymous shows
+    /// it; one that names two is refused), else through the nicknames known, and read
+    /// as a live one. [`Handled::Unhandled`] when it is not OMEMO.
+    pub(super) fn room_archived(
+        &mut self,
+        room: &str,
+        message: &Element,
+        rng: &mut impl CryptoRng,
+        now: u64,
+    ) -> Result<Handled, ManagerError> {
+        let from = message
+            .attr("from")
+            .and_then(|from| jid::Jid::new(from).ok());
+        let nick = from
+            .as_ref()
+            .filter(|from| from.to_bare().as_str() == room)
+            .and_then(|from| from.resource().map(|r| r.to_string()));
+        let (Some(nick), Some("groupchat")) = (nick, message.attr("type")) else {
+            return Ok(Handled::Unhandled);
+        };
+        if !self.is_encrypted(message) {
+            return Ok(Handled::Unhandled);
+        }
+        let mut vouched = muc::archived_senders(message);
+        let sender = if vouched.len() > 1 {
+            Err(ManagerError::UnknownOccupant {
+                room: room.to_owned(),
+                nick,
+            })
+        } else {
+            self.room_sender(room, &nick, vouched.pop())
+        };
+        match sender {
+            Ok(sender) => {
+                self.receive_from_room(message, room, &sender, Via::RoomArchive, rng, now)
+            }
+            Err(error) => {
+                tracing::warn!(%room, %error, "archived room message refused");
+                Ok(Handled::Undecryptable {
+                    error,
+                    via: Via::RoomArchive,
+                })
+            }
+        }
     }
 
     /// Whether `message` carries an `<encrypted>` element of a version spoken.
@@ -557,6 +626,7 @@ impl<S: Store> Manager<S> {
         message: &Element,
         room: &str,
         sender: &str,
+        via: Via,
         rng: &mut impl CryptoRng,
         now: u64,
     ) -> Result<Handled, ManagerError> {
@@ -565,7 +635,7 @@ impl<S: Store> Manager<S> {
                 decrypted.room = Some(room.to_owned());
                 Ok(Handled::Message {
                     message: decrypted,
-                    via: Via::Room,
+                    via,
                 })
             }
             Ok(_) => Ok(Handled::Consumed),
@@ -576,10 +646,7 @@ impl<S: Store> Manager<S> {
             }
             Err(error) => {
                 tracing::warn!(%room, %sender, %error, "room message not decrypted");
-                Ok(Handled::Undecryptable {
-                    error,
-                    via: Via::Room,
-                })
+                Ok(Handled::Undecryptable { error, via })
             }
         }
     }

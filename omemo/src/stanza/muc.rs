@@ -147,6 +147,27 @@ pub fn parse_occupant(stanza: &Element) -> Option<OccupantUpdate> {
     })
 }
 
+/// The real bare JIDs an archived room message names as its sender's (`<x
+/// xmlns='muc#user'><item jid>`, which a non-anonymous room's archive adds), without
+/// repeats. More than one means a sender put one in itself: the room's own cannot be
+/// told apart.
+pub fn archived_senders(message: &Element) -> Vec<String> {
+    let mut jids: Vec<String> = Vec::new();
+    let named = message
+        .children()
+        .filter(|c| c.is("x", NS_USER))
+        .flat_map(|x| x.children().filter(|c| c.is("item", NS_USER)))
+        .filter_map(|item| item.attr("jid"));
+    for jid in named {
+        // One that is no JID counts too: it is not the room's.
+        let jid = bare(jid).unwrap_or_else(|| jid.to_owned());
+        if !jids.contains(&jid) {
+            jids.push(jid);
+        }
+    }
+    jids
+}
+
 /// Whether a message from a room says its configuration changed (XEP-0045 status 104, or
 /// 172-174: now non-anonymous, semi-anonymous, fully anonymous).
 pub fn configuration_changed(message: &Element) -> bool {

@@ -482,6 +482,9 @@ pub struct Archive {
     pub messages: Vec<(String, u64, Element)>,
     /// Results per page at most, below the query's own `max` (0: the query's).
     pub page_size: usize,
+    /// The archive's JID when it is a room's (its results and answers come from it);
+    /// `None` for the own account's.
+    pub room: Option<String>,
 }
 
 impl Archive {
@@ -539,10 +542,13 @@ impl Archive {
                 match from_start.iter().position(|(id, _, _)| *id == after) {
                     Some(index) => index + 1,
                     None => {
-                        let mut refusal = error(id, "", "item-not-found");
-                        refusal
-                            .attrs_mut()
-                            .retain(|_, name, _| name.as_str() != "from");
+                        let mut refusal =
+                            error(id, self.room.as_deref().unwrap_or(""), "item-not-found");
+                        if self.room.is_none() {
+                            refusal
+                                .attrs_mut()
+                                .retain(|_, name, _| name.as_str() != "from");
+                        }
                         return vec![refusal];
                     }
                 }
@@ -563,7 +569,14 @@ impl Archive {
                         .parse()
                         .unwrap();
                 result.append_child(forwarded);
-                let mut wrapper: Element = "<message xmlns='jabber:client'/>".parse().unwrap();
+                let from = self
+                    .room
+                    .as_ref()
+                    .map(|room| format!(" from='{room}'"))
+                    .unwrap_or_default();
+                let mut wrapper: Element = format!("<message xmlns='jabber:client'{from}/>")
+                    .parse()
+                    .unwrap();
                 wrapper.append_child(result);
                 wrapper
             })
@@ -573,9 +586,14 @@ impl Archive {
             .last()
             .map(|(id, _, _)| format!("<last>{id}</last>"))
             .unwrap_or_default();
+        let from = self
+            .room
+            .as_ref()
+            .map(|room| format!(" from='{room}'"))
+            .unwrap_or_default();
         answer.push(
             format!(
-                "<iq xmlns='jabber:client' type='result' id='{id}'>\
+                "<iq xmlns='jabber:client' type='result' id='{id}'{from}>\
                    <fin xmlns='{MAM}' complete='{complete}'><set xmlns='{RSM}'>{last}</set></fin></iq>"
             )
             .parse()
