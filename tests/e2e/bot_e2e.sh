@@ -97,6 +97,15 @@
 #      one at a time: every member reads the other's 4 and the bot's 8 echoes (each of
 #      its own once), the bot reads all 8 (no refusal, no failure) and recognises its 8
 #      echoes coming back from the room.
+#  20. A room's archive (XEP-0313 on the room), three slixmpp-omemo members and the bot:
+#      ada creates the room with ben, cyd and the bot as members (cyd's device published,
+#      but cyd away) and invites the bot; ada and ben send 3 messages each (one at a
+#      time, after the bot's echo), reading each other's and the bot's 6 echoes. cyd then
+#      joins and reads all 12 from the room's archive (every one decrypts) and sends one
+#      (echoed). The bot stops; ada sends 3; the bot restarts (`--join`), reads the room's
+#      archive after the last message it read, and echoes each of the 3 exactly once.
+#      Then ada takes ben's membership away and writes: the bot's echo carries no key for
+#      ben's device, in either version.
 #
 # Usage: tests/e2e/bot_e2e.sh [SCENARIO...]   (default: all; e.g. `bot_e2e.sh 2 3`)
 #        E2E_REPEAT=20 tests/e2e/bot_e2e.sh 1   (scenario 1 twenty times, on one server and
@@ -202,7 +211,7 @@ say "Prosody on $SERVER"
 PW="pw-$RANDOM$RANDOM"
 for user in alice bot1 bob dave carol bot3 erin bot4 eve bot5 frank bot6 grace bot7 heidi \
     ivan judy bot9 kate leo bot10 mike nina bot11 mallory oscar bot12 bot13 peggy bot14 quinn rupert sybil trent bot15 uma bot16 vic bot17 \
-    walt xena yuri zoe bot18 amy bea bot19; do
+    walt xena yuri zoe bot18 amy bea bot19 ada ben cyd bot20; do
     "$PROSODY" adduser "$WORK/server" "$user@localhost" "$PW" 2>>"$WORK/adduser.log" \
         || die "could not create $user@localhost"
 done
@@ -1016,7 +1025,7 @@ room_member() {
     shift 4
     timeout 150 "$PY" "$PEER" room --jid "$account@localhost" --password "$PW" \
         --server "$SERVER" --store "$WORK/$account-1" --room "$room" --nick "$nick" \
-        --bot bot19 --timeout 120 "$@" </dev/null >"$WORK/$name.json" 2>"$WORK/$name.log" &
+        --bot "${ROOM_BOT:-bot19}" --timeout 120 "$@" </dev/null >"$WORK/$name.json" 2>"$WORK/$name.log" &
     MEMBER_PID=$!
     track "$MEMBER_PID"
 }
@@ -1071,6 +1080,88 @@ EOF
     echo "the bot followed amy's invitation; amy and bea (renamed halfway) read each other's 4 messages and the bot's 8 echoes; the bot read all 8 and recognised its own 8 coming back"
 }
 
+# wait_logged NAME PID TEXT: waits (60 s at most) until the log of the peer NAME says TEXT.
+wait_logged() {
+    local name="$1" pid="$2" text="$3" i
+    for i in $(seq 1 600); do
+        grep -q "$text" "$WORK/$name.log" 2>/dev/null && return 0
+        kill -0 "$pid" 2>/dev/null || fail "$name exited: $(cat "$WORK/$name.json")"
+        sleep 0.1
+    done
+    fail "$name did not log \"$text\" within 60 s"
+}
+
+# wait_member NAME PID: waits for the room member NAME and checks that it succeeded.
+wait_member() {
+    local rc=0
+    wait "$2" || rc=$?
+    [ "$rc" -eq 0 ] || fail "$1: $(cat "$WORK/$1.json")"
+}
+
+scenario_20() {
+    local room="archive$SFX@conference.localhost" ada ben cyd n
+    local bot="bot20$SFX@localhost"
+    export ROOM_BOT=bot20
+    # cyd's device exists (its device lists published) before anyone writes.
+    timeout 60 "$PY" "$PEER" devices --jid "cyd$SFX@localhost" --password "$PW" \
+        --server "$SERVER" --store "$WORK/cyd$SFX-1" --of "cyd$SFX@localhost" --timeout 45 \
+        </dev/null >"$WORK/s20-cyd-devices.json" 2>"$WORK/s20-cyd-devices.log" \
+        || fail "cyd could not publish its device: $(tail -n 3 "$WORK/s20-cyd-devices.log")"
+    start_bot bot20 bot20 --nick bot20 --follow-invites-from "ada$SFX@localhost"
+    room_member s20-ada ada "$room" ada --invite "$bot" --peers ben,bot20 --count 3 --expect 3 \
+        --members "ben$SFX@localhost,cyd$SFX@localhost,$bot"
+    ada=$MEMBER_PID
+    wait_logged s20-ada "$ada" "invited"
+    room_member s20-ben ben "$room" ben --peers ada,bot20 --count 3 --expect 3 --after ada
+    ben=$MEMBER_PID
+    wait_member s20-ada "$ada"
+    wait_member s20-ben "$ben"
+
+    # cyd, away until now, reads what it missed from the room's archive.
+    room_member s20-cyd cyd "$room" cyd --archive --peers bot20 --count 1
+    cyd=$MEMBER_PID
+    wait_member s20-cyd "$cyd"
+
+    # The bot is away while ada writes 3 messages; back, it reads them from the archive.
+    stop_bot TERM
+    [ "$STOP_RC" = 0 ] || fail "the bot did not exit 0 on SIGTERM (exit $STOP_RC)"
+    room_member s20-ada2 ada "$room" ada --burst --count 3
+    ada=$MEMBER_PID
+    wait_logged s20-ada2 "$ada" "sent all 3"
+    start_bot bot20 bot20b --nick bot20 --join "$room"
+    wait_member s20-ada2 "$ada"
+
+    # ben is no member any more: the bot's echo of ada's next message has no key for him.
+    room_member s20-ada3 ada "$room" ada --remove "ben$SFX@localhost" --peers bot20 --count 1
+    wait_member s20-ada3 "$MEMBER_PID"
+
+    "$PY" - "$WORK" "ada$SFX@localhost" "ben$SFX@localhost" "$bot" <<'EOF' || fail "bad summaries"
+import json, sys
+work, ada, ben, bot = sys.argv[1:5]
+load = lambda name: json.load(open(f"{work}/{name}.json", encoding="utf-8"))
+s = {n: load(f"s20-{n}") for n in ("ada", "ben", "cyd", "ada2", "ada3")}
+for name, other in (("ada", ben), ("ben", ada)):
+    assert s[name]["read"] == {other: 3, bot: 6}, (name, s[name])
+assert s["cyd"]["archived"] == {ada: 3, ben: 3, bot: 6}, s["cyd"]
+assert s["cyd"]["echoed"] == 1 and not s["cyd"]["undecryptable"], s["cyd"]
+assert s["ada2"]["echoed"] == 3 and not s["ada2"]["duplicates"], s["ada2"]
+assert s["ada3"]["echoes_inspected"] >= 1 and s["ada3"]["keys_for_removed"] == 0, s["ada3"]
+EOF
+    n="$(echo_count bot20)"
+    [ "$n" -eq 7 ] || fail "the bot sent $n messages to the room before it stopped, want 7"
+    n="$(echo_count bot20b)"
+    [ "$n" -eq 4 ] || fail "the bot sent $n messages after its restart, want 4 (3 missed, 1 live)"
+    grep -q "caught up with the archive archive=$room messages=" "$WORK/bot20b.log" \
+        || fail "the bot did not catch up with the room: $(grep -m3 'catch-up\|caught up' "$WORK/bot20b.log")"
+    if grep -E "could not decrypt|room message refused|not encrypted for this device|ended early" \
+        "$WORK/bot20.log" "$WORK/bot20b.log"; then
+        fail "the bot did not read every member's message"
+    fi
+    stop_bot TERM
+    [ "$STOP_RC" = 0 ] || fail "the bot did not exit 0 on SIGTERM (exit $STOP_RC)"
+    echo "cyd read all 12 messages said while it was away from the room's archive; the bot, back after ada's 3 messages, echoed each once from the archive; after ben's removal the bot's echo had no key for him"
+}
+
 TITLES=(
     ""
     "slixmpp-omemo client (2 devices) -> omemo-bot run, 50 messages"
@@ -1092,6 +1183,7 @@ TITLES=(
     "device hygiene: prune, signed label, devices --own, reset"
     "catching up after time offline: each missed message answered once"
     "a group chat: invitation, members-only non-anonymous room, nickname change, echoes"
+    "a room's archive: a member away at first, the bot away with room traffic, a member removed"
 )
 
 # traces FILE...: the files among FILE... (the store, its WAL and journal) that hold a JID of
@@ -1262,7 +1354,7 @@ declare -A REPEAT_ACCOUNTS=(
     [1]="alice bot1" [7]="grace bot7" [9]="judy bot9" [10]="kate leo bot10" [11]="mike nina bot11"
     [12]="mallory oscar bot12" [14]="peggy bot14" [15]="quinn rupert sybil trent bot15"
     [16]="uma bot16" [17]="vic bot17" [18]="walt xena yuri zoe bot18"
-    [19]="amy bea bot19"
+    [19]="amy bea bot19" [20]="ada ben cyd bot20"
 )
 
 # run_scenario N [RUN]: runs scenario N (the RUN-th time: "" or 1 for the first); returns
@@ -1290,9 +1382,9 @@ run_scenario() {
 }
 
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20)
 for n in "${SCENARIOS[@]}"; do
-    case "$n" in [1-9] | 1[0-9]) ;; *) die "unknown scenario $n" ;; esac
+    case "$n" in [1-9] | 1[0-9] | 20) ;; *) die "unknown scenario $n" ;; esac
     if [ "$REPEAT" -gt 1 ] && [ -z "${REPEAT_ACCOUNTS[$n]:-}" ]; then
         die "E2E_REPEAT: scenario $n cannot be repeated (these can: ${!REPEAT_ACCOUNTS[*]})"
     fi

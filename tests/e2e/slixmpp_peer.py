@@ -599,6 +599,8 @@ class Peer(ClientXMPP):
         # Rooms (the `room` command): slixmpp-omemo finds an occupant's real JID here.
         self.register_plugin("xep_0045")
         self.register_plugin("xep_0249")
+        # A room's archive (the `room` command's --archive).
+        self.register_plugin("xep_0313")
         self.register_plugin("xep_0384", module=sys.modules[__name__])
 
         # Accept every subscription request, and ask back (mutual subscription).
@@ -1759,26 +1761,31 @@ async def run_devices(args: argparse.Namespace) -> int:
 
 async def run_room(args: argparse.Namespace) -> int:
     """A member of a members-only, non-anonymous room, in legacy OMEMO (slixmpp-omemo's
-    group chat support): creates it as owner with --members, or joins it; waits for the
-    --peers nicknames; sends --count messages encrypted to every member (offline ones
-    too), changing its nickname to --rename halfway; then waits until the bot (--bot, a
-    nickname) has echoed each of them and --expect texts from other members have been
-    read. Prints one JSON line: sent, echoed, texts read per sender (real JID), errors."""
+    group chat support): creates it as owner with --members, or joins it; with --archive,
+    first reads what was said while it was away from the room's archive (XEP-0313); waits
+    for the --peers nicknames; with --remove, takes that member's affiliation away; sends
+    --count messages encrypted to every member (offline ones too), changing its nickname
+    to --rename halfway, each after the bot's echo of the one before (all at once with
+    --burst); then waits until the bot (--bot, a nickname) has echoed each of them and
+    --expect texts from other members have been read. Prints one JSON line: sent,
+    echoed, texts read per sender (real JID) live and from the archive, the bot's echoes
+    that carry a key for a removed member's device, errors."""
     deadline = time.monotonic() + args.timeout
     server = parse_server(args.server)
     room = JID(args.room)
     run_id = uuid.uuid4().hex[:8]
     texts = [f"room {run_id} {args.nick} #{i + 1}/{args.count}" for i in range(args.count)]
     peers: List[Peer] = []
-    summary: Dict[str, Any] = {"sent": 0, "echoed": 0, "read": {}, "errors": [],
-                               "undecryptable": 0, "duplicates": 0}
+    summary: Dict[str, Any] = {"sent": 0, "echoed": 0, "read": {}, "archived": {},
+                               "errors": [], "undecryptable": 0, "duplicates": 0,
+                               "keys_for_removed": 0, "echoes_inspected": 0}
     echoed: Dict[str, int] = {}
     others = 0
     changed = asyncio.Event()
 
     def on_incoming(peer: Peer, inc: Incoming) -> None:
         nonlocal others
-        if inc.via != "room":
+        if inc.via not in ("room", "room_archive"):
             return
         if inc.kind == "error":
             summary["undecryptable"] += 1
@@ -1792,6 +1799,9 @@ async def run_room(args: argparse.Namespace) -> int:
         sender = JID(real).bare if real else f"?{nick}"
         if sender == peer.boundjid.bare:
             return  # our own message coming back
+        if inc.via == "room_archive":
+            summary["archived"][sender] = summary["archived"].get(sender, 0) + 1
+            return
         summary["read"][sender] = summary["read"].get(sender, 0) + 1
         if nick == args.bot and inc.text in texts:
             echoed[inc.text] = echoed.get(inc.text, 0) + 1
@@ -1838,6 +1848,19 @@ async def run_room(args: argparse.Namespace) -> int:
         await muc.join_muc_wait(room, args.nick, maxstanzas=0,
                                 timeout=max(1.0, deadline - time.monotonic()))
         LOG.info("joined %s as %s", room, args.nick)
+        if args.archive:
+            # Everything the room archived, oldest first; each message's real sender is
+            # the JID the (non-anonymous) room's archive names.
+            results = peer.plugin["xep_0313"].iterate(jid=room, rsm={"max": 50})
+            async for result in results:
+                inner = result["mam_result"]["forwarded"]["stanza"]
+                item = inner.xml.find("{http://jabber.org/protocol/muc#user}x/"
+                                      "{http://jabber.org/protocol/muc#user}item")
+                if item is not None and item.get("jid") and inner["from"].resource:
+                    seen[inner["from"].resource] = JID(item.get("jid")).bare
+                if inner.xml.find(f"{{{OLD_NS}}}encrypted") is not None:
+                    await peer._process(inner, "room_archive")  # pylint: disable=protected-access
+            LOG.info("read the room's archive: %s", summary["archived"])
         if args.members:
             for member in args.members.split(","):
                 await muc.set_affiliation(room, "member", jid=JID(member))
@@ -1852,6 +1875,29 @@ async def run_room(args: argparse.Namespace) -> int:
         for affiliation in ("owner", "admin", "member"):
             for jid in await muc.get_affiliation_list(room, affiliation):
                 members.add(JID(jid).bare)
+        if args.remove:
+            removed = JID(args.remove).bare
+            sm = await peer.omemo.get_session_manager()
+            removed_devices = {info.device_id for info in
+                               await sm.get_device_information(removed)}
+            if not removed_devices:
+                raise PeerFailure(f"no devices known of {removed}")
+            await muc.set_affiliation(room, "none", jid=JID(removed))
+            members.discard(removed)
+            LOG.info("removed %s (devices %s)", removed, sorted(removed_devices))
+
+            def inspect(_peer: Peer, stanza: Any, via: str) -> None:
+                # The keys of the bot's echoes: none may be for the removed member.
+                if via != "room" or stanza["from"].resource != args.bot:
+                    return
+                summary["echoes_inspected"] += 1
+                legacy = {int(k.get("rid", "0")) for k in stanza.xml.iter(f"{{{OLD_NS}}}key")}
+                two = [k for k in stanza.xml.iter(f"{{{TWO_NS}}}keys")
+                       if JID(k.get("jid", "")).bare == removed]
+                if legacy & removed_devices or two:
+                    summary["keys_for_removed"] += 1
+
+            peer.inspect = inspect
         members.discard(peer.boundjid.bare)
         LOG.info("members of %s: %s", room, sorted(members))
         if args.after:
@@ -1875,8 +1921,11 @@ async def run_room(args: argparse.Namespace) -> int:
                 raise PeerFailure("encrypt_message produced nothing")
             encrypted.send()
             summary["sent"] = i + 1
-            # One at a time: the next goes after the bot's echo of this one.
-            await until(lambda: text in echoed, f"the echo of message {i + 1}")
+            if not args.burst:
+                # One at a time: the next goes after the bot's echo of this one.
+                await until(lambda: text in echoed, f"the echo of message {i + 1}")
+        LOG.info("sent all %d", len(texts))
+        await until(lambda: len(echoed) == len(texts), f"the echoes ({len(echoed)} so far)")
         await until(lambda: others >= args.expect,
                     f"{args.expect} messages of other members (have {others})")
         await asyncio.sleep(args.settle)
@@ -1884,7 +1933,9 @@ async def run_room(args: argparse.Namespace) -> int:
     summary["duplicates"] = sum(n - 1 for n in echoed.values())
     summary["others"] = others
     summary["ok"] = (not summary["errors"] and summary["echoed"] == args.count
-                     and not summary["duplicates"] and not summary["undecryptable"])
+                     and not summary["duplicates"] and not summary["undecryptable"]
+                     and not summary["keys_for_removed"]
+                     and (not args.remove or summary["echoes_inspected"] >= args.count))
     out(jdump(summary))
     return 0 if summary["ok"] else 1
 
@@ -1968,6 +2019,13 @@ def main() -> int:
                     help="bare JID to send a direct invitation (XEP-0249) to, after --members")
     pm.add_argument("--after", default=None,
                     help="nickname of a member whose first message comes before ours")
+    pm.add_argument("--archive", action="store_true",
+                    help="read the room's archive (XEP-0313) after joining")
+    pm.add_argument("--remove", default=None,
+                    help="bare JID whose affiliation to take away (as owner) before sending;"
+                         " the bot's echoes must carry no key for its devices")
+    pm.add_argument("--burst", action="store_true",
+                    help="send every message at once, then wait for the echoes")
     pm.add_argument("--timeout", type=float, default=90.0)
     pm.add_argument("--settle", type=float, default=1.0)
     pm.set_defaults(second_device_omemo_version=None, subscribe=False)
