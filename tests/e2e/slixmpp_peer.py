@@ -1805,7 +1805,7 @@ async def run_room(args: argparse.Namespace) -> int:
         summary["read"][sender] = summary["read"].get(sender, 0) + 1
         if nick == args.bot and inc.text in texts:
             echoed[inc.text] = echoed.get(inc.text, 0) + 1
-        elif sender != f"?{args.bot}":
+        elif nick != args.bot:
             others += 1
         changed.set()
 
