@@ -437,11 +437,14 @@ impl Echo {
                 room,
                 inviter,
                 direct,
+                password,
                 ..
             } => {
                 if direct && (self.follow.contains(&inviter) || verified(client, &inviter)?) {
                     tracing::info!(%room, %inviter, "invited by a contact it follows: joining");
-                    client.join_room(&room, &self.nick).await?;
+                    client
+                        .join_room(&room, &self.nick, password.as_deref())
+                        .await?;
                 } else {
                     tracing::warn!(%room, %inviter, direct, "invitation not followed (only direct ones from --follow-invites-from or a verified contact are)");
                 }
@@ -638,7 +641,7 @@ async fn run(args: RunArgs) -> Result<(), BotError> {
         .or_else(|| args.account.jid.node().map(|n| n.to_string()))
         .unwrap_or_else(|| "omemo-bot".to_owned());
     for room in &args.rooms {
-        client.join_room(room, &nick).await?;
+        client.join_room(room, &nick, None).await?;
     }
     let mut echo = Echo {
         under_way: HashMap::new(),

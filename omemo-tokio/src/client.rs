@@ -10,6 +10,7 @@ use minidom::Element;
 use omemo::stanza::carbons;
 use omemo::{Decrypted, Event, Handled, Manager, ManagerError, MessageId, Store, Via};
 use tokio::time::Instant;
+use zeroize::Zeroizing;
 
 use crate::connection::{Connection, Login, NetEvent, Unreachable};
 use crate::error::DriverError;
@@ -235,8 +236,16 @@ pub struct Client<S: Store> {
     next_id: u64,
     /// The Unix second the manager's timeout last ran.
     last_timeout: Option<u64>,
-    /// The rooms joined, with the nickname (entered again on every stream).
-    rooms: Vec<(BareJid, String)>,
+    /// The rooms joined (entered again on every stream).
+    rooms: Vec<RoomToJoin>,
+}
+
+/// A room joined, with the nickname and password to enter it with.
+#[derive(Clone)]
+struct RoomToJoin {
+    room: BareJid,
+    nick: String,
+    password: Option<Zeroizing<String>>,
 }
 
 impl<S: Store> Client<S> {
@@ -356,9 +365,15 @@ impl<S: Store> Client<S> {
     /// has the manager follow it ([`Manager::join_room`]): [`Event::RoomReady`] says
     /// when [`Client::send_to_room`] can encrypt to its members, or why the room cannot
     /// carry OMEMO. Its OMEMO messages come as [`ClientEvent::Message`] with
-    /// [`Via::Room`].
-    pub async fn join_room(&mut self, room: &BareJid, nick: &str) -> Result<(), DriverError> {
-        if protocol::room_join_presence(room, nick).is_none() {
+    /// [`Via::Room`]. `password` is the room's, if it has one (an invitation may carry
+    /// it); it is kept, zeroized on drop, to enter again after a reconnection.
+    pub async fn join_room(
+        &mut self,
+        room: &BareJid,
+        nick: &str,
+        password: Option<&str>,
+    ) -> Result<(), DriverError> {
+        if protocol::room_join_presence(room, nick, password).is_none() {
             return Err(DriverError::Protocol(format!(
                 "{nick:?} is not a valid nickname in {room}"
             )));
@@ -366,21 +381,32 @@ impl<S: Store> Client<S> {
         if self
             .rooms
             .iter()
-            .any(|(joined, n)| joined == room && n == nick)
+            .any(|joined| joined.room == *room && joined.nick == nick)
         {
             return Ok(());
         }
-        self.rooms.retain(|(joined, _)| joined != room);
-        self.rooms.push((room.clone(), nick.to_owned()));
+        self.rooms.retain(|joined| joined.room != *room);
+        let joined = RoomToJoin {
+            room: room.clone(),
+            nick: nick.to_owned(),
+            password: password.map(|p| Zeroizing::new(p.to_owned())),
+        };
         if self.ready {
-            self.enter_room(room, nick).await?;
+            self.enter_room(&joined).await?;
         }
+        self.rooms.push(joined);
         Ok(())
     }
 
-    async fn enter_room(&mut self, room: &BareJid, nick: &str) -> Result<(), DriverError> {
-        let presence = protocol::room_join_presence(room, nick)
-            .ok_or_else(|| DriverError::Protocol(format!("cannot join {room} as {nick}")))?;
+    async fn enter_room(&mut self, joined: &RoomToJoin) -> Result<(), DriverError> {
+        let RoomToJoin {
+            room,
+            nick,
+            password,
+        } = joined;
+        let presence =
+            protocol::room_join_presence(room, nick, password.as_deref().map(String::as_str))
+                .ok_or_else(|| DriverError::Protocol(format!("cannot join {room} as {nick}")))?;
         self.manager.join_room(room, nick, unix_now())?;
         if self.config.catch_up {
             self.manager.catch_up_room(room, unix_now())?;
@@ -589,8 +615,8 @@ impl<S: Store> Client<S> {
                     .send(self.identification.available_presence()?)
                     .await?;
                 self.ready = true;
-                for (room, nick) in self.rooms.clone() {
-                    self.enter_room(&room, &nick).await?;
+                for joined in self.rooms.clone() {
+                    self.enter_room(&joined).await?;
                 }
                 if let Some(jid) = self.conn.bound().cloned() {
                     tracing::info!(%jid, device_id = self.manager.device_id(), "online; own device lists and bundles published");

@@ -184,16 +184,28 @@ pub(crate) fn presence(kind: &str, to: Option<&str>) -> Option<Element> {
 /// The presence that enters `room` as `nick` (XEP-0045 §7.2), asking for no history: the
 /// room's replay would hand over again what this client may have read (reading the
 /// room's archive after time offline is not done yet).
-pub(crate) fn room_join_presence(room: &BareJid, nick: &str) -> Option<Element> {
+pub(crate) fn room_join_presence(
+    room: &BareJid,
+    nick: &str,
+    password: Option<&str>,
+) -> Option<Element> {
     let to = format!("{room}/{nick}");
     jid::FullJid::new(&to).ok()?;
     let history = Element::builder("history", NS_MUC)
         .attr("maxstanzas".try_into().ok()?, "0")
         .build();
+    let mut x = Element::builder("x", NS_MUC).append(history);
+    if let Some(password) = password {
+        x = x.append(
+            Element::builder("password", NS_MUC)
+                .append(password)
+                .build(),
+        );
+    }
     Some(
         Element::builder("presence", NS_CLIENT)
             .attr("to".try_into().ok()?, to)
-            .append(Element::builder("x", NS_MUC).append(history).build())
+            .append(x.build())
             .build(),
     )
 }
@@ -293,13 +305,16 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(parse_invitation(&plain), None);
-        let join = room_join_presence(&BareJid::new("room@muc.example").unwrap(), "bot").unwrap();
+        let room = BareJid::new("room@muc.example").unwrap();
+        let join = room_join_presence(&room, "bot", None).unwrap();
         assert_eq!(join.attr("to"), Some("room@muc.example/bot"));
-        assert!(
-            join.get_child("x", NS_MUC)
-                .unwrap()
-                .has_child("history", NS_MUC)
-        );
+        let x = join.get_child("x", NS_MUC).unwrap();
+        assert!(x.has_child("history", NS_MUC));
+        assert!(!x.has_child("password", NS_MUC));
+        let join = room_join_presence(&room, "bot", Some("secret")).unwrap();
+        let x = join.get_child("x", NS_MUC).unwrap();
+        assert_eq!(x.get_child("password", NS_MUC).unwrap().text(), "secret");
+        assert_eq!(room_join_presence(&room, "", None), None);
     }
 
     fn own() -> BareJid {
