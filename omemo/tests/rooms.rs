@@ -1,7 +1,7 @@
 //! Group chats through the in-process PEP router and a scripted XEP-0045 room: members of
 //! mixed versions (legacy only, OMEMO 2 only, both), an offline member, a nickname change,
 //! an affiliation taken away, a non-member, the own reflection, rooms that cannot carry
-//! OMEMO, and the nickname map across a restart.
+//! OMEMO, the nickname map across a restart, and catching up with a room's archive.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -26,6 +26,10 @@ struct Muc {
     occupants: Vec<(String, String)>,
     /// Its message archive (XEP-0313), for the messages given to [`Muc::archive`].
     archive: Archive,
+    /// Whether queries of the archive are refused.
+    archive_refused: bool,
+    /// Someone else who answers each query first, with a copy of its first result.
+    forger: Option<&'static str>,
 }
 
 impl Muc {
@@ -42,6 +46,8 @@ impl Muc {
                 room: Some(ROOM.to_owned()),
                 ..Archive::default()
             },
+            archive_refused: false,
+            forger: None,
         }
     }
 
@@ -236,7 +242,26 @@ fn run(world: &mut World, muc: &Muc, device: &mut Device<MemoryStore>) -> Vec<Ha
         }
         let answers = if stanza.has_child("query", "urn:xmpp:mam:2") {
             assert_eq!(stanza.attr("to"), Some(ROOM));
-            muc.archive.answer(&stanza)
+            let mut answers = muc.archive.answer(&stanza);
+            if muc.archive_refused {
+                answers = vec![common::pep::error(
+                    stanza.attr("id").unwrap(),
+                    ROOM,
+                    "forbidden",
+                )];
+            }
+            if let Some(forger) = muc.forger
+                && let Some(first) = answers.first().filter(|a| a.name() == "message")
+            {
+                let mut forged = first.clone();
+                forged.set_attr(
+                    minidom::rxml::Namespace::NONE,
+                    "from".try_into().unwrap(),
+                    forger,
+                );
+                answers.insert(0, forged);
+            }
+            answers
         } else if stanza.attr("to") == Some(ROOM) {
             vec![muc.answer(&stanza)]
         } else {
@@ -994,4 +1019,96 @@ fn a_member_back_after_time_away_reads_the_room_archive_once() {
         "{handled:?}"
     );
     assert_eq!(caught_up(&mut carol), [(ROOM.to_owned(), 0, true)]);
+}
+
+#[test]
+fn room_catch_ups_refused_forged_or_for_rooms_without_omemo() {
+    let mut world = World::new();
+    let mut alice = world.device("alice@example.org", "phone");
+    let mut carol = world.device("carol@example.org", "tablet");
+    let mut muc = Muc::new(&[
+        ("alice@example.org", "owner"),
+        ("carol@example.org", "member"),
+    ]);
+    let room = bare(ROOM);
+    assert_eq!(
+        carol.manager.catch_up_room(&room, world.now).err(),
+        Some(ManagerError::RoomNotJoined {
+            room: ROOM.to_owned()
+        })
+    );
+    alice.manager.join_room(&room, "alice", world.now).unwrap();
+    run(&mut world, &muc, &mut alice);
+    let presences = muc.enter("alice", "alice@example.org/phone");
+    deliver(&mut world, &muc, &mut [&mut alice], presences);
+    let (_, stanza, _) = write(&mut world, &muc, &mut alice, "before carol came");
+    muc.archive("alice", "alice@example.org", &stanza, world.now);
+
+    // Carol's first catch-up reads what was said since her device was made; a result
+    // from anyone but the room is dropped.
+    muc.forger = Some("mallory@example.org");
+    let join = |world: &mut World, muc: &mut Muc, carol: &mut Device<MemoryStore>| {
+        carol.manager.join_room(&room, "carol", world.now).unwrap();
+        carol.manager.catch_up_room(&room, world.now).unwrap();
+        run(world, muc, carol);
+        muc.occupants.retain(|(nick, _)| nick != "carol");
+        let presences: Vec<(String, Element)> = muc
+            .enter("carol", "carol@example.org/tablet")
+            .into_iter()
+            .filter(|(to, _)| to.starts_with("carol"))
+            .collect();
+        let handled = deliver(world, muc, &mut [carol], presences);
+        handled.into_iter().map(|(_, h)| h).collect::<Vec<_>>()
+    };
+    let handled = join(&mut world, &mut muc, &mut carol);
+    assert!(handled.contains(&Handled::Dropped(
+        "archive result not from the archive queried"
+    )));
+    let read: Vec<&str> = handled
+        .iter()
+        .filter_map(|h| match h {
+            Handled::Message { message, .. } => message.body.as_deref(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(read, ["before carol came"]);
+    assert_eq!(caught_up(&mut carol), [(ROOM.to_owned(), 1, true)]);
+    muc.forger = None;
+
+    // A refused query ends the catch-up early; the next one reads what it missed.
+    carol.manager.connection_lost();
+    let (_, stanza, _) = write(&mut world, &muc, &mut alice, "while carol was away");
+    muc.archive("alice", "alice@example.org", &stanza, world.now);
+    muc.archive_refused = true;
+    join(&mut world, &mut muc, &mut carol);
+    assert_eq!(caught_up(&mut carol), [(ROOM.to_owned(), 0, false)]);
+    assert!(!carol.manager.is_catching_up());
+    muc.archive_refused = false;
+    carol.manager.connection_lost();
+    let handled = join(&mut world, &mut muc, &mut carol);
+    assert!(
+        handled.iter().any(
+            |h| matches!(h, Handled::Message { message, via: Via::RoomArchive }
+            if message.body.as_deref() == Some("while carol was away"))
+        ),
+        "{handled:?}"
+    );
+    assert_eq!(caught_up(&mut carol), [(ROOM.to_owned(), 1, true)]);
+
+    // A room that cannot carry OMEMO is not read.
+    carol.manager.connection_lost();
+    muc.non_anonymous = false;
+    join(&mut world, &mut muc, &mut carol);
+    assert_eq!(caught_up(&mut carol), []);
+    assert!(!carol.manager.is_catching_up());
+    assert_eq!(
+        carol
+            .manager
+            .encrypt_for_room(&room, "no", &mut common::rng::rng(), world.now)
+            .err(),
+        Some(ManagerError::RoomNotUsable {
+            room: ROOM.to_owned(),
+            reason: omemo::RoomRefusal::Anonymous
+        })
+    );
 }
