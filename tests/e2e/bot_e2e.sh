@@ -1030,8 +1030,26 @@ room_member() {
     track "$MEMBER_PID"
 }
 
+# wait_logged NAME PID TEXT: waits (60 s at most) until the log of the peer NAME says TEXT.
+wait_logged() {
+    local name="$1" pid="$2" text="$3" i
+    for i in $(seq 1 600); do
+        grep -q "$text" "$WORK/$name.log" 2>/dev/null && return 0
+        kill -0 "$pid" 2>/dev/null || fail "$name exited: $(cat "$WORK/$name.json")"
+        sleep 0.1
+    done
+    fail "$name did not log \"$text\" within 60 s"
+}
+
+# wait_member NAME PID: waits for the room member NAME and checks that it succeeded.
+wait_member() {
+    local rc=0
+    wait "$2" || rc=$?
+    [ "$rc" -eq 0 ] || fail "$1: $(cat "$WORK/$1.json")"
+}
+
 scenario_19() {
-    local room="lounge$SFX@conference.localhost" i amy bea rc n who
+    local room="lounge$SFX@conference.localhost" amy bea n
     # The bot follows amy's invitations; it also joins the room --join names (a new one:
     # Prosody creates it, with the bot as its owner and only member).
     # (omemo_tokio at debug: it logs each own message that comes back from the room.)
@@ -1040,20 +1058,12 @@ scenario_19() {
     room_member s19-amy amy "$room" amy --members "bea$SFX@localhost,bot19$SFX@localhost" \
         --invite "bot19$SFX@localhost" --peers bea,bot19 --count 4 --expect 4
     amy=$MEMBER_PID
-    for i in $(seq 1 600); do
-        grep -q "invited" "$WORK/s19-amy.log" 2>/dev/null && break
-        kill -0 "$amy" 2>/dev/null || fail "amy exited: $(cat "$WORK/s19-amy.json")"
-        sleep 0.1
-    done
-    grep -q "invited" "$WORK/s19-amy.log" || fail "amy did not set up the room within 60 s"
+    wait_logged s19-amy "$amy" "invited"
     room_member s19-bea bea "$room" bea --peers amy,bot19 --count 4 --expect 4 --rename beatrice \
         --after amy
     bea=$MEMBER_PID
-    for who in amy bea; do
-        rc=0
-        if [ "$who" = amy ]; then wait "$amy" || rc=$?; else wait "$bea" || rc=$?; fi
-        [ "$rc" -eq 0 ] || fail "$who: $(cat "$WORK/s19-$who.json")"
-    done
+    wait_member s19-amy "$amy"
+    wait_member s19-bea "$bea"
     "$PY" - "$WORK/s19-amy.json" "$WORK/s19-bea.json" "amy$SFX@localhost" "bea$SFX@localhost" \
         "bot19$SFX@localhost" <<'EOF' || fail "bad summaries: $(cat "$WORK/s19-amy.json" "$WORK/s19-bea.json")"
 import json, sys
@@ -1078,24 +1088,6 @@ EOF
     stop_bot TERM
     [ "$STOP_RC" = 0 ] || fail "the bot did not exit 0 on SIGTERM (exit $STOP_RC)"
     echo "the bot followed amy's invitation; amy and bea (renamed halfway) read each other's 4 messages and the bot's 8 echoes; the bot read all 8 and recognised its own 8 coming back"
-}
-
-# wait_logged NAME PID TEXT: waits (60 s at most) until the log of the peer NAME says TEXT.
-wait_logged() {
-    local name="$1" pid="$2" text="$3" i
-    for i in $(seq 1 600); do
-        grep -q "$text" "$WORK/$name.log" 2>/dev/null && return 0
-        kill -0 "$pid" 2>/dev/null || fail "$name exited: $(cat "$WORK/$name.json")"
-        sleep 0.1
-    done
-    fail "$name did not log \"$text\" within 60 s"
-}
-
-# wait_member NAME PID: waits for the room member NAME and checks that it succeeded.
-wait_member() {
-    local rc=0
-    wait "$2" || rc=$?
-    [ "$rc" -eq 0 ] || fail "$1: $(cat "$WORK/$1.json")"
 }
 
 scenario_20() {
