@@ -20,6 +20,8 @@ const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
 struct Muc {
     non_anonymous: bool,
     members_only: bool,
+    /// Whether it says it keeps an archive (XEP-0313).
+    archived: bool,
     /// Affiliations by real bare JID (`member`, `admin`, `owner`, `none`, `outcast`).
     affiliations: BTreeMap<String, &'static str>,
     /// Occupants: nickname, full JID.
@@ -37,6 +39,7 @@ impl Muc {
         Self {
             non_anonymous: true,
             members_only: true,
+            archived: true,
             affiliations: affiliations
                 .iter()
                 .map(|(jid, a)| ((*jid).to_owned(), *a))
@@ -87,6 +90,9 @@ impl Muc {
             } else {
                 "<feature var='muc_open'/>"
             };
+            if self.archived {
+                features += "<feature var='urn:xmpp:mam:2'/>";
+            }
             format!("<query xmlns='http://jabber.org/protocol/disco#info'>{features}</query>")
         } else {
             let admin = "http://jabber.org/protocol/muc#admin";
@@ -253,6 +259,8 @@ fn run(world: &mut World, muc: &Muc, device: &mut Device<MemoryStore>) -> Vec<Ha
             if let Some(forger) = muc.forger
                 && let Some(first) = answers.first().filter(|a| a.name() == "message")
             {
+                // A copy of the first result from someone else, and before it, the
+                // page's end from an occupant.
                 let mut forged = first.clone();
                 forged.set_attr(
                     minidom::rxml::Namespace::NONE,
@@ -260,6 +268,13 @@ fn run(world: &mut World, muc: &Muc, device: &mut Device<MemoryStore>) -> Vec<Ha
                     forger,
                 );
                 answers.insert(0, forged);
+                let mut end = answers.last().unwrap().clone();
+                end.set_attr(
+                    minidom::rxml::Namespace::NONE,
+                    "from".try_into().unwrap(),
+                    format!("{ROOM}/mallory"),
+                );
+                answers.insert(0, end);
             }
             answers
         } else if stanza.attr("to") == Some(ROOM) {
@@ -934,7 +949,32 @@ fn a_member_back_after_time_away_reads_the_room_archive_once() {
     carol.manager.connected(world.now).unwrap();
     carol.manager.join_room(&room, "carol", world.now).unwrap();
     carol.manager.catch_up_room(&room, world.now).unwrap();
-    run(&mut world, &muc, &mut carol);
+    // A message before the room's lists are in cannot be attributed yet (nor move the
+    // position): the archive gives it.
+    let (_, stanza, _) = write(&mut world, &muc, &mut alice, "during the join");
+    let live = muc.archive("alice", "alice@example.org", &stanza, world.now);
+    let mut early = live.clone();
+    early.set_attr(
+        minidom::rxml::Namespace::NONE,
+        "to".try_into().unwrap(),
+        "carol@example.org/tablet",
+    );
+    let handled = deliver(
+        &mut world,
+        &muc,
+        &mut [&mut carol],
+        vec![("carol@example.org/tablet".to_owned(), early)],
+    );
+    assert_eq!(
+        handled[0].1,
+        Handled::Undecryptable {
+            error: ManagerError::RoomNotUsable {
+                room: ROOM.to_owned(),
+                reason: omemo::RoomRefusal::NotReady
+            },
+            via: Via::Room
+        }
+    );
     let presences = muc.enter("carol", "carol@example.org/tablet");
     let handled = deliver(
         &mut world,
@@ -962,6 +1002,7 @@ fn a_member_back_after_time_away_reads_the_room_archive_once() {
             pair("alice@example.org", "one"),
             pair("bob@example.org", "two"),
             pair("alice@example.org", "three"),
+            pair("alice@example.org", "during the join"),
         ]
     );
     let refused: Vec<&Handled> = handled
@@ -979,7 +1020,7 @@ fn a_member_back_after_time_away_reads_the_room_archive_once() {
             via: Via::RoomArchive
         }]
     );
-    assert_eq!(caught_up(&mut carol), [(ROOM.to_owned(), 4, true)]);
+    assert_eq!(caught_up(&mut carol), [(ROOM.to_owned(), 5, true)]);
     let completions: Vec<Element> = std::iter::from_fn(|| carol.next_message()).collect();
     assert_eq!(
         completions
@@ -1043,9 +1084,12 @@ fn room_catch_ups_refused_forged_or_for_rooms_without_omemo() {
     deliver(&mut world, &muc, &mut [&mut alice], presences);
     let (_, stanza, _) = write(&mut world, &muc, &mut alice, "before carol came");
     muc.archive("alice", "alice@example.org", &stanza, world.now);
+    // (A copy the archive says a non-member sent.)
+    muc.archive("alice", "mallory@example.org", &stanza, world.now);
 
     // Carol's first catch-up reads what was said since her device was made; a result
-    // from anyone but the room is dropped.
+    // from anyone but the room, and an answer from an occupant, are ignored; a message
+    // the archive says a non-member sent is refused.
     muc.forger = Some("mallory@example.org");
     let join = |world: &mut World, muc: &mut Muc, carol: &mut Device<MemoryStore>| {
         carol.manager.join_room(&room, "carol", world.now).unwrap();
@@ -1072,7 +1116,15 @@ fn room_catch_ups_refused_forged_or_for_rooms_without_omemo() {
         })
         .collect();
     assert_eq!(read, ["before carol came"]);
-    assert_eq!(caught_up(&mut carol), [(ROOM.to_owned(), 1, true)]);
+    assert!(handled.contains(&Handled::Undecryptable {
+        error: ManagerError::NotARoomMember {
+            room: ROOM.to_owned(),
+            jid: "mallory@example.org".to_owned()
+        },
+        via: Via::RoomArchive
+    }));
+    // (The end of the page from an occupant did not end it before its results.)
+    assert_eq!(caught_up(&mut carol), [(ROOM.to_owned(), 2, true)]);
     muc.forger = None;
 
     // A refused query ends the catch-up early; the next one reads what it missed.
@@ -1095,7 +1147,13 @@ fn room_catch_ups_refused_forged_or_for_rooms_without_omemo() {
     );
     assert_eq!(caught_up(&mut carol), [(ROOM.to_owned(), 1, true)]);
 
-    // A room that cannot carry OMEMO is not read.
+    // A room that keeps no archive is not asked; nor is one that cannot carry OMEMO.
+    carol.manager.connection_lost();
+    muc.archived = false;
+    muc.archive_refused = true;
+    join(&mut world, &mut muc, &mut carol);
+    assert_eq!(caught_up(&mut carol), []);
+    assert!(!carol.manager.is_catching_up());
     carol.manager.connection_lost();
     muc.non_anonymous = false;
     join(&mut world, &mut muc, &mut carol);

@@ -54,10 +54,15 @@ impl<S: Store> Manager<S> {
                 let Some(handled) = self.room_message(stanza, rng, now) else {
                     return Ok(Handled::Unhandled);
                 };
-                if let Some(room) = stanza.attr("from").and_then(|f| jid::Jid::new(f).ok()) {
+                let handled = handled?;
+                // Only once the room is ready: a message refused before its members
+                // were known is read from the archive later.
+                if let Some(room) = stanza.attr("from").and_then(|f| jid::Jid::new(f).ok())
+                    && self.room_usable(room.to_bare().as_str())
+                {
                     self.note_read_online(room.to_bare().as_str(), stanza, now);
                 }
-                handled
+                Ok(handled)
             }
             "message" if stanza.attr("type") != Some("error") => {
                 // A joined room's notice of an affiliation change (from its bare JID).

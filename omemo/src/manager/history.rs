@@ -69,7 +69,7 @@ pub(super) struct History {
     completions: BTreeSet<(String, u32, Version)>,
     /// Archives whose position messages read online do not move: from a catch-up's
     /// start until one completes (older messages may be unread until then).
-    held: BTreeSet<String>,
+    pub(super) held: BTreeSet<String>,
     /// The positions of the last messages read online, written with the next sync (one
     /// write per group commit, not one per message).
     pub(super) unsaved: BTreeMap<String, ArchivePosition>,
@@ -99,7 +99,7 @@ impl<S: Store> Manager<S> {
     pub fn catch_up(&mut self, now: u64) -> Result<(), ManagerError> {
         self.clock = self.clock.max(now);
         let own = self.own.jid.clone();
-        self.start_catch_up(&own, now)
+        self.start_catch_up(&own, now, now)
     }
 
     /// Reads what was said in `room` while this device was not in it, from the room's
@@ -107,9 +107,11 @@ impl<S: Store> Manager<S> {
     /// [`Handled::Message`] with [`Via::RoomArchive`], attributed to the real JID the
     /// room's archive names (else through the nicknames known), and checked against the
     /// members, as live ones. Call it after [`Manager::join_room`], on every join: it
-    /// starts once the room is ready (and not when it cannot carry OMEMO). A room read
-    /// for the first time is read from when this device's oldest signed prekey was made
-    /// (what was said before was not encrypted to a key it can still read).
+    /// starts once the room is ready (not when it cannot carry OMEMO or keeps no
+    /// archive); until it completes, messages read live do not move the room's
+    /// position. A room read for the first time is read from when this device's oldest
+    /// signed prekey was made: a member added while away reads what was encrypted to it
+    /// since (archived messages with no key for this device are skipped).
     ///
     /// # Errors
     ///
@@ -123,14 +125,17 @@ impl<S: Store> Manager<S> {
                 .ok_or_else(|| ManagerError::RoomNotJoined {
                     room: room.to_string(),
                 })?;
+        // Live messages before it starts (the room not ready yet) leave the position be.
+        self.history.held.insert(room.to_string());
         if !joined.ready() {
             joined.catch_up_wanted = true;
+            // One stalled with a lost connection waits for the room, asked again.
+            if let Some(catch_up) = self.history.catch_ups.get_mut(room.as_str()) {
+                catch_up.stalled_since = None;
+            }
             return Ok(());
         }
-        if self.room_recipients(room.as_str()).is_ok() {
-            self.start_catch_up(room.as_str(), now)?;
-        }
-        Ok(())
+        self.start_room_catch_up(room.as_str(), now)
     }
 
     /// Whether a catch-up is under way.
@@ -138,8 +143,14 @@ impl<S: Store> Manager<S> {
         !self.history.catch_ups.is_empty()
     }
 
-    /// Starts (or, after a lost connection, goes on with) the catch-up with `archive`.
-    pub(super) fn start_catch_up(&mut self, archive: &str, now: u64) -> Result<(), ManagerError> {
+    /// Starts (or, after a lost connection, goes on with) the catch-up with `archive`;
+    /// an archive never read is read from `first_read_from`.
+    pub(super) fn start_catch_up(
+        &mut self,
+        archive: &str,
+        first_read_from: u64,
+        now: u64,
+    ) -> Result<(), ManagerError> {
         self.history.held.insert(archive.to_owned());
         let after = match self.history.catch_ups.get_mut(archive) {
             Some(catch_up) if catch_up.querying => return Ok(()),
@@ -154,16 +165,12 @@ impl<S: Store> Manager<S> {
             }
             None => {
                 // A position read online and not written yet is where this one starts.
-                // An archive never read (a room joined for the first time) is read from
-                // when the oldest signed prekey kept was made: a member added while
-                // offline reads what was encrypted to it since; before that, nothing it
-                // could still read was.
                 let from = match self.history.unsaved.remove(archive) {
                     Some(position) => self.put_position(archive, position)?,
                     None => match self.store.load_archive_position(archive)? {
                         Some(position) => position,
                         None => ArchivePosition {
-                            at: self.own.oldest_signed_pre_key_at(),
+                            at: first_read_from,
                             last_id: None,
                         },
                     },
@@ -318,6 +325,14 @@ impl<S: Store> Manager<S> {
         }
     }
 
+    /// The catch-up with `archive` (if one runs) ends within a minute unless asked again.
+    pub(super) fn stall_catch_up(&mut self, archive: &str) {
+        let clock = self.clock;
+        if let Some(catch_up) = self.history.catch_ups.get_mut(archive) {
+            catch_up.stalled_since.get_or_insert(clock);
+        }
+    }
+
     /// Ends the catch-up with `archive`: its position moves past the last result read
     /// (and, when `complete`, to its start time). After the last catch-up, the prekeys
     /// hidden during them are deleted and each new session gets its empty message.
@@ -353,8 +368,12 @@ impl<S: Store> Manager<S> {
                 position,
             });
         }
-        // Committed first: a failed write keeps the catch-up (and what it holds).
-        self.commit(batch)?;
+        // Committed first: a failed write keeps the catch-up (and what it holds), to end
+        // a minute later.
+        if let Err(error) = self.commit(batch) {
+            self.stall_catch_up(archive);
+            return Err(error.into());
+        }
         let Some(catch_up) = self.history.catch_ups.remove(archive) else {
             return Ok(());
         };

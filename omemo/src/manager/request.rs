@@ -338,8 +338,15 @@ impl<S: Store> Manager<S> {
             }
             Pending::ArchivePage { archive } => archive.as_str(),
         };
+        // A room answers from its bare JID: an occupant (room/nick) is not the room.
+        let bare_only = matches!(
+            pending,
+            Pending::RoomFeatures { .. } | Pending::RoomList { .. } | Pending::ArchivePage { .. }
+        );
         let from_ok = match iq.attr("from") {
-            Some(from) => jid::Jid::new(from).is_ok_and(|from| from.to_bare().as_str() == expected),
+            Some(from) => jid::Jid::new(from).is_ok_and(|from| {
+                from.to_bare().as_str() == expected && !(bare_only && from.resource().is_some())
+            }),
             None => expected == self.own.jid,
         };
         if !from_ok || !matches!(iq.attr("type"), Some("result" | "error")) {

@@ -57,6 +57,9 @@ pub(super) struct Room {
     lists_asked_at: Option<u64>,
     /// Whether the application asked to catch up with its archive once it is ready.
     pub(super) catch_up_wanted: bool,
+    /// Whether the store knew occupants of it when it was joined: it was joined before
+    /// (an archive position it lacks is then from before room archives were read).
+    seen_before: bool,
     /// Members, admins and owners by real bare JID.
     members: BTreeMap<String, Affiliation>,
     /// Real bare JIDs by nickname, as the store keeps them.
@@ -111,7 +114,8 @@ impl<S: Store> Manager<S> {
     pub fn join_room(&mut self, room: &BareJid, nick: &str, now: u64) -> Result<(), ManagerError> {
         self.clock = self.clock.max(now);
         let room = room.as_str().to_owned();
-        let occupants = self.store.load_room_occupants(&room)?.into_iter().collect();
+        let occupants: HashMap<String, String> =
+            self.store.load_room_occupants(&room)?.into_iter().collect();
         self.rooms.insert(
             room.clone(),
             Room {
@@ -125,6 +129,7 @@ impl<S: Store> Manager<S> {
                 stream_lost: false,
                 lists_asked_at: None,
                 catch_up_wanted: false,
+                seen_before: !occupants.is_empty(),
                 members: BTreeMap::new(),
                 occupants,
                 sent: VecDeque::new(),
@@ -151,6 +156,7 @@ impl<S: Store> Manager<S> {
     /// are not sent ([`Event::NotSent`] with [`ManagerError::RoomNotJoined`]).
     pub fn leave_room(&mut self, room: &BareJid) {
         self.rooms.remove(room.as_str());
+        self.stall_catch_up(room.as_str());
         for id in self.outbox.remove_room(room) {
             self.events.push_back(Event::NotSent {
                 id,
@@ -224,6 +230,37 @@ impl<S: Store> Manager<S> {
             .filter(|jid| **jid != self.own.jid)
             .filter_map(|jid| BareJid::new(jid).ok())
             .collect())
+    }
+
+    /// Whether `room` is joined, ready, and can carry OMEMO.
+    pub(super) fn room_usable(&self, room: &str) -> bool {
+        self.rooms.get(room).is_some_and(|r| r.refusal().is_none())
+    }
+
+    /// Starts (or goes on with) the catch-up with the ready `room`'s archive: not for a
+    /// room that cannot carry OMEMO (one under way ends a minute later), nor one that
+    /// keeps no archive. A room never read is read from when the oldest signed prekey
+    /// kept was made (a member added while away reads what was encrypted to it since);
+    /// one joined before room archives were read, from now.
+    pub(super) fn start_room_catch_up(&mut self, room: &str, now: u64) -> Result<(), ManagerError> {
+        let Some(joined) = self.rooms.get(room) else {
+            return Ok(());
+        };
+        if joined.refusal().is_some() {
+            self.stall_catch_up(room);
+            return Ok(());
+        }
+        if !joined.features.is_some_and(|f| f.archived) {
+            tracing::info!(%room, "the room keeps no archive: nothing to catch up with");
+            self.history.held.remove(room);
+            return Ok(());
+        }
+        let first_read_from = if joined.seen_before {
+            now
+        } else {
+            self.own.oldest_signed_pre_key_at()
+        };
+        self.start_catch_up(room, first_read_from, now)
     }
 
     /// Whether `room` is joined and its features and lists arrived.
@@ -367,6 +404,9 @@ impl<S: Store> Manager<S> {
         let catch_up_wanted = std::mem::take(&mut joined.catch_up_wanted);
         let refusal = joined.refusal();
         let members = joined.members.len();
+        if catch_up_wanted && let Err(error) = self.start_room_catch_up(room, now) {
+            tracing::warn!(%room, %error, "could not catch up with the room's archive");
+        }
         if let Some(reason) = refusal {
             tracing::warn!(%room, %reason, "room cannot carry OMEMO");
             self.events.push_back(Event::RoomReady {
@@ -380,9 +420,6 @@ impl<S: Store> Manager<S> {
             && let Err(error) = self.prepare(&recipients, now)
         {
             tracing::warn!(%room, %error, "could not fetch the members' devices");
-        }
-        if catch_up_wanted && let Err(error) = self.start_catch_up(room, now) {
-            tracing::warn!(%room, %error, "could not catch up with the room's archive");
         }
         self.events.push_back(Event::RoomReady {
             room: room.to_owned(),
@@ -544,6 +581,24 @@ impl<S: Store> Manager<S> {
         vouched: Option<String>,
     ) -> Result<String, ManagerError> {
         let joined = self.joined(room)?;
+        // Before its members are known (or in a room that cannot carry OMEMO), nobody's
+        // membership can be told. (Messages before this device's own presence, as the
+        // room's history, are read: its lists are what counts.)
+        let reason = match joined.refusal() {
+            None | Some(RoomRefusal::NotEntered)
+                if joined.features.is_none() || !joined.lists_pending.is_empty() =>
+            {
+                Some(RoomRefusal::NotReady)
+            }
+            None | Some(RoomRefusal::NotEntered) => None,
+            other => other,
+        };
+        if let Some(reason) = reason {
+            return Err(ManagerError::RoomNotUsable {
+                room: room.to_owned(),
+                reason,
+            });
+        }
         let sender = vouched.or_else(|| {
             if nick == joined.nick {
                 Some(self.own.jid.clone())
@@ -642,6 +697,11 @@ impl<S: Store> Manager<S> {
             Err(ManagerError::NotEncrypted) => Ok(Handled::Unhandled),
             Err(error @ ManagerError::Store(_)) => Err(error),
             Err(error) if error.is_duplicate() || error == ManagerError::OwnMessage => {
+                Ok(Handled::Consumed)
+            }
+            // Said before this device was a member, or before its sender knew it.
+            Err(ManagerError::NotForThisDevice) if via == Via::RoomArchive => {
+                tracing::debug!(%room, %sender, "archived room message not for this device");
                 Ok(Handled::Consumed)
             }
             Err(error) => {

@@ -58,6 +58,8 @@ pub struct RoomFeatures {
     pub non_anonymous: bool,
     /// `muc_membersonly`: only members may enter.
     pub members_only: bool,
+    /// `urn:xmpp:mam:2`: the room keeps an archive (XEP-0313) its occupants may read.
+    pub archived: bool,
 }
 
 /// The disco#info query of `room`.
@@ -76,6 +78,7 @@ pub fn parse_room_features(result: &Element) -> Option<RoomFeatures> {
     Some(RoomFeatures {
         non_anonymous: has("muc_nonanonymous"),
         members_only: has("muc_membersonly"),
+        archived: has(super::mam::NAMESPACE),
     })
 }
 
@@ -204,7 +207,8 @@ mod tests {
             parse_room_features(&result),
             Some(RoomFeatures {
                 non_anonymous: true,
-                members_only: true
+                members_only: true,
+                archived: true
             })
         );
         let open = parse(
@@ -216,7 +220,8 @@ mod tests {
             parse_room_features(&open),
             Some(RoomFeatures {
                 non_anonymous: false,
-                members_only: false
+                members_only: false,
+                archived: false
             })
         );
         assert_eq!(
