@@ -235,14 +235,17 @@ impl Muc {
 }
 
 /// A device's stanzas until nothing is queued: IQs to the room (its archive's queries
-/// too) or to the PEP service, messages kept in `device.sent`. Returns how the archive's
-/// results were handled.
+/// too) or to the PEP service, messages and queries of the own archive kept in
+/// `device.sent`. Returns how the room archive's results were handled.
 fn run(world: &mut World, muc: &Muc, device: &mut Device<MemoryStore>) -> Vec<Handled> {
     let mut rng = common::rng::rng();
     let jid = device.manager.jid().to_owned();
     let mut archived = Vec::new();
     while let Some(stanza) = device.manager.poll_transmit().unwrap() {
-        if stanza.name() != "iq" {
+        // (A query of the own archive is the test's to answer, from `device.sent`.)
+        let own_archive =
+            stanza.has_child("query", "urn:xmpp:mam:2") && stanza.attr("to").is_none();
+        if stanza.name() != "iq" || own_archive {
             device.sent.push_back(stanza);
             continue;
         }
@@ -947,6 +950,11 @@ fn a_member_back_after_time_away_reads_the_room_archive_once() {
     // that names two, and completes bob's new session once, after it.
     world.now += 60;
     carol.manager.connected(world.now).unwrap();
+    // (Her own archive's catch-up runs too, and ends last.)
+    carol.manager.catch_up(world.now).unwrap();
+    run(&mut world, &muc, &mut carol);
+    let own_query = carol.sent.pop_back().unwrap();
+    assert_eq!(own_query.name(), "iq");
     carol.manager.join_room(&room, "carol", world.now).unwrap();
     carol.manager.catch_up_room(&room, world.now).unwrap();
     // A message before the room's lists are in cannot be attributed yet (nor move the
@@ -1021,6 +1029,26 @@ fn a_member_back_after_time_away_reads_the_room_archive_once() {
         }]
     );
     assert_eq!(caught_up(&mut carol), [(ROOM.to_owned(), 5, true)]);
+    // Bob's new session is completed once both catch-ups are over, not before.
+    assert!(carol.next_message().is_none());
+    assert!(carol.manager.is_catching_up());
+    let own_end: Element = format!(
+        "<iq xmlns='jabber:client' type='result' id='{}'>\
+           <fin xmlns='urn:xmpp:mam:2' complete='true'><set xmlns='http://jabber.org/protocol/rsm'/></fin></iq>",
+        own_query.attr("id").unwrap()
+    )
+    .parse()
+    .unwrap();
+    deliver(
+        &mut world,
+        &muc,
+        &mut [&mut carol],
+        vec![("carol@example.org/tablet".to_owned(), own_end)],
+    );
+    assert_eq!(
+        caught_up(&mut carol),
+        [("carol@example.org".to_owned(), 0, true)]
+    );
     let completions: Vec<Element> = std::iter::from_fn(|| carol.next_message()).collect();
     assert_eq!(
         completions

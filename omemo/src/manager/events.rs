@@ -25,6 +25,7 @@ impl fmt::Display for MessageId {
 
 /// How an OMEMO message reached this device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Via {
     /// Addressed to this account.
     Direct,
