@@ -267,10 +267,10 @@ pub(crate) struct RunArgs {
     #[arg(long = "join", value_name = "ROOM", value_parser = parse_bare_jid)]
     pub(crate) rooms: Vec<BareJid>,
 
-    /// Join the rooms this contact invites the bot to (a bare JID; repeatable), with a
-    /// direct invitation (XEP-0249); contacts with a verified device are followed too.
-    /// Invitations relayed by a room (XEP-0045) name an inviter the room chose, and are
-    /// not followed.
+    /// Join the rooms this contact invites the bot to (a bare JID; repeatable); contacts
+    /// with a verified device are followed too. Direct invitations (XEP-0249) count from
+    /// anywhere; those relayed by a room (XEP-0045) name an inviter in the room's words,
+    /// and count only from a room on the inviter's own server (or a component of it).
     #[arg(long = "follow-invites-from", value_name = "JID", value_parser = parse_bare_jid)]
     pub(crate) follow_invites_from: Vec<BareJid>,
 

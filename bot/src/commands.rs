@@ -440,13 +440,15 @@ impl Echo {
                 password,
                 ..
             } => {
-                if direct && (self.follow.contains(&inviter) || verified(client, &inviter)?) {
-                    tracing::info!(%room, %inviter, "invited by a contact it follows: joining");
+                if inviter_vouched_for(&room, &inviter, direct)
+                    && (self.follow.contains(&inviter) || verified(client, &inviter)?)
+                {
+                    tracing::info!(%room, %inviter, direct, "invited by a contact it follows: joining");
                     client
                         .join_room(&room, &self.nick, password.as_deref())
                         .await?;
                 } else {
-                    tracing::warn!(%room, %inviter, direct, "invitation not followed (only direct ones from --follow-invites-from or a verified contact are)");
+                    tracing::warn!(%room, %inviter, direct, "invitation not followed (only those from --follow-invites-from or a verified contact are, directly or through a room of the inviter's own server)");
                 }
             }
             ClientEvent::Omemo(Event::RoomReady {
@@ -610,6 +612,21 @@ impl Echo {
 
 /// Whether a device of `jid` is verified: a contact the bot follows into rooms (blind
 /// trust is given to anyone who writes, so it is not enough).
+/// Whether the invitation's inviter is who it says: a direct invitation (XEP-0249) comes
+/// from the inviter's own JID, which its server vouches for; a mediated one (XEP-0045)
+/// names the inviter in the room's own words, which count only when the room is on the
+/// inviter's server or one of its components (`conference.example.org` for
+/// `alice@example.org`): a server that could forge them anyway.
+fn inviter_vouched_for(room: &BareJid, inviter: &BareJid, direct: bool) -> bool {
+    let room_domain = room.domain().as_str();
+    let inviter_domain = inviter.domain().as_str();
+    direct
+        || room_domain == inviter_domain
+        || room_domain
+            .strip_suffix(inviter_domain)
+            .is_some_and(|sub| sub.ends_with('.'))
+}
+
 fn verified(client: &mut Client<SqliteStore>, jid: &BareJid) -> Result<bool, BotError> {
     Ok(client
         .manager()
@@ -1162,6 +1179,27 @@ async fn publish(args: PublishArgs) -> Result<(), BotError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mediated_invitation_counts_only_from_a_room_of_the_inviters_server() {
+        let jid = |s: &str| BareJid::new(s).unwrap();
+        let alice = jid("alice@example.org");
+        for (room, direct, vouched) in [
+            ("room@elsewhere.net", true, true),
+            ("room@conference.example.org", false, true),
+            ("room@example.org", false, true),
+            ("room@muc.sub.example.org", false, true),
+            ("room@elsewhere.net", false, false),
+            ("room@badexample.org", false, false),
+            ("room@example.org.evil.net", false, false),
+        ] {
+            assert_eq!(
+                inviter_vouched_for(&jid(room), &alice, direct),
+                vouched,
+                "{room} direct={direct}"
+            );
+        }
+    }
 
     #[test]
     fn device_lines_show_trust_state_versions_label_and_fingerprint() {

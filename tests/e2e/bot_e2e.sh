@@ -99,7 +99,8 @@
 #      echoes coming back from the room.
 #  20. A room's archive (XEP-0313 on the room), three slixmpp-omemo members and the bot:
 #      ada creates the room with ben, cyd and the bot as members (cyd's device published,
-#      but cyd away) and invites the bot; ada and ben send 3 messages each (one at a
+#      but cyd away) and invites the bot through the room (XEP-0045 mediated: the room is
+#      on ada's server, so the bot follows it); ada and ben send 3 messages each (one at a
 #      time, after the bot's echo). cyd then joins, reads all 12 from the room's archive
 #      (every one decrypts) and sends one (echoed); ada and ben read each other's 3,
 #      cyd's 1 and the bot's echoes live. The bot stops; ada sends 3; the bot restarts (`--join`), reads the room's
@@ -1100,8 +1101,8 @@ scenario_20() {
         </dev/null >"$WORK/s20-cyd-devices.json" 2>"$WORK/s20-cyd-devices.log" \
         || fail "cyd could not publish its device: $(tail -n 3 "$WORK/s20-cyd-devices.log")"
     start_bot bot20 bot20 --nick bot20 --follow-invites-from "ada$SFX@localhost"
-    room_member s20-ada ada "$room" ada --invite "$bot" --peers ben,bot20 --count 3 --expect 4 \
-        --members "ben$SFX@localhost,cyd$SFX@localhost,$bot"
+    room_member s20-ada ada "$room" ada --invite "$bot" --mediated --peers ben,bot20 --count 3 \
+        --expect 4 --members "ben$SFX@localhost,cyd$SFX@localhost,$bot"
     ada=$MEMBER_PID
     wait_logged s20-ada "$ada" "invited"
     room_member s20-ben ben "$room" ben --peers ada,bot20 --count 3 --expect 4 --after ada
@@ -1150,6 +1151,8 @@ EOF
     [ "$n" -eq 7 ] || fail "the bot sent $n messages to the room before it stopped, want 7"
     n="$(echo_count bot20b)"
     [ "$n" -eq 4 ] || fail "the bot sent $n messages after its restart, want 4 (3 missed, 1 live)"
+    grep -q "invited by a contact it follows: joining room=$room inviter=ada$SFX@localhost direct=false" \
+        "$WORK/bot20.log" || fail "the bot did not follow ada's mediated invitation: $(grep -m2 invit "$WORK/bot20.log")"
     grep -q "caught up with the archive archive=$room messages=" "$WORK/bot20b.log" \
         || fail "the bot did not catch up with the room: $(grep -m3 'catch-up\|caught up' "$WORK/bot20b.log")"
     if grep -E "could not decrypt|room message refused|not encrypted for this device|ended early" \

@@ -1865,7 +1865,11 @@ async def run_room(args: argparse.Namespace) -> int:
             for member in args.members.split(","):
                 await muc.set_affiliation(room, "member", jid=JID(member))
             LOG.info("members set: %s", args.members)
-        if args.invite:
+        if args.invite and args.mediated:
+            # A mediated invitation (XEP-0045 §7.8.2): the room passes it on, naming us.
+            muc.invite(room, JID(args.invite), "join us")
+            LOG.info("invited %s (mediated)", args.invite)
+        elif args.invite:
             # A direct invitation (XEP-0249), from our own JID.
             peer.plugin["xep_0249"].send_invitation(JID(args.invite), room)
             LOG.info("invited %s", args.invite)
@@ -2017,6 +2021,8 @@ def main() -> int:
     pm.add_argument("--rename", default=None, help="nickname to take halfway")
     pm.add_argument("--invite", default=None,
                     help="bare JID to send a direct invitation (XEP-0249) to, after --members")
+    pm.add_argument("--mediated", action="store_true",
+                    help="send the --invite through the room (XEP-0045) instead")
     pm.add_argument("--after", default=None,
                     help="nickname of a member whose first message comes before ours")
     pm.add_argument("--archive", action="store_true",
