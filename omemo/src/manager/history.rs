@@ -153,7 +153,10 @@ impl<S: Store> Manager<S> {
     ) -> Result<(), ManagerError> {
         self.history.held.insert(archive.to_owned());
         let after = match self.history.catch_ups.get_mut(archive) {
-            Some(catch_up) if catch_up.querying => return Ok(()),
+            Some(catch_up) if catch_up.querying => {
+                catch_up.stalled_since = None;
+                return Ok(());
+            }
             Some(catch_up) => {
                 catch_up.stalled_since = None;
                 catch_up.last_read.clone().or_else(|| {
