@@ -264,6 +264,8 @@ pub(crate) struct RunArgs {
     /// Join this room (a bare JID; repeatable) and echo its OMEMO messages to it,
     /// encrypted for every member. Only rooms that are non-anonymous and members-only
     /// carry OMEMO (the bot must be a member); the bot never answers in plaintext there.
+    /// The rooms of the account's bookmarks (XEP-0402) with autojoin are joined too: those
+    /// it joined on an invitation, and those added from any client of the account.
     #[arg(long = "join", value_name = "ROOM", value_parser = parse_bare_jid)]
     pub(crate) rooms: Vec<BareJid>,
 

@@ -16,6 +16,7 @@ use omemo_tokio::{Client, ClientConfig, ClientEvent, Login, Unreachable, unix_no
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::Instant;
 
+use crate::bookmarks;
 use crate::cli::{
     Account, Command, Connection, DevicesAction, DevicesArgs, FingerprintArgs, IdentityArgs,
     IdentityCommand, NewPassphraseArgs, OnlineArgs, PublishArgs, RunArgs, SendArgs, StoreArgs,
@@ -447,8 +448,43 @@ impl Echo {
                     client
                         .join_room(&room, &self.nick, password.as_deref())
                         .await?;
+                    // Kept as a bookmark: joined again after a restart.
+                    let nick = self.nick.clone();
+                    let published = client
+                        .request(
+                            |id| bookmarks::publish_iq(id, &room, &nick),
+                            BOOKMARKS_TIMEOUT,
+                        )
+                        .await;
+                    match published {
+                        Ok(answer) if answer.attr("type") == Some("result") => {
+                            tracing::info!(%room, "bookmarked");
+                        }
+                        Ok(answer) => {
+                            tracing::warn!(%room, error = ?stanza::iq_error_condition(&answer), "could not bookmark the room");
+                        }
+                        Err(error) => tracing::warn!(%room, %error, "could not bookmark the room"),
+                    }
                 } else {
                     tracing::warn!(%room, %inviter, direct, "invitation not followed (only those from --follow-invites-from or a verified contact are, directly or through a room of the inviter's own server)");
+                }
+            }
+            // The rooms of the account's bookmarks (XEP-0402) with autojoin: those joined
+            // on invitations, and those an operator added from any client.
+            ClientEvent::Online { .. } => {
+                let own = client.jid().clone();
+                let result = client
+                    .request(|id| bookmarks::fetch_iq(id, &own), BOOKMARKS_TIMEOUT)
+                    .await;
+                match result {
+                    Ok(result) => {
+                        for bookmark in bookmarks::autojoin(&result) {
+                            let nick = bookmark.nick.unwrap_or_else(|| self.nick.clone());
+                            tracing::info!(room = %bookmark.room, %nick, "joining a bookmarked room");
+                            client.join_room(&bookmark.room, &nick, None).await?;
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "could not read the bookmarks"),
                 }
             }
             ClientEvent::Omemo(Event::RoomReady {
@@ -612,6 +648,9 @@ impl Echo {
 
 /// Whether a device of `jid` is verified: a contact the bot follows into rooms (blind
 /// trust is given to anyone who writes, so it is not enough).
+/// How long the bot waits for its bookmarks (XEP-0402) to be read or written.
+const BOOKMARKS_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Whether the invitation's inviter is who it says: a direct invitation (XEP-0249) comes
 /// from the inviter's own JID, which its server vouches for; a mediated one (XEP-0045)
 /// names the inviter in the room's own words, which count only when the room is on the

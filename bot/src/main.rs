@@ -5,6 +5,7 @@
 //! the state (committed before anything is sent, so a killed bot loses nothing it
 //! answered). This crate holds the command line and what the echo bot answers.
 
+mod bookmarks;
 mod cli;
 mod commands;
 mod error;

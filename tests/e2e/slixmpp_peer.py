@@ -1851,6 +1851,10 @@ async def run_room(args: argparse.Namespace) -> int:
         if args.archive:
             # Everything the room archived, oldest first; each message's real sender is
             # the JID the (non-anonymous) room's archive names.
+            # python-omemo's history mode: a prekey two members picked while we were away
+            # is kept until the end, and sessions are completed after it.
+            sm = await peer.omemo.get_session_manager()
+            sm.before_history_sync()
             results = peer.plugin["xep_0313"].iterate(jid=room, rsm={"max": 50})
             async for result in results:
                 inner = result["mam_result"]["forwarded"]["stanza"]
@@ -1860,6 +1864,8 @@ async def run_room(args: argparse.Namespace) -> int:
                     seen[inner["from"].resource] = JID(item.get("jid")).bare
                 if inner.xml.find(f"{{{OLD_NS}}}encrypted") is not None:
                     await peer._process(inner, "room_archive")  # pylint: disable=protected-access
+            async with peer.omemo.lock:
+                await sm.after_history_sync()
             LOG.info("read the room's archive: %s", summary["archived"])
         if args.members:
             for member in args.members.split(","):
