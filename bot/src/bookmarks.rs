@@ -5,6 +5,7 @@
 
 use jid::BareJid;
 use minidom::Element;
+use minidom::rxml::{Namespace, NcName};
 use omemo::stanza;
 
 /// The PEP node of the bookmarks.
@@ -62,10 +63,12 @@ pub(crate) fn autojoin(result: &Element) -> Vec<Bookmark> {
 /// The publication of a bookmark of `room`, joined at every login as `nick` (the
 /// password, if the room has one, is not kept: it stays with the invitation).
 pub(crate) fn publish_iq(id: &str, room: &BareJid, nick: &str) -> Element {
-    let payload = Element::builder("conference", NODE)
-        .attr("autojoin".try_into().expect("a valid name"), "true")
+    let mut payload = Element::builder("conference", NODE)
         .append(Element::builder("nick", NODE).append(nick).build())
         .build();
+    if let Ok(name) = NcName::try_from("autojoin") {
+        payload.set_attr(Namespace::NONE, name, "true");
+    }
     stanza::publish_iq_with_options(id, NODE, room.as_str(), payload, OPTIONS)
 }
 
