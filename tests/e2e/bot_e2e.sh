@@ -239,22 +239,30 @@ bot_opts() {
         --server "$SERVER" --insecure-plaintext
 }
 
+# wait_logged NAME PID TEXT [SECONDS]: waits (60 s unless told) until $WORK/NAME.log says
+# TEXT; fails when the process PID exits first.
+wait_logged() {
+    local name="$1" pid="$2" text="$3" limit="${4:-60}" i
+    for i in $(seq 1 $((limit * 10))); do
+        grep -q "$text" "$WORK/$name.log" 2>/dev/null && return 0
+        kill -0 "$pid" 2>/dev/null \
+            || fail "$name exited: $(tail -n 5 "$WORK/$name.log") $(cat "$WORK/$name.json" 2>/dev/null)"
+        sleep 0.1
+    done
+    fail "$name did not log \"$text\" within $limit s"
+}
+
 # start_bot ACCOUNT LOGNAME [RUN-OPTION...]: `omemo-bot run` in the background, waits until
 # it has published its device. Sets BOT_PID.
 start_bot() {
-    local account="$1" name="$2" i
+    local account="$1" name="$2"
     shift 2
     local -a opts
     mapfile -t opts < <(bot_opts "$account")
     "$BOT" run "${opts[@]}" "$@" </dev/null >"$WORK/$name.out" 2>"$WORK/$name.log" &
     BOT_PID=$!
     track "$BOT_PID"
-    for i in $(seq 1 300); do
-        grep -q "own device lists and bundles published" "$WORK/$name.log" 2>/dev/null && return 0
-        kill -0 "$BOT_PID" 2>/dev/null || fail "$name exited during start-up: $(tail -n 5 "$WORK/$name.log")"
-        sleep 0.1
-    done
-    fail "$name not online within 30 s"
+    wait_logged "$name" "$BOT_PID" "own device lists and bundles published" 30
 }
 
 # stop_bot SIGNAL: sends SIGNAL to BOT_PID and waits for the exit; sets STOP_RC to the exit
@@ -1034,17 +1042,6 @@ room_member() {
         --bot "${ROOM_BOT:-bot19}" --timeout 120 "$@" </dev/null >"$WORK/$name.json" 2>"$WORK/$name.log" &
     MEMBER_PID=$!
     track "$MEMBER_PID"
-}
-
-# wait_logged NAME PID TEXT: waits (60 s at most) until the log of the peer NAME says TEXT.
-wait_logged() {
-    local name="$1" pid="$2" text="$3" i
-    for i in $(seq 1 600); do
-        grep -q "$text" "$WORK/$name.log" 2>/dev/null && return 0
-        kill -0 "$pid" 2>/dev/null || fail "$name exited: $(cat "$WORK/$name.json")"
-        sleep 0.1
-    done
-    fail "$name did not log \"$text\" within 60 s"
 }
 
 # wait_member NAME PID: waits for the room member NAME and checks that it succeeded.
