@@ -57,10 +57,13 @@ impl<S: Store> Manager<S> {
                 let handled = handled?;
                 // Only once the room is ready: a message refused before its members
                 // were known is read from the archive later.
-                if let Some(room) = stanza.attr("from").and_then(|f| jid::Jid::new(f).ok())
-                    && self.room_usable(room.to_bare().as_str())
+                if let Some(room) = stanza
+                    .attr("from")
+                    .and_then(|f| jid::Jid::new(f).ok())
+                    .map(|from| from.to_bare())
+                    && self.room_usable(room.as_str())
                 {
-                    self.note_read_online(room.to_bare().as_str(), stanza, now);
+                    self.note_read_online(Some(room.as_str()), stanza, now);
                 }
                 Ok(handled)
             }
@@ -113,8 +116,7 @@ impl<S: Store> Manager<S> {
                         return Ok(Handled::Dropped(why));
                     }
                 }?;
-                let own = self.own.jid.clone();
-                self.note_read_online(&own, stanza, now);
+                self.note_read_online(None, stanza, now);
                 Ok(handled)
             }
             _ => Ok(Handled::Unhandled),

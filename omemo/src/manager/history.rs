@@ -479,10 +479,11 @@ impl<S: Store> Manager<S> {
         true
     }
 
-    /// A message handled online from `archive` (the own account, or a joined room), not
+    /// A message handled online from a joined `room`, or else the own account, not
     /// during a catch-up of it, nor after one that ended early: the next catch-up starts
     /// after it, by the id the archive gave it.
-    pub(super) fn note_read_online(&mut self, archive: &str, message: &Element, now: u64) {
+    pub(super) fn note_read_online(&mut self, room: Option<&str>, message: &Element, now: u64) {
+        let archive = room.unwrap_or(&self.own.jid);
         if self.history.held.contains(archive) {
             return;
         }
@@ -496,13 +497,16 @@ impl<S: Store> Manager<S> {
             self.history.read_by_catch_up.remove(archive);
         }
         // Written with the next sync, with the state of the messages before it.
-        self.history.unsaved.insert(
-            archive.to_owned(),
-            ArchivePosition {
-                at: now,
-                last_id: Some(id.to_owned()),
-            },
-        );
+        let position = ArchivePosition {
+            at: now,
+            last_id: Some(id.to_owned()),
+        };
+        match self.history.unsaved.get_mut(archive) {
+            Some(unsaved) => *unsaved = position,
+            None => {
+                self.history.unsaved.insert(archive.to_owned(), position);
+            }
+        }
         self.unsynced = true;
     }
 }
