@@ -1,7 +1,8 @@
 //! The rooms the bot follows, kept as its own bookmarks (XEP-0402, the PEP node
-//! `urn:xmpp:bookmarks:1`): a room joined on an invitation is joined again after a
-//! restart, and an operator adds or removes the bot's rooms from any client that edits
-//! the account's bookmarks.
+//! `urn:xmpp:bookmarks:1`, readable by the account only): a room joined on an invitation
+//! is joined again after a restart, and an operator adds or removes the bot's rooms from
+//! any client that edits the account's bookmarks (taking effect at the bot's next login).
+//! Room passwords are not kept: a room with one is not joined again.
 
 use jid::BareJid;
 use minidom::Element;

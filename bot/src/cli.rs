@@ -264,15 +264,16 @@ pub(crate) struct RunArgs {
     /// Join this room (a bare JID; repeatable) and echo its OMEMO messages to it,
     /// encrypted for every member. Only rooms that are non-anonymous and members-only
     /// carry OMEMO (the bot must be a member); the bot never answers in plaintext there.
-    /// The rooms of the account's bookmarks (XEP-0402) with autojoin are joined too: those
-    /// it joined on an invitation, and those added from any client of the account.
+    /// The rooms of the account's bookmarks (XEP-0402) with autojoin are joined too, at
+    /// every login: those it joined on an invitation, and those added from any client of
+    /// the account (with the bookmark's nickname, else --nick).
     #[arg(long = "join", value_name = "ROOM", value_parser = parse_bare_jid)]
     pub(crate) rooms: Vec<BareJid>,
 
     /// Join the rooms this contact invites the bot to (a bare JID; repeatable); contacts
     /// with a verified device are followed too. Direct invitations (XEP-0249) count from
     /// anywhere; those relayed by a room (XEP-0045) name an inviter in the room's words,
-    /// and count only from a room on the inviter's own server (or a component of it).
+    /// and count only from a room on a component of the inviter's own server.
     #[arg(long = "follow-invites-from", value_name = "JID", value_parser = parse_bare_jid)]
     pub(crate) follow_invites_from: Vec<BareJid>,
 

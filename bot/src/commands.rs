@@ -1,6 +1,6 @@
 //! The subcommands, on the [`omemo_tokio::Client`] driver.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ use omemo::{
     DeviceInfo, Event, Manager, ManagerConfig, ManagerError, MessageId, SkipReason, SqliteStore,
     StoreError, Trust, VerificationUri, Version, Versions, Via,
 };
-use omemo_tokio::{Client, ClientConfig, ClientEvent, Login, Unreachable, unix_now};
+use omemo_tokio::{Client, ClientConfig, ClientEvent, DriverError, Login, Unreachable, unix_now};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::Instant;
 
@@ -402,11 +402,84 @@ struct Echo {
     echo_plaintext: bool,
     /// The nickname in rooms.
     nick: String,
-    /// Whose direct invitations to rooms are followed (besides verified contacts).
+    /// Whose invitations to rooms are followed (besides verified contacts).
     follow: Vec<BareJid>,
+    /// The rooms of `--join`: their nickname is the command line's, whatever the
+    /// bookmarks say.
+    command_line_rooms: Vec<BareJid>,
+    /// Rooms joined on an invitation, bookmarked once they are ready to carry OMEMO.
+    to_bookmark: HashSet<BareJid>,
 }
 
 impl Echo {
+    /// Joins the rooms of the account's bookmarks (XEP-0402) with autojoin: those joined
+    /// on invitations, and those an operator added from any client (not those of
+    /// `--join`, whose nickname is the command line's). A bookmark that cannot be joined
+    /// does not keep the others from being joined.
+    async fn join_bookmarked_rooms(
+        &mut self,
+        client: &mut Client<SqliteStore>,
+    ) -> Result<(), BotError> {
+        let own = client.jid().clone();
+        let result = match client
+            .request(|id| bookmarks::fetch_iq(id, &own), BOOKMARKS_TIMEOUT)
+            .await
+        {
+            Ok(result) => result,
+            Err(error @ DriverError::Omemo(_)) => return Err(error.into()),
+            Err(error) => {
+                tracing::warn!(%error, "could not read the bookmarks");
+                return Ok(());
+            }
+        };
+        if let Some(condition) = stanza::iq_error_condition(&result)
+            && condition != "item-not-found"
+        {
+            tracing::warn!(%condition, "could not read the bookmarks");
+        }
+        for bookmark in bookmarks::autojoin(&result) {
+            if self.command_line_rooms.contains(&bookmark.room) {
+                continue;
+            }
+            let nick = bookmark.nick.unwrap_or_else(|| self.nick.clone());
+            tracing::info!(room = %bookmark.room, %nick, "joining a bookmarked room");
+            match client.join_room(&bookmark.room, &nick, None).await {
+                Ok(()) => {}
+                Err(error @ DriverError::Omemo(_)) => return Err(error.into()),
+                Err(error) => {
+                    tracing::warn!(room = %bookmark.room, %error, "could not join a bookmarked room");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps `room` in the account's bookmarks, with autojoin.
+    async fn bookmark(
+        &mut self,
+        client: &mut Client<SqliteStore>,
+        room: &BareJid,
+    ) -> Result<(), BotError> {
+        let nick = self.nick.clone();
+        let published = client
+            .request(
+                |id| bookmarks::publish_iq(id, room, &nick),
+                BOOKMARKS_TIMEOUT,
+            )
+            .await;
+        match published {
+            Ok(answer) if answer.attr("type") == Some("result") => {
+                tracing::info!(%room, "bookmarked");
+            }
+            Ok(answer) => {
+                tracing::warn!(%room, error = ?stanza::iq_error_condition(&answer), "could not bookmark the room");
+            }
+            Err(error @ DriverError::Omemo(_)) => return Err(error.into()),
+            Err(error) => tracing::warn!(%room, %error, "could not bookmark the room"),
+        }
+        Ok(())
+    }
+
     async fn serve(
         &mut self,
         client: &mut Client<SqliteStore>,
@@ -448,52 +521,30 @@ impl Echo {
                     client
                         .join_room(&room, &self.nick, password.as_deref())
                         .await?;
-                    // Kept as a bookmark: joined again after a restart.
-                    let nick = self.nick.clone();
-                    let published = client
-                        .request(
-                            |id| bookmarks::publish_iq(id, &room, &nick),
-                            BOOKMARKS_TIMEOUT,
-                        )
-                        .await;
-                    match published {
-                        Ok(answer) if answer.attr("type") == Some("result") => {
-                            tracing::info!(%room, "bookmarked");
-                        }
-                        Ok(answer) => {
-                            tracing::warn!(%room, error = ?stanza::iq_error_condition(&answer), "could not bookmark the room");
-                        }
-                        Err(error) => tracing::warn!(%room, %error, "could not bookmark the room"),
-                    }
+                    // Bookmarked once it is ready, to be joined again after a restart.
+                    self.to_bookmark.insert(room);
                 } else {
                     tracing::warn!(%room, %inviter, direct, "invitation not followed (only those from --follow-invites-from or a verified contact are, directly or through a room of the inviter's own server)");
                 }
             }
-            // The rooms of the account's bookmarks (XEP-0402) with autojoin: those joined
-            // on invitations, and those an operator added from any client.
-            ClientEvent::Online { .. } => {
-                let own = client.jid().clone();
-                let result = client
-                    .request(|id| bookmarks::fetch_iq(id, &own), BOOKMARKS_TIMEOUT)
-                    .await;
-                match result {
-                    Ok(result) => {
-                        for bookmark in bookmarks::autojoin(&result) {
-                            let nick = bookmark.nick.unwrap_or_else(|| self.nick.clone());
-                            tracing::info!(room = %bookmark.room, %nick, "joining a bookmarked room");
-                            client.join_room(&bookmark.room, &nick, None).await?;
-                        }
-                    }
-                    Err(error) => tracing::warn!(%error, "could not read the bookmarks"),
-                }
-            }
+            ClientEvent::Online { .. } => self.join_bookmarked_rooms(client).await?,
             ClientEvent::Omemo(Event::RoomReady {
                 room,
                 members,
                 refusal,
             }) => match refusal {
-                None => tracing::info!(%room, members, "room ready"),
+                None => {
+                    tracing::info!(%room, members, "room ready");
+                    if let Ok(room) = BareJid::new(&room)
+                        && self.to_bookmark.remove(&room)
+                    {
+                        self.bookmark(client, &room).await?;
+                    }
+                }
                 Some(reason) => {
+                    if let Ok(room) = BareJid::new(&room) {
+                        self.to_bookmark.remove(&room);
+                    }
                     tracing::warn!(%room, %reason, "room cannot carry OMEMO: not answering there")
                 }
             },
@@ -646,26 +697,27 @@ impl Echo {
     }
 }
 
-/// Whether a device of `jid` is verified: a contact the bot follows into rooms (blind
-/// trust is given to anyone who writes, so it is not enough).
 /// How long the bot waits for its bookmarks (XEP-0402) to be read or written.
 const BOOKMARKS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Whether the invitation's inviter is who it says: a direct invitation (XEP-0249) comes
 /// from the inviter's own JID, which its server vouches for; a mediated one (XEP-0045)
-/// names the inviter in the room's own words, which count only when the room is on the
-/// inviter's server or one of its components (`conference.example.org` for
-/// `alice@example.org`): a server that could forge them anyway.
+/// names the inviter in the room's own words, which count only when the room is on a
+/// component of the inviter's server (`conference.example.org` for `alice@example.org`):
+/// a server that could forge them anyway. (Not on the inviter's domain itself: any
+/// account there could pose as a room.)
 fn inviter_vouched_for(room: &BareJid, inviter: &BareJid, direct: bool) -> bool {
-    let room_domain = room.domain().as_str();
     let inviter_domain = inviter.domain().as_str();
     direct
-        || room_domain == inviter_domain
-        || room_domain
+        || room
+            .domain()
+            .as_str()
             .strip_suffix(inviter_domain)
-            .is_some_and(|sub| sub.ends_with('.'))
+            .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.'))
 }
 
+/// Whether a device of `jid` is verified: a contact the bot follows into rooms (blind
+/// trust is given to anyone who writes, so it is not enough).
 fn verified(client: &mut Client<SqliteStore>, jid: &BareJid) -> Result<bool, BotError> {
     Ok(client
         .manager()
@@ -707,6 +759,8 @@ async fn run(args: RunArgs) -> Result<(), BotError> {
         echo_plaintext: args.echo_plaintext,
         nick,
         follow: args.follow_invites_from.clone(),
+        command_line_rooms: args.rooms.clone(),
+        to_bookmark: HashSet::new(),
     };
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -1226,7 +1280,7 @@ mod tests {
         for (room, direct, vouched) in [
             ("room@elsewhere.net", true, true),
             ("room@conference.example.org", false, true),
-            ("room@example.org", false, true),
+            ("eve@example.org", false, false),
             ("room@muc.sub.example.org", false, true),
             ("room@elsewhere.net", false, false),
             ("room@badexample.org", false, false),

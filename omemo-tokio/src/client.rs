@@ -9,6 +9,7 @@ use jid::{BareJid, FullJid};
 use minidom::Element;
 use omemo::stanza::carbons;
 use omemo::{Decrypted, Event, Handled, Manager, ManagerError, MessageId, Store, Via};
+use rand_core::Rng as _;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
@@ -231,9 +232,12 @@ pub struct Client<S: Store> {
     /// Messages taken from the manager whose writing failed, sent first on the next
     /// stream (their state is committed; they must not be lost).
     unwritten: VecDeque<Element>,
-    /// Responses to [`Client::request`]s, by id.
-    awaited: HashMap<String, Option<Element>>,
+    /// Responses to [`Client::request`]s, by id, with the bare JID each went to (`None`:
+    /// the own account).
+    awaited: HashMap<String, (Option<String>, Option<Element>)>,
     next_id: u64,
+    /// A random part of every request id, so that nobody who sees one guesses the next.
+    id_salt: u32,
     /// The Unix second the manager's timeout last ran.
     last_timeout: Option<u64>,
     /// The rooms joined (entered again on every stream).
@@ -276,6 +280,7 @@ impl<S: Store> Client<S> {
             events: VecDeque::new(),
             unwritten: VecDeque::new(),
             awaited: HashMap::new(),
+            id_salt: omemo::os_rng().next_u32(),
             next_id: 0,
             last_timeout: None,
             rooms: Vec::new(),
@@ -457,14 +462,18 @@ impl<S: Store> Client<S> {
         timeout: Duration,
     ) -> Result<Element, DriverError> {
         let id = self.fresh_id("request");
-        self.awaited.insert(id.clone(), None);
-        self.conn.send(build(&id)).await?;
+        let request = build(&id);
+        let to = protocol::other_account(request.attr("to"), &self.jid);
+        self.awaited.insert(id.clone(), (to, None));
+        self.conn.send(request).await?;
         let waited = self
             .wait_until(timeout, "waiting for an IQ response", |c| {
-                c.awaited.get(&id).is_some_and(Option::is_some)
+                c.awaited
+                    .get(&id)
+                    .is_some_and(|(_, answer)| answer.is_some())
             })
             .await;
-        let response = self.awaited.remove(&id).flatten();
+        let response = self.awaited.remove(&id).and_then(|(_, answer)| answer);
         waited?;
         response.ok_or(DriverError::Timeout("waiting for an IQ response"))
     }
@@ -514,7 +523,7 @@ impl<S: Store> Client<S> {
 
     fn fresh_id(&mut self, what: &str) -> String {
         self.next_id += 1;
-        format!("omemo-tokio-{what}-{}", self.next_id)
+        format!("omemo-tokio-{what}-{:08x}-{}", self.id_salt, self.next_id)
     }
 
     /// When the manager's next timeout is due, as an `Instant` (at least a second after
@@ -668,8 +677,17 @@ impl<S: Store> Client<S> {
             }
             let id = iq.attr("id").unwrap_or_default();
             let failed = iq.attr("type") == Some("error");
-            if let Some(slot) = self.awaited.get_mut(id) {
-                *slot = Some(iq.clone());
+            // Only whom a request went to answers it (the own account: no `from`, or the
+            // own bare JID).
+            let from = protocol::other_account(iq.attr("from"), &self.jid);
+            if let Some((to, slot)) = self.awaited.get_mut(id) {
+                if *to == from {
+                    *slot = Some(iq.clone());
+                } else {
+                    tracing::warn!(%id, from = ?from, "IQ response from whom it was not sent to; ignored");
+                }
+            } else if from.is_some() {
+                tracing::debug!(%id, "IQ response from another account to no request of its; ignored");
             } else if id.starts_with("omemo-tokio-roster-") {
                 if let Some(query) = iq.get_child("query", NS_ROSTER) {
                     self.apply_roster(query);

@@ -210,6 +210,21 @@ pub(crate) fn room_join_presence(
     )
 }
 
+/// The bare JID in an IQ's `to` or `from` when it is another account's (or a service's):
+/// `None` for the own account (no address, or the own bare or full JID). A response
+/// counts only when this is the same for it as for its request.
+pub(crate) fn other_account(address: Option<&str>, own: &BareJid) -> Option<String> {
+    let address = address?;
+    match jid::Jid::new(address) {
+        Ok(jid) => {
+            let bare = jid.to_bare();
+            (bare != *own).then(|| bare.to_string())
+        }
+        // No JID: nobody's, so it matches no request.
+        Err(_) => Some(address.to_owned()),
+    }
+}
+
 /// An invitation to a room: who invites, to which room, with which password.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Invitation {
@@ -315,6 +330,23 @@ mod tests {
         let x = join.get_child("x", NS_MUC).unwrap();
         assert_eq!(x.get_child("password", NS_MUC).unwrap().text(), "secret");
         assert_eq!(room_join_presence(&room, "", None), None);
+    }
+
+    #[test]
+    fn responses_are_matched_to_the_account_asked() {
+        let own = own();
+        assert_eq!(other_account(None, &own), None);
+        assert_eq!(other_account(Some("bot@example.org"), &own), None);
+        assert_eq!(other_account(Some("bot@example.org/res"), &own), None);
+        assert_eq!(
+            other_account(Some("eve@example.org/x"), &own),
+            Some("eve@example.org".to_owned())
+        );
+        assert_eq!(
+            other_account(Some("room@muc.example.org"), &own),
+            Some("room@muc.example.org".to_owned())
+        );
+        assert_eq!(other_account(Some("@@"), &own), Some("@@".to_owned()));
     }
 
     fn own() -> BareJid {

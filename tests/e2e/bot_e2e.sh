@@ -259,6 +259,8 @@ start_bot() {
     shift 2
     local -a opts
     mapfile -t opts < <(bot_opts "$account")
+    # Emptied now: a repetition must not find the last run's lines before the bot writes.
+    : >"$WORK/$name.log"
     "$BOT" run "${opts[@]}" "$@" </dev/null >"$WORK/$name.out" 2>"$WORK/$name.log" &
     BOT_PID=$!
     track "$BOT_PID"

@@ -1855,17 +1855,19 @@ async def run_room(args: argparse.Namespace) -> int:
             # is kept until the end, and sessions are completed after it.
             sm = await peer.omemo.get_session_manager()
             sm.before_history_sync()
-            results = peer.plugin["xep_0313"].iterate(jid=room, rsm={"max": 50})
-            async for result in results:
-                inner = result["mam_result"]["forwarded"]["stanza"]
-                item = inner.xml.find("{http://jabber.org/protocol/muc#user}x/"
-                                      "{http://jabber.org/protocol/muc#user}item")
-                if item is not None and item.get("jid") and inner["from"].resource:
-                    seen[inner["from"].resource] = JID(item.get("jid")).bare
-                if inner.xml.find(f"{{{OLD_NS}}}encrypted") is not None:
-                    await peer._process(inner, "room_archive")  # pylint: disable=protected-access
-            async with peer.omemo.lock:
-                await sm.after_history_sync()
+            try:
+                results = peer.plugin["xep_0313"].iterate(jid=room, rsm={"max": 50})
+                async for result in results:
+                    inner = result["mam_result"]["forwarded"]["stanza"]
+                    item = inner.xml.find("{http://jabber.org/protocol/muc#user}x/"
+                                          "{http://jabber.org/protocol/muc#user}item")
+                    if item is not None and item.get("jid") and inner["from"].resource:
+                        seen[inner["from"].resource] = JID(item.get("jid")).bare
+                    if inner.xml.find(f"{{{OLD_NS}}}encrypted") is not None:
+                        await peer._process(inner, "room_archive")  # pylint: disable=protected-access
+            finally:
+                async with peer.omemo.lock:
+                    await sm.after_history_sync()
             LOG.info("read the room's archive: %s", summary["archived"])
         if args.members:
             for member in args.members.split(","):
