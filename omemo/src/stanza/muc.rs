@@ -201,7 +201,7 @@ mod tests {
                <query xmlns='http://jabber.org/protocol/disco#info'>\
                  <identity category='conference' type='text'/>\
                  <feature var='muc_nonanonymous'/><feature var='muc_membersonly'/>\
-                 <feature var='muc_persistent'/></query></iq>",
+                 <feature var='muc_persistent'/><feature var='urn:xmpp:mam:2'/></query></iq>",
         );
         assert_eq!(
             parse_room_features(&result),
