@@ -50,23 +50,9 @@ impl<S: Store> Manager<S> {
                 })
             }
             "presence" => Ok(self.room_update(stanza, now).unwrap_or(Handled::Unhandled)),
-            "message" if stanza.attr("type") == Some("groupchat") => {
-                let Some(handled) = self.room_message(stanza, rng, now) else {
-                    return Ok(Handled::Unhandled);
-                };
-                let handled = handled?;
-                // Only once the room is ready: a message refused before its members
-                // were known is read from the archive later.
-                if let Some(room) = stanza
-                    .attr("from")
-                    .and_then(|f| jid::Jid::new(f).ok())
-                    .map(|from| from.to_bare())
-                    && self.room_usable(room.as_str())
-                {
-                    self.note_read_online(Some(room.as_str()), stanza, now);
-                }
-                Ok(handled)
-            }
+            "message" if stanza.attr("type") == Some("groupchat") => self
+                .room_message(stanza, rng, now)
+                .unwrap_or(Ok(Handled::Unhandled)),
             "message" if stanza.attr("type") != Some("error") => {
                 // A joined room's notice of an affiliation change (from its bare JID).
                 if let Some(handled) = self.room_update(stanza, now) {

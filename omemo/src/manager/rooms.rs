@@ -93,6 +93,21 @@ impl Room {
         }
     }
 
+    /// Why a message in it cannot be attributed to a member (now), if it cannot: as
+    /// [`Room::refusal`], except that messages before this device's own presence (the
+    /// room's history) are read once its features and lists are in.
+    fn attribution_refusal(&self) -> Option<RoomRefusal> {
+        match self.refusal() {
+            None | Some(RoomRefusal::NotEntered)
+                if self.features.is_none() || !self.lists_pending.is_empty() =>
+            {
+                Some(RoomRefusal::NotReady)
+            }
+            None | Some(RoomRefusal::NotEntered) => None,
+            other => other,
+        }
+    }
+
     /// Whether what it says about its occupants is worth keeping: not for rooms that
     /// cannot carry OMEMO (anyone may come and go, and rename, there).
     fn keeps_occupants(&self) -> bool {
@@ -528,6 +543,8 @@ impl<S: Store> Manager<S> {
     /// A `groupchat` message from a joined room: this device's own coming back, or an
     /// OMEMO message from a member (decrypted with the room as the SCE `to`). `None`
     /// when it is not from a joined room.
+    /// Once the room is usable, the message moves the room archive's position (one
+    /// refused before its members were known is read from the archive later).
     pub(super) fn room_message(
         &mut self,
         message: &Element,
@@ -536,6 +553,21 @@ impl<S: Store> Manager<S> {
     ) -> Option<Result<Handled, ManagerError>> {
         let from = jid::Jid::new(message.attr("from")?).ok()?;
         let room = from.to_bare().to_string();
+        let handled = self.read_room_message(message, &from, room.clone(), rng, now)?;
+        if handled.is_ok() && self.room_usable(&room) {
+            self.note_read_online(Some(&room), message, now);
+        }
+        Some(handled)
+    }
+
+    fn read_room_message(
+        &mut self,
+        message: &Element,
+        from: &jid::Jid,
+        room: String,
+        rng: &mut impl CryptoRng,
+        now: u64,
+    ) -> Option<Result<Handled, ManagerError>> {
         let joined = self.rooms.get_mut(&room)?;
         let Some(nick) = from.resource().map(|r| r.to_string()) else {
             // From the room itself: a configuration change (XEP-0045 status 104, 172-174)
@@ -582,18 +614,8 @@ impl<S: Store> Manager<S> {
     ) -> Result<String, ManagerError> {
         let joined = self.joined(room)?;
         // Before its members are known (or in a room that cannot carry OMEMO), nobody's
-        // membership can be told. (Messages before this device's own presence, as the
-        // room's history, are read: its lists are what counts.)
-        let reason = match joined.refusal() {
-            None | Some(RoomRefusal::NotEntered)
-                if joined.features.is_none() || !joined.lists_pending.is_empty() =>
-            {
-                Some(RoomRefusal::NotReady)
-            }
-            None | Some(RoomRefusal::NotEntered) => None,
-            other => other,
-        };
-        if let Some(reason) = reason {
+        // membership can be told.
+        if let Some(reason) = joined.attribution_refusal() {
             return Err(ManagerError::RoomNotUsable {
                 room: room.to_owned(),
                 reason,
